@@ -1,0 +1,611 @@
+//! Distributed key generation (no dealer): frost-core's three DKG parts wrapped into
+//! a sans-IO state machine with
+//!
+//! 1. session/round binding of every message (signed [`Envelope`]s),
+//! 2. an **echo round** after round 1: each participant broadcasts, for every
+//!    sender, the hash of the round-1 message it received together with that
+//!    sender's signature. Two validly signed, different hashes for one sender prove
+//!    it equivocated; an entry whose signature does not verify names the echoer as
+//!    a forger (invariant 5),
+//! 3. round-2 shares **sealed end-to-end** to the recipient's X25519 key, bound to
+//!    the context, so an untrusted relay may carry them (invariant 3),
+//! 4. culprit identification for bad proofs of knowledge and bad shares,
+//! 5. a **confirmation round** in which everyone checks all derived the same group key.
+//!
+//! Messages may arrive in any order (early messages of later rounds are buffered).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use frost_core::keys::dkg::{self, round1, round2};
+use rand_core::CryptoRngCore;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    committee::Committee,
+    error::{Fault, ProtocolError},
+    identity::{self, NodeIdentity},
+    ids::{KeyId, NodeId, SessionId},
+    inbox::{Admit, Inbox, InboxStats},
+    key::KeyShare,
+    machine::{Input, Output, Status, TimerId, Timestamp},
+    seal::{self, SealedBox},
+    suite::{identifier, Ciphersuite, Suite},
+    wire::{EchoEntry, Envelope, Header, Payload, Round, PROTOCOL_VERSION},
+};
+
+/// Parameters of one DKG run; every participant must use the same values.
+#[derive(Debug, Clone)]
+pub struct DkgConfig {
+    /// Ciphersuite of the new key.
+    pub suite: Ciphersuite,
+    /// Id of the new key.
+    pub key_id: KeyId,
+    /// Session id of this run.
+    pub session: SessionId,
+    /// Minimum number of signers of the new key.
+    pub threshold: u16,
+    /// All participants.
+    pub committee: Committee,
+    /// Milliseconds from start until missing participants are named and the run aborts.
+    pub timeout_ms: u64,
+}
+
+/// What a DKG participant ends with.
+#[derive(Debug, Clone)]
+pub struct DkgOutput {
+    /// This node's share of the new key (secret).
+    pub share: KeyShare,
+}
+
+/// A DKG participant state machine for any supported ciphersuite.
+pub struct Dkg {
+    inner: Inner,
+}
+
+enum Inner {
+    Secp256k1(Session<frost_secp256k1::Secp256K1Sha256>),
+    Secp256k1Tr(Session<frost_secp256k1_tr::Secp256K1Sha256TR>),
+    Ed25519(Session<frost_ed25519::Ed25519Sha512>),
+}
+
+macro_rules! with_inner {
+    ($self:expr, $s:ident => $body:expr) => {
+        match $self {
+            Inner::Secp256k1($s) => $body,
+            Inner::Secp256k1Tr($s) => $body,
+            Inner::Ed25519($s) => $body,
+        }
+    };
+}
+
+impl Dkg {
+    /// Creates this node's participant for `config`.
+    pub fn new(identity: Arc<NodeIdentity>, config: DkgConfig) -> Result<Self, ProtocolError> {
+        let inner = match config.suite {
+            Ciphersuite::Secp256k1 => Inner::Secp256k1(Session::new(identity, config)?),
+            Ciphersuite::Secp256k1Tr => Inner::Secp256k1Tr(Session::new(identity, config)?),
+            Ciphersuite::Ed25519 => Inner::Ed25519(Session::new(identity, config)?),
+        };
+        Ok(Self { inner })
+    }
+
+    /// Feeds one input. Message-level rejections return an error without ending the
+    /// run; fatal errors ([`ProtocolError::is_fatal`]) end it and name culprits.
+    ///
+    /// # Security
+    /// Handles round-1 secret polynomials and received secret shares; they live only
+    /// inside this machine and are zeroized when consumed or dropped.
+    pub fn handle(
+        &mut self,
+        now: Timestamp,
+        input: Input,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<Output<DkgOutput>>, ProtocolError> {
+        with_inner!(&mut self.inner, s => s.handle(now, input, rng))
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        with_inner!(&self.inner, s => s.status)
+    }
+
+    /// Inbox counters.
+    pub fn stats(&self) -> InboxStats {
+        with_inner!(&self.inner, s => s.inbox.stats)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Round1,
+    Echo,
+    Round2,
+    Confirm,
+    Finished,
+}
+
+struct Received1<C: Suite> {
+    package: round1::Package<C>,
+    hash: [u8; 32],
+    signature: ed25519_dalek::Signature,
+}
+
+struct Session<C: Suite> {
+    identity: Arc<NodeIdentity>,
+    me: NodeId,
+    config: DkgConfig,
+    inbox: Inbox,
+    phase: Phase,
+    status: Status,
+    secret1: Option<round1::SecretPackage<C>>,
+    secret2: Option<round2::SecretPackage<C>>,
+    round1: BTreeMap<NodeId, Received1<C>>,
+    echoes: BTreeMap<NodeId, Vec<EchoEntry>>,
+    round2: BTreeMap<NodeId, SealedBox>,
+    confirms: BTreeMap<NodeId, (Vec<u8>, [u8; 32])>,
+    result: Option<(KeyShare, Vec<u8>, [u8; 32])>,
+}
+
+const DKG_ROUNDS: [Round; 4] = [
+    Round::DkgRound1,
+    Round::DkgEcho,
+    Round::DkgRound2,
+    Round::DkgConfirm,
+];
+
+impl<C: Suite> Session<C> {
+    fn new(identity: Arc<NodeIdentity>, config: DkgConfig) -> Result<Self, ProtocolError> {
+        let me = identity.node_id();
+        let n = config.committee.len();
+        if config.threshold < 2 || usize::from(config.threshold) > n {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "threshold {} must be between 2 and the committee size {n}",
+                config.threshold
+            )));
+        }
+        if config.committee.get(&me).is_none() {
+            return Err(ProtocolError::InvalidParameters(
+                "this node is not in the DKG committee".into(),
+            ));
+        }
+        for m in config.committee.members() {
+            identifier::<C>(m.index)?;
+        }
+        Ok(Self {
+            inbox: Inbox::new(config.suite, config.key_id, config.session),
+            identity,
+            me,
+            config,
+            phase: Phase::Idle,
+            status: Status::Running,
+            secret1: None,
+            secret2: None,
+            round1: BTreeMap::new(),
+            echoes: BTreeMap::new(),
+            round2: BTreeMap::new(),
+            confirms: BTreeMap::new(),
+            result: None,
+        })
+    }
+
+    fn handle(
+        &mut self,
+        now: Timestamp,
+        input: Input,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<Output<DkgOutput>>, ProtocolError> {
+        if self.status != Status::Running {
+            return Ok(Vec::new());
+        }
+        let result = self.step(now, input, rng);
+        if let Err(e) = &result {
+            if e.is_fatal() {
+                self.fail();
+            }
+        }
+        result
+    }
+
+    fn fail(&mut self) {
+        self.status = Status::Failed;
+        self.phase = Phase::Finished;
+        self.secret1 = None;
+        self.secret2 = None;
+        self.round2.clear();
+    }
+
+    fn step(
+        &mut self,
+        now: Timestamp,
+        input: Input,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<Output<DkgOutput>>, ProtocolError> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start => {
+                if self.phase != Phase::Idle {
+                    return Err(ProtocolError::InvalidState("DKG already started"));
+                }
+                out.push(Output::SetTimer {
+                    timer: TimerId::Deadline,
+                    at: now.plus_ms(self.config.timeout_ms),
+                });
+                self.start(rng, &mut out)?;
+            }
+            Input::Message(env) => {
+                let committee = &self.config.committee;
+                let me = self.me;
+                let admit = self
+                    .inbox
+                    .admit(&env, &DKG_ROUNDS, |n| *n != me && committee.get(n).is_some())?;
+                if admit == Admit::Duplicate {
+                    return Ok(out);
+                }
+                self.store(env)?;
+            }
+            Input::Timeout(TimerId::Deadline) => return Err(self.timeout_error()),
+        }
+        self.advance(rng, &mut out)?;
+        Ok(out)
+    }
+
+    fn envelope(&self, payload: Payload) -> Envelope {
+        Envelope::seal(
+            &self.identity,
+            self.config.suite,
+            self.config.key_id,
+            self.config.session,
+            payload,
+        )
+    }
+
+    fn broadcast(&self, payload: Payload, out: &mut Vec<Output<DkgOutput>>) -> Envelope {
+        let env = self.envelope(payload);
+        for node in self.config.committee.nodes().filter(|n| *n != self.me) {
+            out.push(Output::Send {
+                to: node,
+                msg: env.clone(),
+            });
+        }
+        env
+    }
+
+    fn my_index(&self) -> u16 {
+        self.config.committee.get(&self.me).map_or(0, |m| m.index)
+    }
+
+    fn node_of(&self, id: &frost_core::Identifier<C>) -> Option<NodeId> {
+        self.config
+            .committee
+            .members()
+            .iter()
+            .find(|m| identifier::<C>(m.index).ok().as_ref() == Some(id))
+            .map(|m| m.node)
+    }
+
+    fn start(
+        &mut self,
+        rng: &mut impl CryptoRngCore,
+        out: &mut Vec<Output<DkgOutput>>,
+    ) -> Result<(), ProtocolError> {
+        let n = u16::try_from(self.config.committee.len())
+            .map_err(|_| ProtocolError::InvalidParameters("committee too large".into()))?;
+        let (secret, package) = dkg::part1::<C, _>(
+            identifier::<C>(self.my_index())?,
+            n,
+            self.config.threshold,
+            &mut *rng,
+        )
+        .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
+        let bytes = package
+            .serialize()
+            .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
+        let env = self.broadcast(Payload::DkgRound1 { package: bytes }, out);
+        self.round1.insert(
+            self.me,
+            Received1 {
+                package,
+                hash: env.payload_hash(),
+                signature: env.signature,
+            },
+        );
+        self.secret1 = Some(secret);
+        self.phase = Phase::Round1;
+        Ok(())
+    }
+
+    /// Validates a newly admitted message's content and files it by round.
+    fn store(&mut self, env: Envelope) -> Result<(), ProtocolError> {
+        let sender = env.sender;
+        let hash = env.payload_hash();
+        let n = self.config.committee.len();
+        match env.payload {
+            Payload::DkgRound1 { package } => {
+                let package = round1::Package::<C>::deserialize(&package)
+                    .map_err(|_| ProtocolError::aborted(sender, Fault::InvalidElement))?;
+                if package.commitment().coefficients().len() != usize::from(self.config.threshold)
+                {
+                    return Err(ProtocolError::aborted(sender, Fault::InvalidElement));
+                }
+                self.round1.insert(
+                    sender,
+                    Received1 {
+                        package,
+                        hash,
+                        signature: env.signature,
+                    },
+                );
+            }
+            Payload::DkgEcho { entries } => {
+                let covers_committee = entries.len() == n
+                    && entries
+                        .iter()
+                        .zip(self.config.committee.nodes())
+                        .all(|(e, node)| e.sender == node);
+                if !covers_committee {
+                    return Err(ProtocolError::aborted(sender, Fault::ForgedEcho));
+                }
+                self.echoes.insert(sender, entries);
+            }
+            Payload::DkgRound2 { recipient, sealed } => {
+                if recipient != self.me {
+                    return Err(ProtocolError::WrongContext("round-2 share for another node"));
+                }
+                self.round2.insert(sender, sealed);
+            }
+            Payload::DkgConfirm {
+                group_key,
+                transcript,
+            } => {
+                self.confirms.insert(sender, (group_key, transcript));
+            }
+            _ => return Err(ProtocolError::UnexpectedRound { got: env.round }),
+        }
+        Ok(())
+    }
+
+    fn others(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.config.committee.nodes().filter(move |n| *n != self.me)
+    }
+
+    fn advance(
+        &mut self,
+        rng: &mut impl CryptoRngCore,
+        out: &mut Vec<Output<DkgOutput>>,
+    ) -> Result<(), ProtocolError> {
+        let n = self.config.committee.len();
+        if self.phase == Phase::Round1 && self.round1.len() == n {
+            let entries = self
+                .config
+                .committee
+                .nodes()
+                .map(|node| {
+                    let r = &self.round1[&node];
+                    EchoEntry {
+                        sender: node,
+                        payload_hash: r.hash,
+                        signature: r.signature,
+                    }
+                })
+                .collect();
+            self.broadcast(Payload::DkgEcho { entries }, out);
+            self.phase = Phase::Echo;
+        }
+        if self.phase == Phase::Echo && self.others().all(|o| self.echoes.contains_key(&o)) {
+            self.check_echoes()?;
+            self.send_round2(rng, out)?;
+            self.phase = Phase::Round2;
+        }
+        if self.phase == Phase::Round2 && self.others().all(|o| self.round2.contains_key(&o)) {
+            self.finish_round2(out)?;
+            self.phase = Phase::Confirm;
+        }
+        if self.phase == Phase::Confirm && self.others().all(|o| self.confirms.contains_key(&o))
+        {
+            let (share, group_key, transcript) = self
+                .result
+                .take()
+                .ok_or(ProtocolError::InvalidState("confirmation without a key"))?;
+            let mut culprits: Vec<NodeId> = self
+                .confirms
+                .iter()
+                .filter(|(_, (k, t))| *k != group_key || *t != transcript)
+                .map(|(node, _)| *node)
+                .collect();
+            culprits.sort();
+            if !culprits.is_empty() {
+                return Err(ProtocolError::Aborted {
+                    culprits,
+                    fault: Fault::ConfirmationMismatch,
+                });
+            }
+            self.phase = Phase::Finished;
+            self.status = Status::Done;
+            out.push(Output::Done(DkgOutput { share }));
+        }
+        Ok(())
+    }
+
+    /// Compares every echo with what we received (invariant 5).
+    fn check_echoes(&self) -> Result<(), ProtocolError> {
+        for (echoer, entries) in &self.echoes {
+            for entry in entries {
+                let ours = &self.round1[&entry.sender];
+                if entry.payload_hash == ours.hash {
+                    continue;
+                }
+                let header = Header {
+                    version: PROTOCOL_VERSION,
+                    suite: self.config.suite,
+                    key: self.config.key_id,
+                    session: self.config.session,
+                    round: Round::DkgRound1,
+                    sender: entry.sender,
+                };
+                let digest = header.signing_digest(&entry.payload_hash);
+                return if identity::verify(&entry.sender, &digest, &entry.signature).is_ok() {
+                    // Two different round-1 messages, both signed by the sender.
+                    Err(ProtocolError::Equivocation {
+                        culprit: entry.sender,
+                        round: Round::DkgRound1,
+                    })
+                } else {
+                    Err(ProtocolError::aborted(*echoer, Fault::ForgedEcho))
+                };
+            }
+        }
+        Ok(())
+    }
+
+    fn round1_packages(&self) -> Result<BTreeMap<frost_core::Identifier<C>, round1::Package<C>>, ProtocolError> {
+        let mut map = BTreeMap::new();
+        for m in self.config.committee.members() {
+            if m.node != self.me {
+                map.insert(identifier::<C>(m.index)?, self.round1[&m.node].package.clone());
+            }
+        }
+        Ok(map)
+    }
+
+    fn seal_aad(&self, sender: &NodeId, recipient: &NodeId) -> Vec<u8> {
+        share_aad(
+            self.config.suite,
+            &self.config.key_id,
+            &self.config.session,
+            sender,
+            recipient,
+        )
+    }
+
+    fn map_frost_error(&self, e: frost_core::Error<C>, fault: Fault) -> ProtocolError {
+        let culprits: Vec<NodeId> = e.culprits().iter().filter_map(|id| self.node_of(id)).collect();
+        if culprits.is_empty() {
+            ProtocolError::Crypto(e.to_string())
+        } else {
+            ProtocolError::Aborted { culprits, fault }
+        }
+    }
+
+    fn send_round2(
+        &mut self,
+        rng: &mut impl CryptoRngCore,
+        out: &mut Vec<Output<DkgOutput>>,
+    ) -> Result<(), ProtocolError> {
+        let secret = self
+            .secret1
+            .take()
+            .ok_or(ProtocolError::InvalidState("round 2 without round-1 secret"))?;
+        let (secret2, packages) = dkg::part2(secret, &self.round1_packages()?)
+            .map_err(|e| self.map_frost_error(e, Fault::InvalidProofOfKnowledge))?;
+        for m in self.config.committee.members() {
+            if m.node == self.me {
+                continue;
+            }
+            let package = &packages[&identifier::<C>(m.index)?];
+            let plain = zeroize::Zeroizing::new(
+                package
+                    .serialize()
+                    .map_err(|e| ProtocolError::Crypto(e.to_string()))?,
+            );
+            let sealed = seal::seal(rng, &m.seal_key, &self.seal_aad(&self.me, &m.node), &plain)?;
+            out.push(Output::Send {
+                to: m.node,
+                msg: self.envelope(Payload::DkgRound2 {
+                    recipient: m.node,
+                    sealed,
+                }),
+            });
+        }
+        self.secret2 = Some(secret2);
+        Ok(())
+    }
+
+    fn finish_round2(&mut self, out: &mut Vec<Output<DkgOutput>>) -> Result<(), ProtocolError> {
+        let mut shares = BTreeMap::new();
+        for m in self.config.committee.members() {
+            if m.node == self.me {
+                continue;
+            }
+            let sealed = &self.round2[&m.node];
+            let plain = seal::open(
+                self.identity.sealing_secret(),
+                &self.seal_aad(&m.node, &self.me),
+                sealed,
+            )
+            .ok_or_else(|| ProtocolError::aborted(m.node, Fault::UndecryptablePayload))?;
+            let package = round2::Package::<C>::deserialize(&plain)
+                .map_err(|_| ProtocolError::aborted(m.node, Fault::InvalidElement))?;
+            shares.insert(identifier::<C>(m.index)?, package);
+        }
+        let secret2 = self
+            .secret2
+            .take()
+            .ok_or(ProtocolError::InvalidState("round 3 without round-2 secret"))?;
+        let (key_package, public) = dkg::part3(&secret2, &self.round1_packages()?, &shares)
+            .map_err(|e| self.map_frost_error(e, Fault::InvalidSecretShare))?;
+        self.round2.clear();
+        let members = self
+            .config
+            .committee
+            .members()
+            .iter()
+            .map(|m| (m.node, m.index))
+            .collect();
+        let share = KeyShare::from_frost(
+            self.config.key_id,
+            members,
+            self.my_index(),
+            &key_package,
+            &public,
+        )?;
+        let group_key = share.public.verifying_key.clone();
+        let transcript: [u8; 32] = Sha256::digest(&share.public.public_key_package).into();
+        self.broadcast(
+            Payload::DkgConfirm {
+                group_key: group_key.clone(),
+                transcript,
+            },
+            out,
+        );
+        self.result = Some((share, group_key, transcript));
+        Ok(())
+    }
+
+    fn timeout_error(&self) -> ProtocolError {
+        let missing: Vec<NodeId> = match self.phase {
+            Phase::Idle | Phase::Round1 => {
+                self.others().filter(|o| !self.round1.contains_key(o)).collect()
+            }
+            Phase::Echo => self.others().filter(|o| !self.echoes.contains_key(o)).collect(),
+            Phase::Round2 => self.others().filter(|o| !self.round2.contains_key(o)).collect(),
+            Phase::Confirm | Phase::Finished => {
+                self.others().filter(|o| !self.confirms.contains_key(o)).collect()
+            }
+        };
+        if missing.is_empty() {
+            return ProtocolError::InvalidState("deadline passed with nothing missing");
+        }
+        ProtocolError::Aborted {
+            culprits: missing,
+            fault: Fault::Timeout,
+        }
+    }
+}
+
+/// Associated data binding a sealed round-2 share to its context.
+pub(crate) fn share_aad(
+    suite: Ciphersuite,
+    key: &KeyId,
+    session: &SessionId,
+    sender: &NodeId,
+    recipient: &NodeId,
+) -> Vec<u8> {
+    let mut aad = b"quorate/dkg-share/v1".to_vec();
+    aad.extend_from_slice(suite.name().as_bytes());
+    aad.extend_from_slice(key.as_bytes());
+    aad.extend_from_slice(session.as_bytes());
+    aad.extend_from_slice(sender.as_bytes());
+    aad.extend_from_slice(recipient.as_bytes());
+    aad
+}

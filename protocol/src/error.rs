@@ -1,0 +1,153 @@
+//! The crate's one error type.
+//!
+//! Errors fall in three groups, which callers treat differently:
+//! - **message rejections** (`TooLarge`, `Malformed`, `BadSignature`, `UnknownSender`,
+//!   `WrongContext`, `UnexpectedRound`, …): the message is dropped and counted, the
+//!   session continues;
+//! - **peer faults** (`Equivocation`, `Aborted`): the session is over and the error
+//!   names the culprits ([`ProtocolError::culprits`]);
+//! - **local refusals and bugs** (`NonceReused`, `RequestMismatch`, `InvalidParameters`,
+//!   `InvalidState`, `Crypto`): nothing a peer can be blamed for.
+
+use crate::{ids::NodeId, wire::Round};
+
+/// What a peer did wrong, carried by [`ProtocolError::Aborted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Fault {
+    /// A DKG round-1 proof of knowledge did not verify.
+    #[error("invalid proof of knowledge")]
+    InvalidProofOfKnowledge,
+    /// A DKG round-2 share did not match the sender's commitment.
+    #[error("invalid secret share")]
+    InvalidSecretShare,
+    /// A sealed payload could not be opened although its envelope was validly signed.
+    #[error("sealed payload does not open")]
+    UndecryptablePayload,
+    /// A payload held a malformed, non-canonical or identity group element or scalar.
+    #[error("invalid group element or scalar")]
+    InvalidElement,
+    /// An echo entry carried a signature that the named sender never made.
+    #[error("forged echo entry")]
+    ForgedEcho,
+    /// The participant confirmed a different group key than ours.
+    #[error("confirmed a different group key")]
+    ConfirmationMismatch,
+    /// A signature share did not verify against the signer's verifying share.
+    #[error("invalid signature share")]
+    InvalidSignatureShare,
+    /// The participant sent nothing for the current round before the deadline.
+    #[error("no message before the deadline")]
+    Timeout,
+    /// The signing package omitted or altered the signer's own commitment.
+    #[error("signing package does not carry our commitment")]
+    CommitmentAltered,
+}
+
+/// Every error the protocol core returns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// An encoded message exceeded the size cap; it was not decoded.
+    #[error("message of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Size of the received message.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// Bytes that do not decode as the expected structure.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// The envelope's protocol version is not one we speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u16),
+    /// The envelope signature does not verify under the claimed sender's key.
+    #[error("envelope signature from {claimed:?} does not verify")]
+    BadSignature {
+        /// The sender named in the envelope.
+        claimed: NodeId,
+    },
+    /// The authenticated transport peer is not the envelope's sender.
+    #[error("envelope claims sender {claimed:?} but arrived from {authenticated:?}")]
+    SenderMismatch {
+        /// Peer authenticated by the transport.
+        authenticated: NodeId,
+        /// Sender written in the envelope.
+        claimed: NodeId,
+    },
+    /// The sender is not a member of this session's committee.
+    #[error("sender {0:?} is not a participant of this session")]
+    UnknownSender(NodeId),
+    /// The envelope belongs to another session, key or ciphersuite.
+    #[error("message bound to another context ({0})")]
+    WrongContext(&'static str),
+    /// The envelope's round is not one this session accepts now.
+    #[error("unexpected round {got:?}")]
+    UnexpectedRound {
+        /// Round carried by the message.
+        got: Round,
+    },
+    /// A second, different message for the same (session, round, sender).
+    #[error("{culprit:?} equivocated in round {round:?}")]
+    Equivocation {
+        /// The participant that sent two different messages.
+        culprit: NodeId,
+        /// Where it happened.
+        round: Round,
+    },
+    /// The session was aborted because of the named peers.
+    #[error("session aborted: {fault} by {culprits:?}")]
+    Aborted {
+        /// Everyone provably (or, for `Timeout`, observably) at fault.
+        culprits: Vec<NodeId>,
+        /// What they did.
+        fault: Fault,
+    },
+    /// A second signing request for commitments whose nonces were already consumed.
+    #[error("nonces for this commitment were already used; refusing to sign again")]
+    NonceReused,
+    /// The signing package does not sign what this signer approved.
+    #[error("signing package does not match the approved request: {0}")]
+    RequestMismatch(&'static str),
+    /// Caller supplied impossible parameters (threshold, committee, tweak, …).
+    #[error("invalid parameters: {0}")]
+    InvalidParameters(String),
+    /// The machine was driven out of order (a caller bug).
+    #[error("invalid state: {0}")]
+    InvalidState(&'static str),
+    /// A local cryptographic operation failed (never caused by a peer).
+    #[error("local crypto failure: {0}")]
+    Crypto(String),
+}
+
+impl ProtocolError {
+    /// The peers this error blames, empty when nobody is to blame.
+    pub fn culprits(&self) -> Vec<NodeId> {
+        match self {
+            Self::Equivocation { culprit, .. } => vec![*culprit],
+            Self::Aborted { culprits, .. } => culprits.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// True when the error ends the session (as opposed to dropping one message).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::Equivocation { .. }
+                | Self::Aborted { .. }
+                | Self::NonceReused
+                | Self::RequestMismatch(_)
+                | Self::InvalidState(_)
+                | Self::Crypto(_)
+        )
+    }
+
+    pub(crate) fn aborted(culprit: NodeId, fault: Fault) -> Self {
+        Self::Aborted {
+            culprits: vec![culprit],
+            fault,
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! A node's long-term identity: an Ed25519 key that signs every envelope it sends
+//! and an X25519 key that others seal secret payloads to.
+
+use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::{error::ProtocolError, ids::NodeId};
+
+/// The secret half of a node identity. Never printed; both keys zeroize themselves
+/// on drop (ed25519-dalek and x25519-dalek `zeroize` features).
+#[derive(Clone)]
+pub struct NodeIdentity {
+    signing: SigningKey,
+    sealing: x25519_dalek::StaticSecret,
+}
+
+impl core::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "NodeIdentity({:?}, <secret>)", self.node_id())
+    }
+}
+
+/// The public half, as it appears in a roster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicIdentity {
+    /// Ed25519 public key; also the node id.
+    pub node: NodeId,
+    /// X25519 public key that secret payloads are sealed to.
+    pub seal_key: [u8; 32],
+}
+
+impl NodeIdentity {
+    /// Generates a fresh identity.
+    ///
+    /// # Security
+    /// `rng` must be a cryptographically secure generator (the OS generator in
+    /// production; seeded generators only in tests and the simulator).
+    pub fn generate(rng: &mut impl CryptoRngCore) -> Self {
+        let signing = SigningKey::generate(rng);
+        let sealing = x25519_dalek::StaticSecret::random_from_rng(&mut *rng);
+        Self { signing, sealing }
+    }
+
+    /// Rebuilds an identity from its 64-byte secret encoding (see [`Self::to_secret_bytes`]).
+    ///
+    /// # Security
+    /// The input is secret key material; the caller should zeroize its copy.
+    pub fn from_secret_bytes(bytes: &[u8; 64]) -> Self {
+        let mut sign = [0u8; 32];
+        let mut seal = [0u8; 32];
+        sign.copy_from_slice(&bytes[..32]);
+        seal.copy_from_slice(&bytes[32..]);
+        let me = Self {
+            signing: SigningKey::from_bytes(&sign),
+            sealing: x25519_dalek::StaticSecret::from(seal),
+        };
+        sign.zeroize();
+        seal.zeroize();
+        me
+    }
+
+    /// The 64-byte secret encoding (Ed25519 seed ‖ X25519 secret), for a sealed keystore.
+    ///
+    /// # Security
+    /// Returns secret key material in a zeroizing buffer; seal it before it leaves memory.
+    pub fn to_secret_bytes(&self) -> Zeroizing<[u8; 64]> {
+        let mut out = Zeroizing::new([0u8; 64]);
+        out[..32].copy_from_slice(&self.signing.to_bytes());
+        out[32..].copy_from_slice(self.sealing.as_bytes());
+        out
+    }
+
+    /// This node's id (its Ed25519 public key).
+    pub fn node_id(&self) -> NodeId {
+        NodeId(self.signing.verifying_key().to_bytes())
+    }
+
+    /// The public identity to publish in a roster.
+    pub fn public(&self) -> PublicIdentity {
+        PublicIdentity {
+            node: self.node_id(),
+            seal_key: x25519_dalek::PublicKey::from(&self.sealing).to_bytes(),
+        }
+    }
+
+    pub(crate) fn sign(&self, digest: &[u8]) -> ed25519_dalek::Signature {
+        self.signing.sign(digest)
+    }
+
+    pub(crate) fn sealing_secret(&self) -> &x25519_dalek::StaticSecret {
+        &self.sealing
+    }
+}
+
+/// Verifies an Ed25519 signature by `node` (strict: rejects small-order keys and
+/// malleable signatures).
+pub(crate) fn verify(
+    node: &NodeId,
+    digest: &[u8],
+    signature: &ed25519_dalek::Signature,
+) -> Result<(), ProtocolError> {
+    let key = VerifyingKey::from_bytes(node.as_bytes())
+        .map_err(|_| ProtocolError::BadSignature { claimed: *node })?;
+    if key.is_weak() {
+        return Err(ProtocolError::BadSignature { claimed: *node });
+    }
+    key.verify(digest, signature)
+        .and_then(|()| key.verify_strict(digest, signature))
+        .map_err(|_| ProtocolError::BadSignature { claimed: *node })
+}

@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod aggregate;
+pub mod byzantine;
+pub mod committee;
+pub mod dkg;
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod inbox;
+pub mod key;
+pub mod local;
+pub mod machine;
+pub mod seal;
+pub mod sign;
+pub mod suite;
+pub mod wire;
+
+pub use aggregate::Aggregator;
+pub use committee::{Committee, Member};
+pub use dkg::Dkg;
+pub use error::{Fault, ProtocolError};
+pub use identity::NodeIdentity;
+pub use ids::{KeyId, NodeId, SessionId};
+pub use key::{GroupPublic, KeyShare, SignatureBytes};
+pub use machine::{Input, Output, TimerId, Timestamp};
+pub use sign::{SignTarget, Signer};
+pub use suite::Ciphersuite;
+pub use wire::{Envelope, Payload, Round};

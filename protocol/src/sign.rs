@@ -1,0 +1,296 @@
+//! Signer side of FROST signing.
+//!
+//! Round 1: generate nonces, send commitments to the coordinator. Round 2: check
+//! the coordinator's signing package carries our unaltered commitment and exactly
+//! the message (and tweak) this node approved, then sign. The nonces are *moved out*
+//! of the machine by signing and zeroized (invariant 1): any later, different signing
+//! package for the same session is refused with [`ProtocolError::NonceReused`].
+
+use std::sync::Arc;
+
+use frost_core::{
+    round1::{self, SigningCommitments, SigningNonces},
+    round2, SigningPackage,
+};
+use rand_core::CryptoRngCore;
+
+use crate::{
+    error::{Fault, ProtocolError},
+    identity::NodeIdentity,
+    ids::{NodeId, SessionId},
+    inbox::{Admit, Inbox, InboxStats},
+    key::KeyShare,
+    machine::{Input, Output, Status, TimerId, Timestamp},
+    suite::{identifier, Ciphersuite, Suite},
+    wire::{Envelope, Payload, Round},
+};
+
+/// What is being signed: the message and, for secp256k1-tr, an optional merkle root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignTarget {
+    /// Bytes to sign.
+    pub message: Vec<u8>,
+    /// BIP341 script-tree merkle root (secp256k1-tr only).
+    pub tweak: Option<[u8; 32]>,
+}
+
+/// Parameters of one signing session, as approved by this node.
+#[derive(Debug, Clone)]
+pub struct SignerConfig {
+    /// Session id chosen by the coordinator.
+    pub session: SessionId,
+    /// The coordinator: the only node this session accepts packages from.
+    pub coordinator: NodeId,
+    /// What this node approved to sign (after its own policy checks).
+    pub target: SignTarget,
+    /// Milliseconds until the session gives up on the coordinator.
+    pub timeout_ms: u64,
+}
+
+/// What a signer session ends with: the share it contributed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareSent {
+    /// Serialized signature share (public once sent).
+    pub share: Vec<u8>,
+}
+
+/// A signer state machine for any supported ciphersuite.
+pub struct Signer {
+    inner: Inner,
+}
+
+enum Inner {
+    Secp256k1(Session<frost_secp256k1::Secp256K1Sha256>),
+    Secp256k1Tr(Session<frost_secp256k1_tr::Secp256K1Sha256TR>),
+    Ed25519(Session<frost_ed25519::Ed25519Sha512>),
+}
+
+macro_rules! with_inner {
+    ($self:expr, $s:ident => $body:expr) => {
+        match $self {
+            Inner::Secp256k1($s) => $body,
+            Inner::Secp256k1Tr($s) => $body,
+            Inner::Ed25519($s) => $body,
+        }
+    };
+}
+
+impl Signer {
+    /// Creates a signer session for `share`.
+    ///
+    /// # Security
+    /// Holds the secret key share for the session's lifetime (zeroized on drop).
+    pub fn new(
+        identity: Arc<NodeIdentity>,
+        share: &KeyShare,
+        config: SignerConfig,
+    ) -> Result<Self, ProtocolError> {
+        let inner = match share.public.suite {
+            Ciphersuite::Secp256k1 => Inner::Secp256k1(Session::new(identity, share, config)?),
+            Ciphersuite::Secp256k1Tr => Inner::Secp256k1Tr(Session::new(identity, share, config)?),
+            Ciphersuite::Ed25519 => Inner::Ed25519(Session::new(identity, share, config)?),
+        };
+        Ok(Self { inner })
+    }
+
+    /// Feeds one input.
+    ///
+    /// # Security
+    /// Generates and consumes the session's signing nonces. A nonce never leaves this
+    /// machine and is used at most once.
+    pub fn handle(
+        &mut self,
+        now: Timestamp,
+        input: Input,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<Output<ShareSent>>, ProtocolError> {
+        with_inner!(&mut self.inner, s => s.handle(now, input, rng))
+    }
+
+    /// Current status.
+    pub fn status(&self) -> Status {
+        with_inner!(&self.inner, s => s.status)
+    }
+
+    /// Inbox counters.
+    pub fn stats(&self) -> InboxStats {
+        with_inner!(&self.inner, s => s.inbox.stats)
+    }
+}
+
+struct Session<C: Suite> {
+    identity: Arc<NodeIdentity>,
+    key: frost_core::keys::KeyPackage<C>,
+    share_public: crate::key::GroupPublic,
+    config: SignerConfig,
+    inbox: Inbox,
+    status: Status,
+    nonces: Option<SigningNonces<C>>,
+    commitments: Option<SigningCommitments<C>>,
+    used: bool,
+}
+
+impl<C: Suite> Session<C> {
+    fn new(
+        identity: Arc<NodeIdentity>,
+        share: &KeyShare,
+        config: SignerConfig,
+    ) -> Result<Self, ProtocolError> {
+        if config.target.tweak.is_some() && C::SUITE != Ciphersuite::Secp256k1Tr {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "ciphersuite {} does not support tweaks",
+                C::SUITE
+            )));
+        }
+        Ok(Self {
+            key: share.key_package::<C>()?,
+            inbox: Inbox::new(C::SUITE, share.public.key_id, config.session),
+            share_public: share.public.clone(),
+            identity,
+            config,
+            status: Status::Running,
+            nonces: None,
+            commitments: None,
+            used: false,
+        })
+    }
+
+    fn envelope(&self, payload: Payload) -> Envelope {
+        Envelope::seal(
+            &self.identity,
+            C::SUITE,
+            self.share_public.key_id,
+            self.config.session,
+            payload,
+        )
+    }
+
+    fn handle(
+        &mut self,
+        now: Timestamp,
+        input: Input,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<Output<ShareSent>>, ProtocolError> {
+        let result = self.step(now, input, rng);
+        if let Err(e) = &result {
+            if e.is_fatal() && self.status == Status::Running {
+                self.status = Status::Failed;
+            }
+            if e.is_fatal() {
+                // Fail closed: whatever went wrong, these nonces are never used.
+                self.nonces = None;
+            }
+        }
+        result
+    }
+
+    fn step(
+        &mut self,
+        now: Timestamp,
+        input: Input,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<Output<ShareSent>>, ProtocolError> {
+        match input {
+            Input::Start => {
+                if self.commitments.is_some() || self.used {
+                    return Err(ProtocolError::InvalidState("signer already started"));
+                }
+                let (nonces, commitments) = round1::commit(self.key.signing_share(), rng);
+                let bytes = commitments
+                    .serialize()
+                    .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
+                self.nonces = Some(nonces);
+                self.commitments = Some(commitments);
+                Ok(vec![
+                    Output::SetTimer {
+                        timer: TimerId::Deadline,
+                        at: now.plus_ms(self.config.timeout_ms),
+                    },
+                    Output::Send {
+                        to: self.config.coordinator,
+                        msg: self.envelope(Payload::SignCommit { commitments: bytes }),
+                    },
+                ])
+            }
+            Input::Timeout(TimerId::Deadline) => {
+                if self.status != Status::Running {
+                    return Ok(Vec::new());
+                }
+                Err(ProtocolError::Aborted {
+                    culprits: vec![self.config.coordinator],
+                    fault: Fault::Timeout,
+                })
+            }
+            Input::Message(env) => {
+                let coordinator = self.config.coordinator;
+                match self
+                    .inbox
+                    .admit(&env, &[Round::SignPackage], |n| *n == coordinator)
+                {
+                    Ok(Admit::Duplicate) => return Ok(Vec::new()),
+                    Ok(Admit::New) => {}
+                    // A second, different package after we signed: refuse (invariant 1).
+                    Err(ProtocolError::Equivocation { .. }) if self.used => {
+                        return Err(ProtocolError::NonceReused)
+                    }
+                    Err(e) => return Err(e),
+                }
+                if self.used || self.status != Status::Running {
+                    return Err(ProtocolError::NonceReused);
+                }
+                let Payload::SignPackage { package, tweak } = env.payload else {
+                    return Err(ProtocolError::UnexpectedRound { got: env.round });
+                };
+                let share = self.sign(&package, tweak)?;
+                self.status = Status::Done;
+                Ok(vec![
+                    Output::Send {
+                        to: self.config.coordinator,
+                        msg: self.envelope(Payload::SignShare {
+                            share: share.clone(),
+                        }),
+                    },
+                    Output::Done(ShareSent { share }),
+                ])
+            }
+        }
+    }
+
+    fn sign(&mut self, package: &[u8], tweak: Option<[u8; 32]>) -> Result<Vec<u8>, ProtocolError> {
+        let coordinator = self.config.coordinator;
+        let package = SigningPackage::<C>::deserialize(package)
+            .map_err(|_| ProtocolError::aborted(coordinator, Fault::InvalidElement))?;
+        let mine = self
+            .commitments
+            .as_ref()
+            .ok_or(ProtocolError::InvalidState("signing package before commitments"))?;
+        let me = *self.key.identifier();
+        if package.signing_commitments().get(&me) != Some(mine) {
+            return Err(ProtocolError::aborted(coordinator, Fault::CommitmentAltered));
+        }
+        if package.message() != &self.config.target.message {
+            return Err(ProtocolError::RequestMismatch("message differs from the approved request"));
+        }
+        if tweak != self.config.target.tweak {
+            return Err(ProtocolError::RequestMismatch("tweak differs from the approved request"));
+        }
+        for id in package.signing_commitments().keys() {
+            let known = self
+                .share_public
+                .members
+                .values()
+                .any(|i| identifier::<C>(*i).ok().as_ref() == Some(id));
+            if !known {
+                return Err(ProtocolError::aborted(coordinator, Fault::InvalidElement));
+            }
+        }
+        // Consume the nonces: from here on they exist only inside this scope.
+        let nonces = self.nonces.take().ok_or(ProtocolError::NonceReused)?;
+        self.used = true;
+        let key = C::tweak_key_package(self.key.clone(), tweak.as_ref())?;
+        let share = round2::sign(&package, &nonces, &key)
+            .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
+        drop(nonces);
+        Ok(share.serialize())
+    }
+}

@@ -1,0 +1,110 @@
+//! Message payloads, one variant per protocol round.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ids::NodeId, seal::SealedBox};
+
+/// The protocol step a message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Round {
+    /// DKG round 1: commitments and proof of knowledge, broadcast.
+    DkgRound1,
+    /// DKG echo: what each participant received in round 1, broadcast.
+    DkgEcho,
+    /// DKG round 2: a secret share sealed to one recipient.
+    DkgRound2,
+    /// DKG confirmation: the group key each participant derived.
+    DkgConfirm,
+    /// Signing: the coordinator asks a signer to take part.
+    SignRequest,
+    /// Signing round 1: a signer's nonce commitments.
+    SignCommit,
+    /// Signing round 2 request: the coordinator's signing package.
+    SignPackage,
+    /// Signing round 2 answer: a signature share.
+    SignShare,
+}
+
+/// One row of a DKG echo: what `sender`'s round-1 message hashed to, with the
+/// sender's own envelope signature over it. Two rows for one sender with different
+/// hashes and valid signatures prove that sender equivocated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EchoEntry {
+    /// Whose round-1 message this row describes.
+    pub sender: NodeId,
+    /// SHA-256 of that message's payload encoding.
+    pub payload_hash: [u8; 32],
+    /// The sender's envelope signature, re-verifiable from the hash.
+    pub signature: ed25519_dalek::Signature,
+}
+
+/// What a message carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// DKG round 1 package (frost-core encoding).
+    DkgRound1 {
+        /// Serialized `frost_core::keys::dkg::round1::Package`.
+        package: Vec<u8>,
+    },
+    /// Echo of all round-1 messages received, ordered by sender index.
+    DkgEcho {
+        /// One entry per committee member, including the echoing node.
+        entries: Vec<EchoEntry>,
+    },
+    /// A round-2 secret share, sealed end-to-end to `recipient`.
+    DkgRound2 {
+        /// The only node able to open the box.
+        recipient: NodeId,
+        /// Sealed `frost_core::keys::dkg::round2::Package`.
+        sealed: SealedBox,
+    },
+    /// The group key this participant derived, with a hash of the whole public key package.
+    DkgConfirm {
+        /// Serialized group verifying key.
+        group_key: Vec<u8>,
+        /// SHA-256 of the serialized public key package.
+        transcript: [u8; 32],
+    },
+    /// Asks a signer to take part in signing `message`.
+    SignRequest {
+        /// The client's signed request, forwarded verbatim for the node's own checks.
+        request: Vec<u8>,
+        /// Bytes to sign.
+        message: Vec<u8>,
+        /// Optional Taproot merkle root.
+        tweak: Option<[u8; 32]>,
+    },
+    /// A signer's round-1 nonce commitments.
+    SignCommit {
+        /// Serialized `frost_core::round1::SigningCommitments`.
+        commitments: Vec<u8>,
+    },
+    /// The coordinator's signing package.
+    SignPackage {
+        /// Serialized `frost_core::SigningPackage`.
+        package: Vec<u8>,
+        /// Optional Taproot merkle root.
+        tweak: Option<[u8; 32]>,
+    },
+    /// A signature share.
+    SignShare {
+        /// Serialized `frost_core::round2::SignatureShare`.
+        share: Vec<u8>,
+    },
+}
+
+impl Payload {
+    /// The round this payload belongs to.
+    pub fn round(&self) -> Round {
+        match self {
+            Self::DkgRound1 { .. } => Round::DkgRound1,
+            Self::DkgEcho { .. } => Round::DkgEcho,
+            Self::DkgRound2 { .. } => Round::DkgRound2,
+            Self::DkgConfirm { .. } => Round::DkgConfirm,
+            Self::SignRequest { .. } => Round::SignRequest,
+            Self::SignCommit { .. } => Round::SignCommit,
+            Self::SignPackage { .. } => Round::SignPackage,
+            Self::SignShare { .. } => Round::SignShare,
+        }
+    }
+}
