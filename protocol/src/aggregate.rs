@@ -304,11 +304,12 @@ impl<C: Suite> Session<C> {
                 frost_core::CheaterDetection::AllCheaters,
             )
             .map_err(|e| {
-                let culprits: Vec<NodeId> = e
+                let mut culprits: Vec<NodeId> = e
                     .culprits()
                     .iter()
                     .filter_map(|id| self.ids.iter().find(|(_, i)| *i == id).map(|(n, _)| *n))
                     .collect();
+                culprits.sort();
                 if culprits.is_empty() {
                     ProtocolError::Crypto(e.to_string())
                 } else {

@@ -479,7 +479,9 @@ impl<C: Suite> Session<C> {
     }
 
     fn map_frost_error(&self, e: frost_core::Error<C>, fault: Fault) -> ProtocolError {
-        let culprits: Vec<NodeId> = e.culprits().iter().filter_map(|id| self.node_of(id)).collect();
+        let mut culprits: Vec<NodeId> =
+            e.culprits().iter().filter_map(|id| self.node_of(id)).collect();
+        culprits.sort();
         if culprits.is_empty() {
             ProtocolError::Crypto(e.to_string())
         } else {
