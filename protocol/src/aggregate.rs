@@ -69,9 +69,7 @@ impl Aggregator {
     ) -> Result<Self, ProtocolError> {
         let inner = match public.suite {
             Ciphersuite::Secp256k1 => Inner::Secp256k1(Session::new(identity, public, config)?),
-            Ciphersuite::Secp256k1Tr => {
-                Inner::Secp256k1Tr(Session::new(identity, public, config)?)
-            }
+            Ciphersuite::Secp256k1Tr => Inner::Secp256k1Tr(Session::new(identity, public, config)?),
             Ciphersuite::Ed25519 => Inner::Ed25519(Session::new(identity, public, config)?),
         };
         Ok(Self { inner })
@@ -130,10 +128,14 @@ impl<C: Suite> Session<C> {
         let mut ids = BTreeMap::new();
         for node in &config.signers {
             let index = public.members.get(node).ok_or_else(|| {
-                ProtocolError::InvalidParameters(format!("signer {node} does not hold a share of this key"))
+                ProtocolError::InvalidParameters(format!(
+                    "signer {node} does not hold a share of this key"
+                ))
             })?;
             if ids.insert(*node, identifier::<C>(*index)?).is_some() {
-                return Err(ProtocolError::InvalidParameters(format!("signer {node} listed twice")));
+                return Err(ProtocolError::InvalidParameters(format!(
+                    "signer {node} listed twice"
+                )));
             }
         }
         if ids.len() < usize::from(public.threshold) {
@@ -232,11 +234,12 @@ impl<C: Suite> Session<C> {
             }
             Input::Message(env) => {
                 let ids = &self.ids;
-                if self.inbox.admit(
-                    &env,
-                    &[Round::SignCommit, Round::SignShare],
-                    |n| ids.contains_key(n),
-                )? == Admit::Duplicate
+                if self
+                    .inbox
+                    .admit(&env, &[Round::SignCommit, Round::SignShare], |n| {
+                        ids.contains_key(n)
+                    })?
+                    == Admit::Duplicate
                 {
                     return Ok(out);
                 }

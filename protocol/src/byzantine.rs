@@ -49,7 +49,9 @@ pub fn bad_proof_of_knowledge(
     rng: &mut impl CryptoRngCore,
 ) -> Result<Envelope, ProtocolError> {
     let Payload::DkgRound1 { package } = &env.payload else {
-        return Err(ProtocolError::InvalidParameters("not a round-1 message".into()));
+        return Err(ProtocolError::InvalidParameters(
+            "not a round-1 message".into(),
+        ));
     };
     let package = dispatch!(env.suite, C => {
         let honest = round1::Package::<C>::deserialize(package)
@@ -72,7 +74,9 @@ pub fn corrupt_round2_share(
     rng: &mut impl CryptoRngCore,
 ) -> Result<Envelope, ProtocolError> {
     let Payload::DkgRound2 { recipient, .. } = &env.payload else {
-        return Err(ProtocolError::InvalidParameters("not a round-2 message".into()));
+        return Err(ProtocolError::InvalidParameters(
+            "not a round-2 message".into(),
+        ));
     };
     let plain = dispatch!(env.suite, C => {
         round2::Package::<C>::new(SigningShare::new(random_scalar::<C>(rng)))
@@ -112,7 +116,9 @@ pub fn forge(identity: &NodeIdentity, env: &Envelope, payload: Payload) -> Envel
     resign(identity, env, payload)
 }
 
-fn random_scalar<C: frost_core::Ciphersuite>(rng: &mut impl CryptoRngCore) -> frost_core::Scalar<C> {
+fn random_scalar<C: frost_core::Ciphersuite>(
+    rng: &mut impl CryptoRngCore,
+) -> frost_core::Scalar<C> {
     use frost_core::{Field, Group};
     <<C as frost_core::Ciphersuite>::Group as Group>::Field::random(rng)
 }

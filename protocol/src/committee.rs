@@ -31,7 +31,9 @@ impl Committee {
             ));
         }
         if members.len() > usize::from(u16::MAX) {
-            return Err(ProtocolError::InvalidParameters("committee too large".into()));
+            return Err(ProtocolError::InvalidParameters(
+                "committee too large".into(),
+            ));
         }
         members.sort_by_key(|m| m.index);
         for (i, m) in members.iter().enumerate() {

@@ -236,9 +236,9 @@ impl<C: Suite> Session<C> {
             Input::Message(env) => {
                 let committee = &self.config.committee;
                 let me = self.me;
-                let admit = self
-                    .inbox
-                    .admit(&env, &DKG_ROUNDS, |n| *n != me && committee.get(n).is_some())?;
+                let admit = self.inbox.admit(&env, &DKG_ROUNDS, |n| {
+                    *n != me && committee.get(n).is_some()
+                })?;
                 if admit == Admit::Duplicate {
                     return Ok(out);
                 }
@@ -324,8 +324,7 @@ impl<C: Suite> Session<C> {
             Payload::DkgRound1 { package } => {
                 let package = round1::Package::<C>::deserialize(&package)
                     .map_err(|_| ProtocolError::aborted(sender, Fault::InvalidElement))?;
-                if package.commitment().coefficients().len() != usize::from(self.config.threshold)
-                {
+                if package.commitment().coefficients().len() != usize::from(self.config.threshold) {
                     return Err(ProtocolError::aborted(sender, Fault::InvalidElement));
                 }
                 self.round1.insert(
@@ -350,7 +349,9 @@ impl<C: Suite> Session<C> {
             }
             Payload::DkgRound2 { recipient, sealed } => {
                 if recipient != self.me {
-                    return Err(ProtocolError::WrongContext("round-2 share for another node"));
+                    return Err(ProtocolError::WrongContext(
+                        "round-2 share for another node",
+                    ));
                 }
                 self.round2.insert(sender, sealed);
             }
@@ -401,8 +402,7 @@ impl<C: Suite> Session<C> {
             self.finish_round2(out)?;
             self.phase = Phase::Confirm;
         }
-        if self.phase == Phase::Confirm && self.others().all(|o| self.confirms.contains_key(&o))
-        {
+        if self.phase == Phase::Confirm && self.others().all(|o| self.confirms.contains_key(&o)) {
             let (share, group_key, transcript) = self
                 .result
                 .take()
@@ -458,11 +458,16 @@ impl<C: Suite> Session<C> {
         Ok(())
     }
 
-    fn round1_packages(&self) -> Result<BTreeMap<frost_core::Identifier<C>, round1::Package<C>>, ProtocolError> {
+    fn round1_packages(
+        &self,
+    ) -> Result<BTreeMap<frost_core::Identifier<C>, round1::Package<C>>, ProtocolError> {
         let mut map = BTreeMap::new();
         for m in self.config.committee.members() {
             if m.node != self.me {
-                map.insert(identifier::<C>(m.index)?, self.round1[&m.node].package.clone());
+                map.insert(
+                    identifier::<C>(m.index)?,
+                    self.round1[&m.node].package.clone(),
+                );
             }
         }
         Ok(map)
@@ -479,8 +484,11 @@ impl<C: Suite> Session<C> {
     }
 
     fn map_frost_error(&self, e: frost_core::Error<C>, fault: Fault) -> ProtocolError {
-        let mut culprits: Vec<NodeId> =
-            e.culprits().iter().filter_map(|id| self.node_of(id)).collect();
+        let mut culprits: Vec<NodeId> = e
+            .culprits()
+            .iter()
+            .filter_map(|id| self.node_of(id))
+            .collect();
         culprits.sort();
         if culprits.is_empty() {
             ProtocolError::Crypto(e.to_string())
@@ -494,10 +502,9 @@ impl<C: Suite> Session<C> {
         rng: &mut impl CryptoRngCore,
         out: &mut Vec<Output<DkgOutput>>,
     ) -> Result<(), ProtocolError> {
-        let secret = self
-            .secret1
-            .take()
-            .ok_or(ProtocolError::InvalidState("round 2 without round-1 secret"))?;
+        let secret = self.secret1.take().ok_or(ProtocolError::InvalidState(
+            "round 2 without round-1 secret",
+        ))?;
         let (secret2, packages) = dkg::part2(secret, &self.round1_packages()?)
             .map_err(|e| self.map_frost_error(e, Fault::InvalidProofOfKnowledge))?;
         for m in self.config.committee.members() {
@@ -540,10 +547,9 @@ impl<C: Suite> Session<C> {
                 .map_err(|_| ProtocolError::aborted(m.node, Fault::InvalidElement))?;
             shares.insert(identifier::<C>(m.index)?, package);
         }
-        let secret2 = self
-            .secret2
-            .take()
-            .ok_or(ProtocolError::InvalidState("round 3 without round-2 secret"))?;
+        let secret2 = self.secret2.take().ok_or(ProtocolError::InvalidState(
+            "round 3 without round-2 secret",
+        ))?;
         let (key_package, public) = dkg::part3(&secret2, &self.round1_packages()?, &shares)
             .map_err(|e| self.map_frost_error(e, Fault::InvalidSecretShare))?;
         self.round2.clear();
@@ -576,14 +582,22 @@ impl<C: Suite> Session<C> {
 
     fn timeout_error(&self) -> ProtocolError {
         let missing: Vec<NodeId> = match self.phase {
-            Phase::Idle | Phase::Round1 => {
-                self.others().filter(|o| !self.round1.contains_key(o)).collect()
-            }
-            Phase::Echo => self.others().filter(|o| !self.echoes.contains_key(o)).collect(),
-            Phase::Round2 => self.others().filter(|o| !self.round2.contains_key(o)).collect(),
-            Phase::Confirm | Phase::Finished => {
-                self.others().filter(|o| !self.confirms.contains_key(o)).collect()
-            }
+            Phase::Idle | Phase::Round1 => self
+                .others()
+                .filter(|o| !self.round1.contains_key(o))
+                .collect(),
+            Phase::Echo => self
+                .others()
+                .filter(|o| !self.echoes.contains_key(o))
+                .collect(),
+            Phase::Round2 => self
+                .others()
+                .filter(|o| !self.round2.contains_key(o))
+                .collect(),
+            Phase::Confirm | Phase::Finished => self
+                .others()
+                .filter(|o| !self.confirms.contains_key(o))
+                .collect(),
         };
         if missing.is_empty() {
             return ProtocolError::InvalidState("deadline passed with nothing missing");

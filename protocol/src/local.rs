@@ -26,6 +26,8 @@ use crate::{
 };
 
 /// Any of the protocol's state machines.
+// Parties live in a map, one per node; their size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Party {
     /// A DKG participant.
     Dkg(Dkg),
@@ -74,7 +76,9 @@ impl Party {
 
 /// Generates `n` node identities.
 pub fn identities(n: usize, rng: &mut impl CryptoRngCore) -> Vec<Arc<NodeIdentity>> {
-    (0..n).map(|_| Arc::new(NodeIdentity::generate(rng))).collect()
+    (0..n)
+        .map(|_| Arc::new(NodeIdentity::generate(rng)))
+        .collect()
 }
 
 /// A committee of `identities` with indices 1..=n in the given order.
@@ -136,7 +140,10 @@ impl Net {
     /// they are asked) when a signing request reaches them.
     pub fn signers(&mut self, shares: Vec<(Arc<NodeIdentity>, KeyShare)>) {
         self.pool = Some(SignerPool {
-            shares: shares.into_iter().map(|(id, s)| (id.node_id(), (id, s))).collect(),
+            shares: shares
+                .into_iter()
+                .map(|(id, s)| (id.node_id(), (id, s)))
+                .collect(),
         });
     }
 

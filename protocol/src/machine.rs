@@ -27,6 +27,8 @@ pub enum TimerId {
 }
 
 /// What a driver feeds a machine.
+// Messages are the common case; boxing them would add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Input {
     /// Begin (send the first round).
@@ -40,6 +42,7 @@ pub enum Input {
 }
 
 /// What a machine asks its driver to do.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Output<T> {
     /// Deliver `msg` to `to`.

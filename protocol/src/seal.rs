@@ -62,7 +62,13 @@ pub fn seal(
     let key = derive_key(&shared, &eph_pub, recipient);
     let cipher = ChaCha20Poly1305::new(key.as_ref().into());
     let ciphertext = cipher
-        .encrypt(&[0u8; 12].into(), AeadPayload { msg: plaintext, aad })
+        .encrypt(
+            &[0u8; 12].into(),
+            AeadPayload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .map_err(|_| ProtocolError::Crypto("AEAD encryption failed".into()))?;
     Ok(SealedBox {
         ephemeral: eph_pub,
@@ -111,7 +117,10 @@ mod tests {
         let mallory = x25519_dalek::StaticSecret::random_from_rng(&mut rng);
         let alice_pub = x25519_dalek::PublicKey::from(&alice).to_bytes();
         let sealed = seal(&mut rng, &alice_pub, b"ctx", b"share").expect("seal");
-        assert_eq!(open(&alice, b"ctx", &sealed).as_deref().map(|v| &v[..]), Some(&b"share"[..]));
+        assert_eq!(
+            open(&alice, b"ctx", &sealed).as_deref().map(|v| &v[..]),
+            Some(&b"share"[..])
+        );
         assert!(open(&mallory, b"ctx", &sealed).is_none());
         assert!(open(&alice, b"other ctx", &sealed).is_none());
         let mut flipped = sealed.clone();

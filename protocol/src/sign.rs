@@ -263,16 +263,25 @@ impl<C: Suite> Session<C> {
         let mine = self
             .commitments
             .as_ref()
-            .ok_or(ProtocolError::InvalidState("signing package before commitments"))?;
+            .ok_or(ProtocolError::InvalidState(
+                "signing package before commitments",
+            ))?;
         let me = *self.key.identifier();
         if package.signing_commitments().get(&me) != Some(mine) {
-            return Err(ProtocolError::aborted(coordinator, Fault::CommitmentAltered));
+            return Err(ProtocolError::aborted(
+                coordinator,
+                Fault::CommitmentAltered,
+            ));
         }
         if package.message() != &self.config.target.message {
-            return Err(ProtocolError::RequestMismatch("message differs from the approved request"));
+            return Err(ProtocolError::RequestMismatch(
+                "message differs from the approved request",
+            ));
         }
         if tweak != self.config.target.tweak {
-            return Err(ProtocolError::RequestMismatch("tweak differs from the approved request"));
+            return Err(ProtocolError::RequestMismatch(
+                "tweak differs from the approved request",
+            ));
         }
         for id in package.signing_commitments().keys() {
             let known = self

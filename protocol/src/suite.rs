@@ -157,7 +157,9 @@ impl Suite for frost_secp256k1_tr::Secp256K1Sha256TR {
 /// Converts a participant index to the suite's FROST identifier (non-zero).
 pub(crate) fn identifier<C: Suite>(index: u16) -> Result<Identifier<C>, ProtocolError> {
     Identifier::try_from(index).map_err(|_| {
-        ProtocolError::InvalidParameters(format!("participant index {index} is not a valid identifier"))
+        ProtocolError::InvalidParameters(format!(
+            "participant index {index} is not a valid identifier"
+        ))
     })
 }
 

@@ -11,7 +11,10 @@ fn dkg_then_sign(suite: Ciphersuite, t: u16, n: usize, seed: u64) {
     let (ids, shares, mut rng) = setup(n, t, suite, seed);
     // Everyone agrees on the group key and the public package.
     for s in &shares {
-        assert_eq!(s.public, shares[0].public, "all participants derived the same key");
+        assert_eq!(
+            s.public, shares[0].public,
+            "all participants derived the same key"
+        );
         assert_eq!(s.public.threshold, t);
     }
     let coordinator = Arc::new(NodeIdentity::generate(&mut rng));
@@ -35,7 +38,10 @@ fn dkg_then_sign(suite: Ciphersuite, t: u16, n: usize, seed: u64) {
     .expect("signing");
     assert_eq!(sig.verifying_key, shares[0].public.verifying_key);
     verify_independently(&sig, &msg).expect("independent verifier accepts");
-    shares[0].public.verify(&msg, &sig.signature, None).expect("frost verifier accepts");
+    shares[0]
+        .public
+        .verify(&msg, &sig.signature, None)
+        .expect("frost verifier accepts");
     // And a different message does not verify.
     assert!(verify_independently(&sig, &message("other")).is_err());
 }
@@ -67,7 +73,12 @@ fn taproot_script_tree_tweak_signs_under_tweaked_output_key() {
     let coordinator = Arc::new(NodeIdentity::generate(&mut rng));
     let merkle_root = [7u8; 32];
     let msg = message("script path");
-    let signers: Vec<_> = ids.iter().cloned().zip(shares.iter().cloned()).take(3).collect();
+    let signers: Vec<_> = ids
+        .iter()
+        .cloned()
+        .zip(shares.iter().cloned())
+        .take(3)
+        .collect();
     let sig = local::run_signing(
         &coordinator,
         signers,
@@ -78,9 +89,15 @@ fn taproot_script_tree_tweak_signs_under_tweaked_output_key() {
         &mut rng,
     )
     .expect("signing with tweak");
-    let tweaked = shares[0].public.output_key(Some(&merkle_root)).expect("tweaked key");
+    let tweaked = shares[0]
+        .public
+        .output_key(Some(&merkle_root))
+        .expect("tweaked key");
     assert_eq!(sig.verifying_key, tweaked);
-    assert_ne!(tweaked, shares[0].public.verifying_key, "tweak changes the key");
+    assert_ne!(
+        tweaked, shares[0].public.verifying_key,
+        "tweak changes the key"
+    );
     verify_independently(&sig, &msg).expect("libsecp256k1 accepts the tweaked signature");
 }
 
@@ -99,5 +116,8 @@ fn tweak_is_refused_for_suites_without_taproot() {
         &mut rng,
     )
     .expect_err("tweak refused");
-    assert!(matches!(err, quorate_protocol::ProtocolError::InvalidParameters(_)), "{err:?}");
+    assert!(
+        matches!(err, quorate_protocol::ProtocolError::InvalidParameters(_)),
+        "{err:?}"
+    );
 }

@@ -32,7 +32,10 @@ fn dkg_net(ids: &[Arc<NodeIdentity>], suite: Ciphersuite, t: u16, rng: &mut ChaC
             committee: committee.clone(),
             timeout_ms: 1_000,
         };
-        net.add(id.node_id(), Party::Dkg(Dkg::new(id.clone(), config).expect("dkg")));
+        net.add(
+            id.node_id(),
+            Party::Dkg(Dkg::new(id.clone(), config).expect("dkg")),
+        );
     }
     for id in ids {
         net.input(id.node_id(), Input::Start, rng);
@@ -41,7 +44,11 @@ fn dkg_net(ids: &[Arc<NodeIdentity>], suite: Ciphersuite, t: u16, rng: &mut ChaC
 }
 
 fn fatal_errors(net: &Net) -> Vec<(NodeId, ProtocolError)> {
-    net.errors.iter().filter(|(_, e)| e.is_fatal()).cloned().collect()
+    net.errors
+        .iter()
+        .filter(|(_, e)| e.is_fatal())
+        .cloned()
+        .collect()
 }
 
 fn assert_nobody_finished_dkg(net: &Net) {
@@ -72,7 +79,10 @@ fn dkg_round1_equivocation_is_caught_by_echo_and_names_sender() {
     for (node, e) in &fatal {
         assert_eq!(
             e,
-            &ProtocolError::Equivocation { culprit: liar.node_id(), round: Round::DkgRound1 },
+            &ProtocolError::Equivocation {
+                culprit: liar.node_id(),
+                round: Round::DkgRound1
+            },
             "node {node:?}"
         );
     }
@@ -97,7 +107,8 @@ fn conflicting_duplicate_is_equivocation_but_identical_duplicate_is_ignored() {
     let mut brng = common::rng(98);
     net.run(&mut rng, &mut |_, env| {
         if env.sender == liar.node_id() && env.round == Round::DkgRound1 {
-            let other = byzantine::equivocate_round1(&liar, &env, 3, 2, 3, &mut brng).expect("forge");
+            let other =
+                byzantine::equivocate_round1(&liar, &env, 3, 2, 3, &mut brng).expect("forge");
             vec![env, other]
         } else {
             vec![env]
@@ -105,7 +116,10 @@ fn conflicting_duplicate_is_equivocation_but_identical_duplicate_is_ignored() {
     });
     let fatal = fatal_errors(&net);
     assert!(fatal.iter().any(|(_, e)| *e
-        == ProtocolError::Equivocation { culprit: liar.node_id(), round: Round::DkgRound1 }));
+        == ProtocolError::Equivocation {
+            culprit: liar.node_id(),
+            round: Round::DkgRound1
+        }));
     assert_nobody_finished_dkg(&net);
 }
 
@@ -124,7 +138,9 @@ fn duplicate_delivery_is_counted_and_produces_nothing() {
     };
     let mut a = Dkg::new(ids[0].clone(), config(0)).expect("dkg");
     let mut b = Dkg::new(ids[1].clone(), config(1)).expect("dkg");
-    let out = a.handle(Timestamp(0), Input::Start, &mut rng).expect("start");
+    let out = a
+        .handle(Timestamp(0), Input::Start, &mut rng)
+        .expect("start");
     let to_b = out
         .into_iter()
         .find_map(|o| match o {
@@ -132,8 +148,11 @@ fn duplicate_delivery_is_counted_and_produces_nothing() {
             _ => None,
         })
         .expect("round 1 to b");
-    b.handle(Timestamp(0), Input::Message(to_b.clone()), &mut rng).expect("first");
-    let again = b.handle(Timestamp(0), Input::Message(to_b), &mut rng).expect("duplicate is not an error");
+    b.handle(Timestamp(0), Input::Message(to_b.clone()), &mut rng)
+        .expect("first");
+    let again = b
+        .handle(Timestamp(0), Input::Message(to_b), &mut rng)
+        .expect("duplicate is not an error");
     assert!(again.is_empty());
     assert_eq!(b.stats().duplicates, 1);
     assert_eq!(b.stats().accepted, 1);
@@ -149,7 +168,10 @@ fn corrupted_round2_share_names_sender() {
     let mut brng = common::rng(97);
     net.run(&mut rng, &mut |to, env| {
         if env.sender == cheat.node_id() && env.round == Round::DkgRound2 && *to == victim.node {
-            vec![byzantine::corrupt_round2_share(&cheat, &env, &victim.seal_key, &mut brng).expect("forge")]
+            vec![
+                byzantine::corrupt_round2_share(&cheat, &env, &victim.seal_key, &mut brng)
+                    .expect("forge"),
+            ]
         } else {
             vec![env]
         }
@@ -159,7 +181,10 @@ fn corrupted_round2_share_names_sender() {
         fatal,
         vec![(
             victim.node,
-            ProtocolError::Aborted { culprits: vec![cheat.node_id()], fault: Fault::InvalidSecretShare }
+            ProtocolError::Aborted {
+                culprits: vec![cheat.node_id()],
+                fault: Fault::InvalidSecretShare
+            }
         )]
     );
 }
@@ -175,7 +200,10 @@ fn undecryptable_round2_share_names_sender() {
             if let Payload::DkgRound2 { recipient, sealed } = &env.payload {
                 let mut sealed = sealed.clone();
                 sealed.ciphertext[0] ^= 0x80;
-                let payload = Payload::DkgRound2 { recipient: *recipient, sealed };
+                let payload = Payload::DkgRound2 {
+                    recipient: *recipient,
+                    sealed,
+                };
                 return vec![byzantine::forge(&cheat, &env, payload)];
             }
         }
@@ -184,7 +212,13 @@ fn undecryptable_round2_share_names_sender() {
     let fatal = fatal_errors(&net);
     assert_eq!(fatal.len(), 2, "both recipients detect it: {fatal:?}");
     for (_, e) in fatal {
-        assert_eq!(e, ProtocolError::Aborted { culprits: vec![cheat.node_id()], fault: Fault::UndecryptablePayload });
+        assert_eq!(
+            e,
+            ProtocolError::Aborted {
+                culprits: vec![cheat.node_id()],
+                fault: Fault::UndecryptablePayload
+            }
+        );
     }
 }
 
@@ -204,7 +238,8 @@ fn bad_proof_of_knowledge_names_sender() {
             // The same bad package to everyone, so the echo round agrees...
             Payload::DkgRound1 { .. } => {
                 let f = forged.get_or_insert_with(|| {
-                    byzantine::bad_proof_of_knowledge(&cheat, &env, 3, 2, 4, &mut brng).expect("forge")
+                    byzantine::bad_proof_of_knowledge(&cheat, &env, 3, 2, 4, &mut brng)
+                        .expect("forge")
                 });
                 vec![f.clone()]
             }
@@ -212,7 +247,10 @@ fn bad_proof_of_knowledge_names_sender() {
             Payload::DkgEcho { entries } => {
                 let f = forged.as_ref().expect("round 1 came first");
                 let mut entries = entries.clone();
-                let row = entries.iter_mut().find(|e| e.sender == cheat.node_id()).expect("own row");
+                let row = entries
+                    .iter_mut()
+                    .find(|e| e.sender == cheat.node_id())
+                    .expect("own row");
                 row.payload_hash = f.payload_hash();
                 row.signature = f.signature;
                 vec![byzantine::forge(&cheat, &env, Payload::DkgEcho { entries })]
@@ -220,10 +258,19 @@ fn bad_proof_of_knowledge_names_sender() {
             _ => vec![env],
         }
     });
-    let honest: Vec<_> = fatal_errors(&net).into_iter().filter(|(n, _)| *n != cheat.node_id()).collect();
+    let honest: Vec<_> = fatal_errors(&net)
+        .into_iter()
+        .filter(|(n, _)| *n != cheat.node_id())
+        .collect();
     assert_eq!(honest.len(), 3, "{honest:?}");
     for (_, e) in honest {
-        assert_eq!(e, ProtocolError::Aborted { culprits: vec![cheat.node_id()], fault: Fault::InvalidProofOfKnowledge });
+        assert_eq!(
+            e,
+            ProtocolError::Aborted {
+                culprits: vec![cheat.node_id()],
+                fault: Fault::InvalidProofOfKnowledge
+            }
+        );
     }
     assert_nobody_finished_dkg(&net);
 }
@@ -247,7 +294,13 @@ fn forged_echo_entry_names_the_echoer() {
     let fatal = fatal_errors(&net);
     assert!(!fatal.is_empty());
     for (_, e) in fatal {
-        assert_eq!(e, ProtocolError::Aborted { culprits: vec![liar.node_id()], fault: Fault::ForgedEcho });
+        assert_eq!(
+            e,
+            ProtocolError::Aborted {
+                culprits: vec![liar.node_id()],
+                fault: Fault::ForgedEcho
+            }
+        );
     }
 }
 
@@ -259,10 +312,17 @@ fn confirmation_of_a_different_group_key_names_the_participant() {
     let liar = ids[1].clone();
     net.run(&mut rng, &mut |_, env| {
         if env.sender == liar.node_id() {
-            if let Payload::DkgConfirm { group_key, transcript } = &env.payload {
+            if let Payload::DkgConfirm {
+                group_key,
+                transcript,
+            } = &env.payload
+            {
                 let mut group_key = group_key.clone();
                 group_key[5] ^= 1;
-                let payload = Payload::DkgConfirm { group_key, transcript: *transcript };
+                let payload = Payload::DkgConfirm {
+                    group_key,
+                    transcript: *transcript,
+                };
                 return vec![byzantine::forge(&liar, &env, payload)];
             }
         }
@@ -271,7 +331,13 @@ fn confirmation_of_a_different_group_key_names_the_participant() {
     let fatal = fatal_errors(&net);
     assert_eq!(fatal.len(), 2);
     for (_, e) in fatal {
-        assert_eq!(e, ProtocolError::Aborted { culprits: vec![liar.node_id()], fault: Fault::ConfirmationMismatch });
+        assert_eq!(
+            e,
+            ProtocolError::Aborted {
+                culprits: vec![liar.node_id()],
+                fault: Fault::ConfirmationMismatch
+            }
+        );
     }
 }
 
@@ -284,18 +350,37 @@ fn wrong_session_is_dropped_and_silent_peer_is_named_at_deadline() {
     net.run(&mut rng, &mut |_, env| {
         if env.sender == stray.node_id() {
             // Validly signed, but bound to another session.
-            vec![Envelope::seal(&stray, env.suite, env.key, SessionId([5; 32]), env.payload)]
+            vec![Envelope::seal(
+                &stray,
+                env.suite,
+                env.key,
+                SessionId([5; 32]),
+                env.payload,
+            )]
         } else {
             vec![env]
         }
     });
-    assert!(net.errors.iter().all(|(_, e)| *e == ProtocolError::WrongContext("session id")));
+    assert!(net
+        .errors
+        .iter()
+        .all(|(_, e)| *e == ProtocolError::WrongContext("session id")));
     assert_eq!(net.errors.len(), 4, "two messages to each of two peers");
-    assert!(fatal_errors(&net).is_empty(), "a stray message does not end the session");
-    net.input(ids[0].node_id(), Input::Timeout(TimerId::Deadline), &mut rng);
+    assert!(
+        fatal_errors(&net).is_empty(),
+        "a stray message does not end the session"
+    );
+    net.input(
+        ids[0].node_id(),
+        Input::Timeout(TimerId::Deadline),
+        &mut rng,
+    );
     assert_eq!(
         net.errors.last().map(|(_, e)| e.clone()),
-        Some(ProtocolError::Aborted { culprits: vec![stray.node_id()], fault: Fault::Timeout })
+        Some(ProtocolError::Aborted {
+            culprits: vec![stray.node_id()],
+            fault: Fault::Timeout
+        })
     );
 }
 
@@ -310,9 +395,21 @@ fn wrong_key_and_suite_are_rejected() {
         if env.sender == stray.node_id() && env.round == Round::DkgRound1 {
             flip = !flip;
             if flip {
-                vec![Envelope::seal(&stray, env.suite, KeyId([1; 16]), env.session, env.payload)]
+                vec![Envelope::seal(
+                    &stray,
+                    env.suite,
+                    KeyId([1; 16]),
+                    env.session,
+                    env.payload,
+                )]
             } else {
-                vec![Envelope::seal(&stray, Ciphersuite::Secp256k1, env.key, env.session, env.payload)]
+                vec![Envelope::seal(
+                    &stray,
+                    Ciphersuite::Secp256k1,
+                    env.key,
+                    env.session,
+                    env.payload,
+                )]
             }
         } else {
             vec![env]
@@ -330,23 +427,49 @@ fn wrong_round_is_rejected() {
     let committee = local::committee_of(&ids).expect("committee");
     let mut dkg = Dkg::new(
         ids[0].clone(),
-        DkgConfig { suite: Ciphersuite::Ed25519, key_id: KEY, session: SESSION, threshold: 2, committee, timeout_ms: 1 },
+        DkgConfig {
+            suite: Ciphersuite::Ed25519,
+            key_id: KEY,
+            session: SESSION,
+            threshold: 2,
+            committee,
+            timeout_ms: 1,
+        },
     )
     .expect("dkg");
     // A signing-round message inside a DKG session.
-    let share = Envelope::seal(&ids[1], Ciphersuite::Ed25519, KEY, SESSION, Payload::SignShare { share: vec![1; 32] });
+    let share = Envelope::seal(
+        &ids[1],
+        Ciphersuite::Ed25519,
+        KEY,
+        SESSION,
+        Payload::SignShare { share: vec![1; 32] },
+    );
     assert_eq!(
-        dkg.handle(Timestamp(0), Input::Message(share), &mut rng).expect_err("rejected"),
-        ProtocolError::UnexpectedRound { got: Round::SignShare }
+        dkg.handle(Timestamp(0), Input::Message(share), &mut rng)
+            .expect_err("rejected"),
+        ProtocolError::UnexpectedRound {
+            got: Round::SignShare
+        }
     );
     // A round field that disagrees with the payload.
-    let mut env = Envelope::seal(&ids[1], Ciphersuite::Ed25519, KEY, SESSION, Payload::DkgRound1 { package: vec![] });
+    let mut env = Envelope::seal(
+        &ids[1],
+        Ciphersuite::Ed25519,
+        KEY,
+        SESSION,
+        Payload::DkgRound1 { package: vec![] },
+    );
     env.round = Round::DkgEcho;
     assert_eq!(
-        dkg.handle(Timestamp(0), Input::Message(env.clone()), &mut rng).expect_err("rejected"),
+        dkg.handle(Timestamp(0), Input::Message(env.clone()), &mut rng)
+            .expect_err("rejected"),
         ProtocolError::Malformed("round does not match payload")
     );
-    assert_eq!(Envelope::decode(&env.encode()).expect_err("rejected"), ProtocolError::Malformed("round does not match payload"));
+    assert_eq!(
+        Envelope::decode(&env.encode()).expect_err("rejected"),
+        ProtocolError::Malformed("round does not match payload")
+    );
 }
 
 #[test]
@@ -358,7 +481,13 @@ fn spoofed_sender_is_rejected() {
     net.run(&mut rng, &mut |_, env| {
         if env.sender == victim && env.round == Round::DkgRound1 {
             // Signed by the impostor, claiming to be the victim.
-            let mut forged = Envelope::seal(&impostor, env.suite, env.key, env.session, env.payload.clone());
+            let mut forged = Envelope::seal(
+                &impostor,
+                env.suite,
+                env.key,
+                env.session,
+                env.payload.clone(),
+            );
             forged.sender = victim;
             vec![forged]
         } else {
@@ -366,12 +495,24 @@ fn spoofed_sender_is_rejected() {
         }
     });
     assert!(!net.errors.is_empty());
-    assert!(net.errors.iter().all(|(_, e)| *e == ProtocolError::BadSignature { claimed: victim }));
+    assert!(net
+        .errors
+        .iter()
+        .all(|(_, e)| *e == ProtocolError::BadSignature { claimed: victim }));
     // The transport-level check catches the same thing before any crypto.
-    let env = Envelope::seal(&impostor, Ciphersuite::Ed25519, KEY, SESSION, Payload::DkgRound1 { package: vec![] });
+    let env = Envelope::seal(
+        &impostor,
+        Ciphersuite::Ed25519,
+        KEY,
+        SESSION,
+        Payload::DkgRound1 { package: vec![] },
+    );
     assert_eq!(
         env.check_sender(&victim),
-        Err(ProtocolError::SenderMismatch { authenticated: victim, claimed: impostor.node_id() })
+        Err(ProtocolError::SenderMismatch {
+            authenticated: victim,
+            claimed: impostor.node_id()
+        })
     );
     assert_eq!(env.check_sender(&impostor.node_id()), Ok(()));
 }
@@ -384,12 +525,26 @@ fn unknown_sender_is_rejected() {
     let committee = local::committee_of(&ids).expect("committee");
     let mut dkg = Dkg::new(
         ids[0].clone(),
-        DkgConfig { suite: Ciphersuite::Ed25519, key_id: KEY, session: SESSION, threshold: 2, committee, timeout_ms: 1 },
+        DkgConfig {
+            suite: Ciphersuite::Ed25519,
+            key_id: KEY,
+            session: SESSION,
+            threshold: 2,
+            committee,
+            timeout_ms: 1,
+        },
     )
     .expect("dkg");
-    let env = Envelope::seal(&outsider, Ciphersuite::Ed25519, KEY, SESSION, Payload::DkgRound1 { package: vec![] });
+    let env = Envelope::seal(
+        &outsider,
+        Ciphersuite::Ed25519,
+        KEY,
+        SESSION,
+        Payload::DkgRound1 { package: vec![] },
+    );
     assert_eq!(
-        dkg.handle(Timestamp(0), Input::Message(env), &mut rng).expect_err("rejected"),
+        dkg.handle(Timestamp(0), Input::Message(env), &mut rng)
+            .expect_err("rejected"),
         ProtocolError::UnknownSender(outsider.node_id())
     );
     assert_eq!(dkg.stats().rejected, 1);
@@ -425,7 +580,8 @@ fn round2_share_addressed_to_another_node_is_rejected() {
     .expect("dkg");
     let env = redirected.pop().expect("a share for node 2");
     assert_eq!(
-        dkg.handle(Timestamp(0), Input::Message(env), &mut rng).expect_err("rejected"),
+        dkg.handle(Timestamp(0), Input::Message(env), &mut rng)
+            .expect_err("rejected"),
         ProtocolError::WrongContext("round-2 share for another node")
     );
 }
@@ -455,7 +611,11 @@ fn bad_elements(suite: Ciphersuite) -> Vec<Vec<u8>> {
 }
 
 fn element_len(suite: Ciphersuite) -> usize {
-    if suite == Ciphersuite::Ed25519 { 32 } else { 33 }
+    if suite == Ciphersuite::Ed25519 {
+        32
+    } else {
+        33
+    }
 }
 
 #[test]
@@ -474,7 +634,11 @@ fn identity_and_non_canonical_elements_in_dkg_are_rejected_with_culprit() {
                         let mut p = package.clone();
                         let pos = commitment_position(suite, &p);
                         p[pos..pos + len].copy_from_slice(&bad);
-                        return vec![byzantine::forge(&cheat, &env, Payload::DkgRound1 { package: p })];
+                        return vec![byzantine::forge(
+                            &cheat,
+                            &env,
+                            Payload::DkgRound1 { package: p },
+                        )];
                     }
                 }
                 vec![env]
@@ -482,7 +646,14 @@ fn identity_and_non_canonical_elements_in_dkg_are_rejected_with_culprit() {
             let fatal = fatal_errors(&net);
             assert_eq!(fatal.len(), 2, "{suite}: {fatal:?}");
             for (_, e) in fatal {
-                assert_eq!(e, ProtocolError::Aborted { culprits: vec![cheat.node_id()], fault: Fault::InvalidElement }, "{suite}");
+                assert_eq!(
+                    e,
+                    ProtocolError::Aborted {
+                        culprits: vec![cheat.node_id()],
+                        fault: Fault::InvalidElement
+                    },
+                    "{suite}"
+                );
             }
         }
     }
@@ -490,7 +661,12 @@ fn identity_and_non_canonical_elements_in_dkg_are_rejected_with_culprit() {
 
 /// Position of `needle` in `haystack` (exactly once).
 fn position(haystack: &[u8], needle: &[u8]) -> usize {
-    let hits: Vec<usize> = haystack.windows(needle.len()).enumerate().filter(|(_, w)| *w == needle).map(|(i, _)| i).collect();
+    let hits: Vec<usize> = haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(hits.len(), 1, "element occurs exactly once");
     hits[0]
 }
@@ -527,7 +703,11 @@ fn identity_and_non_canonical_nonce_commitments_are_rejected_with_culprit() {
                         let mut c = commitments.clone();
                         let pos = hiding_position(suite, &c);
                         c[pos..pos + len].copy_from_slice(&bad);
-                        return vec![byzantine::forge(&cheat, &env, Payload::SignCommit { commitments: c })];
+                        return vec![byzantine::forge(
+                            &cheat,
+                            &env,
+                            Payload::SignCommit { commitments: c },
+                        )];
                     }
                 }
                 vec![env]
@@ -536,7 +716,10 @@ fn identity_and_non_canonical_nonce_commitments_are_rejected_with_culprit() {
                 fatal_errors(&net),
                 vec![(
                     coordinator.node_id(),
-                    ProtocolError::Aborted { culprits: vec![cheat.node_id()], fault: Fault::InvalidElement }
+                    ProtocolError::Aborted {
+                        culprits: vec![cheat.node_id()],
+                        fault: Fault::InvalidElement
+                    }
                 )],
                 "{suite}"
             );
@@ -550,19 +733,35 @@ fn zero_and_duplicate_identifiers_are_rejected() {
     let ids = local::identities(3, &mut rng);
     let member = |i: usize, index: u16| {
         let p = ids[i].public();
-        Member { node: p.node, index, seal_key: p.seal_key }
+        Member {
+            node: p.node,
+            index,
+            seal_key: p.seal_key,
+        }
     };
     let err = Committee::new(vec![member(0, 0), member(1, 1)]).expect_err("zero index");
-    assert!(matches!(err, ProtocolError::InvalidParameters(ref m) if m.contains("index 0")), "{err}");
+    assert!(
+        matches!(err, ProtocolError::InvalidParameters(ref m) if m.contains("index 0")),
+        "{err}"
+    );
     let err = Committee::new(vec![member(0, 1), member(1, 1)]).expect_err("duplicate index");
-    assert!(matches!(err, ProtocolError::InvalidParameters(ref m) if m.contains("used twice")), "{err}");
+    assert!(
+        matches!(err, ProtocolError::InvalidParameters(ref m) if m.contains("used twice")),
+        "{err}"
+    );
     let err = Committee::new(vec![member(0, 1), member(0, 2)]).expect_err("duplicate node");
-    assert!(matches!(err, ProtocolError::InvalidParameters(ref m) if m.contains("appears twice")), "{err}");
+    assert!(
+        matches!(err, ProtocolError::InvalidParameters(ref m) if m.contains("appears twice")),
+        "{err}"
+    );
     let mut weak = member(2, 3);
     weak.node = NodeId([0; 32]);
     weak.node.0[0] = 1; // the Ed25519 identity point: a weak key
     let err = Committee::new(vec![member(0, 1), weak]).expect_err("weak node key");
-    assert!(matches!(err, ProtocolError::InvalidParameters(ref m) if m.contains("Ed25519")), "{err}");
+    assert!(
+        matches!(err, ProtocolError::InvalidParameters(ref m) if m.contains("Ed25519")),
+        "{err}"
+    );
     Committee::new(vec![member(0, 7), member(1, 3)]).expect("sparse indices are fine");
 }
 
@@ -579,7 +778,13 @@ fn threshold_outside_committee_is_rejected() {
             committee: local::committee_of(&ids).expect("committee"),
             timeout_ms: 1,
         };
-        assert!(matches!(Dkg::new(ids[0].clone(), config), Err(ProtocolError::InvalidParameters(_))), "t = {t}");
+        assert!(
+            matches!(
+                Dkg::new(ids[0].clone(), config),
+                Err(ProtocolError::InvalidParameters(_))
+            ),
+            "t = {t}"
+        );
     }
 }
 
@@ -590,15 +795,29 @@ fn oversized_message_is_refused_before_decoding() {
     let bytes = vec![0u8; MAX_MESSAGE_SIZE + 1];
     assert_eq!(
         Envelope::decode(&bytes),
-        Err(ProtocolError::TooLarge { len: MAX_MESSAGE_SIZE + 1, max: MAX_MESSAGE_SIZE })
+        Err(ProtocolError::TooLarge {
+            len: MAX_MESSAGE_SIZE + 1,
+            max: MAX_MESSAGE_SIZE
+        })
     );
     let mut rng = rng(20);
     let id = NodeIdentity::generate(&mut rng);
-    let env = Envelope::seal(&id, Ciphersuite::Ed25519, KEY, SESSION, Payload::SignShare { share: vec![7; 100] });
+    let env = Envelope::seal(
+        &id,
+        Ciphersuite::Ed25519,
+        KEY,
+        SESSION,
+        Payload::SignShare {
+            share: vec![7; 100],
+        },
+    );
     let encoded = env.encode();
     assert_eq!(
         Envelope::decode_with_limit(&encoded, encoded.len() - 1),
-        Err(ProtocolError::TooLarge { len: encoded.len(), max: encoded.len() - 1 })
+        Err(ProtocolError::TooLarge {
+            len: encoded.len(),
+            max: encoded.len() - 1
+        })
     );
 }
 
@@ -606,7 +825,13 @@ fn oversized_message_is_refused_before_decoding() {
 fn truncated_trailing_and_unknown_version_messages_are_refused() {
     let mut rng = rng(21);
     let id = NodeIdentity::generate(&mut rng);
-    let env = Envelope::seal(&id, Ciphersuite::Ed25519, KEY, SESSION, Payload::SignShare { share: vec![7; 32] });
+    let env = Envelope::seal(
+        &id,
+        Ciphersuite::Ed25519,
+        KEY,
+        SESSION,
+        Payload::SignShare { share: vec![7; 32] },
+    );
     let encoded = env.encode();
     assert_eq!(Envelope::decode(&encoded).expect("round trip"), env);
     for cut in [1, 10, encoded.len() / 2, encoded.len() - 1] {
@@ -618,16 +843,27 @@ fn truncated_trailing_and_unknown_version_messages_are_refused() {
     }
     let mut trailing = encoded.clone();
     trailing.push(0);
-    assert_eq!(Envelope::decode(&trailing), Err(ProtocolError::Malformed("trailing bytes after envelope")));
+    assert_eq!(
+        Envelope::decode(&trailing),
+        Err(ProtocolError::Malformed("trailing bytes after envelope"))
+    );
     let mut future = env.clone();
     future.version = PROTOCOL_VERSION + 1;
-    assert_eq!(Envelope::decode(&future.encode()), Err(ProtocolError::UnsupportedVersion(PROTOCOL_VERSION + 1)));
+    assert_eq!(
+        Envelope::decode(&future.encode()),
+        Err(ProtocolError::UnsupportedVersion(PROTOCOL_VERSION + 1))
+    );
     // A flipped payload bit decodes but no longer verifies.
     let mut flipped = env.clone();
     if let Payload::SignShare { share } = &mut flipped.payload {
         share[0] ^= 1;
     }
-    assert_eq!(flipped.verify(), Err(ProtocolError::BadSignature { claimed: id.node_id() }));
+    assert_eq!(
+        flipped.verify(),
+        Err(ProtocolError::BadSignature {
+            claimed: id.node_id()
+        })
+    );
 }
 
 // ---------------------------------------------------------------- signing faults
@@ -640,14 +876,22 @@ fn signing_net(
     rng: &mut ChaCha20Rng,
 ) -> Net {
     let t = usize::from(shares[0].public.threshold);
-    let signers: Vec<_> = ids.iter().cloned().zip(shares.iter().cloned()).take(t).collect();
+    let signers: Vec<_> = ids
+        .iter()
+        .cloned()
+        .zip(shares.iter().cloned())
+        .take(t)
+        .collect();
     let agg = Aggregator::new(
         coordinator.clone(),
         &shares[0].public,
         AggregatorConfig {
             session: SESSION,
             signers: signers.iter().map(|(i, _)| i.node_id()).collect(),
-            target: SignTarget { message: msg, tweak: None },
+            target: SignTarget {
+                message: msg,
+                tweak: None,
+            },
             request: b"client request".to_vec(),
             timeout_ms: 1_000,
         },
@@ -660,14 +904,30 @@ fn signing_net(
     net
 }
 
-fn repackage(env: &Envelope, edit: impl FnOnce(&mut std::collections::BTreeMap<frost_ed25519::Identifier, frost_ed25519::round1::SigningCommitments>) -> Vec<u8>) -> Payload {
-    let Payload::SignPackage { package, tweak } = &env.payload else { panic!("not a package") };
+fn repackage(
+    env: &Envelope,
+    edit: impl FnOnce(
+        &mut std::collections::BTreeMap<
+            frost_ed25519::Identifier,
+            frost_ed25519::round1::SigningCommitments,
+        >,
+    ) -> Vec<u8>,
+) -> Payload {
+    let Payload::SignPackage { package, tweak } = &env.payload else {
+        panic!("not a package")
+    };
     let pkg = frost_ed25519::SigningPackage::deserialize(package).expect("package");
     let mut map = pkg.signing_commitments().clone();
     let msg = edit(&mut map);
-    let msg = if msg.is_empty() { pkg.message().clone() } else { msg };
+    let msg = if msg.is_empty() {
+        pkg.message().clone()
+    } else {
+        msg
+    };
     Payload::SignPackage {
-        package: frost_ed25519::SigningPackage::new(map, &msg).serialize().expect("ser"),
+        package: frost_ed25519::SigningPackage::new(map, &msg)
+            .serialize()
+            .expect("ser"),
         tweak: *tweak,
     }
 }
@@ -679,19 +939,26 @@ fn corrupted_signature_shares_name_every_culprit() {
     let cheats = [ids[1].clone(), ids[3].clone()];
     let mut net = signing_net(&coordinator, &ids, &shares, message("pay"), &mut rng);
     let mut brng = common::rng(95);
-    net.run(&mut rng, &mut |_, env| {
-        match cheats.iter().find(|c| c.node_id() == env.sender) {
+    net.run(
+        &mut rng,
+        &mut |_, env| match cheats.iter().find(|c| c.node_id() == env.sender) {
             Some(c) if env.round == Round::SignShare => {
                 vec![byzantine::corrupt_signature_share(c, &env, &mut brng).expect("forge")]
             }
             _ => vec![env],
-        }
-    });
+        },
+    );
     let mut culprits: Vec<NodeId> = cheats.iter().map(|c| c.node_id()).collect();
     culprits.sort();
     assert_eq!(
         fatal_errors(&net),
-        vec![(coordinator.node_id(), ProtocolError::Aborted { culprits, fault: Fault::InvalidSignatureShare })]
+        vec![(
+            coordinator.node_id(),
+            ProtocolError::Aborted {
+                culprits,
+                fault: Fault::InvalidSignatureShare
+            }
+        )]
     );
     assert!(!net.outcomes.contains_key(&coordinator.node_id()));
 }
@@ -701,21 +968,37 @@ fn reused_nonce_is_refused_and_identical_package_is_idempotent() {
     let (ids, shares, mut rng) = setup(3, 2, Ciphersuite::Ed25519, 23);
     let coordinator = Arc::new(NodeIdentity::generate(&mut rng));
     let signer = ids[0].node_id();
-    let mut net = signing_net(&coordinator, &ids, &shares, b"transfer 1".to_vec(), &mut rng);
+    let mut net = signing_net(
+        &coordinator,
+        &ids,
+        &shares,
+        b"transfer 1".to_vec(),
+        &mut rng,
+    );
     let coord = coordinator.clone();
     net.run(&mut rng, &mut |to, env| {
         if *to == signer && env.round == Round::SignPackage {
             // The same package again (idempotent), then a different one for the
             // same commitments: a second signature with the same nonces.
-            let second = byzantine::forge(&coord, &env, repackage(&env, |_| b"transfer 1, again".to_vec()));
+            let second = byzantine::forge(
+                &coord,
+                &env,
+                repackage(&env, |_| b"transfer 1, again".to_vec()),
+            );
             vec![env.clone(), env, second]
         } else {
             vec![env]
         }
     });
-    assert_eq!(fatal_errors(&net), vec![(signer, ProtocolError::NonceReused)]);
+    assert_eq!(
+        fatal_errors(&net),
+        vec![(signer, ProtocolError::NonceReused)]
+    );
     // The honest first signature still completed.
-    assert!(matches!(net.outcomes.get(&coordinator.node_id()), Some(Outcome::Signature(_))));
+    assert!(matches!(
+        net.outcomes.get(&coordinator.node_id()),
+        Some(Outcome::Signature(_))
+    ));
 }
 
 #[test]
@@ -747,7 +1030,10 @@ fn package_missing_or_altering_own_commitment_is_refused() {
         assert!(
             fatal_errors(&net).contains(&(
                 victim,
-                ProtocolError::Aborted { culprits: vec![coordinator.node_id()], fault: Fault::CommitmentAltered }
+                ProtocolError::Aborted {
+                    culprits: vec![coordinator.node_id()],
+                    fault: Fault::CommitmentAltered
+                }
             )),
             "alter = {alter}: {:?}",
             net.errors
@@ -760,18 +1046,33 @@ fn package_for_a_different_message_is_refused() {
     let (ids, shares, mut rng) = setup(3, 2, Ciphersuite::Ed25519, 25);
     let coordinator = Arc::new(NodeIdentity::generate(&mut rng));
     let victim = ids[1].node_id();
-    let mut net = signing_net(&coordinator, &ids, &shares, b"pay 10 to alice".to_vec(), &mut rng);
+    let mut net = signing_net(
+        &coordinator,
+        &ids,
+        &shares,
+        b"pay 10 to alice".to_vec(),
+        &mut rng,
+    );
     let coord = coordinator.clone();
     net.run(&mut rng, &mut |to, env| {
         if *to == victim && env.round == Round::SignPackage {
-            vec![byzantine::forge(&coord, &env, repackage(&env, |_| b"pay 10000 to mallory".to_vec()))]
+            vec![byzantine::forge(
+                &coord,
+                &env,
+                repackage(&env, |_| b"pay 10000 to mallory".to_vec()),
+            )]
         } else {
             vec![env]
         }
     });
-    assert!(fatal_errors(&net)
-        .contains(&(victim, ProtocolError::RequestMismatch("message differs from the approved request"))));
-    assert!(!net.outcomes.contains_key(&coordinator.node_id()), "no signature for an altered request");
+    assert!(fatal_errors(&net).contains(&(
+        victim,
+        ProtocolError::RequestMismatch("message differs from the approved request")
+    )));
+    assert!(
+        !net.outcomes.contains_key(&coordinator.node_id()),
+        "no signature for an altered request"
+    );
 }
 
 #[test]
@@ -780,12 +1081,28 @@ fn silent_signer_is_named_at_deadline() {
     let coordinator = Arc::new(NodeIdentity::generate(&mut rng));
     let silent = ids[1].node_id();
     let mut net = signing_net(&coordinator, &ids, &shares, message("m"), &mut rng);
-    net.run(&mut rng, &mut |_, env| if env.sender == silent { vec![] } else { vec![env] });
+    net.run(&mut rng, &mut |_, env| {
+        if env.sender == silent {
+            vec![]
+        } else {
+            vec![env]
+        }
+    });
     assert!(fatal_errors(&net).is_empty());
-    net.input(coordinator.node_id(), Input::Timeout(TimerId::Deadline), &mut rng);
+    net.input(
+        coordinator.node_id(),
+        Input::Timeout(TimerId::Deadline),
+        &mut rng,
+    );
     assert_eq!(
         fatal_errors(&net),
-        vec![(coordinator.node_id(), ProtocolError::Aborted { culprits: vec![silent], fault: Fault::Timeout })]
+        vec![(
+            coordinator.node_id(),
+            ProtocolError::Aborted {
+                culprits: vec![silent],
+                fault: Fault::Timeout
+            }
+        )]
     );
 }
 
@@ -800,15 +1117,27 @@ fn aggregator_refuses_too_few_or_foreign_signers() {
             AggregatorConfig {
                 session: SESSION,
                 signers,
-                target: SignTarget { message: vec![1], tweak: None },
+                target: SignTarget {
+                    message: vec![1],
+                    tweak: None,
+                },
                 request: vec![],
                 timeout_ms: 1,
             },
         )
     };
-    assert!(matches!(mk(vec![ids[0].node_id()]), Err(ProtocolError::InvalidParameters(_))));
-    assert!(matches!(mk(vec![ids[0].node_id(), coordinator.node_id()]), Err(ProtocolError::InvalidParameters(_))));
-    assert!(matches!(mk(vec![ids[0].node_id(), ids[0].node_id()]), Err(ProtocolError::InvalidParameters(_))));
+    assert!(matches!(
+        mk(vec![ids[0].node_id()]),
+        Err(ProtocolError::InvalidParameters(_))
+    ));
+    assert!(matches!(
+        mk(vec![ids[0].node_id(), coordinator.node_id()]),
+        Err(ProtocolError::InvalidParameters(_))
+    ));
+    assert!(matches!(
+        mk(vec![ids[0].node_id(), ids[0].node_id()]),
+        Err(ProtocolError::InvalidParameters(_))
+    ));
     assert!(mk(vec![ids[0].node_id(), ids[2].node_id()]).is_ok());
 }
 
@@ -817,7 +1146,9 @@ fn key_share_debug_output_hides_the_secret() {
     let (_, shares, _) = setup(3, 2, Ciphersuite::Ed25519, 28);
     let shown = format!("{:?}", shares[0]);
     assert!(shown.contains("<secret>"), "{shown}");
-    let secret = shares[0].key_package::<frost_ed25519::Ed25519Sha512>().expect("kp");
+    let secret = shares[0]
+        .key_package::<frost_ed25519::Ed25519Sha512>()
+        .expect("kp");
     let secret_hex = hex::encode(secret.signing_share().serialize());
     assert!(!shown.contains(&secret_hex));
     let id = NodeIdentity::generate(&mut rng(1));

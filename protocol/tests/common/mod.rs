@@ -31,20 +31,31 @@ pub fn verify_independently(sig: &SignatureBytes, message: &[u8]) -> Result<(), 
         Ciphersuite::Secp256k1Tr => {
             use secp256k1::{schnorr, Message, XOnlyPublicKey, SECP256K1};
             assert_eq!(sig.verifying_key.len(), 33, "SEC1 compressed key");
-            let key = XOnlyPublicKey::from_slice(&sig.verifying_key[1..]).map_err(|e| e.to_string())?;
+            let key =
+                XOnlyPublicKey::from_slice(&sig.verifying_key[1..]).map_err(|e| e.to_string())?;
             let s = schnorr::Signature::from_slice(&sig.signature).map_err(|e| e.to_string())?;
             let msg = Message::from_digest_slice(message).map_err(|e| e.to_string())?;
-            SECP256K1.verify_schnorr(&s, &msg, &key).map_err(|e| e.to_string())
+            SECP256K1
+                .verify_schnorr(&s, &msg, &key)
+                .map_err(|e| e.to_string())
         }
         Ciphersuite::Ed25519 => {
-            let key_bytes: [u8; 32] = sig.verifying_key.as_slice().try_into().map_err(|_| "key length")?;
-            let key = ed25519_dalek::VerifyingKey::from_bytes(&key_bytes).map_err(|e| e.to_string())?;
-            let s = ed25519_dalek::Signature::from_slice(&sig.signature).map_err(|e| e.to_string())?;
+            let key_bytes: [u8; 32] = sig
+                .verifying_key
+                .as_slice()
+                .try_into()
+                .map_err(|_| "key length")?;
+            let key =
+                ed25519_dalek::VerifyingKey::from_bytes(&key_bytes).map_err(|e| e.to_string())?;
+            let s =
+                ed25519_dalek::Signature::from_slice(&sig.signature).map_err(|e| e.to_string())?;
             key.verify_strict(message, &s).map_err(|e| e.to_string())
         }
         Ciphersuite::Secp256k1 => {
-            let key = frost_secp256k1::VerifyingKey::deserialize(&sig.verifying_key).map_err(|e| e.to_string())?;
-            let s = frost_secp256k1::Signature::deserialize(&sig.signature).map_err(|e| e.to_string())?;
+            let key = frost_secp256k1::VerifyingKey::deserialize(&sig.verifying_key)
+                .map_err(|e| e.to_string())?;
+            let s = frost_secp256k1::Signature::deserialize(&sig.signature)
+                .map_err(|e| e.to_string())?;
             key.verify(message, &s).map_err(|e| e.to_string())
         }
     }

@@ -1,0 +1,146 @@
+//! Snapshots of every wire type's encoding. A change here is a wire-format change:
+//! bump `PROTOCOL_VERSION` or keep the old encoding.
+
+use quorate_protocol::{
+    seal::SealedBox,
+    wire::{EchoEntry, Header, PROTOCOL_VERSION},
+    Ciphersuite, Envelope, KeyId, NodeIdentity, Payload, Round, SessionId,
+};
+use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
+
+fn identity() -> NodeIdentity {
+    NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(7))
+}
+
+fn envelope(payload: Payload) -> Envelope {
+    Envelope::seal(
+        &identity(),
+        Ciphersuite::Secp256k1Tr,
+        KeyId([0x11; 16]),
+        SessionId([0x22; 32]),
+        payload,
+    )
+}
+
+fn hex_lines(bytes: &[u8]) -> String {
+    bytes
+        .chunks(32)
+        .map(hex::encode)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn payloads() -> Vec<(&'static str, Payload)> {
+    let sig = envelope(Payload::SignShare { share: vec![] }).signature;
+    vec![
+        (
+            "dkg_round1",
+            Payload::DkgRound1 {
+                package: vec![1, 2, 3],
+            },
+        ),
+        (
+            "dkg_echo",
+            Payload::DkgEcho {
+                entries: vec![EchoEntry {
+                    sender: identity().node_id(),
+                    payload_hash: [0x33; 32],
+                    signature: sig,
+                }],
+            },
+        ),
+        (
+            "dkg_round2",
+            Payload::DkgRound2 {
+                recipient: identity().node_id(),
+                sealed: SealedBox {
+                    ephemeral: [0x44; 32],
+                    ciphertext: vec![0x55; 20],
+                },
+            },
+        ),
+        (
+            "dkg_confirm",
+            Payload::DkgConfirm {
+                group_key: vec![2; 33],
+                transcript: [0x66; 32],
+            },
+        ),
+        (
+            "sign_request",
+            Payload::SignRequest {
+                request: b"req".to_vec(),
+                message: b"msg".to_vec(),
+                tweak: Some([0x77; 32]),
+            },
+        ),
+        (
+            "sign_commit",
+            Payload::SignCommit {
+                commitments: vec![8; 4],
+            },
+        ),
+        (
+            "sign_package",
+            Payload::SignPackage {
+                package: vec![9; 4],
+                tweak: None,
+            },
+        ),
+        ("sign_share", Payload::SignShare { share: vec![10; 4] }),
+    ]
+}
+
+#[test]
+fn every_payload_encoding_is_stable() {
+    for (name, payload) in payloads() {
+        let env = envelope(payload);
+        assert_eq!(Envelope::decode(&env.encode()).expect("round trip"), env);
+        env.verify().expect("signature");
+        insta::assert_snapshot!(format!("envelope_{name}"), hex_lines(&env.encode()));
+    }
+}
+
+#[test]
+fn header_and_signing_digest_are_stable() {
+    let header = Header {
+        version: PROTOCOL_VERSION,
+        suite: Ciphersuite::Ed25519,
+        key: KeyId([1; 16]),
+        session: SessionId([2; 32]),
+        round: Round::DkgEcho,
+        sender: identity().node_id(),
+    };
+    insta::assert_snapshot!(
+        "header",
+        hex_lines(&postcard::to_allocvec(&header).expect("encode"))
+    );
+    insta::assert_snapshot!(
+        "signing_digest",
+        hex::encode(header.signing_digest(&[3; 32]))
+    );
+}
+
+#[test]
+fn enum_tags_are_stable() {
+    let suites: Vec<u8> = Ciphersuite::ALL
+        .iter()
+        .flat_map(|s| postcard::to_allocvec(s).expect("encode"))
+        .collect();
+    assert_eq!(suites, vec![0, 1, 2]);
+    let rounds = [
+        Round::DkgRound1,
+        Round::DkgEcho,
+        Round::DkgRound2,
+        Round::DkgConfirm,
+        Round::SignRequest,
+        Round::SignCommit,
+        Round::SignPackage,
+        Round::SignShare,
+    ];
+    let tags: Vec<u8> = rounds
+        .iter()
+        .flat_map(|r| postcard::to_allocvec(r).expect("encode"))
+        .collect();
+    assert_eq!(tags, (0..8).collect::<Vec<u8>>());
+}
