@@ -13,6 +13,7 @@ pub mod inbox;
 pub mod key;
 pub mod local;
 pub mod machine;
+pub mod request;
 pub mod seal;
 pub mod sign;
 pub mod suite;

@@ -1,0 +1,269 @@
+//! Client signing requests (invariant 4).
+//!
+//! An exchange states what it wants signed in a [`SigningRequest`] and signs its
+//! canonical encoding with its Ed25519 client key. The coordinator forwards the
+//! [`SignedRequest`] verbatim inside [`Payload::SignRequest`](crate::Payload); every
+//! node decodes it, verifies the client signature and approvals, applies its own
+//! policy, and only then creates a [`Signer`](crate::Signer) for exactly the
+//! messages the client signed. A coordinator can therefore delay a request but not
+//! forge or alter one.
+
+use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{error::ProtocolError, ids::KeyId};
+
+/// Encoding version of requests.
+pub const REQUEST_VERSION: u16 = 1;
+/// Largest encoded signed request accepted.
+pub const MAX_REQUEST_SIZE: usize = 64 * 1024;
+/// Most messages one request may ask to sign.
+pub const MAX_MESSAGES: usize = 256;
+
+const DOMAIN: &[u8] = b"quorate/request/v1\0";
+const APPROVAL_DOMAIN: &[u8] = b"quorate/approval/v1\0";
+
+/// What the transfer is for; evaluated by node policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purpose {
+    /// Asset code, e.g. `BTC`.
+    pub asset: String,
+    /// Amount in the asset's minor units.
+    pub amount: u64,
+    /// Destination address or account.
+    pub destination: String,
+    /// Free text for the audit trail.
+    pub memo: String,
+}
+
+/// A client's statement of what it wants signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningRequest {
+    /// Encoding version ([`REQUEST_VERSION`]).
+    pub version: u16,
+    /// The requesting client's Ed25519 public key.
+    pub client: [u8; 32],
+    /// Key to sign with.
+    pub key_id: KeyId,
+    /// Messages to sign (a batch shares one policy decision).
+    pub messages: Vec<Vec<u8>>,
+    /// Optional Taproot merkle root (secp256k1-tr keys only).
+    pub tweak: Option<[u8; 32]>,
+    /// What it is for.
+    pub purpose: Purpose,
+    /// Unix time in milliseconds after which nodes refuse it.
+    pub expires_at_ms: u64,
+    /// Client-chosen unique value; nodes refuse a nonce they have seen (replay).
+    pub nonce: [u8; 16],
+}
+
+/// A k-of-m approver's signature over a request hash (four-eyes control).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Approver's Ed25519 public key.
+    pub approver: [u8; 32],
+    /// Signature over `APPROVAL_DOMAIN ‖ request hash`.
+    pub signature: ed25519_dalek::Signature,
+}
+
+/// A request with its client signature and any approvals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedRequest {
+    /// The request.
+    pub request: SigningRequest,
+    /// Client signature over [`SigningRequest::hash`].
+    pub signature: ed25519_dalek::Signature,
+    /// Approver signatures.
+    pub approvals: Vec<Approval>,
+}
+
+impl SigningRequest {
+    /// SHA-256 over the domain and the canonical (postcard) encoding: what the client
+    /// and approvers sign and what audit records cite.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(DOMAIN);
+        h.update(postcard::to_allocvec(self).unwrap_or_default());
+        h.finalize().into()
+    }
+
+    /// Checks shape: version, at least one and at most [`MAX_MESSAGES`] non-empty messages.
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        if self.version != REQUEST_VERSION {
+            return Err(ProtocolError::UnsupportedVersion(self.version));
+        }
+        if self.messages.is_empty() || self.messages.len() > MAX_MESSAGES {
+            return Err(ProtocolError::Malformed(
+                "a request carries 1 to 256 messages",
+            ));
+        }
+        if self.messages.iter().any(Vec::is_empty) {
+            return Err(ProtocolError::Malformed("empty message in request"));
+        }
+        Ok(())
+    }
+
+    /// Signs as the client.
+    ///
+    /// # Security
+    /// Uses the client's secret key; the caller keeps it.
+    pub fn sign(self, client: &SigningKey) -> SignedRequest {
+        let signature = client.sign(&self.hash());
+        SignedRequest {
+            request: self,
+            signature,
+            approvals: Vec::new(),
+        }
+    }
+}
+
+impl SignedRequest {
+    /// Adds an approver's signature.
+    ///
+    /// # Security
+    /// Uses the approver's secret key; the caller keeps it.
+    pub fn approve(&mut self, approver: &SigningKey) {
+        let mut msg = APPROVAL_DOMAIN.to_vec();
+        msg.extend_from_slice(&self.request.hash());
+        self.approvals.push(Approval {
+            approver: approver.verifying_key().to_bytes(),
+            signature: approver.sign(&msg),
+        });
+    }
+
+    /// Verifies the shape and the client's signature (strict Ed25519).
+    pub fn verify_client(&self) -> Result<(), ProtocolError> {
+        self.request.validate()?;
+        let key = VerifyingKey::from_bytes(&self.request.client)
+            .map_err(|_| ProtocolError::Malformed("client key is not an Ed25519 point"))?;
+        key.verify_strict(&self.request.hash(), &self.signature)
+            .map_err(|_| ProtocolError::Malformed("client signature does not verify"))
+    }
+
+    /// Distinct approvers among `allowed` whose signatures verify.
+    pub fn valid_approvers(&self, allowed: &[[u8; 32]]) -> Vec<[u8; 32]> {
+        let mut msg = APPROVAL_DOMAIN.to_vec();
+        msg.extend_from_slice(&self.request.hash());
+        let mut ok: Vec<[u8; 32]> = self
+            .approvals
+            .iter()
+            .filter(|a| allowed.contains(&a.approver))
+            .filter(|a| {
+                VerifyingKey::from_bytes(&a.approver)
+                    .map(|k| k.verify(&msg, &a.signature).is_ok())
+                    .unwrap_or(false)
+            })
+            .map(|a| a.approver)
+            .collect();
+        ok.sort();
+        ok.dedup();
+        ok
+    }
+
+    /// Canonical encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes with a size cap and no trailing bytes; does not verify.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        if bytes.len() > MAX_REQUEST_SIZE {
+            return Err(ProtocolError::TooLarge {
+                len: bytes.len(),
+                max: MAX_REQUEST_SIZE,
+            });
+        }
+        let (req, rest): (Self, _) = postcard::take_from_bytes(bytes)
+            .map_err(|_| ProtocolError::Malformed("signed request does not decode"))?;
+        if !rest.is_empty() {
+            return Err(ProtocolError::Malformed("trailing bytes after request"));
+        }
+        Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
+
+    fn request(client: &SigningKey) -> SigningRequest {
+        SigningRequest {
+            version: REQUEST_VERSION,
+            client: client.verifying_key().to_bytes(),
+            key_id: KeyId([1; 16]),
+            messages: vec![vec![7; 32]],
+            tweak: None,
+            purpose: Purpose {
+                asset: "BTC".into(),
+                amount: 50_000_000,
+                destination: "bc1qexample".into(),
+                memo: String::new(),
+            },
+            expires_at_ms: 1_000,
+            nonce: [9; 16],
+        }
+    }
+
+    #[test]
+    fn altered_request_fails_client_verification() {
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let client = SigningKey::generate(&mut rng);
+        let signed = request(&client).sign(&client);
+        signed.verify_client().expect("valid");
+        let decoded = SignedRequest::decode(&signed.encode()).expect("decode");
+        assert_eq!(decoded, signed);
+        for alter in [
+            |r: &mut SigningRequest| r.purpose.amount += 1,
+            |r: &mut SigningRequest| r.purpose.destination.push('x'),
+            |r: &mut SigningRequest| r.messages[0][0] ^= 1,
+            |r: &mut SigningRequest| r.expires_at_ms += 1,
+        ] {
+            let mut bad = signed.clone();
+            alter(&mut bad.request);
+            assert_eq!(
+                bad.verify_client(),
+                Err(ProtocolError::Malformed("client signature does not verify"))
+            );
+        }
+    }
+
+    #[test]
+    fn approvals_count_distinct_allowed_valid_signers_only() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let client = SigningKey::generate(&mut rng);
+        let (a, b, outsider) = (
+            SigningKey::generate(&mut rng),
+            SigningKey::generate(&mut rng),
+            SigningKey::generate(&mut rng),
+        );
+        let allowed = [a.verifying_key().to_bytes(), b.verifying_key().to_bytes()];
+        let mut signed = request(&client).sign(&client);
+        signed.approve(&a);
+        signed.approve(&a);
+        signed.approve(&outsider);
+        assert_eq!(signed.valid_approvers(&allowed), vec![allowed[0]]);
+        signed.approve(&b);
+        assert_eq!(signed.valid_approvers(&allowed).len(), 2);
+        // Approvals do not carry over to an altered request.
+        signed.request.purpose.amount = 1;
+        assert!(signed.valid_approvers(&allowed).is_empty());
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        let client = SigningKey::generate(&mut rng);
+        let mut r = request(&client);
+        r.messages.clear();
+        assert!(r.sign(&client).verify_client().is_err());
+        assert!(matches!(
+            SignedRequest::decode(&vec![0; MAX_REQUEST_SIZE + 1]),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+        let mut bytes = request(&client).sign(&client).encode();
+        bytes.push(0);
+        assert!(SignedRequest::decode(&bytes).is_err());
+    }
+}
