@@ -1,10 +1,30 @@
-//! quorate signer node daemon.
-//!
-//! Not built yet (issue 3): the daemon will drive [`quorate_protocol`]'s DKG and
-//! signer state machines over libp2p, with a sealed redb keystore, a policy engine
-//! and a hash-chained audit log. This crate exists so the workspace has its final
-//! shape and dependency direction (node → protocol) from the start.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
+pub mod keystore;
+pub mod policy;
+
+pub use audit::{AuditError, AuditKind, AuditLog, VerifyReport};
+pub use keystore::{
+    KdfParams, Keystore, KeystoreError, Passphrase, PassphraseSource, SealedKeystore, StoredKey,
+};
+pub use policy::{Decision, Policy, PolicyEngine, PolicyError, Rule};
 pub use quorate_protocol as protocol;
+
+/// Any error of this crate: one variant per concern, each wrapping that module's
+/// error enum. The modules return their own enums; the daemon and CLI use this.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// Keystore (sealed storage of the identity and key shares).
+    #[error(transparent)]
+    Keystore(#[from] KeystoreError),
+    /// Audit log.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// Signing policy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}

@@ -1,7 +1,7 @@
 //! A node's long-term identity: an Ed25519 key that signs every envelope it sends
 //! and an X25519 key that others seal secret payloads to.
 
-use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
@@ -106,7 +106,7 @@ pub(crate) fn verify(
     if key.is_weak() {
         return Err(ProtocolError::BadSignature { claimed: *node });
     }
-    key.verify(digest, signature)
-        .and_then(|()| key.verify_strict(digest, signature))
+    // verify_strict also rejects non-canonical and small-order R: one check suffices.
+    key.verify_strict(digest, signature)
         .map_err(|_| ProtocolError::BadSignature { claimed: *node })
 }

@@ -122,6 +122,7 @@ struct Session<C: Suite> {
     identity: Arc<NodeIdentity>,
     key: frost_core::keys::KeyPackage<C>,
     share_public: crate::key::GroupPublic,
+    members: std::collections::BTreeSet<frost_core::Identifier<C>>,
     config: SignerConfig,
     inbox: Inbox,
     status: Status,
@@ -142,7 +143,14 @@ impl<C: Suite> Session<C> {
                 C::SUITE
             )));
         }
+        let members = share
+            .public
+            .members
+            .values()
+            .map(|i| identifier::<C>(*i))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
+            members,
             key: share.key_package::<C>()?,
             inbox: Inbox::new(C::SUITE, share.public.key_id, config.session),
             share_public: share.public.clone(),
@@ -283,15 +291,12 @@ impl<C: Suite> Session<C> {
                 "tweak differs from the approved request",
             ));
         }
-        for id in package.signing_commitments().keys() {
-            let known = self
-                .share_public
-                .members
-                .values()
-                .any(|i| identifier::<C>(*i).ok().as_ref() == Some(id));
-            if !known {
-                return Err(ProtocolError::aborted(coordinator, Fault::InvalidElement));
-            }
+        if !package
+            .signing_commitments()
+            .keys()
+            .all(|id| self.members.contains(id))
+        {
+            return Err(ProtocolError::aborted(coordinator, Fault::InvalidElement));
         }
         // Consume the nonces: from here on they exist only inside this scope.
         let nonces = self.nonces.take().ok_or(ProtocolError::NonceReused)?;

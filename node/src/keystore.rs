@@ -1,0 +1,1612 @@
+//! Sealed keystore: the node identity and every key share, in one redb file, each
+//! record encrypted with ChaCha20-Poly1305 under a key derived with Argon2id from an
+//! operator passphrase.
+//!
+//! The file is opened *sealed* ([`SealedKeystore::open`]): its header (format,
+//! keystore id, node id, KDF parameters, salt) and record names are readable, nothing
+//! secret is. [`SealedKeystore::unseal`] derives the key, checks the sealed canary
+//! (a wrong passphrase gives [`KeystoreError::WrongPassphrase`]) and then
+//! authenticates *every* record before returning a [`Keystore`], so a tampered or
+//! corrupt record is reported at unseal time as [`KeystoreError::Corrupt`] naming the
+//! record, and the node fails closed. Records are bound to their name and to the
+//! keystore (AEAD associated data), so they cannot be swapped between names or files.
+//!
+//! The on-disk format is described in the crate README.
+
+use std::{
+    fmt,
+    fs::{self, OpenOptions},
+    io,
+    path::{Path, PathBuf},
+};
+
+use argon2::{Algorithm, Argon2, Version};
+use chacha20poly1305::{aead::AeadInPlace, ChaCha20Poly1305, KeyInit, Nonce};
+use quorate_protocol::{
+    ids::{KeyId, NodeId},
+    key::{GroupPublic, KeyShare},
+    suite::Ciphersuite,
+    NodeIdentity,
+};
+use rand_core::{CryptoRngCore, OsRng};
+use redb::{
+    backends::FileBackend, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// Version of the keystore file format written by this code.
+pub const FORMAT_VERSION: u32 = 1;
+
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("quorate_meta");
+const RECORDS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("quorate_records");
+
+const HEADER_KEY: &str = "header";
+const HEADER_HASH_KEY: &str = "header_sha256";
+const CANARY_RECORD: &str = "canary";
+const IDENTITY_RECORD: &str = "identity";
+const KEY_PREFIX: &str = "key/";
+
+const CANARY_PLAINTEXT: &[u8] = b"quorate keystore canary v1";
+const AAD_DOMAIN: &[u8] = b"quorate/keystore/v1\0";
+const RECORD_VERSION: u8 = 1;
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+const SALT_LEN: usize = 16;
+/// Largest sealed record accepted (checked before decryption allocates).
+const MAX_RECORD_LEN: usize = 1 << 20;
+/// Largest header accepted.
+const MAX_HEADER_LEN: usize = 4096;
+/// Largest passphrase file read.
+const MAX_PASSPHRASE_FILE: u64 = 4096;
+
+/// Errors of the keystore. Never carries secret material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeystoreError {
+    /// `init` refuses to touch an existing file.
+    #[error("keystore {path} already exists; refusing to overwrite it")]
+    AlreadyExists {
+        /// The path.
+        path: PathBuf,
+    },
+    /// No keystore at this path.
+    #[error("no keystore at {path}")]
+    NotFound {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The file is a database but not a quorate keystore (no header).
+    #[error("{path} is not a quorate keystore: {reason}")]
+    NotAKeystore {
+        /// The path.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// Another process (or this one) holds the keystore open.
+    #[error("keystore {path} is in use by another process")]
+    Locked {
+        /// The path.
+        path: PathBuf,
+    },
+    /// The passphrase does not open this keystore (the sealed canary did not
+    /// authenticate). Also what a tampered header looks like: without the key, the
+    /// two cannot be told apart.
+    #[error("wrong passphrase for this keystore")]
+    WrongPassphrase,
+    /// A record (or the database file itself) failed authentication or decoding.
+    #[error("keystore record {record:?} is corrupt or has been tampered with: {reason}")]
+    Corrupt {
+        /// Record name (`identity`, `key/<key id>`, `header`, or `database` for the file).
+        record: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The file was written by a newer format.
+    #[error("unsupported keystore format version {0} (this build reads {FORMAT_VERSION})")]
+    UnsupportedFormat(u32),
+    /// KDF parameters out of range.
+    #[error("invalid Argon2id parameters: {0}")]
+    BadKdfParams(String),
+    /// The passphrase could not be obtained or is unusable.
+    #[error("passphrase: {0}")]
+    Passphrase(String),
+    /// `put_key` refuses to replace an existing key.
+    #[error("key {0} is already in the keystore; refusing to overwrite it")]
+    KeyExists(KeyId),
+    /// File-system error.
+    #[error("keystore {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Any other database error.
+    #[error("keystore database error: {0}")]
+    Database(String),
+    /// Encryption or encoding failed (a local bug, not an input fault).
+    #[error("keystore internal error: {0}")]
+    Internal(&'static str),
+}
+
+type Result<T, E = KeystoreError> = std::result::Result<T, E>;
+
+fn db_error(path: &Path, e: impl Into<redb::Error>) -> KeystoreError {
+    match e.into() {
+        redb::Error::DatabaseAlreadyOpen => KeystoreError::Locked {
+            path: path.to_path_buf(),
+        },
+        redb::Error::Corrupted(reason) => KeystoreError::Corrupt {
+            record: "database".into(),
+            reason,
+        },
+        redb::Error::Io(source)
+            if matches!(
+                source.kind(),
+                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+            ) =>
+        {
+            KeystoreError::Corrupt {
+                record: "database".into(),
+                reason: format!("file is truncated or not a database ({source})"),
+            }
+        }
+        redb::Error::Io(source) => KeystoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        redb::Error::TableDoesNotExist(table) => KeystoreError::NotAKeystore {
+            path: path.to_path_buf(),
+            reason: format!("table {table} is missing"),
+        },
+        other => KeystoreError::Database(other.to_string()),
+    }
+}
+
+fn corrupt(record: &str, reason: impl Into<String>) -> KeystoreError {
+    KeystoreError::Corrupt {
+        record: record.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Argon2id cost parameters, stored in the keystore header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Memory cost in KiB.
+    pub m_cost_kib: u32,
+    /// Number of passes.
+    pub t_cost: u32,
+    /// Degree of parallelism.
+    pub p_cost: u32,
+}
+
+impl KdfParams {
+    /// Largest memory cost accepted from a file (2 GiB), so a tampered header cannot
+    /// make unseal allocate without bound.
+    pub const MAX_M_COST_KIB: u32 = 2 * 1024 * 1024;
+    /// Largest pass count accepted from a file.
+    pub const MAX_T_COST: u32 = 64;
+    /// Largest parallelism accepted from a file.
+    pub const MAX_P_COST: u32 = 16;
+
+    /// Production parameters: 64 MiB, 3 passes, 1 lane (OWASP's Argon2id baseline is
+    /// weaker; unseal takes a fraction of a second).
+    pub const fn production() -> Self {
+        Self {
+            m_cost_kib: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
+    }
+
+    /// Tiny parameters for tests (64 KiB, 1 pass). Never use for a real keystore.
+    pub const fn insecure_for_tests() -> Self {
+        Self {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        }
+    }
+
+    fn validate(&self) -> Result<argon2::Params> {
+        if self.m_cost_kib > Self::MAX_M_COST_KIB
+            || self.t_cost == 0
+            || self.t_cost > Self::MAX_T_COST
+            || self.p_cost == 0
+            || self.p_cost > Self::MAX_P_COST
+        {
+            return Err(KeystoreError::BadKdfParams(format!(
+                "m_cost_kib={} t_cost={} p_cost={} (limits: m ≤ {}, 1 ≤ t ≤ {}, 1 ≤ p ≤ {})",
+                self.m_cost_kib,
+                self.t_cost,
+                self.p_cost,
+                Self::MAX_M_COST_KIB,
+                Self::MAX_T_COST,
+                Self::MAX_P_COST
+            )));
+        }
+        argon2::Params::new(self.m_cost_kib, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| KeystoreError::BadKdfParams(e.to_string()))
+    }
+}
+
+/// An operator passphrase. Zeroized on drop, never printed.
+#[derive(Clone)]
+pub struct Passphrase(Zeroizing<String>);
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passphrase(<secret>)")
+    }
+}
+
+impl Passphrase {
+    /// Wraps a passphrase; refuses an empty one.
+    ///
+    /// # Security
+    /// Takes ownership of the secret; the copy inside is zeroized on drop. The caller
+    /// should not keep other copies.
+    pub fn new(secret: impl Into<String>) -> Result<Self> {
+        let secret = Zeroizing::new(secret.into());
+        if secret.is_empty() {
+            return Err(KeystoreError::Passphrase("the passphrase is empty".into()));
+        }
+        Ok(Self(secret))
+    }
+
+    /// Reads the passphrase from environment variable `var`.
+    ///
+    /// # Security
+    /// Environment variables are visible to the process's owner (and `/proc`); prefer
+    /// a file readable only by the node's user, or the interactive prompt.
+    pub fn from_env(var: &str) -> Result<Self> {
+        match std::env::var(var) {
+            Ok(v) => Self::new(v),
+            Err(std::env::VarError::NotPresent) => Err(KeystoreError::Passphrase(format!(
+                "environment variable {var} is not set"
+            ))),
+            Err(std::env::VarError::NotUnicode(_)) => Err(KeystoreError::Passphrase(format!(
+                "environment variable {var} is not valid UTF-8"
+            ))),
+        }
+    }
+
+    /// Reads the passphrase from a file: its whole content minus one trailing newline
+    /// (`\n` or `\r\n`). Files larger than 4 KiB are refused.
+    ///
+    /// # Security
+    /// The file should be readable only by the node's user.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let io_err = |source| KeystoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = fs::metadata(path).map_err(io_err)?.len();
+        if len > MAX_PASSPHRASE_FILE {
+            return Err(KeystoreError::Passphrase(format!(
+                "passphrase file {} is larger than {MAX_PASSPHRASE_FILE} bytes",
+                path.display()
+            )));
+        }
+        let mut text = Zeroizing::new(fs::read_to_string(path).map_err(io_err)?);
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        Self::new(std::mem::take(&mut *text))
+    }
+
+    /// Prompts on the terminal without echo.
+    ///
+    /// # Security
+    /// Reads from the controlling terminal; nothing is echoed or logged.
+    pub fn prompt(prompt: &str) -> Result<Self> {
+        let text = rpassword::prompt_password(prompt)
+            .map_err(|e| KeystoreError::Passphrase(format!("cannot read from terminal: {e}")))?;
+        Self::new(text)
+    }
+
+    /// Prompts twice (for `keystore init`) and refuses if the entries differ.
+    ///
+    /// # Security
+    /// As [`Self::prompt`].
+    pub fn prompt_confirmed(prompt: &str) -> Result<Self> {
+        let first = Self::prompt(prompt)?;
+        let second = Self::prompt("Repeat passphrase: ")?;
+        if first.0.as_bytes() != second.0.as_bytes() {
+            return Err(KeystoreError::Passphrase("the entries do not match".into()));
+        }
+        Ok(first)
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+/// Where the CLI gets a passphrase from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassphraseSource {
+    /// An environment variable.
+    Env(String),
+    /// A file.
+    File(PathBuf),
+    /// The terminal.
+    Prompt,
+}
+
+impl PassphraseSource {
+    /// Obtains the passphrase.
+    ///
+    /// # Security
+    /// See [`Passphrase::from_env`], [`Passphrase::from_file`], [`Passphrase::prompt`].
+    pub fn read(&self) -> Result<Passphrase> {
+        match self {
+            Self::Env(var) => Passphrase::from_env(var),
+            Self::File(path) => Passphrase::from_file(path),
+            Self::Prompt => Passphrase::prompt("Keystore passphrase: "),
+        }
+    }
+}
+
+/// Identifies one keystore file (random, chosen at `init`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeystoreId(pub [u8; 16]);
+
+impl fmt::Display for KeystoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeystoreId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeystoreId({self})")
+    }
+}
+
+/// The `header` meta record (JSON). Everything in it is public.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    format: u32,
+    keystore_id: String,
+    node_id: String,
+    created_at_ms: u64,
+    kdf: KdfHeader,
+    salt: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KdfHeader {
+    algorithm: String,
+    version: u32,
+    m_cost_kib: u32,
+    t_cost: u32,
+    p_cost: u32,
+}
+
+/// The parsed, checked header.
+#[derive(Debug, Clone)]
+struct Meta {
+    keystore_id: KeystoreId,
+    node_id: NodeId,
+    created_at_ms: u64,
+    kdf: KdfParams,
+    salt: [u8; SALT_LEN],
+    /// SHA-256 of the header bytes; bound into every record's associated data.
+    header_hash: [u8; 32],
+}
+
+impl Meta {
+    fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(&Header {
+            format: FORMAT_VERSION,
+            keystore_id: self.keystore_id.to_string(),
+            node_id: self.node_id.to_string(),
+            created_at_ms: self.created_at_ms,
+            kdf: KdfHeader {
+                algorithm: "argon2id".into(),
+                version: 0x13,
+                m_cost_kib: self.kdf.m_cost_kib,
+                t_cost: self.kdf.t_cost,
+                p_cost: self.kdf.p_cost,
+            },
+            salt: hex::encode(self.salt),
+        })
+        .map_err(|_| KeystoreError::Internal("header does not encode"))
+    }
+
+    fn decode(bytes: &[u8], stored_hash: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_HEADER_LEN {
+            return Err(corrupt(HEADER_KEY, "header is too large"));
+        }
+        let header_hash: [u8; 32] = Sha256::digest(bytes).into();
+        if stored_hash != header_hash {
+            return Err(corrupt(HEADER_KEY, "header checksum does not match"));
+        }
+        let h: Header = serde_json::from_slice(bytes)
+            .map_err(|e| corrupt(HEADER_KEY, format!("header does not decode: {e}")))?;
+        if h.format != FORMAT_VERSION {
+            return Err(KeystoreError::UnsupportedFormat(h.format));
+        }
+        if h.kdf.algorithm != "argon2id" || h.kdf.version != 0x13 {
+            return Err(corrupt(
+                HEADER_KEY,
+                format!("unsupported KDF {} v{}", h.kdf.algorithm, h.kdf.version),
+            ));
+        }
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(&h.keystore_id, &mut id)
+            .map_err(|_| corrupt(HEADER_KEY, "keystore_id is not 16 bytes of hex"))?;
+        let node_id = NodeId::from_hex(&h.node_id)
+            .map_err(|_| corrupt(HEADER_KEY, "node_id is not 32 bytes of hex"))?;
+        let mut salt = [0u8; SALT_LEN];
+        hex::decode_to_slice(&h.salt, &mut salt)
+            .map_err(|_| corrupt(HEADER_KEY, "salt is not 16 bytes of hex"))?;
+        let kdf = KdfParams {
+            m_cost_kib: h.kdf.m_cost_kib,
+            t_cost: h.kdf.t_cost,
+            p_cost: h.kdf.p_cost,
+        };
+        kdf.validate()?;
+        Ok(Self {
+            keystore_id: KeystoreId(id),
+            node_id,
+            created_at_ms: h.created_at_ms,
+            kdf,
+            salt,
+            header_hash,
+        })
+    }
+}
+
+/// Derives the record key.
+///
+/// # Security
+/// Returns the keystore's master key in a zeroizing buffer; argon2's working memory
+/// is zeroized by its `zeroize` feature.
+fn derive_key(
+    passphrase: &Passphrase,
+    salt: &[u8],
+    kdf: &KdfParams,
+) -> Result<Zeroizing<[u8; 32]>> {
+    let params = kdf.validate()?;
+    let mut key = Zeroizing::new([0u8; 32]);
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_into(passphrase.as_bytes(), salt, key.as_mut())
+        .map_err(|e| KeystoreError::BadKdfParams(e.to_string()))?;
+    Ok(key)
+}
+
+/// Seals and opens records under the derived key.
+struct Sealer {
+    cipher: ChaCha20Poly1305,
+    keystore_id: KeystoreId,
+    header_hash: [u8; 32],
+}
+
+impl Sealer {
+    fn new(key: &Zeroizing<[u8; 32]>, meta: &Meta) -> Self {
+        Self {
+            cipher: ChaCha20Poly1305::new(key.as_ref().into()),
+            keystore_id: meta.keystore_id,
+            header_hash: meta.header_hash,
+        }
+    }
+
+    fn aad(&self, record: &str) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(AAD_DOMAIN.len() + 16 + 32 + 4 + record.len());
+        aad.extend_from_slice(AAD_DOMAIN);
+        aad.extend_from_slice(&self.keystore_id.0);
+        aad.extend_from_slice(&self.header_hash);
+        aad.extend_from_slice(&(record.len() as u32).to_be_bytes());
+        aad.extend_from_slice(record.as_bytes());
+        aad
+    }
+
+    /// Encrypts `plaintext` (consumed; its buffer is zeroized) for `record`.
+    ///
+    /// # Security
+    /// A fresh random nonce per call from `rng`, which must be cryptographically secure.
+    fn seal(
+        &self,
+        record: &str,
+        mut plaintext: Zeroizing<Vec<u8>>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill_bytes(&mut nonce);
+        self.cipher
+            .encrypt_in_place(
+                Nonce::from_slice(&nonce),
+                &self.aad(record),
+                &mut *plaintext,
+            )
+            .map_err(|_| KeystoreError::Internal("encryption failed"))?;
+        let mut out = Vec::with_capacity(1 + NONCE_LEN + plaintext.len());
+        out.push(RECORD_VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&plaintext);
+        Ok(out)
+    }
+
+    /// Authenticates and decrypts a record.
+    ///
+    /// # Security
+    /// Returns secret plaintext in a zeroizing buffer.
+    fn open(&self, record: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed.len() > MAX_RECORD_LEN {
+            return Err(corrupt(record, "sealed record has an impossible length"));
+        }
+        if sealed[0] != RECORD_VERSION {
+            return Err(corrupt(
+                record,
+                format!("unknown record version {}", sealed[0]),
+            ));
+        }
+        let nonce = Nonce::from_slice(&sealed[1..1 + NONCE_LEN]);
+        let mut buf = Zeroizing::new(sealed[1 + NONCE_LEN..].to_vec());
+        self.cipher
+            .decrypt_in_place(nonce, &self.aad(record), &mut *buf)
+            .map_err(|_| corrupt(record, "authentication failed"))?;
+        Ok(buf)
+    }
+}
+
+/// A key share with its node-local metadata, as stored (sealed) in the keystore.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct StoredKey {
+    /// The share and the group's public data (key id, suite, threshold, members,
+    /// group public key).
+    pub share: KeyShare,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// Network segments this key may be used from (empty: any).
+    pub allowed_segments: Vec<String>,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("key_id", &self.share.public.key_id)
+            .field("suite", &self.share.public.suite)
+            .field("threshold", &self.share.public.threshold)
+            .field("index", &self.share.index)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("allowed_segments", &self.allowed_segments)
+            .field("share", &"<secret>")
+            .finish()
+    }
+}
+
+impl StoredKey {
+    /// The key id.
+    pub fn key_id(&self) -> KeyId {
+        self.share.public.key_id
+    }
+
+    /// The group's public data.
+    pub fn public(&self) -> &GroupPublic {
+        &self.share.public
+    }
+
+    /// Public metadata for listings (`quorate keystore list`).
+    pub fn summary(&self) -> KeySummary {
+        let p = &self.share.public;
+        KeySummary {
+            key_id: p.key_id.to_string(),
+            suite: p.suite,
+            threshold: p.threshold,
+            participants: p.members.len(),
+            index: self.share.index,
+            verifying_key: hex::encode(&p.verifying_key),
+            created_at_ms: self.created_at_ms,
+            allowed_segments: self.allowed_segments.clone(),
+        }
+    }
+
+    fn record_name(key_id: &KeyId) -> String {
+        format!("{KEY_PREFIX}{key_id}")
+    }
+}
+
+/// Public metadata of a stored key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySummary {
+    /// Key id (hex).
+    pub key_id: String,
+    /// Ciphersuite.
+    pub suite: Ciphersuite,
+    /// Signing threshold.
+    pub threshold: u16,
+    /// Number of participants.
+    pub participants: usize,
+    /// This node's FROST index.
+    pub index: u16,
+    /// Group verifying key (hex).
+    pub verifying_key: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// Allowed segments.
+    pub allowed_segments: Vec<String>,
+}
+
+/// What `quorate keystore status` shows; available while sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeystoreStatus {
+    /// The file.
+    pub path: PathBuf,
+    /// A valid header is present.
+    pub initialized: bool,
+    /// Whether this handle is sealed.
+    pub sealed: bool,
+    /// Format version.
+    pub format: u32,
+    /// Keystore id (hex).
+    pub keystore_id: String,
+    /// The node id recorded at init (hex; authenticated against the sealed identity
+    /// at unseal).
+    pub node_id: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at_ms: u64,
+    /// Argon2id parameters.
+    pub kdf: KdfParams,
+    /// Number of sealed records (canary, identity and keys).
+    pub records: usize,
+    /// Key ids present (from record names; hex).
+    pub key_ids: Vec<String>,
+}
+
+/// Shared by the sealed and unsealed handles.
+struct Store {
+    db: Database,
+    path: PathBuf,
+    meta: Meta,
+}
+
+impl Store {
+    fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(KeystoreError::NotFound {
+                path: path.to_path_buf(),
+            });
+        }
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .open(path)
+            .map_err(|e| db_error(path, e))?;
+        let txn = db.begin_read().map_err(|e| db_error(path, e))?;
+        let meta_table = txn.open_table(META).map_err(|e| db_error(path, e))?;
+        let get = |name: &str| -> Result<Vec<u8>> {
+            meta_table
+                .get(name)
+                .map_err(|e| db_error(path, e))?
+                .map(|g| g.value().to_vec())
+                .ok_or_else(|| KeystoreError::NotAKeystore {
+                    path: path.to_path_buf(),
+                    reason: format!("meta record {name} is missing"),
+                })
+        };
+        let header = get(HEADER_KEY)?;
+        let hash = get(HEADER_HASH_KEY)?;
+        let meta = Meta::decode(&header, &hash)?;
+        drop(meta_table);
+        drop(txn);
+        Ok(Self {
+            db,
+            path: path.to_path_buf(),
+            meta,
+        })
+    }
+
+    fn err(&self, e: impl Into<redb::Error>) -> KeystoreError {
+        db_error(&self.path, e)
+    }
+
+    /// Every record as (name, sealed bytes).
+    fn records(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn record(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let value = table.get(name).map_err(|e| self.err(e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    fn status(&self, sealed: bool) -> Result<KeystoreStatus> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let records = usize::try_from(table.len().map_err(|e| self.err(e))?)
+            .map_err(|_| KeystoreError::Internal("record count overflows"))?;
+        let mut key_ids = Vec::new();
+        for item in table.range(KEY_PREFIX..).map_err(|e| self.err(e))? {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            match k.value().strip_prefix(KEY_PREFIX) {
+                Some(id) => key_ids.push(id.to_owned()),
+                None => break,
+            }
+        }
+        Ok(KeystoreStatus {
+            path: self.path.clone(),
+            initialized: true,
+            sealed,
+            format: FORMAT_VERSION,
+            keystore_id: self.meta.keystore_id.to_string(),
+            node_id: self.meta.node_id.to_string(),
+            created_at_ms: self.meta.created_at_ms,
+            kdf: self.meta.kdf,
+            records,
+            key_ids,
+        })
+    }
+}
+
+/// A keystore opened but not unsealed: public status only.
+pub struct SealedKeystore {
+    store: Store,
+}
+
+impl fmt::Debug for SealedKeystore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedKeystore")
+            .field("path", &self.store.path)
+            .field("keystore_id", &self.store.meta.keystore_id)
+            .finish()
+    }
+}
+
+impl SealedKeystore {
+    /// Opens an existing keystore without the passphrase. Checks the database's
+    /// integrity and the header; secrets stay sealed. Holds the file lock until
+    /// dropped.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self {
+            store: Store::open(path.as_ref())?,
+        })
+    }
+
+    /// Public status (works while sealed).
+    pub fn status(&self) -> Result<KeystoreStatus> {
+        self.store.status(true)
+    }
+
+    /// The keystore id.
+    pub fn keystore_id(&self) -> KeystoreId {
+        self.store.meta.keystore_id
+    }
+
+    /// The node id recorded in the header (authenticated only by [`Self::unseal`]).
+    pub fn node_id(&self) -> NodeId {
+        self.store.meta.node_id
+    }
+
+    /// Derives the key from `passphrase`, checks it against the sealed canary, then
+    /// authenticates and decodes every record. Fails closed: any record that does not
+    /// authenticate makes the whole unseal fail with [`KeystoreError::Corrupt`].
+    ///
+    /// # Security
+    /// On success the returned [`Keystore`] holds the decrypted node identity and the
+    /// derived key in memory (both zeroized on drop). Key shares are decrypted on
+    /// demand and zeroized when the returned values are dropped.
+    pub fn unseal(self, passphrase: &Passphrase) -> Result<Keystore> {
+        let store = self.store;
+        let key = derive_key(passphrase, &store.meta.salt, &store.meta.kdf)?;
+        let sealer = Sealer::new(&key, &store.meta);
+        drop(key);
+
+        let canary = store
+            .record(CANARY_RECORD)?
+            .ok_or_else(|| corrupt(CANARY_RECORD, "record is missing"))?;
+        let plain = sealer
+            .open(CANARY_RECORD, &canary)
+            .map_err(|_| KeystoreError::WrongPassphrase)?;
+        if plain.as_slice() != CANARY_PLAINTEXT {
+            return Err(corrupt(CANARY_RECORD, "unexpected content"));
+        }
+
+        let sealed_identity = store
+            .record(IDENTITY_RECORD)?
+            .ok_or_else(|| corrupt(IDENTITY_RECORD, "record is missing"))?;
+        let identity = decode_identity(&sealer.open(IDENTITY_RECORD, &sealed_identity)?)?;
+        if identity.node_id() != store.meta.node_id {
+            return Err(corrupt(
+                IDENTITY_RECORD,
+                "identity does not match the node id in the header",
+            ));
+        }
+
+        let ks = Keystore {
+            store,
+            sealer,
+            identity,
+        };
+        // Authenticate every record now, so tampering is reported at unseal.
+        for (name, sealed) in ks.store.records()? {
+            match name.as_str() {
+                CANARY_RECORD | IDENTITY_RECORD => {}
+                n if n.starts_with(KEY_PREFIX) => {
+                    ks.decode_key(n, &sealed)?;
+                }
+                other => return Err(corrupt(other, "unexpected record")),
+            }
+        }
+        Ok(ks)
+    }
+}
+
+fn decode_identity(plain: &[u8]) -> Result<NodeIdentity> {
+    let bytes: &[u8; 64] = plain
+        .try_into()
+        .map_err(|_| corrupt(IDENTITY_RECORD, "identity is not 64 bytes"))?;
+    Ok(NodeIdentity::from_secret_bytes(bytes))
+}
+
+/// An unsealed keystore: the node identity in memory, key shares decrypted on demand.
+pub struct Keystore {
+    store: Store,
+    sealer: Sealer,
+    identity: NodeIdentity,
+}
+
+impl fmt::Debug for Keystore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keystore")
+            .field("path", &self.store.path)
+            .field("keystore_id", &self.store.meta.keystore_id)
+            .field("node_id", &self.identity.node_id())
+            .field("secrets", &"<sealed at rest>")
+            .finish()
+    }
+}
+
+impl Keystore {
+    /// Creates a new keystore at `path` holding `identity`, sealed under `passphrase`.
+    /// Refuses if anything exists at `path` (nothing is ever overwritten). The file is
+    /// created with mode 0600 on Unix. On failure the partly written file is removed.
+    ///
+    /// # Security
+    /// `rng` (salt, keystore id, record nonces) must be cryptographically secure.
+    /// The identity's secret bytes are sealed and the plaintext copy zeroized.
+    pub fn init(
+        path: impl AsRef<Path>,
+        passphrase: &Passphrase,
+        identity: &NodeIdentity,
+        kdf: KdfParams,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self> {
+        let path = path.as_ref();
+        kdf.validate()?;
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(path).map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                KeystoreError::AlreadyExists {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                KeystoreError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        match Self::init_file(path, file, passphrase, identity, kdf, rng) {
+            Ok(ks) => Ok(ks),
+            Err(e) => {
+                // We created the file (create_new), so it is ours to remove.
+                let _ = fs::remove_file(path);
+                Err(e)
+            }
+        }
+    }
+
+    fn init_file(
+        path: &Path,
+        file: fs::File,
+        passphrase: &Passphrase,
+        identity: &NodeIdentity,
+        kdf: KdfParams,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self> {
+        let backend = FileBackend::new(file).map_err(|e| db_error(path, e))?;
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| db_error(path, e))?;
+        let mut id = [0u8; 16];
+        rng.fill_bytes(&mut id);
+        let mut salt = [0u8; SALT_LEN];
+        rng.fill_bytes(&mut salt);
+        let mut meta = Meta {
+            keystore_id: KeystoreId(id),
+            node_id: identity.node_id(),
+            created_at_ms: now_ms(),
+            kdf,
+            salt,
+            header_hash: [0; 32],
+        };
+        let header = meta.encode()?;
+        meta.header_hash = Sha256::digest(&header).into();
+        let key = derive_key(passphrase, &salt, &kdf)?;
+        let sealer = Sealer::new(&key, &meta);
+        drop(key);
+
+        let canary = sealer.seal(
+            CANARY_RECORD,
+            Zeroizing::new(CANARY_PLAINTEXT.to_vec()),
+            rng,
+        )?;
+        let secret = identity.to_secret_bytes();
+        let mut plain = Zeroizing::new(Vec::with_capacity(64 + TAG_LEN));
+        plain.extend_from_slice(secret.as_ref());
+        drop(secret);
+        let sealed_identity = sealer.seal(IDENTITY_RECORD, plain, rng)?;
+
+        let txn = db.begin_write().map_err(|e| db_error(path, e))?;
+        {
+            let mut m = txn.open_table(META).map_err(|e| db_error(path, e))?;
+            m.insert(HEADER_KEY, header.as_slice())
+                .map_err(|e| db_error(path, e))?;
+            m.insert(HEADER_HASH_KEY, meta.header_hash.as_slice())
+                .map_err(|e| db_error(path, e))?;
+            let mut r = txn.open_table(RECORDS).map_err(|e| db_error(path, e))?;
+            r.insert(CANARY_RECORD, canary.as_slice())
+                .map_err(|e| db_error(path, e))?;
+            r.insert(IDENTITY_RECORD, sealed_identity.as_slice())
+                .map_err(|e| db_error(path, e))?;
+        }
+        txn.commit().map_err(|e| db_error(path, e))?;
+        Ok(Self {
+            store: Store {
+                db,
+                path: path.to_path_buf(),
+                meta,
+            },
+            sealer,
+            identity: identity.clone(),
+        })
+    }
+
+    /// The node identity.
+    ///
+    /// # Security
+    /// Secret key material; do not clone it further than needed or log it (its
+    /// `Debug` shows only the node id).
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// The keystore id.
+    pub fn keystore_id(&self) -> KeystoreId {
+        self.store.meta.keystore_id
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.store.path
+    }
+
+    /// Public status.
+    pub fn status(&self) -> Result<KeystoreStatus> {
+        self.store.status(false)
+    }
+
+    /// Seals and stores a key share (durably: the write is committed and synced before
+    /// this returns). Refuses to replace an existing key id.
+    ///
+    /// # Security
+    /// The serialized share is zeroized after sealing; the record nonce comes from
+    /// the operating system's generator.
+    pub fn put_key(&self, key: &StoredKey) -> Result<()> {
+        let name = StoredKey::record_name(&key.key_id());
+        let len = postcard::experimental::serialized_size(key)
+            .map_err(|_| KeystoreError::Internal("key does not encode"))?;
+        // Pre-sized so serialization and sealing never reallocate (no stray copies).
+        let buf = postcard::to_extend(key, Vec::with_capacity(len + TAG_LEN))
+            .map_err(|_| KeystoreError::Internal("key does not encode"))?;
+        let sealed = self.sealer.seal(&name, Zeroizing::new(buf), &mut OsRng)?;
+        let txn = self.store.db.begin_write().map_err(|e| self.store.err(e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.store.err(e))?;
+            if table
+                .get(name.as_str())
+                .map_err(|e| self.store.err(e))?
+                .is_some()
+            {
+                return Err(KeystoreError::KeyExists(key.key_id()));
+            }
+            table
+                .insert(name.as_str(), sealed.as_slice())
+                .map_err(|e| self.store.err(e))?;
+        }
+        txn.commit().map_err(|e| self.store.err(e))
+    }
+
+    /// Every stored key, decrypted and authenticated, in key-id order.
+    ///
+    /// # Security
+    /// Returns secret shares; they zeroize on drop. Use [`StoredKey::summary`] for
+    /// anything displayed.
+    pub fn keys(&self) -> Result<Vec<StoredKey>> {
+        self.store
+            .records()?
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(KEY_PREFIX))
+            .map(|(name, sealed)| self.decode_key(&name, &sealed))
+            .collect()
+    }
+
+    /// One stored key, if present.
+    ///
+    /// # Security
+    /// As [`Self::keys`].
+    pub fn key(&self, key_id: &KeyId) -> Result<Option<StoredKey>> {
+        let name = StoredKey::record_name(key_id);
+        self.store
+            .record(&name)?
+            .map(|sealed| self.decode_key(&name, &sealed))
+            .transpose()
+    }
+
+    fn decode_key(&self, name: &str, sealed: &[u8]) -> Result<StoredKey> {
+        let plain = self.sealer.open(name, sealed)?;
+        let key: StoredKey = postcard::from_bytes(&plain)
+            .map_err(|_| corrupt(name, "key record does not decode"))?;
+        if StoredKey::record_name(&key.key_id()) != name {
+            return Err(corrupt(name, "key id does not match the record name"));
+        }
+        Ok(key)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorate_protocol::{local, Ciphersuite};
+    use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
+
+    fn pass(s: &str) -> Passphrase {
+        Passphrase::new(s).expect("non-empty")
+    }
+
+    fn shares(seed: u64, suite: Ciphersuite) -> (Vec<NodeIdentity>, Vec<KeyShare>) {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let ids = local::identities(3, &mut rng);
+        let shares = local::run_dkg(&ids, suite, 2, &mut rng).expect("dkg");
+        (ids.iter().map(|i| (**i).clone()).collect(), shares)
+    }
+
+    fn stored(share: KeyShare) -> StoredKey {
+        StoredKey {
+            share,
+            created_at_ms: 1_700_000_000_000,
+            allowed_segments: vec!["dmz-a".into()],
+        }
+    }
+
+    fn init(path: &Path, identity: &NodeIdentity) -> Keystore {
+        let mut rng = ChaCha20Rng::seed_from_u64(99);
+        Keystore::init(
+            path,
+            &pass("correct horse"),
+            identity,
+            KdfParams::insecure_for_tests(),
+            &mut rng,
+        )
+        .expect("init")
+    }
+
+    /// A keystore holding the identity of node 0 and one ed25519 share.
+    fn populated(dir: &tempfile::TempDir) -> (PathBuf, NodeIdentity, StoredKey) {
+        let path = dir.path().join("ks.redb");
+        let (ids, mut shares) = shares(1, Ciphersuite::Ed25519);
+        let ks = init(&path, &ids[0]);
+        let key = stored(shares.remove(0));
+        ks.put_key(&key).expect("put");
+        drop(ks);
+        (path, ids[0].clone(), key)
+    }
+
+    /// Rewrites one record's bytes through the redb API (an attacker with file access).
+    fn tamper_record(path: &Path, record: &str, f: impl FnOnce(&mut Vec<u8>)) {
+        let db = Database::open(path).expect("open raw");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut t = txn.open_table(RECORDS).expect("table");
+            let mut value = t
+                .get(record)
+                .expect("get")
+                .expect("record present")
+                .value()
+                .to_vec();
+            f(&mut value);
+            t.insert(record, value.as_slice()).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+
+    #[test]
+    fn round_trip_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ks.redb");
+        let (ids, shares) = shares(2, Ciphersuite::Secp256k1);
+        let ks = init(&path, &ids[1]);
+        let first = stored(shares[1].clone());
+        ks.put_key(&first).expect("put");
+        let (_, more) = self::shares(3, Ciphersuite::Secp256k1Tr);
+        let second = stored(more[0].clone());
+        ks.put_key(&second).expect("put second");
+        let keystore_id = ks.keystore_id();
+        drop(ks);
+
+        let sealed = SealedKeystore::open(&path).expect("open");
+        let status = sealed.status().expect("status");
+        assert!(status.initialized && status.sealed);
+        assert_eq!(status.records, 4, "canary, identity, two keys");
+        assert_eq!(status.kdf, KdfParams::insecure_for_tests());
+        assert_eq!(status.keystore_id, keystore_id.to_string());
+        assert_eq!(status.node_id, ids[1].node_id().to_string());
+        let mut expected_ids = vec![first.key_id().to_string(), second.key_id().to_string()];
+        expected_ids.sort();
+        assert_eq!(status.key_ids, expected_ids);
+
+        let ks = sealed.unseal(&pass("correct horse")).expect("unseal");
+        assert_eq!(ks.identity().node_id(), ids[1].node_id());
+        assert_eq!(
+            ks.identity().to_secret_bytes().as_ref(),
+            ids[1].to_secret_bytes().as_ref()
+        );
+        let keys = ks.keys().expect("keys");
+        assert_eq!(keys.len(), 2);
+        let got = ks.key(&first.key_id()).expect("key").expect("present");
+        assert_eq!(got.share.public, first.share.public);
+        assert_eq!(got.share.index, first.share.index);
+        assert_eq!(got.created_at_ms, first.created_at_ms);
+        assert_eq!(got.allowed_segments, first.allowed_segments);
+        // The secret part round-trips too: identical serialization.
+        assert_eq!(
+            postcard::to_allocvec(&got).expect("enc"),
+            postcard::to_allocvec(&first).expect("enc")
+        );
+        assert!(ks.key(&KeyId([0xee; 16])).expect("lookup").is_none());
+        assert!(!ks.status().expect("status").sealed);
+    }
+
+    #[test]
+    fn put_key_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, key) = populated(&dir);
+        let ks = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect("unseal");
+        assert!(matches!(
+            ks.put_key(&key),
+            Err(KeystoreError::KeyExists(id)) if id == key.key_id()
+        ));
+        assert_eq!(ks.keys().expect("keys").len(), 1);
+    }
+
+    #[test]
+    fn wrong_passphrase_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, _) = populated(&dir);
+        let err = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horsf"))
+            .expect_err("wrong passphrase");
+        assert!(matches!(err, KeystoreError::WrongPassphrase), "{err:?}");
+        // The right one still works afterwards.
+        SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect("unseal");
+    }
+
+    #[test]
+    fn init_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, id, _) = populated(&dir);
+        let before = fs::read(&path).expect("read");
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let err = Keystore::init(
+            &path,
+            &pass("other"),
+            &id,
+            KdfParams::insecure_for_tests(),
+            &mut rng,
+        )
+        .expect_err("must refuse");
+        assert!(
+            matches!(err, KeystoreError::AlreadyExists { .. }),
+            "{err:?}"
+        );
+        assert_eq!(fs::read(&path).expect("read"), before, "file untouched");
+        // An unrelated existing file is not overwritten either.
+        let other = dir.path().join("notes.txt");
+        fs::write(&other, b"keep me").expect("write");
+        assert!(matches!(
+            Keystore::init(
+                &other,
+                &pass("x"),
+                &id,
+                KdfParams::insecure_for_tests(),
+                &mut rng
+            ),
+            Err(KeystoreError::AlreadyExists { .. })
+        ));
+        assert_eq!(fs::read(&other).expect("read"), b"keep me");
+    }
+
+    #[test]
+    fn tampered_identity_record_is_corrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, _) = populated(&dir);
+        tamper_record(&path, IDENTITY_RECORD, |v| {
+            let last = v.len() - 20;
+            v[last] ^= 0x01;
+        });
+        let err = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect_err("tampered");
+        assert!(
+            matches!(&err, KeystoreError::Corrupt { record, .. } if record == IDENTITY_RECORD),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn tampered_key_record_fails_unseal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, key) = populated(&dir);
+        let name = StoredKey::record_name(&key.key_id());
+        // Flip a byte of the nonce, then (separately) of the tag.
+        for pos in [3usize, usize::MAX] {
+            let dir2 = tempfile::tempdir().expect("tempdir");
+            let copy = dir2.path().join("ks.redb");
+            fs::copy(&path, &copy).expect("copy");
+            tamper_record(&copy, &name, |v| {
+                let i = if pos == usize::MAX { v.len() - 1 } else { pos };
+                v[i] ^= 0x80;
+            });
+            let err = SealedKeystore::open(&copy)
+                .expect("open")
+                .unseal(&pass("correct horse"))
+                .expect_err("tampered");
+            assert!(
+                matches!(&err, KeystoreError::Corrupt { record, .. } if *record == name),
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_cannot_be_swapped_between_names_or_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, key) = populated(&dir);
+        let name = StoredKey::record_name(&key.key_id());
+        // Copy the key record under another key id's name.
+        let forged = StoredKey::record_name(&KeyId([0x42; 16]));
+        {
+            let db = Database::open(&path).expect("open raw");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut t = txn.open_table(RECORDS).expect("table");
+                let v = t
+                    .get(name.as_str())
+                    .expect("get")
+                    .expect("some")
+                    .value()
+                    .to_vec();
+                t.insert(forged.as_str(), v.as_slice()).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let err = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect_err("swapped");
+        assert!(
+            matches!(&err, KeystoreError::Corrupt { record, .. } if *record == forged),
+            "{err:?}"
+        );
+
+        // A record from another keystore with the same passphrase does not open either.
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let (other_path, _, _) = populated(&dir2);
+        let foreign = {
+            let db = Database::open(&other_path).expect("open raw");
+            let txn = db.begin_read().expect("txn");
+            let t = txn.open_table(RECORDS).expect("table");
+            let v = t
+                .get(IDENTITY_RECORD)
+                .expect("get")
+                .expect("some")
+                .value()
+                .to_vec();
+            v
+        };
+        let dir3 = tempfile::tempdir().expect("tempdir");
+        let (third, _, _) = populated(&dir3);
+        tamper_record(&third, IDENTITY_RECORD, |v| *v = foreign);
+        let err = SealedKeystore::open(&third)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect_err("foreign record");
+        assert!(
+            matches!(&err, KeystoreError::Corrupt { record, .. } if record == IDENTITY_RECORD),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn flipped_byte_in_file_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, key) = populated(&dir);
+        // Find the sealed key record's bytes in the raw file and flip one byte of
+        // every copy (copy-on-write may leave stale copies around).
+        let name = StoredKey::record_name(&key.key_id());
+        let sealed = {
+            let db = Database::open(&path).expect("open raw");
+            let txn = db.begin_read().expect("txn");
+            let t = txn.open_table(RECORDS).expect("table");
+            let v = t
+                .get(name.as_str())
+                .expect("get")
+                .expect("some")
+                .value()
+                .to_vec();
+            v
+        };
+        let mut file = fs::read(&path).expect("read");
+        let needle = &sealed[1 + NONCE_LEN..1 + NONCE_LEN + 32];
+        let hits: Vec<usize> = file
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle)
+            .map(|(i, _)| i)
+            .collect();
+        assert!(!hits.is_empty(), "ciphertext found in the file");
+        for i in hits {
+            file[i + 5] ^= 0x10;
+        }
+        fs::write(&path, &file).expect("write");
+        let result = SealedKeystore::open(&path).and_then(|s| s.unseal(&pass("correct horse")));
+        let err = result.expect_err("a flipped byte must never yield a key");
+        // redb's page checksums or our AEAD catch it; either way it is reported as
+        // corruption, not as a wrong passphrase.
+        assert!(matches!(err, KeystoreError::Corrupt { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn truncated_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, _) = populated(&dir);
+        let len = fs::metadata(&path).expect("meta").len();
+        for new_len in [len / 2, 100, 0] {
+            let copy = dir.path().join(format!("trunc-{new_len}.redb"));
+            fs::copy(&path, &copy).expect("copy");
+            let f = OpenOptions::new().write(true).open(&copy).expect("open");
+            f.set_len(new_len).expect("truncate");
+            drop(f);
+            let err = SealedKeystore::open(&copy)
+                .and_then(|s| s.unseal(&pass("correct horse")))
+                .expect_err("truncated");
+            assert!(
+                matches!(
+                    err,
+                    KeystoreError::Corrupt { .. } | KeystoreError::NotAKeystore { .. }
+                ),
+                "truncated to {new_len}: {err:?}"
+            );
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn missing_file_and_foreign_database_are_clear_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            SealedKeystore::open(dir.path().join("nope.redb")),
+            Err(KeystoreError::NotFound { .. })
+        ));
+        let other = dir.path().join("other.redb");
+        drop(Database::create(&other).expect("create"));
+        let err = SealedKeystore::open(&other).expect_err("not a keystore");
+        assert!(matches!(err, KeystoreError::NotAKeystore { .. }), "{err:?}");
+        let text = dir.path().join("text");
+        fs::write(&text, vec![b'x'; 8192]).expect("write");
+        assert!(SealedKeystore::open(&text).is_err());
+    }
+
+    #[test]
+    fn header_tampering_is_detected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, _) = populated(&dir);
+        // Change the KDF parameters but keep the checksum: corrupt header.
+        {
+            let db = Database::open(&path).expect("open raw");
+            let txn = db.begin_write().expect("txn");
+            {
+                let mut t = txn.open_table(META).expect("table");
+                let v = t
+                    .get(HEADER_KEY)
+                    .expect("get")
+                    .expect("some")
+                    .value()
+                    .to_vec();
+                let text = String::from_utf8(v).expect("json");
+                let edited = text.replace("\"t_cost\":1", "\"t_cost\":2");
+                assert_ne!(edited, text);
+                t.insert(HEADER_KEY, edited.as_bytes()).expect("insert");
+            }
+            txn.commit().expect("commit");
+        }
+        let err = SealedKeystore::open(&path).expect_err("checksum");
+        assert!(
+            matches!(&err, KeystoreError::Corrupt { record, .. } if record == HEADER_KEY),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn keystore_is_locked_while_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, _) = populated(&dir);
+        let first = SealedKeystore::open(&path).expect("open");
+        let err = SealedKeystore::open(&path).expect_err("locked");
+        assert!(matches!(err, KeystoreError::Locked { .. }), "{err:?}");
+        drop(first);
+        SealedKeystore::open(&path).expect("reopen");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, id, key) = populated(&dir);
+        let ks = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect("unseal");
+        let secret_hex = hex::encode(id.to_secret_bytes().as_ref());
+        let sign_hex = &secret_hex[..64];
+        let seal_hex = &secret_hex[64..];
+        let signing_share = hex::encode(
+            key.share
+                .key_package::<frost_ed25519::Ed25519Sha512>()
+                .expect("ed25519 share")
+                .signing_share()
+                .serialize(),
+        );
+        let p = pass("correct horse");
+        for text in [
+            format!("{ks:?}"),
+            format!("{key:?}"),
+            format!("{:?}", ks.keys().expect("keys")),
+            format!("{p:?}"),
+            format!("{:?}", ks.status().expect("status")),
+        ] {
+            assert!(!text.contains(sign_hex), "{text}");
+            assert!(!text.contains(seal_hex), "{text}");
+            assert!(!text.contains(&signing_share), "{text}");
+            assert!(!text.contains("correct horse"), "{text}");
+        }
+        assert!(format!("{key:?}").contains("<secret>"));
+    }
+
+    #[test]
+    fn passphrase_sources() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pass");
+        fs::write(&file, "from file\n").expect("write");
+        let p = PassphraseSource::File(file.clone()).read().expect("file");
+        assert_eq!(p.as_bytes(), b"from file");
+        fs::write(&file, "crlf\r\n").expect("write");
+        assert_eq!(
+            Passphrase::from_file(&file).expect("file").as_bytes(),
+            b"crlf"
+        );
+        fs::write(&file, "\n").expect("write");
+        assert!(matches!(
+            Passphrase::from_file(&file),
+            Err(KeystoreError::Passphrase(_))
+        ));
+        fs::write(&file, vec![b'a'; 5000]).expect("write");
+        assert!(Passphrase::from_file(&file).is_err());
+        assert!(matches!(
+            Passphrase::from_file(&dir.path().join("missing")),
+            Err(KeystoreError::Io { .. })
+        ));
+        // A variable name unique to this test; only read, never set, here.
+        assert!(matches!(
+            PassphraseSource::Env("QUORATE_TEST_SURELY_UNSET_VAR".into()).read(),
+            Err(KeystoreError::Passphrase(m)) if m.contains("QUORATE_TEST_SURELY_UNSET_VAR")
+        ));
+        let path_var = PassphraseSource::Env("PATH".into())
+            .read()
+            .expect("PATH is set");
+        assert!(!path_var.as_bytes().is_empty());
+        assert!(Passphrase::new("").is_err());
+    }
+
+    #[test]
+    fn kdf_params_are_bounded() {
+        assert!(KdfParams::production().validate().is_ok());
+        assert!(KdfParams::insecure_for_tests().validate().is_ok());
+        for bad in [
+            KdfParams {
+                m_cost_kib: KdfParams::MAX_M_COST_KIB + 1,
+                ..KdfParams::production()
+            },
+            KdfParams {
+                t_cost: 0,
+                ..KdfParams::production()
+            },
+            KdfParams {
+                p_cost: 0,
+                ..KdfParams::production()
+            },
+            KdfParams {
+                m_cost_kib: 1,
+                ..KdfParams::production()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(KeystoreError::BadKdfParams(_))),
+                "{bad:?}"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(8));
+        let path = dir.path().join("ks.redb");
+        let err = Keystore::init(
+            &path,
+            &pass("p"),
+            &id,
+            KdfParams {
+                t_cost: 0,
+                ..KdfParams::insecure_for_tests()
+            },
+            &mut ChaCha20Rng::seed_from_u64(9),
+        )
+        .expect_err("bad params");
+        assert!(matches!(err, KeystoreError::BadKdfParams(_)));
+        assert!(!path.exists(), "no file left behind");
+    }
+}
