@@ -22,6 +22,14 @@ fn envelope(payload: Payload) -> Envelope {
     )
 }
 
+fn committee() -> quorate_protocol::Committee {
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let ids: Vec<_> = (0..3)
+        .map(|_| std::sync::Arc::new(NodeIdentity::generate(&mut rng)))
+        .collect();
+    quorate_protocol::local::committee_of(&ids).expect("committee")
+}
+
 fn hex_lines(bytes: &[u8]) -> String {
     bytes
         .chunks(32)
@@ -88,6 +96,14 @@ fn payloads() -> Vec<(&'static str, Payload)> {
             },
         ),
         ("sign_share", Payload::SignShare { share: vec![10; 4] }),
+        (
+            "dkg_start",
+            Payload::DkgStart {
+                threshold: 2,
+                committee: committee(),
+                timeout_ms: 30_000,
+            },
+        ),
     ]
 }
 
@@ -137,10 +153,33 @@ fn enum_tags_are_stable() {
         Round::SignCommit,
         Round::SignPackage,
         Round::SignShare,
+        Round::DkgStart,
     ];
     let tags: Vec<u8> = rounds
         .iter()
         .flat_map(|r| postcard::to_allocvec(r).expect("encode"))
         .collect();
-    assert_eq!(tags, (0..8).collect::<Vec<u8>>());
+    assert_eq!(tags, (0..9).collect::<Vec<u8>>());
+}
+
+#[test]
+fn transport_frames_are_stable() {
+    use quorate_protocol::wire::frame::{Ack, Frame};
+    let env = envelope(Payload::SignShare { share: vec![1; 4] });
+    let relay = Frame::Relay {
+        to: identity().node_id(),
+        envelope: env,
+    };
+    insta::assert_snapshot!(
+        "frame_relay",
+        hex_lines(&postcard::to_allocvec(&relay).expect("encode"))
+    );
+    let ack = Ack::Rejected {
+        reason: "policy:amount_limit".into(),
+        detail: "x".into(),
+    };
+    insta::assert_snapshot!(
+        "ack_rejected",
+        hex_lines(&postcard::to_allocvec(&ack).expect("encode"))
+    );
 }

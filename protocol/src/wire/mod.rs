@@ -6,6 +6,7 @@
 //! cap before touching the bytes and rejects trailing data.
 
 mod envelope;
+pub mod frame;
 mod payload;
 
 pub use envelope::{Envelope, Header, MAX_MESSAGE_SIZE, PROTOCOL_VERSION};

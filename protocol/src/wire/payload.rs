@@ -23,6 +23,8 @@ pub enum Round {
     SignPackage,
     /// Signing round 2 answer: a signature share.
     SignShare,
+    /// A coordinator asks the committee to run a DKG.
+    DkgStart,
 }
 
 /// One row of a DKG echo: what `sender`'s round-1 message hashed to, with the
@@ -91,6 +93,16 @@ pub enum Payload {
         /// Serialized `frost_core::round2::SignatureShare`.
         share: Vec<u8>,
     },
+    /// Asks every committee member to run a DKG for the envelope's key id, suite and
+    /// session (sent by a coordinator listed in the roster).
+    DkgStart {
+        /// Minimum number of signers of the new key.
+        threshold: u16,
+        /// Participants.
+        committee: crate::committee::Committee,
+        /// Deadline in milliseconds from start.
+        timeout_ms: u64,
+    },
 }
 
 impl Payload {
@@ -105,6 +117,7 @@ impl Payload {
             Self::SignCommit { .. } => Round::SignCommit,
             Self::SignPackage { .. } => Round::SignPackage,
             Self::SignShare { .. } => Round::SignShare,
+            Self::DkgStart { .. } => Round::DkgStart,
         }
     }
 }
