@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod devnet;
+mod node_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -18,10 +19,21 @@ struct Cli {
 enum Command {
     /// Run a local network: DKG and signing for every ciphersuite, verified.
     Devnet(devnet::DevnetArgs),
+    /// Run a signer node.
+    Node(node_cmd::NodeArgs),
+    /// Create and inspect sealed keystores.
+    #[command(subcommand)]
+    Keystore(node_cmd::KeystoreCmd),
+    /// Verify and export audit logs.
+    #[command(subcommand)]
+    Audit(node_cmd::AuditCmd),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Devnet(args) => devnet::run(&args),
+        Command::Node(args) => node_cmd::node(&args),
+        Command::Keystore(cmd) => node_cmd::keystore(cmd),
+        Command::Audit(cmd) => node_cmd::audit(cmd),
     }
 }

@@ -3,8 +3,14 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod config;
+pub mod daemon;
 pub mod keystore;
+pub mod metrics;
 pub mod policy;
+pub mod roster;
+pub mod service;
+pub mod transport;
 
 pub use audit::{AuditError, AuditKind, AuditLog, VerifyReport};
 pub use keystore::{

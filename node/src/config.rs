@@ -1,0 +1,197 @@
+//! `node.toml`: the one configuration file of a signer node.
+//!
+//! ```toml
+//! keystore = "/var/lib/quorate/keystore.redb"
+//! passphrase = { env = "QUORATE_PASSPHRASE" }   # or { file = "/run/secrets/quorate" }, or "admin"
+//! roster = "/etc/quorate/roster.toml"
+//! roster_authority = "<hex Ed25519 key>"        # optional: require roster.toml.sig
+//! policy = "/etc/quorate/policy.toml"
+//! audit_log = "/var/lib/quorate/audit.jsonl"
+//! listen = ["/ip4/0.0.0.0/tcp/7400", "/ip4/0.0.0.0/udp/7400/quic-v1"]
+//! admin = "127.0.0.1:9400"                      # /health, /metrics, POST /unseal
+//! routing = "direct"                            # or "via-coordinator" (segmented)
+//! log_format = "pretty"                         # or "json"
+//!
+//! [limits]
+//! max_sessions = 64
+//! session_timeout_ms = 30000
+//! max_pending_messages = 1024
+//! shutdown_grace_ms = 10000
+//! ```
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where the keystore passphrase comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassphraseConfig {
+    /// From an environment variable.
+    Env(String),
+    /// From a file (one trailing newline is ignored).
+    File(PathBuf),
+    /// Start sealed; an operator unseals through `POST /unseal` on the admin address.
+    #[serde(rename = "admin")]
+    Admin,
+}
+
+/// How messages to other signer nodes travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Routing {
+    /// Straight to the peer (nodes can reach each other).
+    #[default]
+    Direct,
+    /// Relayed through the session's coordinator (segmented deployments). Secret
+    /// payloads are sealed end to end, so the relay learns nothing.
+    ViaCoordinator,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Bounds on the daemon's work (invariant 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Concurrent protocol sessions.
+    pub max_sessions: usize,
+    /// Deadline of one session.
+    pub session_timeout_ms: u64,
+    /// Messages buffered for sessions that have not started here yet.
+    pub max_pending_messages: usize,
+    /// How long shutdown waits for running sessions.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 64,
+            session_timeout_ms: 30_000,
+            max_pending_messages: 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// The node configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Keystore file.
+    pub keystore: PathBuf,
+    /// Passphrase source.
+    pub passphrase: PassphraseConfig,
+    /// Roster file.
+    pub roster: PathBuf,
+    /// Roster authority public key (hex); when set the roster must carry a valid `.sig`.
+    #[serde(default)]
+    pub roster_authority: Option<String>,
+    /// Policy file.
+    pub policy: PathBuf,
+    /// Audit log file.
+    pub audit_log: PathBuf,
+    /// libp2p listen addresses.
+    pub listen: Vec<String>,
+    /// Local admin HTTP address.
+    pub admin: SocketAddr,
+    /// Message routing.
+    #[serde(default)]
+    pub routing: Routing,
+    /// Log format.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// A configuration problem, naming the file and field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad TOML or field.
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl NodeConfig {
+    /// Reads and validates a config file. Relative paths are resolved against the
+    /// config file's directory.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        };
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        for p in [
+            &mut cfg.keystore,
+            &mut cfg.roster,
+            &mut cfg.policy,
+            &mut cfg.audit_log,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let PassphraseConfig::File(p) = &mut cfg.passphrase {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if cfg.listen.is_empty() {
+            return Err(invalid("listen: at least one address is needed".into()));
+        }
+        for a in &cfg.listen {
+            a.parse::<libp2p::Multiaddr>()
+                .map_err(|e| invalid(format!("listen: {a:?} is not a multiaddr: {e}")))?;
+        }
+        if let Some(a) = &cfg.roster_authority {
+            let mut k = [0u8; 32];
+            hex::decode_to_slice(a, &mut k)
+                .map_err(|_| invalid("roster_authority must be 32 bytes of hex".into()))?;
+        }
+        if cfg.limits.max_sessions == 0 || cfg.limits.session_timeout_ms == 0 {
+            return Err(invalid(
+                "limits: max_sessions and session_timeout_ms must be positive".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// The roster authority key, if configured.
+    pub fn authority(&self) -> Option<[u8; 32]> {
+        self.roster_authority.as_ref().and_then(|a| {
+            let mut k = [0u8; 32];
+            hex::decode_to_slice(a, &mut k).ok().map(|()| k)
+        })
+    }
+}

@@ -1,0 +1,882 @@
+//! The signer daemon: one event loop owning the swarm, the protocol sessions, the
+//! keystore, the policy engine and the audit log.
+//!
+//! Every inbound frame is checked in this order: the peer is in the roster (the
+//! allowlist already closed anyone else), the envelope's sender is the
+//! authenticated peer (or the peer is a roster coordinator relaying a signed
+//! envelope), then the protocol machine's own checks run. A signing request is
+//! decoded from the client's signed statement, checked against this node's policy
+//! and recorded in the audit log *before* a signer is created; if the audit record
+//! cannot be written the node refuses (fail closed).
+
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use libp2p::{request_response, swarm::SwarmEvent, Multiaddr, PeerId, Swarm};
+use quorate_protocol::{
+    dkg::DkgConfig,
+    local::{Outcome, Party},
+    request::SignedRequest,
+    sign::SignerConfig,
+    wire::frame::{Ack, Frame},
+    Dkg, Envelope, Fault, Input, KeyId, NodeId, NodeIdentity, Output, Payload, ProtocolError,
+    SessionId, SignTarget, Signer, TimerId, Timestamp,
+};
+use rand_core::OsRng;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    audit::{AuditKind, AuditLog},
+    config::{LimitsConfig, Routing},
+    keystore::{Keystore, StoredKey},
+    metrics::{Label, Metrics, SessionLabels},
+    policy::{Decision, PolicyEngine},
+    roster::Roster,
+    transport::{self, Behaviour, BehaviourEvent},
+};
+
+/// What the daemon needs to run (already unsealed and loaded).
+pub struct NodeParts {
+    /// Unsealed keystore.
+    pub keystore: Keystore,
+    /// Roster.
+    pub roster: Roster,
+    /// Policy engine.
+    pub policy: PolicyEngine,
+    /// Policy file, re-read on reload.
+    pub policy_path: Option<std::path::PathBuf>,
+    /// Audit log.
+    pub audit: AuditLog,
+    /// Listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Routing mode.
+    pub routing: Routing,
+    /// Limits.
+    pub limits: LimitsConfig,
+    /// Metrics (shared with the admin server).
+    pub metrics: Metrics,
+}
+
+/// Control messages into a running daemon.
+#[derive(Debug)]
+pub enum Control {
+    /// Re-read the policy file (SIGHUP).
+    ReloadPolicy,
+    /// Report the listening addresses.
+    ListenAddrs(tokio::sync::oneshot::Sender<Vec<Multiaddr>>),
+    /// Report the public data of every key this node holds a share of.
+    Keys(tokio::sync::oneshot::Sender<Vec<quorate_protocol::GroupPublic>>),
+}
+
+/// Handle to a running daemon.
+pub struct NodeHandle {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Control channel.
+    pub control: mpsc::Sender<Control>,
+    /// Set to true to shut down gracefully.
+    pub shutdown: watch::Sender<bool>,
+    /// The daemon task.
+    pub task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl NodeHandle {
+    /// Addresses the node listens on (after startup).
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.control.send(Control::ListenAddrs(tx)).await.is_err() {
+            return Vec::new();
+        }
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// Public data of the keys this node holds shares of.
+    pub async fn keys(&self) -> Vec<quorate_protocol::GroupPublic> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.control.send(Control::Keys(tx)).await.is_err() {
+            return Vec::new();
+        }
+        tokio::time::timeout(Duration::from_secs(5), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// Requests graceful shutdown and waits for the daemon to finish.
+    pub async fn stop(self) -> Result<(), String> {
+        let _ = self.shutdown.send(true);
+        self.task.await.map_err(|e| e.to_string())?
+    }
+}
+
+struct Session {
+    party: Party,
+    kind: &'static str,
+    coordinator: NodeId,
+    key_id: KeyId,
+    started: Instant,
+    deadline: Option<Instant>,
+}
+
+/// Approved client requests: the policy decision is made once per request and
+/// reused by its messages and by retries with fresh sessions.
+struct Approval {
+    messages: Vec<Vec<u8>>,
+    tweak: Option<[u8; 32]>,
+    key_id: KeyId,
+    expires_at_ms: u64,
+    attempts: u32,
+}
+
+struct Node {
+    identity: Arc<NodeIdentity>,
+    keystore: Keystore,
+    keys: BTreeMap<KeyId, StoredKey>,
+    roster: Roster,
+    policy: PolicyEngine,
+    policy_path: Option<std::path::PathBuf>,
+    audit: AuditLog,
+    audit_failed: bool,
+    swarm: Swarm<Behaviour>,
+    routing: Routing,
+    limits: LimitsConfig,
+    metrics: Metrics,
+    sessions: BTreeMap<SessionId, Session>,
+    finished: BTreeSet<SessionId>,
+    pending: BTreeMap<SessionId, VecDeque<Envelope>>,
+    pending_count: usize,
+    approvals: BTreeMap<[u8; 32], Approval>,
+    quarantined: BTreeSet<NodeId>,
+    epoch: Instant,
+    shutting_down: bool,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn reject(reason: &str, detail: impl Into<String>) -> Ack {
+    Ack::Rejected {
+        reason: reason.into(),
+        detail: detail.into(),
+    }
+}
+
+/// Starts the daemon on the current tokio runtime.
+pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
+    let identity = Arc::new(parts.keystore.identity().clone());
+    let me = identity.node_id();
+    if parts
+        .roster
+        .by_node(&me)
+        .and_then(|p| p.signer.as_ref())
+        .is_none()
+    {
+        return Err(format!("this node ({me}) is not a signer in the roster"));
+    }
+    let allowed = parts
+        .roster
+        .peers()
+        .iter()
+        .filter(|p| p.node != me)
+        .map(|p| p.peer_id)
+        .collect::<Vec<_>>();
+    let mut swarm = transport::build_swarm(&identity, allowed, transport::Limits::default())?;
+    for p in parts.roster.peers() {
+        for a in &p.addresses {
+            swarm.add_peer_address(p.peer_id, a.clone());
+        }
+    }
+    for a in &parts.listen {
+        swarm
+            .listen_on(a.clone())
+            .map_err(|e| format!("cannot listen on {a}: {e}"))?;
+    }
+    let keys = parts
+        .keystore
+        .keys()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|k| (k.key_id(), k))
+        .collect();
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut node = Node {
+        identity,
+        keystore: parts.keystore,
+        keys,
+        roster: parts.roster,
+        policy: parts.policy,
+        policy_path: parts.policy_path,
+        audit: parts.audit,
+        audit_failed: false,
+        swarm,
+        routing: parts.routing,
+        limits: parts.limits,
+        metrics: parts.metrics,
+        sessions: BTreeMap::new(),
+        finished: BTreeSet::new(),
+        pending: BTreeMap::new(),
+        pending_count: 0,
+        approvals: BTreeMap::new(),
+        quarantined: BTreeSet::new(),
+        epoch: Instant::now(),
+        shutting_down: false,
+    };
+    node.record(AuditKind::NodeStarted, json!({ "keys": node.keys.len() }));
+    let task = tokio::spawn(async move { node.run(control_rx, shutdown_rx).await });
+    Ok(NodeHandle {
+        node_id: me,
+        control: control_tx,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+impl Node {
+    fn now(&self) -> Timestamp {
+        Timestamp(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// Writes an audit record; a failure latches the node into refusing to sign.
+    fn record(&mut self, kind: AuditKind, details: serde_json::Value) -> bool {
+        match self.audit.append(kind, details) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "audit log write failed: refusing to sign from now on");
+                self.audit_failed = true;
+                false
+            }
+        }
+    }
+
+    async fn run(
+        &mut self,
+        mut control: mpsc::Receiver<Control>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), String> {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut grace_until: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = tick.tick() => self.on_tick(),
+                Some(c) = control.recv() => self.on_control(c),
+                changed = shutdown.changed(), if grace_until.is_none() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        tracing::info!(sessions = self.sessions.len(), "shutting down: refusing new sessions");
+                        self.shutting_down = true;
+                        grace_until = Some(Instant::now() + Duration::from_millis(self.limits.shutdown_grace_ms));
+                    }
+                }
+            }
+            if let Some(until) = grace_until {
+                if self.sessions.is_empty() || Instant::now() >= until {
+                    let aborted: Vec<SessionId> = self.sessions.keys().copied().collect();
+                    for s in aborted {
+                        self.end_session(&s, "aborted_shutdown", Vec::new());
+                    }
+                    self.record(AuditKind::NodeStopped, json!({}));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn on_control(&mut self, c: Control) {
+        match c {
+            Control::ReloadPolicy => {
+                let Some(path) = self.policy_path.clone() else {
+                    return;
+                };
+                match self.policy.reload_file(&path) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "policy reloaded");
+                        self.record(
+                            AuditKind::PolicyReloaded,
+                            json!({ "path": path.display().to_string() }),
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "policy reload failed; keeping the old policy");
+                        self.record(
+                            AuditKind::PolicyReloadFailed,
+                            json!({ "error": e.to_string() }),
+                        );
+                    }
+                }
+            }
+            Control::ListenAddrs(tx) => {
+                let _ = tx.send(self.swarm.listeners().cloned().collect());
+            }
+            Control::Keys(tx) => {
+                let _ = tx.send(self.keys.values().map(|k| k.share.public.clone()).collect());
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Dkg(e)) => self.on_rr_event(e, "dkg"),
+            SwarmEvent::Behaviour(BehaviourEvent::Sign(e)) => self.on_rr_event(e, "sign"),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+            }
+            SwarmEvent::IncomingConnectionError { error, .. } => {
+                if matches!(error, libp2p::swarm::ListenError::Denied { .. }) {
+                    self.metrics.rejected_peers.inc();
+                }
+                tracing::debug!(%error, "incoming connection refused");
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                tracing::debug!(%peer_id, "connected");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_rr_event(&mut self, event: request_response::Event<Frame, Ack>, family: &str) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let size = request.envelope().encode().len();
+                self.metrics.traffic(family, "in", size);
+                let ack = self.on_frame(&peer, request);
+                if let Ack::Rejected { reason, .. } = &ack {
+                    self.metrics.reject(reason);
+                }
+                let rr = match family {
+                    "dkg" => &mut self.swarm.behaviour_mut().dkg,
+                    _ => &mut self.swarm.behaviour_mut().sign,
+                };
+                let _ = rr.send_response(channel, ack);
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        response: Ack::Rejected { reason, detail },
+                        ..
+                    },
+                ..
+            } => {
+                tracing::warn!(%peer, %reason, %detail, "peer rejected our message");
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                tracing::warn!(%peer, %error, "sending failed");
+                self.metrics.reject("outbound_failure");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_frame(&mut self, peer: &PeerId, frame: Frame) -> Ack {
+        let Some(from) = self.roster.by_peer_id(peer).map(|p| p.node) else {
+            return reject("unknown_peer", "peer is not in the roster");
+        };
+        let env = match frame {
+            Frame::Deliver(env) => env,
+            Frame::Relay { .. } => return reject("not_a_relay", "signer nodes do not relay"),
+        };
+        // Invariant 2: the envelope's sender is the authenticated peer, unless a roster
+        // coordinator relays someone's signed envelope (its signature is checked below).
+        if env.sender != from && !self.roster.is_coordinator(&from) {
+            tracing::warn!(peer = %from, claimed = %env.sender, "spoofed sender dropped");
+            return reject(
+                "sender_mismatch",
+                format!("envelope claims {} but came from {from}", env.sender),
+            );
+        }
+        if self.quarantined.contains(&env.sender) {
+            return reject("quarantined", "sender is quarantined");
+        }
+        if let Err(e) = env.verify() {
+            return reject("bad_signature", e.to_string());
+        }
+        match &env.payload {
+            Payload::DkgStart { .. } => self.on_dkg_start(env),
+            Payload::SignRequest { .. } => self.on_sign_request(env),
+            _ => self.on_protocol_message(env),
+        }
+    }
+
+    fn admit_new_session(&self, session: &SessionId) -> Result<(), Ack> {
+        if self.shutting_down {
+            return Err(reject("shutting_down", "node is shutting down"));
+        }
+        if self.audit_failed {
+            return Err(reject(
+                "audit_unavailable",
+                "audit log cannot be written; node refuses to act",
+            ));
+        }
+        if self.sessions.contains_key(session) || self.finished.contains(session) {
+            return Err(reject("session_exists", "session id already used"));
+        }
+        if self.sessions.len() >= self.limits.max_sessions {
+            return Err(reject(
+                "busy",
+                format!("{} sessions running", self.sessions.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_dkg_start(&mut self, env: Envelope) -> Ack {
+        if !self.roster.is_coordinator(&env.sender) {
+            return reject(
+                "not_coordinator",
+                "only a roster coordinator may start a DKG",
+            );
+        }
+        let Payload::DkgStart {
+            threshold,
+            committee,
+            timeout_ms,
+        } = &env.payload
+        else {
+            return reject("malformed", "not a DKG start");
+        };
+        if let Err(ack) = self.admit_new_session(&env.session) {
+            return ack;
+        }
+        if self.keys.contains_key(&env.key) {
+            return reject("key_exists", format!("key {} already exists", env.key));
+        }
+        // The coordinator may choose members, not invent them.
+        for m in committee.members() {
+            let ok = self
+                .roster
+                .by_node(&m.node)
+                .and_then(|p| p.signer.as_ref())
+                .is_some_and(|(index, _, seal)| *index == m.index && *seal == m.seal_key);
+            if !ok {
+                return reject(
+                    "bad_committee",
+                    format!("member {} does not match the roster", m.node),
+                );
+            }
+        }
+        let config = DkgConfig {
+            suite: env.suite,
+            key_id: env.key,
+            session: env.session,
+            threshold: *threshold,
+            committee: committee.clone(),
+            timeout_ms: (*timeout_ms).min(self.limits.session_timeout_ms.saturating_mul(4)),
+        };
+        let dkg = match Dkg::new(self.identity.clone(), config) {
+            Ok(d) => d,
+            Err(e) => return reject("bad_parameters", e.to_string()),
+        };
+        tracing::info!(session = %env.session, key = %env.key, suite = %env.suite, t = threshold, n = committee.len(), "DKG started");
+        self.start_session(env.session, Party::Dkg(dkg), "dkg", env.sender, env.key);
+        Ack::Accepted
+    }
+
+    fn on_sign_request(&mut self, env: Envelope) -> Ack {
+        if !self.roster.is_coordinator(&env.sender) {
+            return reject(
+                "not_coordinator",
+                "only a roster coordinator may request signatures",
+            );
+        }
+        let Payload::SignRequest {
+            request,
+            message,
+            tweak,
+        } = &env.payload
+        else {
+            return reject("malformed", "not a sign request");
+        };
+        if let Err(ack) = self.admit_new_session(&env.session) {
+            return ack;
+        }
+        let signed = match SignedRequest::decode(request) {
+            Ok(s) => s,
+            Err(e) => return reject("malformed_request", e.to_string()),
+        };
+        let hash = signed.request.hash();
+        let Some(key) = self.keys.get(&signed.request.key_id).cloned() else {
+            return reject(
+                "unknown_key",
+                format!("no share of key {}", signed.request.key_id),
+            );
+        };
+        if env.key != signed.request.key_id || env.suite != key.share.public.suite {
+            return reject(
+                "request_mismatch",
+                "envelope key or suite differs from the client request",
+            );
+        }
+        let now_ms = unix_ms();
+        let max_attempts = u32::try_from(key.share.public.members.len()).unwrap_or(u32::MAX);
+        let approved = match self.approvals.get_mut(&hash) {
+            Some(a) if a.expires_at_ms > now_ms => {
+                a.attempts += 1;
+                if a.attempts > max_attempts.saturating_mul(signed.request.messages.len() as u32) {
+                    return reject("too_many_attempts", "request retried too often");
+                }
+                true
+            }
+            _ => false,
+        };
+        if !approved {
+            if !self.record(
+                AuditKind::RequestReceived {
+                    request_hash: hex::encode(hash),
+                },
+                json!({
+                    "client": hex::encode(signed.request.client),
+                    "key_id": signed.request.key_id.to_string(),
+                    "asset": signed.request.purpose.asset,
+                    "amount": signed.request.purpose.amount,
+                    "destination": signed.request.purpose.destination,
+                    "messages": signed.request.messages.len(),
+                }),
+            ) {
+                return reject("audit_unavailable", "audit log cannot be written");
+            }
+            let decision = self.policy.evaluate(&signed, &key.share.public, now_ms);
+            let (allowed, rule, detail) = match &decision {
+                Decision::Allow { client } => (true, None, client.clone()),
+                Decision::Refuse { rule, detail } => (false, Some(*rule), detail.clone()),
+                #[allow(unreachable_patterns)]
+                _ => (false, None, "unknown decision".into()),
+            };
+            if !self.record(
+                AuditKind::PolicyDecision { allowed, rule },
+                json!({ "request_hash": hex::encode(hash), "detail": detail }),
+            ) {
+                return reject("audit_unavailable", "audit log cannot be written");
+            }
+            if let Some(rule) = rule {
+                self.metrics
+                    .policy_refusals
+                    .get_or_create(&Label {
+                        label: rule.name().into(),
+                    })
+                    .inc();
+                tracing::warn!(rule = rule.name(), %detail, "request refused by policy");
+                return reject(&format!("policy:{}", rule.name()), detail);
+            }
+            self.approvals.insert(
+                hash,
+                Approval {
+                    messages: signed.request.messages.clone(),
+                    tweak: signed.request.tweak,
+                    key_id: signed.request.key_id,
+                    expires_at_ms: signed.request.expires_at_ms,
+                    attempts: 1,
+                },
+            );
+        }
+        let Some(approval) = self.approvals.get(&hash) else {
+            return reject("internal", "approval missing");
+        };
+        // Sign only what the client signed: one of its messages, its tweak, its key.
+        if !approval.messages.contains(message)
+            || approval.tweak != *tweak
+            || approval.key_id != env.key
+        {
+            return reject(
+                "request_mismatch",
+                "message or tweak is not part of the client's signed request",
+            );
+        }
+        let signer = Signer::new(
+            self.identity.clone(),
+            &key.share,
+            SignerConfig {
+                session: env.session,
+                coordinator: env.sender,
+                target: SignTarget {
+                    message: message.clone(),
+                    tweak: *tweak,
+                },
+                timeout_ms: self.limits.session_timeout_ms,
+            },
+        );
+        match signer {
+            Ok(s) => {
+                self.start_session(env.session, Party::Signer(s), "sign", env.sender, env.key);
+                Ack::Accepted
+            }
+            Err(e) => reject("bad_parameters", e.to_string()),
+        }
+    }
+
+    fn start_session(
+        &mut self,
+        id: SessionId,
+        party: Party,
+        kind: &'static str,
+        coordinator: NodeId,
+        key_id: KeyId,
+    ) {
+        self.sessions.insert(
+            id,
+            Session {
+                party,
+                kind,
+                coordinator,
+                key_id,
+                started: Instant::now(),
+                deadline: None,
+            },
+        );
+        self.metrics.active_sessions.set(self.sessions.len() as i64);
+        self.feed(&id, Input::Start);
+        if let Some(buffered) = self.pending.remove(&id) {
+            self.pending_count -= buffered.len();
+            for env in buffered {
+                self.feed(&id, Input::Message(env));
+            }
+        }
+    }
+
+    fn on_protocol_message(&mut self, env: Envelope) -> Ack {
+        let id = env.session;
+        if self.sessions.contains_key(&id) {
+            self.feed(&id, Input::Message(env));
+            return Ack::Accepted;
+        }
+        if self.finished.contains(&id) {
+            return Ack::Accepted; // late duplicate of a finished session: idempotent
+        }
+        // A peer may be ahead of us (its DKG start arrived first): buffer, bounded.
+        if self.pending_count >= self.limits.max_pending_messages {
+            return reject("busy", "too many buffered messages");
+        }
+        self.pending_count += 1;
+        self.pending.entry(id).or_default().push_back(env);
+        Ack::Accepted
+    }
+
+    fn feed(&mut self, id: &SessionId, input: Input) {
+        let now = self.now();
+        let Some(session) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let result = session.party.handle(now, input, &mut OsRng);
+        match result {
+            Ok(outputs) => {
+                for o in outputs {
+                    match o {
+                        Output::Send { to, msg } => self.route(id, to, msg),
+                        Output::SetTimer { at, .. } => {
+                            if let Some(s) = self.sessions.get_mut(id) {
+                                let delay = at.0.saturating_sub(now.0);
+                                s.deadline = Some(Instant::now() + Duration::from_millis(delay));
+                            }
+                        }
+                        Output::Done(outcome) => self.on_done(id, outcome),
+                    }
+                }
+            }
+            Err(e) if e.is_fatal() => self.on_fatal(id, &e),
+            Err(e) => {
+                let reason = match &e {
+                    ProtocolError::BadSignature { .. } => "bad_signature",
+                    ProtocolError::WrongContext(_) => "wrong_context",
+                    ProtocolError::UnknownSender(_) => "unknown_sender",
+                    ProtocolError::UnexpectedRound { .. } => "unexpected_round",
+                    _ => "invalid_message",
+                };
+                tracing::debug!(session = %id, error = %e, "message dropped");
+                self.metrics.reject(reason);
+            }
+        }
+    }
+
+    fn route(&mut self, session: &SessionId, to: NodeId, msg: Envelope) {
+        let coordinator = self.sessions.get(session).map(|s| s.coordinator);
+        let direct = self.routing == Routing::Direct || self.roster.is_coordinator(&to);
+        let (peer, frame) = match (direct, coordinator) {
+            (false, Some(c)) if c != to => (c, Frame::Relay { to, envelope: msg }),
+            _ => (to, Frame::Deliver(msg)),
+        };
+        let Some(peer_id) = self.roster.by_node(&peer).map(|p| p.peer_id) else {
+            tracing::warn!(%peer, "no roster entry to send to");
+            return;
+        };
+        let family = transport::family(&frame).label();
+        self.metrics
+            .traffic(family, "out", frame.envelope().encode().len());
+        transport::send(&mut self.swarm, &peer_id, frame);
+    }
+
+    fn on_done(&mut self, id: &SessionId, outcome: Outcome) {
+        let Some(session) = self.sessions.get(id) else {
+            return;
+        };
+        let key_id = session.key_id;
+        match outcome {
+            Outcome::Key(share) => {
+                let stored = StoredKey {
+                    share,
+                    created_at_ms: unix_ms(),
+                    allowed_segments: Vec::new(),
+                };
+                match self.keystore.put_key(&stored) {
+                    Ok(()) => {
+                        let suite = stored.share.public.suite;
+                        self.record(
+                            AuditKind::KeyGenerated { key_id, suite },
+                            json!({
+                                "threshold": stored.share.public.threshold,
+                                "participants": stored.share.public.members.len(),
+                                "group_key": hex::encode(&stored.share.public.verifying_key),
+                            }),
+                        );
+                        tracing::info!(key = %key_id, %suite, "key generated and stored");
+                        self.keys.insert(key_id, stored);
+                    }
+                    Err(e) => tracing::error!(error = %e, key = %key_id, "cannot store key share"),
+                }
+            }
+            Outcome::Share(_) => {
+                self.record(
+                    AuditKind::ShareContributed {
+                        key_id,
+                        session: *id,
+                    },
+                    json!({}),
+                );
+            }
+            Outcome::Signature(_) => {}
+        }
+        self.end_session(id, "done", Vec::new());
+    }
+
+    fn on_fatal(&mut self, id: &SessionId, e: &ProtocolError) {
+        let culprits = e.culprits();
+        tracing::warn!(session = %id, error = %e, "session aborted");
+        let provable = match e {
+            ProtocolError::Equivocation { culprit, .. } => {
+                self.metrics
+                    .equivocations
+                    .get_or_create(&Label {
+                        label: culprit.to_string(),
+                    })
+                    .inc();
+                true
+            }
+            ProtocolError::Aborted { fault, culprits } if *fault != Fault::Timeout => {
+                for c in culprits {
+                    self.metrics
+                        .invalid_shares
+                        .get_or_create(&Label {
+                            label: c.to_string(),
+                        })
+                        .inc();
+                }
+                // A coordinator that alters packages is refused, not quarantined.
+                !matches!(fault, Fault::CommitmentAltered)
+            }
+            _ => false,
+        };
+        if provable {
+            for c in &culprits {
+                if self.quarantined.insert(*c) {
+                    self.record(
+                        AuditKind::PeerQuarantined { peer: *c },
+                        json!({ "reason": e.to_string() }),
+                    );
+                    tracing::error!(peer = %c, "peer quarantined");
+                }
+            }
+        }
+        let outcome = if matches!(
+            e,
+            ProtocolError::Aborted {
+                fault: Fault::Timeout,
+                ..
+            }
+        ) {
+            "timeout"
+        } else {
+            "failed"
+        };
+        self.end_session(id, outcome, culprits);
+    }
+
+    fn end_session(&mut self, id: &SessionId, outcome: &str, culprits: Vec<NodeId>) {
+        let Some(session) = self.sessions.remove(id) else {
+            return;
+        };
+        if outcome != "done" {
+            self.record(
+                AuditKind::SessionAborted {
+                    session: *id,
+                    culprits,
+                },
+                json!({ "outcome": outcome, "kind": session.kind }),
+            );
+        }
+        self.finished.insert(*id);
+        self.metrics
+            .sessions
+            .get_or_create(&SessionLabels {
+                kind: session.kind.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.metrics
+            .session_seconds
+            .get_or_create(&Label {
+                label: session.kind.into(),
+            })
+            .observe(session.started.elapsed().as_secs_f64());
+        self.metrics.active_sessions.set(self.sessions.len() as i64);
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.deadline = None;
+            }
+            self.feed(&id, Input::Timeout(TimerId::Deadline));
+            // A machine that does not abort at its deadline is ended here.
+            if self.sessions.contains_key(&id) {
+                self.end_session(&id, "timeout", Vec::new());
+            }
+        }
+        // Drop buffered messages of sessions that never started here.
+        if self.pending_count > self.limits.max_pending_messages / 2 {
+            self.pending.clear();
+            self.pending_count = 0;
+        }
+        let now_ms = unix_ms();
+        self.approvals.retain(|_, a| a.expires_at_ms > now_ms);
+        if self.finished.len() > 100_000 {
+            self.finished.clear();
+        }
+    }
+}

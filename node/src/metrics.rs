@@ -1,0 +1,150 @@
+//! Prometheus metrics and threat signals, served on the local admin address.
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Label: one string.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Label {
+    /// Value.
+    pub label: String,
+}
+
+/// Labels of session counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SessionLabels {
+    /// `dkg` or `sign`.
+    pub kind: String,
+    /// `done`, `failed`, `timeout`.
+    pub outcome: String,
+}
+
+/// Labels of traffic counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficLabels {
+    /// Protocol family.
+    pub family: String,
+    /// `in` or `out`.
+    pub direction: String,
+}
+
+/// All node metrics. Cheap to clone (shared atomics).
+#[derive(Clone)]
+pub struct Metrics {
+    /// Sessions by kind and outcome.
+    pub sessions: Family<SessionLabels, Counter>,
+    /// Sessions running now.
+    pub active_sessions: Gauge,
+    /// Session duration by kind.
+    pub session_seconds: Family<Label, Histogram>,
+    /// Messages by family and direction.
+    pub messages: Family<TrafficLabels, Counter>,
+    /// Bytes by family and direction.
+    pub bytes: Family<TrafficLabels, Counter>,
+    /// Policy refusals by rule.
+    pub policy_refusals: Family<Label, Counter>,
+    /// Dropped inbound messages by reason.
+    pub rejected_messages: Family<Label, Counter>,
+    /// Connections refused because the peer is not in the roster.
+    pub rejected_peers: Counter,
+    /// Provably invalid contributions, by peer.
+    pub invalid_shares: Family<Label, Counter>,
+    /// Equivocations detected, by peer.
+    pub equivocations: Family<Label, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            sessions: Family::default(),
+            active_sessions: Gauge::default(),
+            session_seconds: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+            }),
+            messages: Family::default(),
+            bytes: Family::default(),
+            policy_refusals: Family::default(),
+            rejected_messages: Family::default(),
+            rejected_peers: Counter::default(),
+            invalid_shares: Family::default(),
+            equivocations: Family::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// Renders the Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut r = Registry::with_prefix("quorate");
+        r.register(
+            "sessions",
+            "Protocol sessions by kind and outcome",
+            self.sessions.clone(),
+        );
+        r.register(
+            "active_sessions",
+            "Sessions running now",
+            self.active_sessions.clone(),
+        );
+        r.register(
+            "session_seconds",
+            "Session duration",
+            self.session_seconds.clone(),
+        );
+        r.register("messages", "Protocol messages", self.messages.clone());
+        r.register("bytes", "Protocol bytes", self.bytes.clone());
+        r.register(
+            "policy_refusals",
+            "Requests refused by policy, by rule",
+            self.policy_refusals.clone(),
+        );
+        r.register(
+            "rejected_messages",
+            "Inbound messages dropped, by reason",
+            self.rejected_messages.clone(),
+        );
+        r.register(
+            "rejected_peers",
+            "Connections refused: peer not in roster",
+            self.rejected_peers.clone(),
+        );
+        r.register(
+            "invalid_shares",
+            "Provably invalid contributions, by peer",
+            self.invalid_shares.clone(),
+        );
+        r.register(
+            "equivocations",
+            "Equivocations detected, by peer",
+            self.equivocations.clone(),
+        );
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = encode(&mut out, &r);
+        out
+    }
+
+    /// Counts one dropped message.
+    pub fn reject(&self, reason: &str) {
+        self.rejected_messages
+            .get_or_create(&Label {
+                label: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Counts traffic.
+    pub fn traffic(&self, family: &str, direction: &str, bytes: usize) {
+        let l = TrafficLabels {
+            family: family.into(),
+            direction: direction.into(),
+        };
+        self.messages.get_or_create(&l).inc();
+        self.bytes.get_or_create(&l).inc_by(bytes as u64);
+    }
+}
