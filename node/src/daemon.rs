@@ -715,7 +715,7 @@ impl Node {
             (false, Some(c)) if c != to => (c, Frame::Relay { to, envelope: msg }),
             _ => (to, Frame::Deliver(msg)),
         };
-        let Some(peer_id) = self.roster.by_node(&peer).map(|p| p.peer_id) else {
+        let Some(peer_id) = self.roster.net(&peer).map(|p| p.peer_id) else {
             tracing::warn!(%peer, "no roster entry to send to");
             return;
         };
@@ -730,6 +730,7 @@ impl Node {
             return;
         };
         let key_id = session.key_id;
+        let session_coordinator = session.coordinator;
         match outcome {
             Outcome::Key(share) => {
                 let stored = StoredKey {
@@ -749,7 +750,19 @@ impl Node {
                             }),
                         );
                         tracing::info!(key = %key_id, %suite, "key generated and stored");
+                        // Tell the coordinator what we derived (public data only).
+                        let coordinator = session_coordinator;
+                        let report = Envelope::seal(
+                            &self.identity,
+                            suite,
+                            key_id,
+                            *id,
+                            Payload::DkgComplete {
+                                public: stored.share.public.clone(),
+                            },
+                        );
                         self.keys.insert(key_id, stored);
+                        self.route(id, coordinator, report);
                     }
                     Err(e) => tracing::error!(error = %e, key = %key_id, "cannot store key share"),
                 }

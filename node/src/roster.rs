@@ -1,120 +1,14 @@
-//! The roster: every node and coordinator of the network, signed by the network's
-//! roster authority. It is the connection allowlist (peers outside it are closed
-//! before any protocol traffic) and the map from node ids to FROST indices,
-//! segments, sealing keys and addresses.
-//!
-//! ```toml
-//! [[nodes]]
-//! name = "custody-a-1"
-//! node_id = "<32-byte Ed25519 public key, hex>"
-//! seal_key = "<32-byte X25519 public key, hex>"
-//! index = 1
-//! segment = "eu-dc1"
-//! addresses = ["/ip4/10.0.1.5/tcp/7400", "/ip4/10.0.1.5/udp/7400/quic-v1"]
-//!
-//! [[coordinators]]
-//! name = "coord-1"
-//! node_id = "<hex>"
-//! addresses = ["/ip4/10.0.0.2/tcp/7300"]
-//! ```
-//!
-//! The signature is a detached file `<roster>.sig` holding the hex Ed25519 signature
-//! of the roster file's bytes by the authority key named in the node config.
+//! The roster as the transport sees it: the network-wide roster
+//! ([`quorate_protocol::roster`]) plus each peer's libp2p peer id (derived from its
+//! node id: the same Ed25519 key) and parsed multiaddresses.
 
-use std::{collections::BTreeSet, path::Path};
+use std::path::Path;
 
-use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use libp2p::{Multiaddr, PeerId};
-use quorate_protocol::{Committee, Member, NodeId};
-use serde::{Deserialize, Serialize};
-
-/// Why a roster was refused.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RosterError {
-    /// The file could not be read.
-    #[error("cannot read roster {path}: {source}")]
-    Io {
-        /// File.
-        path: String,
-        /// Cause.
-        source: std::io::Error,
-    },
-    /// TOML syntax or schema problem.
-    #[error("roster is not valid TOML: {0}")]
-    Parse(String),
-    /// A semantic problem (duplicates, bad keys, bad addresses).
-    #[error("invalid roster: {0}")]
-    Invalid(String),
-    /// Missing or wrong authority signature.
-    #[error("roster signature: {0}")]
-    Signature(String),
-}
-
-/// A signer node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RosterNode {
-    /// Operator-chosen name, used in logs.
-    pub name: String,
-    /// Ed25519 public key (hex): node id and libp2p identity.
-    pub node_id: String,
-    /// X25519 sealing key (hex).
-    pub seal_key: String,
-    /// FROST participant index (non-zero, unique).
-    pub index: u16,
-    /// Network segment label.
-    pub segment: String,
-    /// libp2p multiaddresses the node listens on.
-    #[serde(default)]
-    pub addresses: Vec<String>,
-}
-
-/// A coordinator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RosterCoordinator {
-    /// Name.
-    pub name: String,
-    /// Ed25519 public key (hex).
-    pub node_id: String,
-    /// Multiaddresses.
-    #[serde(default)]
-    pub addresses: Vec<String>,
-}
-
-/// The whole roster, as written in TOML.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RosterFile {
-    /// Signer nodes.
-    #[serde(default)]
-    pub nodes: Vec<RosterNode>,
-    /// Coordinators.
-    #[serde(default)]
-    pub coordinators: Vec<RosterCoordinator>,
-}
-
-/// One peer of a validated roster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Peer {
-    /// Name.
-    pub name: String,
-    /// Node id.
-    pub node: NodeId,
-    /// libp2p peer id (derived from the node id).
-    pub peer_id: PeerId,
-    /// Addresses.
-    pub addresses: Vec<Multiaddr>,
-    /// `Some` for signer nodes: (index, segment, sealing key).
-    pub signer: Option<(u16, String, [u8; 32])>,
-}
-
-/// A validated roster.
-#[derive(Debug, Clone)]
-pub struct Roster {
-    peers: Vec<Peer>,
-}
+use quorate_protocol::{
+    roster::{Peer, Roster as RosterData, RosterError},
+    Committee, NodeId, ProtocolError,
+};
 
 /// The libp2p peer id of a node id (the same Ed25519 key).
 pub fn peer_id(node: &NodeId) -> Result<PeerId, RosterError> {
@@ -125,251 +19,118 @@ pub fn peer_id(node: &NodeId) -> Result<PeerId, RosterError> {
     )))
 }
 
-fn parse_key(what: &str, name: &str, hex_str: &str) -> Result<[u8; 32], RosterError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(hex_str, &mut out)
-        .map_err(|_| RosterError::Invalid(format!("{name}: {what} must be 32 bytes of hex")))?;
-    Ok(out)
+/// A validated roster with libp2p addressing.
+#[derive(Debug, Clone)]
+pub struct Roster {
+    data: RosterData,
+    peers: Vec<NetPeer>,
 }
 
-fn parse_addrs(name: &str, addrs: &[String]) -> Result<Vec<Multiaddr>, RosterError> {
-    addrs
-        .iter()
-        .map(|a| {
-            a.parse()
-                .map_err(|e| RosterError::Invalid(format!("{name}: address {a:?}: {e}")))
-        })
-        .collect()
+/// One roster peer, as the transport addresses it.
+#[derive(Debug, Clone)]
+pub struct NetPeer {
+    /// Node id.
+    pub node: NodeId,
+    /// libp2p peer id.
+    pub peer_id: PeerId,
+    /// Parsed addresses.
+    pub addresses: Vec<Multiaddr>,
 }
 
 impl Roster {
-    /// Parses and validates roster TOML.
+    /// Adds libp2p addressing to a validated roster; refuses unparsable addresses.
+    pub fn new(data: RosterData) -> Result<Self, RosterError> {
+        let peers = data
+            .peers()
+            .iter()
+            .map(|p| {
+                let addresses = p
+                    .addresses
+                    .iter()
+                    .map(|a| {
+                        a.parse().map_err(|e| {
+                            RosterError::Invalid(format!("{}: address {a:?}: {e}", p.name))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(NetPeer {
+                    node: p.node,
+                    peer_id: peer_id(&p.node)?,
+                    addresses,
+                })
+            })
+            .collect::<Result<_, RosterError>>()?;
+        Ok(Self { data, peers })
+    }
+
+    /// Parses roster TOML.
     pub fn from_toml(text: &str) -> Result<Self, RosterError> {
-        let file: RosterFile =
-            toml::from_str(text).map_err(|e| RosterError::Parse(e.to_string()))?;
-        Self::from_file_struct(&file)
+        Self::new(RosterData::from_toml(text)?)
     }
 
-    /// Validates a parsed roster.
-    pub fn from_file_struct(file: &RosterFile) -> Result<Self, RosterError> {
-        let mut peers = Vec::new();
-        let mut names = BTreeSet::new();
-        for n in &file.nodes {
-            let node = NodeId(parse_key("node_id", &n.name, &n.node_id)?);
-            let seal = parse_key("seal_key", &n.name, &n.seal_key)?;
-            peers.push(Peer {
-                name: n.name.clone(),
-                peer_id: peer_id(&node)?,
-                node,
-                addresses: parse_addrs(&n.name, &n.addresses)?,
-                signer: Some((n.index, n.segment.clone(), seal)),
-            });
-        }
-        for c in &file.coordinators {
-            let node = NodeId(parse_key("node_id", &c.name, &c.node_id)?);
-            peers.push(Peer {
-                name: c.name.clone(),
-                peer_id: peer_id(&node)?,
-                node,
-                addresses: parse_addrs(&c.name, &c.addresses)?,
-                signer: None,
-            });
-        }
-        for p in &peers {
-            if !names.insert(p.name.clone()) {
-                return Err(RosterError::Invalid(format!(
-                    "name {:?} appears twice",
-                    p.name
-                )));
-            }
-            if peers.iter().filter(|o| o.node == p.node).count() > 1 {
-                return Err(RosterError::Invalid(format!(
-                    "{}: node id appears twice",
-                    p.name
-                )));
-            }
-        }
-        let roster = Self { peers };
-        if roster.signers().count() >= 2 {
-            // Index rules (non-zero, distinct) and key validity, as the protocol checks them.
-            roster
-                .committee(None)
-                .map_err(|e| RosterError::Invalid(e.to_string()))?;
-        }
-        Ok(roster)
-    }
-
-    /// Reads a roster file, verifying its detached signature when `authority` is set.
+    /// Loads a roster file, verifying its signature when `authority` is set.
     pub fn load(path: &Path, authority: Option<&[u8; 32]>) -> Result<Self, RosterError> {
-        let bytes = std::fs::read(path).map_err(|source| RosterError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        if let Some(authority) = authority {
-            let sig_path = path.with_extension(match path.extension() {
-                Some(e) => format!("{}.sig", e.to_string_lossy()),
-                None => "sig".into(),
-            });
-            let sig_hex = std::fs::read_to_string(&sig_path).map_err(|e| {
-                RosterError::Signature(format!("cannot read {}: {e}", sig_path.display()))
-            })?;
-            verify_signature(&bytes, sig_hex.trim(), authority)?;
-        }
-        let text = String::from_utf8(bytes)
-            .map_err(|_| RosterError::Parse("roster is not UTF-8".into()))?;
-        Self::from_toml(&text)
+        Self::new(RosterData::load(path, authority)?)
     }
 
-    /// Every peer.
-    pub fn peers(&self) -> &[Peer] {
+    /// The network-wide roster.
+    pub fn data(&self) -> &RosterData {
+        &self.data
+    }
+
+    /// Every peer with its libp2p addressing.
+    pub fn peers(&self) -> &[NetPeer] {
         &self.peers
     }
 
-    /// Signer nodes.
-    pub fn signers(&self) -> impl Iterator<Item = &Peer> {
-        self.peers.iter().filter(|p| p.signer.is_some())
-    }
-
-    /// Coordinators.
-    pub fn coordinators(&self) -> impl Iterator<Item = &Peer> {
-        self.peers.iter().filter(|p| p.signer.is_none())
-    }
-
-    /// The peer with this node id.
+    /// The roster entry of `node`.
     pub fn by_node(&self, node: &NodeId) -> Option<&Peer> {
+        self.data.by_node(node)
+    }
+
+    /// The libp2p view of `node`.
+    pub fn net(&self, node: &NodeId) -> Option<&NetPeer> {
         self.peers.iter().find(|p| &p.node == node)
     }
 
-    /// The peer with this libp2p peer id.
-    pub fn by_peer_id(&self, peer: &PeerId) -> Option<&Peer> {
+    /// The node id behind a libp2p peer id.
+    pub fn by_peer_id(&self, peer: &PeerId) -> Option<&NetPeer> {
         self.peers.iter().find(|p| &p.peer_id == peer)
     }
 
     /// True when `node` is a coordinator.
     pub fn is_coordinator(&self, node: &NodeId) -> bool {
-        self.by_node(node).is_some_and(|p| p.signer.is_none())
+        self.data.is_coordinator(node)
     }
 
-    /// The committee of the given signer nodes (all signers when `None`).
-    pub fn committee(
-        &self,
-        nodes: Option<&[NodeId]>,
-    ) -> Result<Committee, quorate_protocol::ProtocolError> {
-        Committee::new(
-            self.signers()
-                .filter(|p| nodes.is_none_or(|ns| ns.contains(&p.node)))
-                .filter_map(|p| {
-                    p.signer.as_ref().map(|(index, _, seal)| Member {
-                        node: p.node,
-                        index: *index,
-                        seal_key: *seal,
-                    })
-                })
-                .collect(),
-        )
+    /// The committee of the given signers (all when `None`).
+    pub fn committee(&self, nodes: Option<&[NodeId]>) -> Result<Committee, ProtocolError> {
+        self.data.committee(nodes)
     }
-}
-
-/// Checks a hex Ed25519 signature of `bytes` by `authority`.
-pub fn verify_signature(
-    bytes: &[u8],
-    sig_hex: &str,
-    authority: &[u8; 32],
-) -> Result<(), RosterError> {
-    let key = VerifyingKey::from_bytes(authority)
-        .map_err(|_| RosterError::Signature("authority key is not an Ed25519 key".into()))?;
-    let mut sig = [0u8; 64];
-    hex::decode_to_slice(sig_hex, &mut sig)
-        .map_err(|_| RosterError::Signature("signature must be 64 bytes of hex".into()))?;
-    key.verify(bytes, &Signature::from_bytes(&sig))
-        .map_err(|_| {
-            RosterError::Signature("does not verify under the roster authority key".into())
-        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quorate_protocol::NodeIdentity;
-    use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
-
-    pub(crate) fn sample(n: usize, rng: &mut ChaCha20Rng) -> (Vec<NodeIdentity>, String) {
-        let ids: Vec<_> = (0..n).map(|_| NodeIdentity::generate(rng)).collect();
-        let mut text = String::new();
-        for (i, id) in ids.iter().enumerate() {
-            let p = id.public();
-            text.push_str(&format!(
-                "[[nodes]]\nname = \"n{i}\"\nnode_id = \"{}\"\nseal_key = \"{}\"\nindex = {}\nsegment = \"s{}\"\naddresses = [\"/ip4/127.0.0.1/tcp/{}\"]\n\n",
-                p.node,
-                hex::encode(p.seal_key),
-                i + 1,
-                i % 3,
-                7400 + i
-            ));
-        }
-        (ids, text)
-    }
 
     #[test]
-    fn roster_parses_and_maps_peer_ids() {
-        let mut rng = ChaCha20Rng::seed_from_u64(1);
-        let (ids, text) = sample(3, &mut rng);
-        let roster = Roster::from_toml(&text).expect("roster");
-        assert_eq!(roster.signers().count(), 3);
-        let p = roster.by_node(&ids[1].node_id()).expect("peer");
-        assert_eq!(
-            roster.by_peer_id(&p.peer_id).map(|p| p.name.as_str()),
-            Some("n1")
+    fn unparsable_address_names_the_peer() {
+        let id = quorate_protocol::NodeIdentity::generate(&mut rand_core::OsRng).public();
+        let text = format!(
+            "[[coordinators]]\nname = \"c\"\nnode_id = \"{}\"\naddresses = [\"not-an-address\"]\n",
+            id.node
         );
-        assert_eq!(roster.committee(None).expect("committee").len(), 3);
+        let err = Roster::from_toml(&text).expect_err("bad address");
+        assert!(err.to_string().contains("c: address"), "{err}");
     }
 
     #[test]
-    fn bad_rosters_name_the_problem() {
-        let mut rng = ChaCha20Rng::seed_from_u64(2);
-        let (_, text) = sample(2, &mut rng);
-        let dup = text.replace("index = 2", "index = 1");
-        assert!(Roster::from_toml(&dup)
-            .expect_err("dup")
-            .to_string()
-            .contains("used twice"));
-        let bad_addr = text.replace("/ip4/127.0.0.1/tcp/7401", "not-an-address");
-        assert!(Roster::from_toml(&bad_addr)
-            .expect_err("addr")
-            .to_string()
-            .contains("n1: address"));
-        let typo = text.replacen("segment", "segmnet", 1);
-        assert!(Roster::from_toml(&typo)
-            .expect_err("typo")
-            .to_string()
-            .contains("segmnet"));
-    }
-
-    #[test]
-    fn signed_roster_is_verified() {
-        use ed25519_dalek::Signer as _;
-        let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let (_, text) = sample(2, &mut rng);
-        let authority = ed25519_dalek::SigningKey::generate(&mut rng);
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("roster.toml");
-        std::fs::write(&path, &text).expect("write");
-        let pk = authority.verifying_key().to_bytes();
-        assert!(matches!(
-            Roster::load(&path, Some(&pk)),
-            Err(RosterError::Signature(_))
-        ));
-        let sig = authority.sign(text.as_bytes());
-        std::fs::write(
-            dir.path().join("roster.toml.sig"),
-            hex::encode(sig.to_bytes()),
-        )
-        .expect("write");
-        Roster::load(&path, Some(&pk)).expect("valid signature");
-        std::fs::write(&path, text.replace("s0", "s9")).expect("tamper");
-        assert!(matches!(
-            Roster::load(&path, Some(&pk)),
-            Err(RosterError::Signature(_))
-        ));
+    fn peer_id_is_derived_from_node_id() {
+        let id = quorate_protocol::NodeIdentity::generate(&mut rand_core::OsRng);
+        let kp = crate::transport::keypair(&id).expect("keypair");
+        assert_eq!(
+            peer_id(&id.node_id()).expect("peer id"),
+            kp.public().to_peer_id()
+        );
     }
 }

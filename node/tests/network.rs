@@ -204,7 +204,7 @@ impl Coordinator {
     }
 
     fn peer(&self, node: &NodeId) -> PeerId {
-        self.roster.by_node(node).expect("in roster").peer_id
+        self.roster.net(node).expect("in roster").peer_id
     }
 
     fn send(&mut self, to: &NodeId, frame: Frame) {

@@ -14,6 +14,7 @@ pub mod key;
 pub mod local;
 pub mod machine;
 pub mod request;
+pub mod roster;
 pub mod seal;
 pub mod sign;
 pub mod suite;

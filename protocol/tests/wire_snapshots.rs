@@ -104,6 +104,23 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                 timeout_ms: 30_000,
             },
         ),
+        (
+            "dkg_complete",
+            Payload::DkgComplete {
+                public: quorate_protocol::GroupPublic {
+                    suite: Ciphersuite::Ed25519,
+                    key_id: KeyId([0x12; 16]),
+                    threshold: 2,
+                    members: committee()
+                        .members()
+                        .iter()
+                        .map(|m| (m.node, m.index))
+                        .collect(),
+                    verifying_key: vec![0x13; 32],
+                    public_key_package: vec![0x14; 8],
+                },
+            },
+        ),
     ]
 }
 
@@ -154,12 +171,13 @@ fn enum_tags_are_stable() {
         Round::SignPackage,
         Round::SignShare,
         Round::DkgStart,
+        Round::DkgComplete,
     ];
     let tags: Vec<u8> = rounds
         .iter()
         .flat_map(|r| postcard::to_allocvec(r).expect("encode"))
         .collect();
-    assert_eq!(tags, (0..9).collect::<Vec<u8>>());
+    assert_eq!(tags, (0..10).collect::<Vec<u8>>());
 }
 
 #[test]

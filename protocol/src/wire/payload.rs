@@ -25,6 +25,8 @@ pub enum Round {
     SignShare,
     /// A coordinator asks the committee to run a DKG.
     DkgStart,
+    /// A participant reports the finished key's public data to the coordinator.
+    DkgComplete,
 }
 
 /// One row of a DKG echo: what `sender`'s round-1 message hashed to, with the
@@ -103,6 +105,11 @@ pub enum Payload {
         /// Deadline in milliseconds from start.
         timeout_ms: u64,
     },
+    /// The public data of the key a DKG produced, as this participant derived it.
+    DkgComplete {
+        /// Group public data (verifying key and verifying shares).
+        public: crate::key::GroupPublic,
+    },
 }
 
 impl Payload {
@@ -118,6 +125,7 @@ impl Payload {
             Self::SignPackage { .. } => Round::SignPackage,
             Self::SignShare { .. } => Round::SignShare,
             Self::DkgStart { .. } => Round::DkgStart,
+            Self::DkgComplete { .. } => Round::DkgComplete,
         }
     }
 }
