@@ -1,9 +1,11 @@
-//! quorate coordinator service and client library.
-//!
-//! Not built yet (issue 4): the service will expose the HTTP API exchanges call and
-//! drive [`quorate_protocol`]'s aggregator (ROAST-style retries over signer subsets)
-//! without ever holding key material.
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod engine;
+pub mod error;
+pub mod types;
+
+pub use engine::{Engine, EngineConfig, NodeStatus};
+pub use error::CoordinatorError;
 pub use quorate_protocol as protocol;

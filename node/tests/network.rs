@@ -2,7 +2,6 @@
 //! signing for every ciphersuite, plus the refusals operators must be able to see.
 
 use std::{
-    collections::BTreeMap,
     net::TcpListener,
     path::{Path, PathBuf},
     sync::Arc,
@@ -11,6 +10,10 @@ use std::{
 
 use futures::StreamExt;
 use libp2p::{request_response, swarm::SwarmEvent, PeerId, Swarm};
+use quorate_coordinator::{
+    types::{KeyRecord, KeySpec, Participants},
+    CoordinatorError, Engine, EngineConfig,
+};
 use quorate_node::{
     audit::{self, AuditLog},
     config::{LimitsConfig, Routing},
@@ -22,11 +25,9 @@ use quorate_node::{
     transport::{self, Behaviour, BehaviourEvent},
 };
 use quorate_protocol::{
-    aggregate::AggregatorConfig,
     request::{Purpose, SignedRequest, SigningRequest, REQUEST_VERSION},
     wire::frame::{Ack, Frame},
-    Aggregator, Ciphersuite, Envelope, GroupPublic, Input, KeyId, NodeId, NodeIdentity, Output,
-    Payload, SessionId, SignTarget, SignatureBytes, Timestamp,
+    Ciphersuite, Envelope, KeyId, NodeId, NodeIdentity, Payload, SessionId,
 };
 use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
 use rand_core::RngCore;
@@ -166,252 +167,76 @@ impl Net {
     }
 }
 
-/// A test coordinator speaking the real transport: starts DKGs, drives an
-/// aggregator, relays envelopes between segmented nodes.
-struct Coordinator {
-    identity: Arc<NodeIdentity>,
+/// A raw roster peer speaking the transport directly (for spoofing and
+/// outsider tests).
+struct RawPeer {
     swarm: Swarm<Behaviour>,
     roster: Roster,
-    /// Requests sent in the current attempt: acks of earlier attempts are ignored.
-    sent: std::collections::BTreeSet<request_response::OutboundRequestId>,
 }
 
-enum Outcome {
-    Signed(SignatureBytes),
-    Refused(String),
-}
-
-impl Coordinator {
-    fn new(net: &Net, identity: Arc<NodeIdentity>, port: u16) -> Self {
+impl RawPeer {
+    fn new(net: &Net, identity: &NodeIdentity) -> Self {
         let roster = Roster::from_toml(&net.roster_text).expect("roster");
         let peers: Vec<PeerId> = roster.peers().iter().map(|p| p.peer_id).collect();
-        let mut swarm =
-            transport::build_swarm(&identity, peers, transport::Limits::default()).expect("swarm");
+        let mut swarm = transport::build_swarm(identity, peers, transport::Limits::default()).expect("swarm");
         for p in roster.peers() {
             for a in &p.addresses {
                 swarm.add_peer_address(p.peer_id, a.clone());
             }
         }
-        swarm
-            .listen_on(format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr"))
-            .expect("listen");
-        Self {
-            identity,
-            swarm,
-            roster,
-            sent: Default::default(),
-        }
+        Self { swarm, roster }
     }
 
-    fn peer(&self, node: &NodeId) -> PeerId {
-        self.roster.net(node).expect("in roster").peer_id
-    }
-
-    fn send(&mut self, to: &NodeId, frame: Frame) {
-        let peer = self.peer(to);
+    /// Sends one frame and returns the answer (`Err` when the request failed).
+    async fn ask(&mut self, to: &NodeId, frame: Frame) -> Result<Ack, String> {
+        let peer = self.roster.net(to).expect("in roster").peer_id;
         let id = transport::send(&mut self.swarm, &peer, frame);
-        self.sent.insert(id);
-    }
-
-    /// Pumps the swarm: relays, answers, and hands envelopes for us and acks to `f`.
-    async fn pump<T>(
-        &mut self,
-        deadline: Duration,
-        mut f: impl FnMut(&mut Self, Event) -> Option<T>,
-    ) -> Option<T> {
-        let until = tokio::time::Instant::now() + deadline;
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let event = tokio::time::timeout_at(until, self.swarm.select_next_some())
                 .await
-                .ok()?;
+                .map_err(|_| "timeout".to_string())?;
             let ev = match event {
-                SwarmEvent::Behaviour(BehaviourEvent::Dkg(e))
-                | SwarmEvent::Behaviour(BehaviourEvent::Sign(e)) => e,
+                SwarmEvent::Behaviour(BehaviourEvent::Dkg(e)) | SwarmEvent::Behaviour(BehaviourEvent::Sign(e)) => e,
                 _ => continue,
             };
             match ev {
                 request_response::Event::Message {
-                    message:
-                        request_response::Message::Request {
-                            request, channel, ..
-                        },
-                    ..
-                } => {
-                    let family = transport::family(&request);
-                    let rr = match family {
-                        transport::Family::Dkg => &mut self.swarm.behaviour_mut().dkg,
-                        transport::Family::Sign => &mut self.swarm.behaviour_mut().sign,
-                    };
-                    let _ = rr.send_response(channel, Ack::Accepted);
-                    match request {
-                        Frame::Relay { to, envelope } => self.send(&to, Frame::Deliver(envelope)),
-                        Frame::Deliver(env) => {
-                            if let Some(t) = f(self, Event::Envelope(env)) {
-                                return Some(t);
-                            }
-                        }
-                    }
-                }
-                request_response::Event::Message {
-                    message:
-                        request_response::Message::Response {
-                            response,
-                            request_id,
-                        },
-                    ..
-                } => {
-                    if !self.sent.contains(&request_id) {
-                        continue;
-                    }
-                    if let Some(t) = f(self, Event::Ack(response)) {
-                        return Some(t);
-                    }
-                }
-                request_response::Event::OutboundFailure {
-                    error, request_id, ..
-                } => {
-                    if !self.sent.contains(&request_id) {
-                        continue;
-                    }
-                    if let Some(t) = f(self, Event::Failure(error.to_string())) {
-                        return Some(t);
-                    }
+                    message: request_response::Message::Response { response, request_id }, ..
+                } if request_id == id => return Ok(response),
+                request_response::Event::OutboundFailure { error, request_id, .. } if request_id == id => {
+                    return Err(error.to_string())
                 }
                 _ => {}
             }
         }
     }
-
-    async fn dkg(
-        &mut self,
-        nodes: &[NodeHandle],
-        committee_ids: &[NodeId],
-        suite: Ciphersuite,
-        t: u16,
-    ) -> KeyId {
-        let mut key = [0u8; 16];
-        rand_core::OsRng.fill_bytes(&mut key);
-        let mut session = [0u8; 32];
-        rand_core::OsRng.fill_bytes(&mut session);
-        let committee = self
-            .roster
-            .committee(Some(committee_ids))
-            .expect("committee");
-        let env = Envelope::seal(
-            &self.identity,
-            suite,
-            KeyId(key),
-            SessionId(session),
-            Payload::DkgStart {
-                threshold: t,
-                committee,
-                timeout_ms: 20_000,
-            },
-        );
-        for n in committee_ids {
-            self.send(n, Frame::Deliver(env.clone()));
-        }
-        // Keep relaying until every node reports the key.
-        let key_id = KeyId(key);
-        for _ in 0..200 {
-            self.pump(Duration::from_millis(100), |_, _| None::<()>)
-                .await;
-            let mut all = true;
-            for h in nodes.iter().filter(|h| committee_ids.contains(&h.node_id)) {
-                all &= h.keys().await.iter().any(|k| k.key_id == key_id);
-            }
-            if all {
-                return key_id;
-            }
-        }
-        panic!("DKG {suite} did not finish");
-    }
-
-    async fn sign(
-        &mut self,
-        public: &GroupPublic,
-        signers: &[NodeId],
-        message: Vec<u8>,
-        request: &SignedRequest,
-    ) -> Outcome {
-        let mut session = [0u8; 32];
-        rand_core::OsRng.fill_bytes(&mut session);
-        let mut agg = Aggregator::new(
-            self.identity.clone(),
-            public,
-            AggregatorConfig {
-                session: SessionId(session),
-                signers: signers.to_vec(),
-                target: SignTarget {
-                    message,
-                    tweak: None,
-                },
-                request: request.encode(),
-                timeout_ms: 10_000,
-            },
-        )
-        .expect("aggregator");
-        self.sent.clear();
-        let mut rng = rand_core::OsRng;
-        let outs = agg
-            .handle(Timestamp(0), Input::Start, &mut rng)
-            .expect("start");
-        self.dispatch(outs);
-        let mut agg = Some(agg);
-        self.pump(Duration::from_secs(20), |me, ev| match ev {
-            Event::Envelope(env) => {
-                let a = agg.as_mut()?;
-                match a.handle(Timestamp(0), Input::Message(env), &mut rand_core::OsRng) {
-                    Ok(outs) => {
-                        let mut done = None;
-                        for o in outs {
-                            match o {
-                                Output::Send { to, msg } => me.send(&to, Frame::Deliver(msg)),
-                                Output::Done(sig) => done = Some(Outcome::Signed(sig)),
-                                Output::SetTimer { .. } => {}
-                            }
-                        }
-                        done
-                    }
-                    Err(e) if e.is_fatal() => Some(Outcome::Refused(e.to_string())),
-                    Err(_) => None,
-                }
-            }
-            Event::Ack(Ack::Rejected { reason, .. }) => Some(Outcome::Refused(reason)),
-            Event::Ack(Ack::Accepted) => None,
-            Event::Failure(e) => Some(Outcome::Refused(format!("transport: {e}"))),
-        })
-        .await
-        .unwrap_or(Outcome::Refused("timeout".into()))
-    }
-
-    fn dispatch<T>(&mut self, outs: Vec<Output<T>>) {
-        for o in outs {
-            if let Output::Send { to, msg } = o {
-                self.send(&to, Frame::Deliver(msg));
-            }
-        }
-    }
 }
 
-enum Event {
-    Envelope(Envelope),
-    Ack(Ack),
-    Failure(String),
-}
-
-async fn started(net: &Net, routing: Routing) -> (Vec<NodeHandle>, Vec<Metrics>, Coordinator) {
+async fn started(net: &Net, routing: Routing) -> (Vec<NodeHandle>, Vec<Metrics>, Engine) {
     let metrics: Vec<Metrics> = net.ids.iter().map(|_| Metrics::default()).collect();
-    let nodes: Vec<NodeHandle> = (0..net.ids.len())
-        .map(|i| net.start(i, routing, metrics[i].clone()))
-        .collect();
-    let coord = Coordinator::new(net, net.coordinator.clone(), net.coord_port);
+    let nodes: Vec<NodeHandle> = (0..net.ids.len()).map(|i| net.start(i, routing, metrics[i].clone())).collect();
+    let engine = Engine::spawn(EngineConfig {
+        identity: net.coordinator.clone(),
+        roster: quorate_protocol::roster::Roster::from_toml(&net.roster_text).expect("roster"),
+        listen: vec![format!("/ip4/127.0.0.1/tcp/{}", net.coord_port)],
+        session_timeout_ms: 3_000,
+        dkg_timeout_ms: 20_000,
+    })
+    .expect("engine");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    (nodes, metrics, coord)
+    (nodes, metrics, engine)
 }
 
 fn node_ids(net: &Net) -> Vec<NodeId> {
     net.ids.iter().map(|i| i.node_id()).collect()
+}
+
+async fn dkg(engine: &Engine, nodes: &[NodeId], suite: Ciphersuite, t: u16) -> KeyRecord {
+    engine
+        .create_key(KeySpec { ciphersuite: suite, threshold: t, participants: Participants::Nodes(nodes.to_vec()) })
+        .await
+        .unwrap_or_else(|e| panic!("{suite} DKG: {e}"))
 }
 
 fn audit_kinds(path: &Path) -> Vec<String> {
@@ -425,69 +250,80 @@ fn audit_kinds(path: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkg_and_signing_over_libp2p_for_every_suite() {
     let net = Net::new(5, 1);
-    let (nodes, metrics, mut coord) = started(&net, Routing::Direct).await;
+    let (nodes, metrics, engine) = started(&net, Routing::Direct).await;
     let ids = node_ids(&net);
     for suite in Ciphersuite::ALL {
-        let key_id = coord.dkg(&nodes, &ids, suite, 3).await;
-        let public = nodes[0]
-            .keys()
-            .await
-            .into_iter()
-            .find(|k| k.key_id == key_id)
-            .expect("key");
-        for h in &nodes[1..] {
-            let other = h
-                .keys()
-                .await
-                .into_iter()
-                .find(|k| k.key_id == key_id)
-                .expect("key");
-            assert_eq!(other, public, "every node derived the same group key");
+        let key = dkg(&engine, &ids, suite, 3).await;
+        for h in &nodes {
+            let held = h.keys().await.into_iter().find(|k| k.key_id == key.key_id()).expect("key");
+            assert_eq!(held, key.public, "every node derived the same group key");
         }
         let msg = vec![0x42; 32];
-        let req = net.request(key_id, vec![msg.clone()], 1000);
-        match coord.sign(&public, &ids[1..4], msg.clone(), &req).await {
-            Outcome::Signed(sig) => public
-                .verify(&msg, &sig.signature, None)
-                .expect("signature verifies"),
-            Outcome::Refused(r) => panic!("{suite}: refused: {r}"),
-        }
+        let result = engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1000)).await.expect("sign");
+        assert_eq!(result.signatures.len(), 1);
+        key.public.verify(&msg, &result.signatures[0].signature.signature, None).expect("signature verifies");
+        assert_eq!(result.attempts.len(), 1, "{:?}", result.attempts);
     }
-    let m = metrics[1].render();
-    assert!(
-        m.contains("quorate_sessions_total{kind=\"sign\",outcome=\"done\"} 3"),
-        "{m}"
-    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 3 signatures x 3 signers = 9 signing sessions across the nodes.
+    let done: u64 = metrics
+        .iter()
+        .flat_map(|m| {
+            m.render()
+                .lines()
+                .filter_map(|l| l.strip_prefix("quorate_sessions_total{kind=\"sign\",outcome=\"done\"} ").map(|v| v.parse::<u64>().expect("count")))
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert_eq!(done, 9);
+    engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
     }
     for i in 0..5 {
         let report = audit::verify(&net.audit_path(i), Some(net.ids[i].node_id())).expect("verify");
         assert!(report.first_bad.is_none(), "{report:?}");
+        let kinds = audit_kinds(&net.audit_path(i)).join("\n");
+        assert_eq!(kinds.matches("key_generated").count(), 3, "{kinds}");
     }
-    let kinds = audit_kinds(&net.audit_path(1)).join("\n");
-    assert_eq!(kinds.matches("key_generated").count(), 3, "{kinds}");
-    assert_eq!(kinds.matches("share_contributed").count(), 3, "{kinds}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segmented_nodes_run_dkg_and_sign_through_the_coordinator() {
     let net = Net::new(3, 2);
-    let (nodes, _, mut coord) = started(&net, Routing::ViaCoordinator).await;
+    let (nodes, _, engine) = started(&net, Routing::ViaCoordinator).await;
     let ids = node_ids(&net);
-    let key_id = coord.dkg(&nodes, &ids, Ciphersuite::Secp256k1Tr, 2).await;
-    let public = nodes[0]
-        .keys()
-        .await
-        .into_iter()
-        .find(|k| k.key_id == key_id)
-        .expect("key");
+    let key = dkg(&engine, &ids, Ciphersuite::Secp256k1Tr, 2).await;
     let msg = vec![7; 32];
-    let req = net.request(key_id, vec![msg.clone()], 10);
-    match coord.sign(&public, &ids[..2], msg.clone(), &req).await {
-        Outcome::Signed(sig) => public.verify(&msg, &sig.signature, None).expect("verifies"),
-        Outcome::Refused(r) => panic!("refused: {r}"),
+    let result = engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 10)).await.expect("sign");
+    key.public.verify(&msg, &result.signatures[0].signature.signature, None).expect("verifies");
+    engine.shutdown().await;
+    for h in nodes {
+        h.stop().await.expect("stop");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_node_is_routed_around_and_blamed() {
+    let net = Net::new(4, 5);
+    let (mut nodes, _, engine) = started(&net, Routing::Direct).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Ed25519, 2).await;
+    // Stop two of the four signers: 2-of-4 still has a quorum.
+    let stopped: Vec<NodeId> = vec![nodes[0].node_id, nodes[2].node_id];
+    let h2 = nodes.remove(2);
+    let h0 = nodes.remove(0);
+    h0.stop().await.expect("stop");
+    h2.stop().await.expect("stop");
+    let msgs = vec![vec![1; 32], vec![2; 32]];
+    let result = engine.sign(key.clone(), net.request(key.key_id(), msgs.clone(), 10)).await.expect("sign despite stopped nodes");
+    for (m, s) in msgs.iter().zip(&result.signatures) {
+        key.public.verify(m, &s.signature.signature, None).expect("verifies");
+    }
+    let signed: Vec<_> = result.attempts.iter().filter(|a| a.outcome == "signed").collect();
+    assert_eq!(signed.len(), 2, "{:?}", result.attempts);
+    assert!(signed.iter().all(|a| a.signers.iter().all(|s| !stopped.contains(s))));
+    engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
     }
@@ -496,103 +332,65 @@ async fn segmented_nodes_run_dkg_and_sign_through_the_coordinator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_typed_audited_and_counted() {
     let net = Net::new(3, 3);
-    let (nodes, metrics, mut coord) = started(&net, Routing::Direct).await;
+    let (nodes, metrics, engine) = started(&net, Routing::Direct).await;
     let ids = node_ids(&net);
-    let key_id = coord.dkg(&nodes, &ids, Ciphersuite::Ed25519, 2).await;
-    let public = nodes[0]
-        .keys()
-        .await
-        .into_iter()
-        .find(|k| k.key_id == key_id)
-        .expect("key");
-
-    // Over the per-request limit.
+    let key = dkg(&engine, &ids, Ciphersuite::Ed25519, 2).await;
     let msg = vec![1; 32];
-    let big = net.request(key_id, vec![msg.clone()], 500_000_000);
-    match coord.sign(&public, &ids[..2], msg.clone(), &big).await {
-        Outcome::Refused(r) => assert_eq!(r, "policy:amount_limit"),
-        Outcome::Signed(_) => panic!("signed over the limit"),
+
+    // Over the per-request limit: every node refuses with the rule.
+    let err = engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 500_000_000)).await.expect_err("over limit");
+    match err {
+        CoordinatorError::Refused { refusals, .. } => {
+            assert!(refusals.iter().all(|(_, r)| r == "policy:amount_limit"), "{refusals:?}")
+        }
+        other => panic!("expected a policy refusal, got {other}"),
     }
-    // A coordinator altering the message: the client never signed it.
-    let req = net.request(key_id, vec![msg.clone()], 10);
-    match coord.sign(&public, &ids[..2], vec![2; 32], &req).await {
-        Outcome::Refused(r) => assert_eq!(r, "request_mismatch"),
-        Outcome::Signed(_) => panic!("signed an altered message"),
-    }
-    // Replay of a fully used request with a new session: the first use signs...
-    let ok = net.request(key_id, vec![msg.clone()], 10);
-    assert!(matches!(
-        coord.sign(&public, &ids[..2], msg.clone(), &ok).await,
-        Outcome::Signed(_)
-    ));
-    // ...and an expired request is refused.
-    let mut expired = net.request(key_id, vec![msg.clone()], 10).request;
+    // An expired request.
+    let mut expired = net.request(key.key_id(), vec![msg.clone()], 10).request;
     expired.expires_at_ms = unix_ms() - 1;
-    let expired = expired.sign(&net.client);
-    match coord.sign(&public, &ids[..2], msg.clone(), &expired).await {
-        Outcome::Refused(r) => assert_eq!(r, "policy:expired"),
-        Outcome::Signed(_) => panic!("signed an expired request"),
-    }
-    let m = metrics[0].render();
-    assert!(
-        m.contains("quorate_policy_refusals_total{label=\"amount_limit\"} 1"),
-        "{m}"
+    let err = engine.sign(key.clone(), expired.sign(&net.client)).await.expect_err("expired");
+    assert!(matches!(err, CoordinatorError::Refused { ref refusals, .. } if refusals.iter().all(|(_, r)| r == "policy:expired")), "{err}");
+    // A valid request signs.
+    engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 10)).await.expect("sign");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let all: String = metrics.iter().map(Metrics::render).collect();
+    assert!(all.contains("quorate_policy_refusals_total{label=\"amount_limit\"} 1"), "{all}");
+
+    // A coordinator altering the message: the client never signed it.
+    let signed = net.request(key.key_id(), vec![msg.clone()], 10);
+    let mut raw = RawPeer::new(&net, &net.coordinator);
+    let env = Envelope::seal(
+        &net.coordinator,
+        Ciphersuite::Ed25519,
+        key.key_id(),
+        SessionId([7; 32]),
+        Payload::SignRequest { request: signed.encode(), message: vec![2; 32], tweak: None },
     );
-    assert!(
-        m.contains("quorate_rejected_messages_total{label=\"request_mismatch\"}"),
-        "{m}"
-    );
+    engine.shutdown().await;
+    let ack = raw.ask(&ids[0], Frame::Deliver(env)).await.expect("answer");
+    assert!(matches!(ack, Ack::Rejected { ref reason, .. } if reason == "request_mismatch"), "{ack:?}");
 
     // Spoofed sender: a roster member signs an envelope claiming to be node 2.
-    let mut mallory = Coordinator::new(&net, net.mallory.clone(), free_port());
-    let mut forged = Envelope::seal(
-        &net.mallory,
-        Ciphersuite::Ed25519,
-        key_id,
-        SessionId([9; 32]),
-        Payload::SignShare { share: vec![0; 32] },
-    );
+    let mut mallory = RawPeer::new(&net, &net.mallory);
+    let mut forged = Envelope::seal(&net.mallory, Ciphersuite::Ed25519, key.key_id(), SessionId([9; 32]), Payload::SignShare { share: vec![0; 32] });
     forged.sender = ids[1];
-    mallory.send(&ids[0], Frame::Deliver(forged));
-    let ack = mallory
-        .pump(Duration::from_secs(10), |_, ev| match ev {
-            Event::Ack(a) => Some(a),
-            Event::Failure(e) => panic!("{e}"),
-            _ => None,
-        })
-        .await;
-    assert!(
-        matches!(ack, Some(Ack::Rejected { ref reason, .. }) if reason == "sender_mismatch"),
-        "{ack:?}"
-    );
+    let ack = mallory.ask(&ids[0], Frame::Deliver(forged)).await.expect("answer");
+    assert!(matches!(ack, Ack::Rejected { ref reason, .. } if reason == "sender_mismatch"), "{ack:?}");
 
     // Unknown peer: not in the roster, the connection is refused before any traffic.
-    let outsider = Arc::new(NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(99)));
-    let mut out = Coordinator::new(&net, outsider.clone(), free_port());
-    let env = Envelope::seal(
-        &outsider,
-        Ciphersuite::Ed25519,
-        key_id,
-        SessionId([8; 32]),
-        Payload::SignShare { share: vec![0; 32] },
-    );
-    out.send(&ids[0], Frame::Deliver(env));
-    let failure = out
-        .pump(Duration::from_secs(10), |_, ev| match ev {
-            Event::Failure(e) => Some(e),
-            Event::Ack(a) => panic!("outsider got an answer: {a:?}"),
-            _ => None,
-        })
-        .await;
-    assert!(failure.is_some(), "outsider's request must fail");
+    let outsider = NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(99));
+    let mut out = RawPeer::new(&net, &outsider);
+    let env = Envelope::seal(&outsider, Ciphersuite::Ed25519, key.key_id(), SessionId([8; 32]), Payload::SignShare { share: vec![0; 32] });
+    assert!(out.ask(&ids[0], Frame::Deliver(env)).await.is_err(), "outsider must get no answer");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let m = metrics[0].render();
+    assert!(m.contains("quorate_rejected_messages_total{label=\"sender_mismatch\"} 1"), "{m}");
     assert!(!m.contains("quorate_rejected_peers_total 0"), "{m}");
 
     for h in nodes {
         h.stop().await.expect("stop");
     }
-    let kinds = audit_kinds(&net.audit_path(0)).join("\n");
+    let kinds: String = (0..3).map(|i| audit_kinds(&net.audit_path(i)).join("\n")).collect();
     assert!(kinds.contains("\"rule\":\"amount_limit\""), "{kinds}");
     assert!(kinds.contains("\"rule\":\"expired\""), "{kinds}");
 }
@@ -601,59 +399,24 @@ async fn refusals_are_typed_audited_and_counted() {
 async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
     let net = Net::new(3, 4);
     let ids = node_ids(&net);
-    let (nodes, _, mut coord) = started(&net, Routing::Direct).await;
-    let key_id = coord.dkg(&nodes, &ids, Ciphersuite::Secp256k1, 2).await;
-    let public = nodes[0]
-        .keys()
-        .await
-        .into_iter()
-        .find(|k| k.key_id == key_id)
-        .expect("key");
+    let (nodes, _, engine) = started(&net, Routing::Direct).await;
+    let key = dkg(&engine, &ids, Ciphersuite::Secp256k1, 3).await;
     let msg = vec![3; 32];
-    let first = match coord
-        .sign(
-            &public,
-            &ids[..2],
-            msg.clone(),
-            &net.request(key_id, vec![msg.clone()], 1),
-        )
-        .await
-    {
-        Outcome::Signed(s) => s,
-        Outcome::Refused(r) => panic!("{r}"),
-    };
+    let first = engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1)).await.expect("sign");
+    engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
     }
-    drop(coord);
-    // Restart from the sealed keystores.
-    let (nodes, _, mut coord) = started(&net, Routing::Direct).await;
-    assert!(
-        nodes[0].keys().await.iter().any(|k| k.key_id == key_id),
-        "key survived restart"
-    );
-    let second = match coord
-        .sign(
-            &public,
-            &ids[..2],
-            msg.clone(),
-            &net.request(key_id, vec![msg.clone()], 1),
-        )
-        .await
-    {
-        Outcome::Signed(s) => s,
-        Outcome::Refused(r) => panic!("{r}"),
-    };
-    public
-        .verify(&msg, &second.signature, None)
-        .expect("verifies");
-    // Same message, same signers: different nonces give a different signature.
-    assert_ne!(
-        first.signature, second.signature,
-        "nonces are never reused across restarts"
-    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Restart every node from its sealed keystore.
+    let (nodes, _, engine) = started(&net, Routing::Direct).await;
+    assert!(nodes[0].keys().await.iter().any(|k| k.key_id == key.key_id()), "key survived restart");
+    let second = engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1)).await.expect("sign after restart");
+    key.public.verify(&msg, &second.signatures[0].signature.signature, None).expect("verifies");
+    // Same message, same signers: fresh nonces give a different signature.
+    assert_ne!(first.signatures[0].signature.signature, second.signatures[0].signature.signature);
+    engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
     }
-    let _ = BTreeMap::<u8, u8>::new();
 }

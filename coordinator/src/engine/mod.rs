@@ -1,0 +1,109 @@
+//! The coordinator engine: one task owning the libp2p swarm that starts DKGs,
+//! drives signing attempts (ROAST-style retries over signer subsets with fresh
+//! nonces, at most n − t + 1 attempts per message), and relays envelopes between
+//! nodes that cannot reach each other. It holds no key material: it only sees
+//! public packages and sealed shares.
+
+mod p2p;
+mod select;
+mod task;
+
+use std::sync::Arc;
+
+use quorate_protocol::{request::SignedRequest, roster::Roster, NodeId, NodeIdentity};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    error::CoordinatorError,
+    types::{KeyRecord, KeySpec, SignResult},
+};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The coordinator's node identity (signs envelopes; not a key share).
+    pub identity: Arc<NodeIdentity>,
+    /// The network roster.
+    pub roster: Roster,
+    /// libp2p listen addresses.
+    pub listen: Vec<String>,
+    /// Deadline of one signing attempt.
+    pub session_timeout_ms: u64,
+    /// Deadline of a DKG.
+    pub dkg_timeout_ms: u64,
+}
+
+/// A signer node as the coordinator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node id.
+    pub node: NodeId,
+    /// Roster name.
+    pub name: String,
+    /// Segment label.
+    pub segment: String,
+    /// Currently connected.
+    pub connected: bool,
+}
+
+pub(crate) enum Command {
+    CreateKey(KeySpec, oneshot::Sender<Result<KeyRecord, CoordinatorError>>),
+    Sign(KeyRecord, SignedRequest, oneshot::Sender<Result<SignResult, CoordinatorError>>),
+    Nodes(oneshot::Sender<Vec<NodeStatus>>),
+    ListenAddrs(oneshot::Sender<Vec<String>>),
+    Shutdown,
+}
+
+/// Handle to the engine task. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Engine {
+    /// Starts the engine on the current tokio runtime.
+    pub fn spawn(config: EngineConfig) -> Result<Self, CoordinatorError> {
+        let (tx, rx) = mpsc::channel(256);
+        let task = task::Task::new(config, rx)?;
+        tokio::spawn(task.run());
+        Ok(Self { tx })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, CoordinatorError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| CoordinatorError::Shutdown)?;
+        rx.await.map_err(|_| CoordinatorError::Shutdown)
+    }
+
+    /// Runs a DKG among the chosen nodes and returns the new key's public record.
+    pub async fn create_key(&self, spec: KeySpec) -> Result<KeyRecord, CoordinatorError> {
+        self.call(|tx| Command::CreateKey(spec, tx)).await?
+    }
+
+    /// Signs every message of a client's signed request with `key`.
+    pub async fn sign(&self, key: KeyRecord, request: SignedRequest) -> Result<SignResult, CoordinatorError> {
+        request
+            .verify_client()
+            .map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+        if request.request.key_id != key.key_id() {
+            return Err(CoordinatorError::BadRequest("request names another key".into()));
+        }
+        self.call(|tx| Command::Sign(key, request, tx)).await?
+    }
+
+    /// Signer nodes and whether they are connected.
+    pub async fn nodes(&self) -> Vec<NodeStatus> {
+        self.call(Command::Nodes).await.unwrap_or_default()
+    }
+
+    /// Addresses the engine listens on.
+    pub async fn listen_addrs(&self) -> Vec<String> {
+        self.call(Command::ListenAddrs).await.unwrap_or_default()
+    }
+
+    /// Stops the engine; running jobs fail with [`CoordinatorError::Shutdown`].
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown).await;
+    }
+}

@@ -1,0 +1,123 @@
+//! The coordinator's libp2p endpoint: the same transport as the nodes (TCP and
+//! QUIC, Noise, Yamux, `/quorate/dkg/1` and `/quorate/sign/1` request-response with
+//! the protocol crate's framing), allowlisted to the roster.
+
+use std::time::Duration;
+
+use libp2p::{
+    allow_block_list, identify, ping,
+    request_response::{self, ProtocolSupport},
+    PeerId, StreamProtocol, Swarm,
+};
+use quorate_protocol::{
+    wire::frame::{self, Ack, Frame},
+    NodeId, NodeIdentity, Round,
+};
+
+pub(crate) const DKG: StreamProtocol = StreamProtocol::new("/quorate/dkg/1");
+pub(crate) const SIGN: StreamProtocol = StreamProtocol::new("/quorate/sign/1");
+
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Codec;
+
+impl request_response::Codec for Codec {
+    type Protocol = StreamProtocol;
+    type Request = Frame;
+    type Response = Ack;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Frame>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        frame::read_frame(io).await
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> std::io::Result<Ack>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        frame::read_ack(io).await
+    }
+
+    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Frame) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        frame::write_frame(io, &req).await
+    }
+
+    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Ack) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        frame::write_ack(io, &res).await
+    }
+}
+
+pub(crate) use behaviour::{Behaviour, BehaviourEvent};
+
+#[allow(missing_docs)]
+mod behaviour {
+    use libp2p::{allow_block_list, identify, ping, request_response, swarm::NetworkBehaviour};
+
+    #[derive(NetworkBehaviour)]
+    pub(crate) struct Behaviour {
+        pub(crate) allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+        pub(crate) identify: identify::Behaviour,
+        pub(crate) ping: ping::Behaviour,
+        pub(crate) dkg: request_response::Behaviour<super::Codec>,
+        pub(crate) sign: request_response::Behaviour<super::Codec>,
+    }
+}
+
+/// libp2p peer id of a node id (the same Ed25519 key).
+pub(crate) fn peer_id(node: &NodeId) -> Option<PeerId> {
+    let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(node.as_bytes()).ok()?;
+    Some(PeerId::from_public_key(&libp2p::identity::PublicKey::from(key)))
+}
+
+pub(crate) fn build(identity: &NodeIdentity, allowed: &[PeerId]) -> Result<Swarm<Behaviour>, String> {
+    let secret = identity.to_secret_bytes();
+    let mut ed = [0u8; 32];
+    ed.copy_from_slice(&secret[..32]);
+    let key = libp2p::identity::Keypair::ed25519_from_bytes(ed).map_err(|e| e.to_string())?;
+    let rr = request_response::Config::default()
+        .with_request_timeout(Duration::from_secs(10))
+        .with_max_concurrent_streams(256);
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .map_err(|e| format!("tcp transport: {e}"))?
+        .with_quic()
+        .with_behaviour(|key| Behaviour {
+            allow: allow_block_list::Behaviour::default(),
+            identify: identify::Behaviour::new(identify::Config::new("/quorate/1".into(), key.public())),
+            ping: ping::Behaviour::new(ping::Config::new()),
+            dkg: request_response::Behaviour::with_codec(Codec, [(DKG, ProtocolSupport::Full)], rr.clone()),
+            sign: request_response::Behaviour::with_codec(Codec, [(SIGN, ProtocolSupport::Full)], rr),
+        })
+        .map_err(|e| format!("behaviour: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
+    for p in allowed {
+        swarm.behaviour_mut().allow.allow_peer(*p);
+    }
+    Ok(swarm)
+}
+
+/// Sends on the frame's protocol family.
+pub(crate) fn send(swarm: &mut Swarm<Behaviour>, peer: &PeerId, frame: Frame) -> request_response::OutboundRequestId {
+    let dkg = matches!(
+        frame.envelope().round,
+        Round::DkgStart | Round::DkgRound1 | Round::DkgEcho | Round::DkgRound2 | Round::DkgConfirm | Round::DkgComplete
+    );
+    if dkg {
+        swarm.behaviour_mut().dkg.send_request(peer, frame)
+    } else {
+        swarm.behaviour_mut().sign.send_request(peer, frame)
+    }
+}

@@ -1,0 +1,591 @@
+//! The engine's event loop.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use futures::StreamExt;
+use libp2p::{request_response, swarm::SwarmEvent, PeerId, Swarm};
+use quorate_protocol::{
+    aggregate::AggregatorConfig,
+    request::SignedRequest,
+    roster::Roster,
+    wire::frame::{Ack, Frame},
+    Aggregator, Envelope, GroupPublic, Input, KeyId, NodeId, NodeIdentity, Output, Payload,
+    ProtocolError, SessionId, SignTarget, TimerId, Timestamp,
+};
+use rand_core::{OsRng, RngCore};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    p2p::{self, Behaviour, BehaviourEvent},
+    select::{self, Candidate},
+    Command, EngineConfig, NodeStatus,
+};
+use crate::{
+    error::CoordinatorError,
+    types::{Attempt, KeyRecord, KeySpec, MessageSignature, Participants, SignResult},
+};
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn random_session() -> SessionId {
+    let mut s = [0u8; 32];
+    OsRng.fill_bytes(&mut s);
+    SessionId(s)
+}
+
+struct DkgRun {
+    participants: Vec<NodeId>,
+    reports: BTreeMap<NodeId, GroupPublic>,
+    deadline: Instant,
+    reply: Option<oneshot::Sender<Result<KeyRecord, CoordinatorError>>>,
+}
+
+struct AttemptRun {
+    session: SessionId,
+    aggregator: Aggregator,
+    signers: Vec<NodeId>,
+    deadline: Instant,
+}
+
+struct SignJob {
+    key: KeyRecord,
+    request: SignedRequest,
+    next_message: usize,
+    signatures: Vec<MessageSignature>,
+    attempts: Vec<Attempt>,
+    attempts_this_message: usize,
+    excluded: BTreeSet<NodeId>,
+    refusals: Vec<(NodeId, String)>,
+    current: Option<AttemptRun>,
+    reply: Option<oneshot::Sender<Result<SignResult, CoordinatorError>>>,
+}
+
+pub(crate) struct Task {
+    identity: std::sync::Arc<NodeIdentity>,
+    me: NodeId,
+    roster: Roster,
+    swarm: Swarm<Behaviour>,
+    rx: mpsc::Receiver<Command>,
+    session_timeout: Duration,
+    dkg_timeout: Duration,
+    connected: BTreeSet<PeerId>,
+    dkgs: BTreeMap<SessionId, DkgRun>,
+    jobs: BTreeMap<u64, SignJob>,
+    next_job: u64,
+    session_job: BTreeMap<SessionId, u64>,
+    outbound: BTreeMap<request_response::OutboundRequestId, (SessionId, NodeId)>,
+}
+
+impl Task {
+    pub(crate) fn new(config: EngineConfig, rx: mpsc::Receiver<Command>) -> Result<Self, CoordinatorError> {
+        let me = config.identity.node_id();
+        if !config.roster.is_coordinator(&me) {
+            return Err(CoordinatorError::Transport(format!("this coordinator ({me}) is not in the roster")));
+        }
+        let mut allowed = Vec::new();
+        for p in config.roster.peers() {
+            if p.node == me {
+                continue;
+            }
+            let id = p2p::peer_id(&p.node)
+                .ok_or_else(|| CoordinatorError::Transport(format!("{}: bad node id", p.name)))?;
+            allowed.push(id);
+        }
+        let mut swarm = p2p::build(&config.identity, &allowed).map_err(CoordinatorError::Transport)?;
+        for p in config.roster.peers() {
+            let Some(id) = p2p::peer_id(&p.node) else { continue };
+            for a in &p.addresses {
+                let addr = a
+                    .parse()
+                    .map_err(|e| CoordinatorError::Transport(format!("{}: address {a}: {e}", p.name)))?;
+                swarm.add_peer_address(id, addr);
+            }
+        }
+        for a in &config.listen {
+            let addr = a.parse().map_err(|e| CoordinatorError::Transport(format!("listen {a}: {e}")))?;
+            swarm
+                .listen_on(addr)
+                .map_err(|e| CoordinatorError::Transport(format!("listen {a}: {e}")))?;
+        }
+        Ok(Self {
+            identity: config.identity,
+            me,
+            roster: config.roster,
+            swarm,
+            rx,
+            session_timeout: Duration::from_millis(config.session_timeout_ms),
+            dkg_timeout: Duration::from_millis(config.dkg_timeout_ms),
+            connected: BTreeSet::new(),
+            dkgs: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            next_job: 0,
+            session_job: BTreeMap::new(),
+            outbound: BTreeMap::new(),
+        })
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm(event),
+                cmd = self.rx.recv() => match cmd {
+                    Some(Command::Shutdown) | None => break,
+                    Some(c) => self.on_command(c),
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        for (_, d) in std::mem::take(&mut self.dkgs) {
+            if let Some(r) = d.reply {
+                let _ = r.send(Err(CoordinatorError::Shutdown));
+            }
+        }
+        for (_, j) in std::mem::take(&mut self.jobs) {
+            if let Some(r) = j.reply {
+                let _ = r.send(Err(CoordinatorError::Shutdown));
+            }
+        }
+    }
+
+    fn candidates(&self, among: Option<&[NodeId]>) -> Vec<Candidate> {
+        self.roster
+            .signers()
+            .filter(|p| among.is_none_or(|a| a.contains(&p.node)))
+            .map(|p| Candidate {
+                node: p.node,
+                segment: p.signer.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
+                connected: p2p::peer_id(&p.node).is_some_and(|id| self.connected.contains(&id)),
+            })
+            .collect()
+    }
+
+    fn send(&mut self, to: &NodeId, frame: Frame) -> Option<request_response::OutboundRequestId> {
+        let peer = p2p::peer_id(to)?;
+        Some(p2p::send(&mut self.swarm, &peer, frame))
+    }
+
+    // ------------------------------------------------------------------ commands
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::CreateKey(spec, reply) => {
+                if let Err(e) = self.start_dkg(spec, reply) {
+                    tracing::warn!(error = %e, "DKG not started");
+                }
+            }
+            Command::Sign(key, request, reply) => {
+                let id = self.next_job;
+                self.next_job += 1;
+                self.jobs.insert(
+                    id,
+                    SignJob {
+                        key,
+                        request,
+                        next_message: 0,
+                        signatures: Vec::new(),
+                        attempts: Vec::new(),
+                        attempts_this_message: 0,
+                        excluded: BTreeSet::new(),
+                        refusals: Vec::new(),
+                        current: None,
+                        reply: Some(reply),
+                    },
+                );
+                self.next_attempt(id);
+            }
+            Command::Nodes(reply) => {
+                let nodes = self
+                    .roster
+                    .signers()
+                    .map(|p| NodeStatus {
+                        node: p.node,
+                        name: p.name.clone(),
+                        segment: p.signer.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
+                        connected: p2p::peer_id(&p.node).is_some_and(|id| self.connected.contains(&id)),
+                    })
+                    .collect();
+                let _ = reply.send(nodes);
+            }
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.swarm.listeners().map(|a| a.to_string()).collect());
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn start_dkg(
+        &mut self,
+        spec: KeySpec,
+        reply: oneshot::Sender<Result<KeyRecord, CoordinatorError>>,
+    ) -> Result<(), String> {
+        let fail = |reply: oneshot::Sender<Result<KeyRecord, CoordinatorError>>, msg: String| {
+            let _ = reply.send(Err(CoordinatorError::InvalidSpec(msg.clone())));
+            Err(msg)
+        };
+        let participants = match &spec.participants {
+            Participants::Nodes(nodes) => {
+                if let Some(n) = nodes.iter().find(|n| self.roster.by_node(n).and_then(|p| p.signer.as_ref()).is_none()) {
+                    return fail(reply, format!("participant {n} is not a signer in the roster"));
+                }
+                nodes.clone()
+            }
+            Participants::Spanning { n, min_segments } => {
+                let c = self.candidates(None);
+                let Some(chosen) = select::pick(&c, *n) else {
+                    return fail(reply, format!("{n} participants requested but the roster has {}", c.len()));
+                };
+                if select::segments_spanned(&c, &chosen) < *min_segments {
+                    return fail(reply, format!("cannot span {min_segments} segments with {n} nodes"));
+                }
+                chosen
+            }
+        };
+        let committee = match self.roster.committee(Some(&participants)) {
+            Ok(c) => c,
+            Err(e) => return fail(reply, e.to_string()),
+        };
+        if spec.threshold < 2 || usize::from(spec.threshold) > committee.len() {
+            return fail(reply, format!("threshold {} must be between 2 and {}", spec.threshold, committee.len()));
+        }
+        let mut key = [0u8; 16];
+        OsRng.fill_bytes(&mut key);
+        let session = random_session();
+        let env = Envelope::seal(
+            &self.identity,
+            spec.ciphersuite,
+            KeyId(key),
+            session,
+            Payload::DkgStart {
+                threshold: spec.threshold,
+                committee,
+                timeout_ms: u64::try_from(self.dkg_timeout.as_millis()).unwrap_or(u64::MAX),
+            },
+        );
+        for n in &participants {
+            if let Some(id) = self.send(n, Frame::Deliver(env.clone())) {
+                self.outbound.insert(id, (session, *n));
+            }
+        }
+        tracing::info!(%session, suite = %spec.ciphersuite, t = spec.threshold, n = participants.len(), "DKG started");
+        self.dkgs.insert(
+            session,
+            DkgRun { participants, reports: BTreeMap::new(), deadline: Instant::now() + self.dkg_timeout, reply: Some(reply) },
+        );
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ network
+
+    fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.connected.insert(peer_id);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.connected.remove(&peer_id);
+            }
+            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "coordinator listening"),
+            SwarmEvent::Behaviour(BehaviourEvent::Dkg(e)) => self.on_rr(e, true),
+            SwarmEvent::Behaviour(BehaviourEvent::Sign(e)) => self.on_rr(e, false),
+            _ => {}
+        }
+    }
+
+    fn on_rr(&mut self, event: request_response::Event<Frame, Ack>, dkg: bool) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            } => {
+                let ack = self.on_frame(&peer, request);
+                let rr = if dkg { &mut self.swarm.behaviour_mut().dkg } else { &mut self.swarm.behaviour_mut().sign };
+                let _ = rr.send_response(channel, ack);
+            }
+            request_response::Event::Message {
+                message: request_response::Message::Response { request_id, response },
+                ..
+            } => {
+                if let (Some((session, node)), Ack::Rejected { reason, detail }) = (self.outbound.remove(&request_id), response) {
+                    tracing::warn!(%node, %reason, %detail, "node refused");
+                    self.on_refusal(session, node, reason);
+                }
+            }
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some((session, node)) = self.outbound.remove(&request_id) {
+                    tracing::warn!(%node, %error, "node unreachable");
+                    self.on_refusal(session, node, format!("unreachable: {error}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_frame(&mut self, peer: &PeerId, frame: Frame) -> Ack {
+        let Some(from) = self
+            .roster
+            .peers()
+            .iter()
+            .find(|p| p2p::peer_id(&p.node).as_ref() == Some(peer))
+            .map(|p| p.node)
+        else {
+            return Ack::Rejected { reason: "unknown_peer".into(), detail: "not in the roster".into() };
+        };
+        match frame {
+            Frame::Relay { to, envelope } => {
+                if envelope.sender != from {
+                    return Ack::Rejected { reason: "sender_mismatch".into(), detail: "relay only your own envelopes".into() };
+                }
+                if self.roster.by_node(&to).and_then(|p| p.signer.as_ref()).is_none() {
+                    return Ack::Rejected { reason: "unknown_recipient".into(), detail: format!("{to} is not a signer") };
+                }
+                self.send(&to, Frame::Deliver(envelope));
+                Ack::Accepted
+            }
+            Frame::Deliver(env) => {
+                if env.sender != from {
+                    return Ack::Rejected { reason: "sender_mismatch".into(), detail: "envelope sender is not the peer".into() };
+                }
+                if let Err(e) = env.verify() {
+                    return Ack::Rejected { reason: "bad_signature".into(), detail: e.to_string() };
+                }
+                self.on_envelope(env);
+                Ack::Accepted
+            }
+        }
+    }
+
+    fn on_envelope(&mut self, env: Envelope) {
+        if let Payload::DkgComplete { public } = &env.payload {
+            let public = public.clone();
+            self.on_dkg_report(env.session, env.sender, public);
+            return;
+        }
+        let Some(job_id) = self.session_job.get(&env.session).copied() else {
+            return;
+        };
+        let now = Timestamp(0);
+        let result = {
+            let Some(run) = self.jobs.get_mut(&job_id).and_then(|j| j.current.as_mut()) else {
+                return;
+            };
+            if run.session != env.session {
+                return;
+            }
+            run.aggregator.handle(now, Input::Message(env), &mut OsRng)
+        };
+        self.on_aggregator_result(job_id, result);
+    }
+
+    // ------------------------------------------------------------------ DKG
+
+    fn on_dkg_report(&mut self, session: SessionId, from: NodeId, public: GroupPublic) {
+        let Some(run) = self.dkgs.get_mut(&session) else { return };
+        if !run.participants.contains(&from) {
+            return;
+        }
+        run.reports.insert(from, public);
+        if run.reports.len() < run.participants.len() {
+            return;
+        }
+        let Some(run) = self.dkgs.remove(&session) else { return };
+        let first = run.reports.values().next().cloned();
+        let result = match first {
+            Some(p) if run.reports.values().all(|r| *r == p) => {
+                tracing::info!(key = %p.key_id, suite = %p.suite, "key generated");
+                Ok(KeyRecord { public: p, created_at_ms: unix_ms() })
+            }
+            _ => Err(CoordinatorError::DkgFailed {
+                reason: "participants reported different group keys".into(),
+                culprits: Vec::new(),
+            }),
+        };
+        if let Some(r) = run.reply {
+            let _ = r.send(result);
+        }
+    }
+
+    // ------------------------------------------------------------------ signing
+
+    fn finish_job(&mut self, job_id: u64, result: Result<(), CoordinatorError>) {
+        let Some(mut job) = self.jobs.remove(&job_id) else { return };
+        if let Some(run) = job.current.take() {
+            self.session_job.remove(&run.session);
+        }
+        let out = result.map(|()| SignResult { signatures: job.signatures, attempts: job.attempts });
+        if let Some(r) = job.reply.take() {
+            let _ = r.send(out);
+        }
+    }
+
+    /// Starts the next attempt for the job's current message (or finishes the job).
+    fn next_attempt(&mut self, job_id: u64) {
+        let Some(job) = self.jobs.get(&job_id) else { return };
+        if job.next_message >= job.request.request.messages.len() {
+            self.finish_job(job_id, Ok(()));
+            return;
+        }
+        let public = job.key.public.clone();
+        let t = usize::from(public.threshold);
+        let n = public.members.len();
+        if job.attempts_this_message >= n.saturating_sub(t) + 1 {
+            let err = give_up(job, n - job.excluded.len(), t);
+            self.finish_job(job_id, Err(err));
+            return;
+        }
+        let members: Vec<NodeId> = public.members.keys().filter(|m| !job.excluded.contains(m)).copied().collect();
+        let candidates = self.candidates(Some(&members));
+        let Some(signers) = select::pick(&candidates, t) else {
+            let err = give_up(job, candidates.len(), t);
+            self.finish_job(job_id, Err(err));
+            return;
+        };
+        let message = job.request.request.messages[job.next_message].clone();
+        let session = random_session();
+        let aggregator = Aggregator::new(
+            self.identity.clone(),
+            &public,
+            AggregatorConfig {
+                session,
+                signers: signers.clone(),
+                target: SignTarget { message, tweak: job.request.request.tweak },
+                request: job.request.encode(),
+                timeout_ms: u64::try_from(self.session_timeout.as_millis()).unwrap_or(u64::MAX),
+            },
+        );
+        let mut aggregator = match aggregator {
+            Ok(a) => a,
+            Err(e) => {
+                self.finish_job(job_id, Err(CoordinatorError::BadRequest(e.to_string())));
+                return;
+            }
+        };
+        let outputs = aggregator.handle(Timestamp(0), Input::Start, &mut OsRng);
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.attempts_this_message += 1;
+            job.current = Some(AttemptRun { session, aggregator, signers, deadline: Instant::now() + self.session_timeout });
+        }
+        self.session_job.insert(session, job_id);
+        tracing::debug!(%session, "signing attempt started");
+        self.on_aggregator_result(job_id, outputs);
+    }
+
+    fn on_aggregator_result(
+        &mut self,
+        job_id: u64,
+        result: Result<Vec<Output<quorate_protocol::SignatureBytes>>, ProtocolError>,
+    ) {
+        match result {
+            Ok(outputs) => {
+                for o in outputs {
+                    match o {
+                        Output::Send { to, msg } => {
+                            let session = msg.session;
+                            if let Some(id) = self.send(&to, Frame::Deliver(msg)) {
+                                self.outbound.insert(id, (session, to));
+                            }
+                        }
+                        Output::Done(sig) => self.attempt_succeeded(job_id, sig),
+                        Output::SetTimer { .. } => {}
+                    }
+                }
+            }
+            Err(e) if e.is_fatal() => {
+                let outcome = match &e {
+                    ProtocolError::Aborted { fault: quorate_protocol::Fault::Timeout, .. } => "timeout",
+                    _ => "blamed",
+                };
+                self.attempt_failed(job_id, outcome, e.culprits(), None);
+            }
+            Err(e) => tracing::debug!(error = %e, "message dropped"),
+        }
+    }
+
+    fn attempt_succeeded(&mut self, job_id: u64, sig: quorate_protocol::SignatureBytes) {
+        let Some(job) = self.jobs.get_mut(&job_id) else { return };
+        let Some(run) = job.current.take() else { return };
+        self.session_job.remove(&run.session);
+        let message = job.request.request.messages[job.next_message].clone();
+        job.attempts.push(Attempt { signers: run.signers, outcome: "signed".into(), blamed: Vec::new(), refused: Vec::new() });
+        job.signatures.push(MessageSignature { message, signature: sig });
+        job.next_message += 1;
+        job.attempts_this_message = 0;
+        self.next_attempt(job_id);
+    }
+
+    fn attempt_failed(&mut self, job_id: u64, outcome: &str, blamed: Vec<NodeId>, refused: Option<(NodeId, String)>) {
+        let Some(job) = self.jobs.get_mut(&job_id) else { return };
+        let Some(run) = job.current.take() else { return };
+        self.session_job.remove(&run.session);
+        tracing::warn!(session = %run.session, outcome, ?blamed, ?refused, "signing attempt failed; retrying with another subset");
+        for b in &blamed {
+            job.excluded.insert(*b);
+        }
+        let mut refused_list = Vec::new();
+        if let Some((node, reason)) = refused {
+            job.excluded.insert(node);
+            job.refusals.push((node, reason.clone()));
+            refused_list.push((node, reason));
+        }
+        job.attempts.push(Attempt { signers: run.signers, outcome: outcome.into(), blamed, refused: refused_list });
+        self.next_attempt(job_id);
+    }
+
+    fn on_refusal(&mut self, session: SessionId, node: NodeId, reason: String) {
+        if let Some(run) = self.dkgs.remove(&session) {
+            if let Some(r) = run.reply {
+                let _ = r.send(Err(CoordinatorError::DkgFailed { reason: format!("{node} refused: {reason}"), culprits: vec![node] }));
+            }
+            return;
+        }
+        if let Some(job_id) = self.session_job.get(&session).copied() {
+            self.attempt_failed(job_id, "refused", Vec::new(), Some((node, reason)));
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<SessionId> = self.dkgs.iter().filter(|(_, d)| d.deadline <= now).map(|(s, _)| *s).collect();
+        for s in expired {
+            if let Some(run) = self.dkgs.remove(&s) {
+                let missing: Vec<NodeId> = run.participants.iter().filter(|p| !run.reports.contains_key(p)).copied().collect();
+                if let Some(r) = run.reply {
+                    let _ = r.send(Err(CoordinatorError::DkgFailed { reason: "deadline passed".into(), culprits: missing }));
+                }
+            }
+        }
+        let due: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.current.as_ref().is_some_and(|r| r.deadline <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for job_id in due {
+            let result = match self.jobs.get_mut(&job_id).and_then(|j| j.current.as_mut()) {
+                Some(run) => run.aggregator.handle(Timestamp(0), Input::Timeout(TimerId::Deadline), &mut OsRng),
+                None => continue,
+            };
+            self.on_aggregator_result(job_id, result);
+        }
+        let _ = self.me;
+    }
+}
+
+/// Why a job cannot continue: policy refusals take precedence (they say what to
+/// fix), otherwise too few reachable signers.
+fn give_up(job: &SignJob, available: usize, needed: usize) -> CoordinatorError {
+    if job.refusals.iter().any(|(_, r)| r.starts_with("policy:")) {
+        CoordinatorError::Refused { refusals: job.refusals.clone(), attempts: job.attempts.clone() }
+    } else {
+        CoordinatorError::NotEnoughSigners { available, needed, attempts: job.attempts.clone() }
+    }
+}

@@ -1,0 +1,70 @@
+//! The coordinator crate's error type.
+
+use quorate_protocol::NodeId;
+
+use crate::types::Attempt;
+
+/// Everything the coordinator engine, API and client can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoordinatorError {
+    /// The key specification cannot be satisfied or is malformed.
+    #[error("invalid key specification: {0}")]
+    InvalidSpec(String),
+    /// Fewer reachable, non-excluded signers than the threshold.
+    #[error("not enough reachable signers: {available} available, {needed} needed")]
+    NotEnoughSigners {
+        /// Signers still eligible.
+        available: usize,
+        /// Threshold.
+        needed: usize,
+        /// Attempts made before giving up.
+        attempts: Vec<Attempt>,
+    },
+    /// Every eligible signer refused (policy), so no quorum is possible.
+    #[error("refused by signer policy: {}", .refusals.iter().map(|(n, r)| format!("{n}: {r}")).collect::<Vec<_>>().join(", "))]
+    Refused {
+        /// Who refused and why.
+        refusals: Vec<(NodeId, String)>,
+        /// Attempts made.
+        attempts: Vec<Attempt>,
+    },
+    /// The DKG aborted; culprits are named when known.
+    #[error("key generation failed: {reason}")]
+    DkgFailed {
+        /// What happened.
+        reason: String,
+        /// Participants blamed.
+        culprits: Vec<NodeId>,
+    },
+    /// The signed client request is malformed or its signature does not verify.
+    #[error("invalid client request: {0}")]
+    BadRequest(String),
+    /// Transport setup failed.
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The engine has stopped.
+    #[error("coordinator is shutting down")]
+    Shutdown,
+    /// Storage failure.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The key id names no key this coordinator (or backend) knows.
+    #[error("unknown key {0}")]
+    UnknownKey(quorate_protocol::KeyId),
+    /// The client signature over the request does not verify, or the client key is
+    /// not registered.
+    #[error("bad client signature: {0}")]
+    BadClientSignature(String),
+    /// The request's expiry time has passed.
+    #[error("request expired at {expires_at_ms} ms (now {now_ms} ms)")]
+    ExpiredRequest {
+        /// The request's `expires_at_ms`.
+        expires_at_ms: u64,
+        /// The time it was checked.
+        now_ms: u64,
+    },
+    /// Configuration is invalid; the message names the field.
+    #[error("configuration: {0}")]
+    Config(String),
+}
