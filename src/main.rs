@@ -2,6 +2,7 @@
 //! the crates.
 #![forbid(unsafe_code)]
 
+mod coordinator_cmd;
 mod devnet;
 mod node_cmd;
 
@@ -27,6 +28,32 @@ enum Command {
     /// Verify and export audit logs.
     #[command(subcommand)]
     Audit(node_cmd::AuditCmd),
+    /// Run the coordinator (HTTP API for exchanges + libp2p engine).
+    Coordinator(coordinator_cmd::CoordinatorArgs),
+    /// Talk to a coordinator: keys, signing, verification.
+    Client(coordinator_cmd::ClientArgs),
+    /// Run the deterministic network simulator on a scenario file.
+    Sim(quorate_sim::cli::SimArgs),
+    /// Measure crypto costs on this host and write a simulator cost table.
+    SimCalibrate {
+        /// Output TOML file.
+        #[arg(long, default_value = "costs.toml")]
+        out: std::path::PathBuf,
+    },
+}
+
+/// Installs the tracing subscriber (pretty or JSON), honouring `RUST_LOG`.
+pub(crate) fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn"));
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +62,16 @@ fn main() -> anyhow::Result<()> {
         Command::Node(args) => node_cmd::node(&args),
         Command::Keystore(cmd) => node_cmd::keystore(cmd),
         Command::Audit(cmd) => node_cmd::audit(cmd),
+        Command::Coordinator(args) => coordinator_cmd::coordinator(&args),
+        Command::Client(args) => coordinator_cmd::client(args),
+        Command::Sim(args) => {
+            quorate_sim::cli::run(args)?;
+            Ok(())
+        }
+        Command::SimCalibrate { out } => {
+            quorate_sim::cli::calibrate(&out)?;
+            println!("cost table written to {}", out.display());
+            Ok(())
+        }
     }
 }

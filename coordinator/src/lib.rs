@@ -2,8 +2,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod api;
+pub mod backend;
+pub mod client;
+pub mod config;
 pub mod engine;
 pub mod error;
+pub mod run;
+pub mod service;
+pub mod store;
 pub mod types;
 
 pub use engine::{Engine, EngineConfig, NodeStatus};

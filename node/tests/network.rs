@@ -178,7 +178,8 @@ impl RawPeer {
     fn new(net: &Net, identity: &NodeIdentity) -> Self {
         let roster = Roster::from_toml(&net.roster_text).expect("roster");
         let peers: Vec<PeerId> = roster.peers().iter().map(|p| p.peer_id).collect();
-        let mut swarm = transport::build_swarm(identity, peers, transport::Limits::default()).expect("swarm");
+        let mut swarm =
+            transport::build_swarm(identity, peers, transport::Limits::default()).expect("swarm");
         for p in roster.peers() {
             for a in &p.addresses {
                 swarm.add_peer_address(p.peer_id, a.clone());
@@ -197,16 +198,22 @@ impl RawPeer {
                 .await
                 .map_err(|_| "timeout".to_string())?;
             let ev = match event {
-                SwarmEvent::Behaviour(BehaviourEvent::Dkg(e)) | SwarmEvent::Behaviour(BehaviourEvent::Sign(e)) => e,
+                SwarmEvent::Behaviour(BehaviourEvent::Dkg(e))
+                | SwarmEvent::Behaviour(BehaviourEvent::Sign(e)) => e,
                 _ => continue,
             };
             match ev {
                 request_response::Event::Message {
-                    message: request_response::Message::Response { response, request_id }, ..
+                    message:
+                        request_response::Message::Response {
+                            response,
+                            request_id,
+                        },
+                    ..
                 } if request_id == id => return Ok(response),
-                request_response::Event::OutboundFailure { error, request_id, .. } if request_id == id => {
-                    return Err(error.to_string())
-                }
+                request_response::Event::OutboundFailure {
+                    error, request_id, ..
+                } if request_id == id => return Err(error.to_string()),
                 _ => {}
             }
         }
@@ -215,7 +222,9 @@ impl RawPeer {
 
 async fn started(net: &Net, routing: Routing) -> (Vec<NodeHandle>, Vec<Metrics>, Engine) {
     let metrics: Vec<Metrics> = net.ids.iter().map(|_| Metrics::default()).collect();
-    let nodes: Vec<NodeHandle> = (0..net.ids.len()).map(|i| net.start(i, routing, metrics[i].clone())).collect();
+    let nodes: Vec<NodeHandle> = (0..net.ids.len())
+        .map(|i| net.start(i, routing, metrics[i].clone()))
+        .collect();
     let engine = Engine::spawn(EngineConfig {
         identity: net.coordinator.clone(),
         roster: quorate_protocol::roster::Roster::from_toml(&net.roster_text).expect("roster"),
@@ -234,7 +243,11 @@ fn node_ids(net: &Net) -> Vec<NodeId> {
 
 async fn dkg(engine: &Engine, nodes: &[NodeId], suite: Ciphersuite, t: u16) -> KeyRecord {
     engine
-        .create_key(KeySpec { ciphersuite: suite, threshold: t, participants: Participants::Nodes(nodes.to_vec()) })
+        .create_key(KeySpec {
+            ciphersuite: suite,
+            threshold: t,
+            participants: Participants::Nodes(nodes.to_vec()),
+        })
         .await
         .unwrap_or_else(|e| panic!("{suite} DKG: {e}"))
 }
@@ -255,13 +268,26 @@ async fn dkg_and_signing_over_libp2p_for_every_suite() {
     for suite in Ciphersuite::ALL {
         let key = dkg(&engine, &ids, suite, 3).await;
         for h in &nodes {
-            let held = h.keys().await.into_iter().find(|k| k.key_id == key.key_id()).expect("key");
+            let held = h
+                .keys()
+                .await
+                .into_iter()
+                .find(|k| k.key_id == key.key_id())
+                .expect("key");
             assert_eq!(held, key.public, "every node derived the same group key");
         }
         let msg = vec![0x42; 32];
-        let result = engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1000)).await.expect("sign");
+        let result = engine
+            .sign(
+                key.clone(),
+                net.request(key.key_id(), vec![msg.clone()], 1000),
+            )
+            .await
+            .expect("sign");
         assert_eq!(result.signatures.len(), 1);
-        key.public.verify(&msg, &result.signatures[0].signature.signature, None).expect("signature verifies");
+        key.public
+            .verify(&msg, &result.signatures[0].signature.signature, None)
+            .expect("signature verifies");
         assert_eq!(result.attempts.len(), 1, "{:?}", result.attempts);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -271,7 +297,10 @@ async fn dkg_and_signing_over_libp2p_for_every_suite() {
         .flat_map(|m| {
             m.render()
                 .lines()
-                .filter_map(|l| l.strip_prefix("quorate_sessions_total{kind=\"sign\",outcome=\"done\"} ").map(|v| v.parse::<u64>().expect("count")))
+                .filter_map(|l| {
+                    l.strip_prefix("quorate_sessions_total{kind=\"sign\",outcome=\"done\"} ")
+                        .map(|v| v.parse::<u64>().expect("count"))
+                })
                 .collect::<Vec<_>>()
         })
         .sum();
@@ -295,8 +324,16 @@ async fn segmented_nodes_run_dkg_and_sign_through_the_coordinator() {
     let ids = node_ids(&net);
     let key = dkg(&engine, &ids, Ciphersuite::Secp256k1Tr, 2).await;
     let msg = vec![7; 32];
-    let result = engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 10)).await.expect("sign");
-    key.public.verify(&msg, &result.signatures[0].signature.signature, None).expect("verifies");
+    let result = engine
+        .sign(
+            key.clone(),
+            net.request(key.key_id(), vec![msg.clone()], 10),
+        )
+        .await
+        .expect("sign");
+    key.public
+        .verify(&msg, &result.signatures[0].signature.signature, None)
+        .expect("verifies");
     engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
@@ -316,13 +353,24 @@ async fn stopped_node_is_routed_around_and_blamed() {
     h0.stop().await.expect("stop");
     h2.stop().await.expect("stop");
     let msgs = vec![vec![1; 32], vec![2; 32]];
-    let result = engine.sign(key.clone(), net.request(key.key_id(), msgs.clone(), 10)).await.expect("sign despite stopped nodes");
+    let result = engine
+        .sign(key.clone(), net.request(key.key_id(), msgs.clone(), 10))
+        .await
+        .expect("sign despite stopped nodes");
     for (m, s) in msgs.iter().zip(&result.signatures) {
-        key.public.verify(m, &s.signature.signature, None).expect("verifies");
+        key.public
+            .verify(m, &s.signature.signature, None)
+            .expect("verifies");
     }
-    let signed: Vec<_> = result.attempts.iter().filter(|a| a.outcome == "signed").collect();
+    let signed: Vec<_> = result
+        .attempts
+        .iter()
+        .filter(|a| a.outcome == "signed")
+        .collect();
     assert_eq!(signed.len(), 2, "{:?}", result.attempts);
-    assert!(signed.iter().all(|a| a.signers.iter().all(|s| !stopped.contains(s))));
+    assert!(signed
+        .iter()
+        .all(|a| a.signers.iter().all(|s| !stopped.contains(s))));
     engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
@@ -338,23 +386,47 @@ async fn refusals_are_typed_audited_and_counted() {
     let msg = vec![1; 32];
 
     // Over the per-request limit: every node refuses with the rule.
-    let err = engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 500_000_000)).await.expect_err("over limit");
+    let err = engine
+        .sign(
+            key.clone(),
+            net.request(key.key_id(), vec![msg.clone()], 500_000_000),
+        )
+        .await
+        .expect_err("over limit");
     match err {
         CoordinatorError::Refused { refusals, .. } => {
-            assert!(refusals.iter().all(|(_, r)| r == "policy:amount_limit"), "{refusals:?}")
+            assert!(
+                refusals.iter().all(|(_, r)| r == "policy:amount_limit"),
+                "{refusals:?}"
+            )
         }
         other => panic!("expected a policy refusal, got {other}"),
     }
     // An expired request.
     let mut expired = net.request(key.key_id(), vec![msg.clone()], 10).request;
     expired.expires_at_ms = unix_ms() - 1;
-    let err = engine.sign(key.clone(), expired.sign(&net.client)).await.expect_err("expired");
-    assert!(matches!(err, CoordinatorError::Refused { ref refusals, .. } if refusals.iter().all(|(_, r)| r == "policy:expired")), "{err}");
+    let err = engine
+        .sign(key.clone(), expired.sign(&net.client))
+        .await
+        .expect_err("expired");
+    assert!(
+        matches!(err, CoordinatorError::Refused { ref refusals, .. } if refusals.iter().all(|(_, r)| r == "policy:expired")),
+        "{err}"
+    );
     // A valid request signs.
-    engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 10)).await.expect("sign");
+    engine
+        .sign(
+            key.clone(),
+            net.request(key.key_id(), vec![msg.clone()], 10),
+        )
+        .await
+        .expect("sign");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let all: String = metrics.iter().map(Metrics::render).collect();
-    assert!(all.contains("quorate_policy_refusals_total{label=\"amount_limit\"} 1"), "{all}");
+    assert!(
+        all.contains("quorate_policy_refusals_total{label=\"amount_limit\"} 1"),
+        "{all}"
+    );
 
     // A coordinator altering the message: the client never signed it.
     let signed = net.request(key.key_id(), vec![msg.clone()], 10);
@@ -364,33 +436,66 @@ async fn refusals_are_typed_audited_and_counted() {
         Ciphersuite::Ed25519,
         key.key_id(),
         SessionId([7; 32]),
-        Payload::SignRequest { request: signed.encode(), message: vec![2; 32], tweak: None },
+        Payload::SignRequest {
+            request: signed.encode(),
+            message: vec![2; 32],
+            tweak: None,
+        },
     );
     engine.shutdown().await;
     let ack = raw.ask(&ids[0], Frame::Deliver(env)).await.expect("answer");
-    assert!(matches!(ack, Ack::Rejected { ref reason, .. } if reason == "request_mismatch"), "{ack:?}");
+    assert!(
+        matches!(ack, Ack::Rejected { ref reason, .. } if reason == "request_mismatch"),
+        "{ack:?}"
+    );
 
     // Spoofed sender: a roster member signs an envelope claiming to be node 2.
     let mut mallory = RawPeer::new(&net, &net.mallory);
-    let mut forged = Envelope::seal(&net.mallory, Ciphersuite::Ed25519, key.key_id(), SessionId([9; 32]), Payload::SignShare { share: vec![0; 32] });
+    let mut forged = Envelope::seal(
+        &net.mallory,
+        Ciphersuite::Ed25519,
+        key.key_id(),
+        SessionId([9; 32]),
+        Payload::SignShare { share: vec![0; 32] },
+    );
     forged.sender = ids[1];
-    let ack = mallory.ask(&ids[0], Frame::Deliver(forged)).await.expect("answer");
-    assert!(matches!(ack, Ack::Rejected { ref reason, .. } if reason == "sender_mismatch"), "{ack:?}");
+    let ack = mallory
+        .ask(&ids[0], Frame::Deliver(forged))
+        .await
+        .expect("answer");
+    assert!(
+        matches!(ack, Ack::Rejected { ref reason, .. } if reason == "sender_mismatch"),
+        "{ack:?}"
+    );
 
     // Unknown peer: not in the roster, the connection is refused before any traffic.
     let outsider = NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(99));
     let mut out = RawPeer::new(&net, &outsider);
-    let env = Envelope::seal(&outsider, Ciphersuite::Ed25519, key.key_id(), SessionId([8; 32]), Payload::SignShare { share: vec![0; 32] });
-    assert!(out.ask(&ids[0], Frame::Deliver(env)).await.is_err(), "outsider must get no answer");
+    let env = Envelope::seal(
+        &outsider,
+        Ciphersuite::Ed25519,
+        key.key_id(),
+        SessionId([8; 32]),
+        Payload::SignShare { share: vec![0; 32] },
+    );
+    assert!(
+        out.ask(&ids[0], Frame::Deliver(env)).await.is_err(),
+        "outsider must get no answer"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let m = metrics[0].render();
-    assert!(m.contains("quorate_rejected_messages_total{label=\"sender_mismatch\"} 1"), "{m}");
+    assert!(
+        m.contains("quorate_rejected_messages_total{label=\"sender_mismatch\"} 1"),
+        "{m}"
+    );
     assert!(!m.contains("quorate_rejected_peers_total 0"), "{m}");
 
     for h in nodes {
         h.stop().await.expect("stop");
     }
-    let kinds: String = (0..3).map(|i| audit_kinds(&net.audit_path(i)).join("\n")).collect();
+    let kinds: String = (0..3)
+        .map(|i| audit_kinds(&net.audit_path(i)).join("\n"))
+        .collect();
     assert!(kinds.contains("\"rule\":\"amount_limit\""), "{kinds}");
     assert!(kinds.contains("\"rule\":\"expired\""), "{kinds}");
 }
@@ -402,7 +507,10 @@ async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
     let (nodes, _, engine) = started(&net, Routing::Direct).await;
     let key = dkg(&engine, &ids, Ciphersuite::Secp256k1, 3).await;
     let msg = vec![3; 32];
-    let first = engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1)).await.expect("sign");
+    let first = engine
+        .sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1))
+        .await
+        .expect("sign");
     engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
@@ -410,11 +518,26 @@ async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Restart every node from its sealed keystore.
     let (nodes, _, engine) = started(&net, Routing::Direct).await;
-    assert!(nodes[0].keys().await.iter().any(|k| k.key_id == key.key_id()), "key survived restart");
-    let second = engine.sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1)).await.expect("sign after restart");
-    key.public.verify(&msg, &second.signatures[0].signature.signature, None).expect("verifies");
+    assert!(
+        nodes[0]
+            .keys()
+            .await
+            .iter()
+            .any(|k| k.key_id == key.key_id()),
+        "key survived restart"
+    );
+    let second = engine
+        .sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1))
+        .await
+        .expect("sign after restart");
+    key.public
+        .verify(&msg, &second.signatures[0].signature.signature, None)
+        .expect("verifies");
     // Same message, same signers: fresh nonces give a different signature.
-    assert_ne!(first.signatures[0].signature.signature, second.signatures[0].signature.signature);
+    assert_ne!(
+        first.signatures[0].signature.signature,
+        second.signatures[0].signature.signature
+    );
     engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");

@@ -48,8 +48,14 @@ pub struct NodeStatus {
 }
 
 pub(crate) enum Command {
-    CreateKey(KeySpec, oneshot::Sender<Result<KeyRecord, CoordinatorError>>),
-    Sign(KeyRecord, SignedRequest, oneshot::Sender<Result<SignResult, CoordinatorError>>),
+    CreateKey(
+        KeySpec,
+        oneshot::Sender<Result<KeyRecord, CoordinatorError>>,
+    ),
+    Sign(
+        Box<(KeyRecord, SignedRequest)>,
+        oneshot::Sender<Result<SignResult, CoordinatorError>>,
+    ),
     Nodes(oneshot::Sender<Vec<NodeStatus>>),
     ListenAddrs(oneshot::Sender<Vec<String>>),
     Shutdown,
@@ -70,9 +76,15 @@ impl Engine {
         Ok(Self { tx })
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, CoordinatorError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, CoordinatorError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| CoordinatorError::Shutdown)?;
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| CoordinatorError::Shutdown)?;
         rx.await.map_err(|_| CoordinatorError::Shutdown)
     }
 
@@ -82,14 +94,21 @@ impl Engine {
     }
 
     /// Signs every message of a client's signed request with `key`.
-    pub async fn sign(&self, key: KeyRecord, request: SignedRequest) -> Result<SignResult, CoordinatorError> {
+    pub async fn sign(
+        &self,
+        key: KeyRecord,
+        request: SignedRequest,
+    ) -> Result<SignResult, CoordinatorError> {
         request
             .verify_client()
             .map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
         if request.request.key_id != key.key_id() {
-            return Err(CoordinatorError::BadRequest("request names another key".into()));
+            return Err(CoordinatorError::BadRequest(
+                "request names another key".into(),
+            ));
         }
-        self.call(|tx| Command::Sign(key, request, tx)).await?
+        self.call(|tx| Command::Sign(Box::new((key, request)), tx))
+            .await?
     }
 
     /// Signer nodes and whether they are connected.
@@ -105,5 +124,22 @@ impl Engine {
     /// Stops the engine; running jobs fail with [`CoordinatorError::Shutdown`].
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown).await;
+    }
+}
+
+impl crate::backend::Backend for Engine {
+    fn create_key(
+        &self,
+        spec: KeySpec,
+    ) -> impl std::future::Future<Output = Result<KeyRecord, CoordinatorError>> + Send {
+        Engine::create_key(self, spec)
+    }
+
+    fn sign(
+        &self,
+        key: KeyRecord,
+        request: SignedRequest,
+    ) -> impl std::future::Future<Output = Result<SignResult, CoordinatorError>> + Send {
+        Engine::sign(self, key, request)
     }
 }

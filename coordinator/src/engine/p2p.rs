@@ -39,14 +39,24 @@ impl request_response::Codec for Codec {
         frame::read_ack(io).await
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Frame) -> std::io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Frame,
+    ) -> std::io::Result<()>
     where
         T: futures::AsyncWrite + Unpin + Send,
     {
         frame::write_frame(io, &req).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Ack) -> std::io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Ack,
+    ) -> std::io::Result<()>
     where
         T: futures::AsyncWrite + Unpin + Send,
     {
@@ -73,10 +83,15 @@ mod behaviour {
 /// libp2p peer id of a node id (the same Ed25519 key).
 pub(crate) fn peer_id(node: &NodeId) -> Option<PeerId> {
     let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(node.as_bytes()).ok()?;
-    Some(PeerId::from_public_key(&libp2p::identity::PublicKey::from(key)))
+    Some(PeerId::from_public_key(&libp2p::identity::PublicKey::from(
+        key,
+    )))
 }
 
-pub(crate) fn build(identity: &NodeIdentity, allowed: &[PeerId]) -> Result<Swarm<Behaviour>, String> {
+pub(crate) fn build(
+    identity: &NodeIdentity,
+    allowed: &[PeerId],
+) -> Result<Swarm<Behaviour>, String> {
     let secret = identity.to_secret_bytes();
     let mut ed = [0u8; 32];
     ed.copy_from_slice(&secret[..32]);
@@ -95,10 +110,21 @@ pub(crate) fn build(identity: &NodeIdentity, allowed: &[PeerId]) -> Result<Swarm
         .with_quic()
         .with_behaviour(|key| Behaviour {
             allow: allow_block_list::Behaviour::default(),
-            identify: identify::Behaviour::new(identify::Config::new("/quorate/1".into(), key.public())),
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/quorate/1".into(),
+                key.public(),
+            )),
             ping: ping::Behaviour::new(ping::Config::new()),
-            dkg: request_response::Behaviour::with_codec(Codec, [(DKG, ProtocolSupport::Full)], rr.clone()),
-            sign: request_response::Behaviour::with_codec(Codec, [(SIGN, ProtocolSupport::Full)], rr),
+            dkg: request_response::Behaviour::with_codec(
+                Codec,
+                [(DKG, ProtocolSupport::Full)],
+                rr.clone(),
+            ),
+            sign: request_response::Behaviour::with_codec(
+                Codec,
+                [(SIGN, ProtocolSupport::Full)],
+                rr,
+            ),
         })
         .map_err(|e| format!("behaviour: {e}"))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
@@ -110,10 +136,19 @@ pub(crate) fn build(identity: &NodeIdentity, allowed: &[PeerId]) -> Result<Swarm
 }
 
 /// Sends on the frame's protocol family.
-pub(crate) fn send(swarm: &mut Swarm<Behaviour>, peer: &PeerId, frame: Frame) -> request_response::OutboundRequestId {
+pub(crate) fn send(
+    swarm: &mut Swarm<Behaviour>,
+    peer: &PeerId,
+    frame: Frame,
+) -> request_response::OutboundRequestId {
     let dkg = matches!(
         frame.envelope().round,
-        Round::DkgStart | Round::DkgRound1 | Round::DkgEcho | Round::DkgRound2 | Round::DkgConfirm | Round::DkgComplete
+        Round::DkgStart
+            | Round::DkgRound1
+            | Round::DkgEcho
+            | Round::DkgRound2
+            | Round::DkgConfirm
+            | Round::DkgComplete
     );
     if dkg {
         swarm.behaviour_mut().dkg.send_request(peer, frame)

@@ -79,7 +79,11 @@ mod tests {
     use super::*;
 
     fn cand(i: u8, seg: &str, connected: bool) -> Candidate {
-        Candidate { node: NodeId([i; 32]), segment: seg.into(), connected }
+        Candidate {
+            node: NodeId([i; 32]),
+            segment: seg.into(),
+            connected,
+        }
     }
 
     #[test]
@@ -93,7 +97,10 @@ mod tests {
         ];
         let p = pick(&c, 3).expect("three");
         assert_eq!(segments_spanned(&c, &p), 3);
-        assert!(!p.contains(&NodeId([4; 32])), "unconnected node avoided: {p:?}");
+        assert!(
+            !p.contains(&NodeId([4; 32])),
+            "unconnected node avoided: {p:?}"
+        );
         assert!(pick(&c, 6).is_none());
         assert_eq!(pick(&c, 5).expect("all").len(), 5);
     }

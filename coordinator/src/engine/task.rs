@@ -85,10 +85,15 @@ pub(crate) struct Task {
 }
 
 impl Task {
-    pub(crate) fn new(config: EngineConfig, rx: mpsc::Receiver<Command>) -> Result<Self, CoordinatorError> {
+    pub(crate) fn new(
+        config: EngineConfig,
+        rx: mpsc::Receiver<Command>,
+    ) -> Result<Self, CoordinatorError> {
         let me = config.identity.node_id();
         if !config.roster.is_coordinator(&me) {
-            return Err(CoordinatorError::Transport(format!("this coordinator ({me}) is not in the roster")));
+            return Err(CoordinatorError::Transport(format!(
+                "this coordinator ({me}) is not in the roster"
+            )));
         }
         let mut allowed = Vec::new();
         for p in config.roster.peers() {
@@ -99,18 +104,23 @@ impl Task {
                 .ok_or_else(|| CoordinatorError::Transport(format!("{}: bad node id", p.name)))?;
             allowed.push(id);
         }
-        let mut swarm = p2p::build(&config.identity, &allowed).map_err(CoordinatorError::Transport)?;
+        let mut swarm =
+            p2p::build(&config.identity, &allowed).map_err(CoordinatorError::Transport)?;
         for p in config.roster.peers() {
-            let Some(id) = p2p::peer_id(&p.node) else { continue };
+            let Some(id) = p2p::peer_id(&p.node) else {
+                continue;
+            };
             for a in &p.addresses {
-                let addr = a
-                    .parse()
-                    .map_err(|e| CoordinatorError::Transport(format!("{}: address {a}: {e}", p.name)))?;
+                let addr = a.parse().map_err(|e| {
+                    CoordinatorError::Transport(format!("{}: address {a}: {e}", p.name))
+                })?;
                 swarm.add_peer_address(id, addr);
             }
         }
         for a in &config.listen {
-            let addr = a.parse().map_err(|e| CoordinatorError::Transport(format!("listen {a}: {e}")))?;
+            let addr = a
+                .parse()
+                .map_err(|e| CoordinatorError::Transport(format!("listen {a}: {e}")))?;
             swarm
                 .listen_on(addr)
                 .map_err(|e| CoordinatorError::Transport(format!("listen {a}: {e}")))?;
@@ -182,7 +192,8 @@ impl Task {
                     tracing::warn!(error = %e, "DKG not started");
                 }
             }
-            Command::Sign(key, request, reply) => {
+            Command::Sign(boxed, reply) => {
+                let (key, request) = *boxed;
                 let id = self.next_job;
                 self.next_job += 1;
                 self.jobs.insert(
@@ -210,7 +221,8 @@ impl Task {
                         node: p.node,
                         name: p.name.clone(),
                         segment: p.signer.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
-                        connected: p2p::peer_id(&p.node).is_some_and(|id| self.connected.contains(&id)),
+                        connected: p2p::peer_id(&p.node)
+                            .is_some_and(|id| self.connected.contains(&id)),
                     })
                     .collect();
                 let _ = reply.send(nodes);
@@ -233,18 +245,32 @@ impl Task {
         };
         let participants = match &spec.participants {
             Participants::Nodes(nodes) => {
-                if let Some(n) = nodes.iter().find(|n| self.roster.by_node(n).and_then(|p| p.signer.as_ref()).is_none()) {
-                    return fail(reply, format!("participant {n} is not a signer in the roster"));
+                if let Some(n) = nodes.iter().find(|n| {
+                    self.roster
+                        .by_node(n)
+                        .and_then(|p| p.signer.as_ref())
+                        .is_none()
+                }) {
+                    return fail(
+                        reply,
+                        format!("participant {n} is not a signer in the roster"),
+                    );
                 }
                 nodes.clone()
             }
             Participants::Spanning { n, min_segments } => {
                 let c = self.candidates(None);
                 let Some(chosen) = select::pick(&c, *n) else {
-                    return fail(reply, format!("{n} participants requested but the roster has {}", c.len()));
+                    return fail(
+                        reply,
+                        format!("{n} participants requested but the roster has {}", c.len()),
+                    );
                 };
                 if select::segments_spanned(&c, &chosen) < *min_segments {
-                    return fail(reply, format!("cannot span {min_segments} segments with {n} nodes"));
+                    return fail(
+                        reply,
+                        format!("cannot span {min_segments} segments with {n} nodes"),
+                    );
                 }
                 chosen
             }
@@ -254,7 +280,14 @@ impl Task {
             Err(e) => return fail(reply, e.to_string()),
         };
         if spec.threshold < 2 || usize::from(spec.threshold) > committee.len() {
-            return fail(reply, format!("threshold {} must be between 2 and {}", spec.threshold, committee.len()));
+            return fail(
+                reply,
+                format!(
+                    "threshold {} must be between 2 and {}",
+                    spec.threshold,
+                    committee.len()
+                ),
+            );
         }
         let mut key = [0u8; 16];
         OsRng.fill_bytes(&mut key);
@@ -278,7 +311,12 @@ impl Task {
         tracing::info!(%session, suite = %spec.ciphersuite, t = spec.threshold, n = participants.len(), "DKG started");
         self.dkgs.insert(
             session,
-            DkgRun { participants, reports: BTreeMap::new(), deadline: Instant::now() + self.dkg_timeout, reply: Some(reply) },
+            DkgRun {
+                participants,
+                reports: BTreeMap::new(),
+                deadline: Instant::now() + self.dkg_timeout,
+                reply: Some(reply),
+            },
         );
         Ok(())
     }
@@ -290,10 +328,16 @@ impl Task {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 self.connected.insert(peer_id);
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
                 self.connected.remove(&peer_id);
             }
-            SwarmEvent::NewListenAddr { address, .. } => tracing::info!(%address, "coordinator listening"),
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "coordinator listening")
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Dkg(e)) => self.on_rr(e, true),
             SwarmEvent::Behaviour(BehaviourEvent::Sign(e)) => self.on_rr(e, false),
             _ => {}
@@ -304,23 +348,38 @@ impl Task {
         match event {
             request_response::Event::Message {
                 peer,
-                message: request_response::Message::Request { request, channel, .. },
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
                 ..
             } => {
                 let ack = self.on_frame(&peer, request);
-                let rr = if dkg { &mut self.swarm.behaviour_mut().dkg } else { &mut self.swarm.behaviour_mut().sign };
+                let rr = if dkg {
+                    &mut self.swarm.behaviour_mut().dkg
+                } else {
+                    &mut self.swarm.behaviour_mut().sign
+                };
                 let _ = rr.send_response(channel, ack);
             }
             request_response::Event::Message {
-                message: request_response::Message::Response { request_id, response },
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
             } => {
-                if let (Some((session, node)), Ack::Rejected { reason, detail }) = (self.outbound.remove(&request_id), response) {
+                if let (Some((session, node)), Ack::Rejected { reason, detail }) =
+                    (self.outbound.remove(&request_id), response)
+                {
                     tracing::warn!(%node, %reason, %detail, "node refused");
                     self.on_refusal(session, node, reason);
                 }
             }
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
                 if let Some((session, node)) = self.outbound.remove(&request_id) {
                     tracing::warn!(%node, %error, "node unreachable");
                     self.on_refusal(session, node, format!("unreachable: {error}"));
@@ -338,25 +397,45 @@ impl Task {
             .find(|p| p2p::peer_id(&p.node).as_ref() == Some(peer))
             .map(|p| p.node)
         else {
-            return Ack::Rejected { reason: "unknown_peer".into(), detail: "not in the roster".into() };
+            return Ack::Rejected {
+                reason: "unknown_peer".into(),
+                detail: "not in the roster".into(),
+            };
         };
         match frame {
             Frame::Relay { to, envelope } => {
                 if envelope.sender != from {
-                    return Ack::Rejected { reason: "sender_mismatch".into(), detail: "relay only your own envelopes".into() };
+                    return Ack::Rejected {
+                        reason: "sender_mismatch".into(),
+                        detail: "relay only your own envelopes".into(),
+                    };
                 }
-                if self.roster.by_node(&to).and_then(|p| p.signer.as_ref()).is_none() {
-                    return Ack::Rejected { reason: "unknown_recipient".into(), detail: format!("{to} is not a signer") };
+                if self
+                    .roster
+                    .by_node(&to)
+                    .and_then(|p| p.signer.as_ref())
+                    .is_none()
+                {
+                    return Ack::Rejected {
+                        reason: "unknown_recipient".into(),
+                        detail: format!("{to} is not a signer"),
+                    };
                 }
                 self.send(&to, Frame::Deliver(envelope));
                 Ack::Accepted
             }
             Frame::Deliver(env) => {
                 if env.sender != from {
-                    return Ack::Rejected { reason: "sender_mismatch".into(), detail: "envelope sender is not the peer".into() };
+                    return Ack::Rejected {
+                        reason: "sender_mismatch".into(),
+                        detail: "envelope sender is not the peer".into(),
+                    };
                 }
                 if let Err(e) = env.verify() {
-                    return Ack::Rejected { reason: "bad_signature".into(), detail: e.to_string() };
+                    return Ack::Rejected {
+                        reason: "bad_signature".into(),
+                        detail: e.to_string(),
+                    };
                 }
                 self.on_envelope(env);
                 Ack::Accepted
@@ -389,7 +468,9 @@ impl Task {
     // ------------------------------------------------------------------ DKG
 
     fn on_dkg_report(&mut self, session: SessionId, from: NodeId, public: GroupPublic) {
-        let Some(run) = self.dkgs.get_mut(&session) else { return };
+        let Some(run) = self.dkgs.get_mut(&session) else {
+            return;
+        };
         if !run.participants.contains(&from) {
             return;
         }
@@ -397,12 +478,17 @@ impl Task {
         if run.reports.len() < run.participants.len() {
             return;
         }
-        let Some(run) = self.dkgs.remove(&session) else { return };
+        let Some(run) = self.dkgs.remove(&session) else {
+            return;
+        };
         let first = run.reports.values().next().cloned();
         let result = match first {
             Some(p) if run.reports.values().all(|r| *r == p) => {
                 tracing::info!(key = %p.key_id, suite = %p.suite, "key generated");
-                Ok(KeyRecord { public: p, created_at_ms: unix_ms() })
+                Ok(KeyRecord {
+                    public: p,
+                    created_at_ms: unix_ms(),
+                })
             }
             _ => Err(CoordinatorError::DkgFailed {
                 reason: "participants reported different group keys".into(),
@@ -417,11 +503,16 @@ impl Task {
     // ------------------------------------------------------------------ signing
 
     fn finish_job(&mut self, job_id: u64, result: Result<(), CoordinatorError>) {
-        let Some(mut job) = self.jobs.remove(&job_id) else { return };
+        let Some(mut job) = self.jobs.remove(&job_id) else {
+            return;
+        };
         if let Some(run) = job.current.take() {
             self.session_job.remove(&run.session);
         }
-        let out = result.map(|()| SignResult { signatures: job.signatures, attempts: job.attempts });
+        let out = result.map(|()| SignResult {
+            signatures: job.signatures,
+            attempts: job.attempts,
+        });
         if let Some(r) = job.reply.take() {
             let _ = r.send(out);
         }
@@ -429,7 +520,9 @@ impl Task {
 
     /// Starts the next attempt for the job's current message (or finishes the job).
     fn next_attempt(&mut self, job_id: u64) {
-        let Some(job) = self.jobs.get(&job_id) else { return };
+        let Some(job) = self.jobs.get(&job_id) else {
+            return;
+        };
         if job.next_message >= job.request.request.messages.len() {
             self.finish_job(job_id, Ok(()));
             return;
@@ -437,12 +530,18 @@ impl Task {
         let public = job.key.public.clone();
         let t = usize::from(public.threshold);
         let n = public.members.len();
-        if job.attempts_this_message >= n.saturating_sub(t) + 1 {
+        // At most n − t + 1 attempts per message.
+        if job.attempts_this_message > n.saturating_sub(t) {
             let err = give_up(job, n - job.excluded.len(), t);
             self.finish_job(job_id, Err(err));
             return;
         }
-        let members: Vec<NodeId> = public.members.keys().filter(|m| !job.excluded.contains(m)).copied().collect();
+        let members: Vec<NodeId> = public
+            .members
+            .keys()
+            .filter(|m| !job.excluded.contains(m))
+            .copied()
+            .collect();
         let candidates = self.candidates(Some(&members));
         let Some(signers) = select::pick(&candidates, t) else {
             let err = give_up(job, candidates.len(), t);
@@ -457,7 +556,10 @@ impl Task {
             AggregatorConfig {
                 session,
                 signers: signers.clone(),
-                target: SignTarget { message, tweak: job.request.request.tweak },
+                target: SignTarget {
+                    message,
+                    tweak: job.request.request.tweak,
+                },
                 request: job.request.encode(),
                 timeout_ms: u64::try_from(self.session_timeout.as_millis()).unwrap_or(u64::MAX),
             },
@@ -472,7 +574,12 @@ impl Task {
         let outputs = aggregator.handle(Timestamp(0), Input::Start, &mut OsRng);
         if let Some(job) = self.jobs.get_mut(&job_id) {
             job.attempts_this_message += 1;
-            job.current = Some(AttemptRun { session, aggregator, signers, deadline: Instant::now() + self.session_timeout });
+            job.current = Some(AttemptRun {
+                session,
+                aggregator,
+                signers,
+                deadline: Instant::now() + self.session_timeout,
+            });
         }
         self.session_job.insert(session, job_id);
         tracing::debug!(%session, "signing attempt started");
@@ -501,7 +608,10 @@ impl Task {
             }
             Err(e) if e.is_fatal() => {
                 let outcome = match &e {
-                    ProtocolError::Aborted { fault: quorate_protocol::Fault::Timeout, .. } => "timeout",
+                    ProtocolError::Aborted {
+                        fault: quorate_protocol::Fault::Timeout,
+                        ..
+                    } => "timeout",
                     _ => "blamed",
                 };
                 self.attempt_failed(job_id, outcome, e.culprits(), None);
@@ -511,20 +621,42 @@ impl Task {
     }
 
     fn attempt_succeeded(&mut self, job_id: u64, sig: quorate_protocol::SignatureBytes) {
-        let Some(job) = self.jobs.get_mut(&job_id) else { return };
-        let Some(run) = job.current.take() else { return };
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let Some(run) = job.current.take() else {
+            return;
+        };
         self.session_job.remove(&run.session);
         let message = job.request.request.messages[job.next_message].clone();
-        job.attempts.push(Attempt { signers: run.signers, outcome: "signed".into(), blamed: Vec::new(), refused: Vec::new() });
-        job.signatures.push(MessageSignature { message, signature: sig });
+        job.attempts.push(Attempt {
+            signers: run.signers,
+            outcome: "signed".into(),
+            blamed: Vec::new(),
+            refused: Vec::new(),
+        });
+        job.signatures.push(MessageSignature {
+            message,
+            signature: sig,
+        });
         job.next_message += 1;
         job.attempts_this_message = 0;
         self.next_attempt(job_id);
     }
 
-    fn attempt_failed(&mut self, job_id: u64, outcome: &str, blamed: Vec<NodeId>, refused: Option<(NodeId, String)>) {
-        let Some(job) = self.jobs.get_mut(&job_id) else { return };
-        let Some(run) = job.current.take() else { return };
+    fn attempt_failed(
+        &mut self,
+        job_id: u64,
+        outcome: &str,
+        blamed: Vec<NodeId>,
+        refused: Option<(NodeId, String)>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return;
+        };
+        let Some(run) = job.current.take() else {
+            return;
+        };
         self.session_job.remove(&run.session);
         tracing::warn!(session = %run.session, outcome, ?blamed, ?refused, "signing attempt failed; retrying with another subset");
         for b in &blamed {
@@ -536,14 +668,22 @@ impl Task {
             job.refusals.push((node, reason.clone()));
             refused_list.push((node, reason));
         }
-        job.attempts.push(Attempt { signers: run.signers, outcome: outcome.into(), blamed, refused: refused_list });
+        job.attempts.push(Attempt {
+            signers: run.signers,
+            outcome: outcome.into(),
+            blamed,
+            refused: refused_list,
+        });
         self.next_attempt(job_id);
     }
 
     fn on_refusal(&mut self, session: SessionId, node: NodeId, reason: String) {
         if let Some(run) = self.dkgs.remove(&session) {
             if let Some(r) = run.reply {
-                let _ = r.send(Err(CoordinatorError::DkgFailed { reason: format!("{node} refused: {reason}"), culprits: vec![node] }));
+                let _ = r.send(Err(CoordinatorError::DkgFailed {
+                    reason: format!("{node} refused: {reason}"),
+                    culprits: vec![node],
+                }));
             }
             return;
         }
@@ -554,12 +694,25 @@ impl Task {
 
     fn on_tick(&mut self) {
         let now = Instant::now();
-        let expired: Vec<SessionId> = self.dkgs.iter().filter(|(_, d)| d.deadline <= now).map(|(s, _)| *s).collect();
+        let expired: Vec<SessionId> = self
+            .dkgs
+            .iter()
+            .filter(|(_, d)| d.deadline <= now)
+            .map(|(s, _)| *s)
+            .collect();
         for s in expired {
             if let Some(run) = self.dkgs.remove(&s) {
-                let missing: Vec<NodeId> = run.participants.iter().filter(|p| !run.reports.contains_key(p)).copied().collect();
+                let missing: Vec<NodeId> = run
+                    .participants
+                    .iter()
+                    .filter(|p| !run.reports.contains_key(p))
+                    .copied()
+                    .collect();
                 if let Some(r) = run.reply {
-                    let _ = r.send(Err(CoordinatorError::DkgFailed { reason: "deadline passed".into(), culprits: missing }));
+                    let _ = r.send(Err(CoordinatorError::DkgFailed {
+                        reason: "deadline passed".into(),
+                        culprits: missing,
+                    }));
                 }
             }
         }
@@ -571,7 +724,11 @@ impl Task {
             .collect();
         for job_id in due {
             let result = match self.jobs.get_mut(&job_id).and_then(|j| j.current.as_mut()) {
-                Some(run) => run.aggregator.handle(Timestamp(0), Input::Timeout(TimerId::Deadline), &mut OsRng),
+                Some(run) => run.aggregator.handle(
+                    Timestamp(0),
+                    Input::Timeout(TimerId::Deadline),
+                    &mut OsRng,
+                ),
                 None => continue,
             };
             self.on_aggregator_result(job_id, result);
@@ -584,8 +741,15 @@ impl Task {
 /// fix), otherwise too few reachable signers.
 fn give_up(job: &SignJob, available: usize, needed: usize) -> CoordinatorError {
     if job.refusals.iter().any(|(_, r)| r.starts_with("policy:")) {
-        CoordinatorError::Refused { refusals: job.refusals.clone(), attempts: job.attempts.clone() }
+        CoordinatorError::Refused {
+            refusals: job.refusals.clone(),
+            attempts: job.attempts.clone(),
+        }
     } else {
-        CoordinatorError::NotEnoughSigners { available, needed, attempts: job.attempts.clone() }
+        CoordinatorError::NotEnoughSigners {
+            available,
+            needed,
+            attempts: job.attempts.clone(),
+        }
     }
 }

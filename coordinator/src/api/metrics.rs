@@ -1,0 +1,101 @@
+//! Prometheus metrics of the HTTP API.
+
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+/// Labels of `quorate_coordinator_http_requests`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    pub(crate) method: String,
+    pub(crate) route: String,
+    pub(crate) status: u16,
+}
+
+/// Labels of `quorate_coordinator_jobs`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct JobLabels {
+    pub(crate) outcome: String,
+}
+
+/// Labels of `quorate_coordinator_client_rejections`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct RejectLabels {
+    pub(crate) reason: String,
+}
+
+/// The API's metrics.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    pub(crate) requests: Family<RequestLabels, Counter>,
+    pub(crate) jobs: Family<JobLabels, Counter>,
+    pub(crate) rejections: Family<RejectLabels, Counter>,
+    pub(crate) pending: Gauge,
+    pub(crate) signing_seconds: Histogram,
+    pub(crate) dkg_seconds: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        let mut registry = Registry::with_prefix("quorate_coordinator");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let jobs = Family::<JobLabels, Counter>::default();
+        let rejections = Family::<RejectLabels, Counter>::default();
+        let pending = Gauge::default();
+        let buckets = [
+            0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ];
+        let signing_seconds = Histogram::new(buckets);
+        let dkg_seconds = Histogram::new(buckets);
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            requests.clone(),
+        );
+        registry.register("jobs", "Signing jobs finished, by outcome", jobs.clone());
+        registry.register(
+            "client_rejections",
+            "Signature requests rejected before reaching nodes, by reason",
+            rejections.clone(),
+        );
+        registry.register("pending_jobs", "Signing jobs running", pending.clone());
+        registry.register(
+            "signing_seconds",
+            "Time from accepting a signing job to its end",
+            signing_seconds.clone(),
+        );
+        registry.register(
+            "dkg_seconds",
+            "Time to run a key generation",
+            dkg_seconds.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            jobs,
+            rejections,
+            pending,
+            signing_seconds,
+            dkg_seconds,
+        }
+    }
+
+    pub(crate) fn reject(&self, reason: &str) {
+        self.rejections
+            .get_or_create(&RejectLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

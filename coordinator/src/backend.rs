@@ -1,0 +1,260 @@
+//! What the HTTP API needs from whatever actually runs the protocol.
+//!
+//! The production implementation is the libp2p [`Engine`](crate::Engine). The
+//! [`LocalBackend`] runs the same real protocol state machines (DKG and FROST signing,
+//! no trusted dealer, no stubs) in memory, for tests and the in-process devnet.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use quorate_protocol::{
+    local::{identities, run_dkg, run_signing},
+    request::SignedRequest,
+    KeyId, KeyShare, NodeId, NodeIdentity, ProtocolError, SignTarget,
+};
+use rand_core::OsRng;
+
+use crate::{
+    error::CoordinatorError,
+    types::{Attempt, KeyRecord, KeySpec, MessageSignature, Participants, SignResult},
+};
+
+/// Runs key generation and signing for the API.
+pub trait Backend: Send + Sync + 'static {
+    /// Runs a DKG for `spec` and returns the new key's public record.
+    fn create_key(
+        &self,
+        spec: KeySpec,
+    ) -> impl Future<Output = Result<KeyRecord, CoordinatorError>> + Send;
+
+    /// Signs every message of `request` with `key`.
+    fn sign(
+        &self,
+        key: KeyRecord,
+        request: SignedRequest,
+    ) -> impl Future<Output = Result<SignResult, CoordinatorError>> + Send;
+}
+
+/// Current Unix time in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+type Shares = Vec<(Arc<NodeIdentity>, KeyShare)>;
+
+/// A backend that runs the real DKG and FROST signing in memory over a fixed set of
+/// local node identities.
+///
+/// # Security
+/// **For tests and the in-process devnet only.** Every key share of every key lives in
+/// this process's memory, which is exactly what the production network exists to
+/// avoid. It still behaves like the nodes on the request path: it verifies the client
+/// signature, refuses expired requests and unknown keys, and signs only the messages
+/// the client signed.
+pub struct LocalBackend {
+    coordinator: Arc<NodeIdentity>,
+    nodes: Vec<Arc<NodeIdentity>>,
+    keys: Mutex<HashMap<KeyId, Shares>>,
+}
+
+impl core::fmt::Debug for LocalBackend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("LocalBackend")
+            .field("nodes", &self.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalBackend {
+    /// A backend with `n` fresh node identities and a fresh coordinator identity.
+    pub fn new(n: usize) -> Self {
+        let mut rng = OsRng;
+        let coordinator = Arc::new(NodeIdentity::generate(&mut rng));
+        Self::with_identities(coordinator, identities(n, &mut rng))
+    }
+
+    /// A backend over the given coordinator and node identities.
+    pub fn with_identities(coordinator: Arc<NodeIdentity>, nodes: Vec<Arc<NodeIdentity>>) -> Self {
+        Self {
+            coordinator,
+            nodes,
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The local nodes' ids, in index order.
+    pub fn node_ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.node_id()).collect()
+    }
+
+    fn select(
+        &self,
+        participants: &Participants,
+    ) -> Result<Vec<Arc<NodeIdentity>>, CoordinatorError> {
+        match participants {
+            Participants::Nodes(ids) => {
+                let distinct: BTreeSet<_> = ids.iter().collect();
+                if distinct.len() != ids.len() {
+                    return Err(CoordinatorError::InvalidSpec(
+                        "participants: a node is listed twice".into(),
+                    ));
+                }
+                ids.iter()
+                    .map(|id| {
+                        self.nodes
+                            .iter()
+                            .find(|n| n.node_id() == *id)
+                            .cloned()
+                            .ok_or_else(|| {
+                                CoordinatorError::InvalidSpec(format!(
+                                    "participants: node {id} is not in the roster"
+                                ))
+                            })
+                    })
+                    .collect()
+            }
+            Participants::Spanning { n, min_segments } => {
+                // Every local node is its own segment.
+                if *min_segments > *n {
+                    return Err(CoordinatorError::InvalidSpec(format!(
+                        "participants.spanning: min_segments {min_segments} exceeds n {n}"
+                    )));
+                }
+                if *n > self.nodes.len() {
+                    return Err(CoordinatorError::NotEnoughSigners {
+                        available: self.nodes.len(),
+                        needed: *n,
+                        attempts: Vec::new(),
+                    });
+                }
+                Ok(self.nodes[..*n].to_vec())
+            }
+        }
+    }
+
+    fn shares(&self, key_id: &KeyId) -> Result<Shares, CoordinatorError> {
+        let keys = self
+            .keys
+            .lock()
+            .map_err(|_| CoordinatorError::Storage("local key map poisoned".into()))?;
+        keys.get(key_id)
+            .cloned()
+            .ok_or(CoordinatorError::UnknownKey(*key_id))
+    }
+}
+
+fn protocol_to_spec(e: ProtocolError) -> CoordinatorError {
+    match e {
+        ProtocolError::InvalidParameters(m) => CoordinatorError::InvalidSpec(m),
+        other => CoordinatorError::DkgFailed {
+            reason: other.to_string(),
+            culprits: Vec::new(),
+        },
+    }
+}
+
+impl Backend for LocalBackend {
+    async fn create_key(&self, spec: KeySpec) -> Result<KeyRecord, CoordinatorError> {
+        let members = self.select(&spec.participants)?;
+        if spec.threshold < 2 || usize::from(spec.threshold) > members.len() {
+            return Err(CoordinatorError::InvalidSpec(format!(
+                "threshold must be between 2 and the number of participants ({}), got {}",
+                members.len(),
+                spec.threshold
+            )));
+        }
+        let suite = spec.ciphersuite;
+        let threshold = spec.threshold;
+        let dkg_members = members.clone();
+        let shares = tokio::task::spawn_blocking(move || {
+            run_dkg(&dkg_members, suite, threshold, &mut OsRng)
+        })
+        .await
+        .map_err(|e| CoordinatorError::DkgFailed {
+            reason: format!("DKG task failed: {e}"),
+            culprits: Vec::new(),
+        })?
+        .map_err(protocol_to_spec)?;
+        let public = shares.first().map(|s| s.public.clone()).ok_or_else(|| {
+            CoordinatorError::DkgFailed {
+                reason: "no shares".into(),
+                culprits: Vec::new(),
+            }
+        })?;
+        let record = KeyRecord {
+            public,
+            created_at_ms: now_ms(),
+        };
+        let held: Shares = members.into_iter().zip(shares).collect();
+        self.keys
+            .lock()
+            .map_err(|_| CoordinatorError::Storage("local key map poisoned".into()))?
+            .insert(record.key_id(), held);
+        Ok(record)
+    }
+
+    async fn sign(
+        &self,
+        key: KeyRecord,
+        request: SignedRequest,
+    ) -> Result<SignResult, CoordinatorError> {
+        // What every node does before contributing (invariant 4).
+        request
+            .verify_client()
+            .map_err(|e| CoordinatorError::BadClientSignature(e.to_string()))?;
+        let now = now_ms();
+        if request.request.expires_at_ms <= now {
+            return Err(CoordinatorError::ExpiredRequest {
+                expires_at_ms: request.request.expires_at_ms,
+                now_ms: now,
+            });
+        }
+        if request.request.key_id != key.key_id() {
+            return Err(CoordinatorError::BadRequest(format!(
+                "request is for key {}, not {}",
+                request.request.key_id,
+                key.key_id()
+            )));
+        }
+        let shares = self.shares(&key.key_id())?;
+        let t = usize::from(key.public.threshold);
+        let chosen: Shares = shares.into_iter().take(t).collect();
+        let signers: Vec<NodeId> = chosen.iter().map(|(id, _)| id.node_id()).collect();
+        let coordinator = self.coordinator.clone();
+        let messages = request.request.messages.clone();
+        let tweak = request.request.tweak;
+        let result = tokio::task::spawn_blocking(move || {
+            let mut signatures = Vec::with_capacity(messages.len());
+            let mut attempts = Vec::with_capacity(messages.len());
+            for message in messages {
+                let target = SignTarget {
+                    message: message.clone(),
+                    tweak,
+                };
+                let signature = run_signing(&coordinator, chosen.clone(), target, &mut OsRng)
+                    .map_err(|e| CoordinatorError::BadRequest(format!("signing failed: {e}")))?;
+                attempts.push(Attempt {
+                    signers: signers.clone(),
+                    outcome: "signed".into(),
+                    blamed: Vec::new(),
+                    refused: Vec::new(),
+                });
+                signatures.push(MessageSignature { message, signature });
+            }
+            Ok::<_, CoordinatorError>(SignResult {
+                signatures,
+                attempts,
+            })
+        })
+        .await
+        .map_err(|e| CoordinatorError::Transport(format!("signing task failed: {e}")))??;
+        Ok(result)
+    }
+}

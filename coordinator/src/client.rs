@@ -1,0 +1,499 @@
+//! Typed async client for the coordinator's HTTP API: request building and client
+//! signing, key management, signature jobs and local signature verification.
+//!
+//! ```no_run
+//! # async fn demo(client_key: ed25519_dalek::SigningKey) -> Result<(), quorate_coordinator::client::ClientError> {
+//! use std::time::Duration;
+//! use quorate_coordinator::client::{Client, RequestBuilder, SignOptions};
+//!
+//! let api = Client::new("http://127.0.0.1:8080")?;
+//! let key = api.list_keys().await?.remove(0);
+//! let key_id = quorate_coordinator::protocol::KeyId::from_hex(&key.key_id)
+//!     .map_err(|e| quorate_coordinator::client::ClientError::Decode(e.to_string()))?;
+//! let signed = RequestBuilder::new(key_id)
+//!     .message([7u8; 32])
+//!     .purpose("BTC", 50_000, "bc1q…", "payout 42")
+//!     .expires_in(Duration::from_secs(300))
+//!     .sign(&client_key);
+//! let job = api
+//!     .sign(&key.key_id, &signed, SignOptions::wait(Duration::from_secs(30)))
+//!     .await?;
+//! let job = api.poll_until_done(&job.id, Duration::from_millis(200), Duration::from_secs(60)).await?;
+//! quorate_coordinator::client::verify_job(&key, &signed.request, &job)?;
+//! # Ok(()) }
+//! ```
+
+use std::{collections::BTreeMap, time::Duration};
+
+use ed25519_dalek::SigningKey;
+use quorate_protocol::{
+    request::{Purpose, SignedRequest, SigningRequest, REQUEST_VERSION},
+    Ciphersuite, GroupPublic, KeyId, NodeId,
+};
+use rand_core::{OsRng, RngCore};
+use reqwest::{header, Response, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::{
+    api::{
+        model::{CreateKeyBody, Health, Job, JobStatus, KeyList, KeyView, SignBody},
+        problem::{Problem, PROBLEM_CONTENT_TYPE},
+    },
+    backend::now_ms,
+};
+
+/// What the client can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The server answered with a problem document.
+    #[error("{} ({}): {}", .0.title, .0.type_uri, .0.detail)]
+    Problem(Box<Problem>),
+    /// Connection or protocol failure.
+    #[error("http: {0}")]
+    Http(String),
+    /// An answer did not decode.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+    /// A signature or key did not verify locally.
+    #[error("verification failed: {0}")]
+    Verify(String),
+    /// The job did not finish in time.
+    #[error("job {0} did not finish in time")]
+    Timeout(String),
+}
+
+impl ClientError {
+    /// The problem, if the server sent one.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            Self::Problem(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+fn http(e: reqwest::Error) -> ClientError {
+    ClientError::Http(e.to_string())
+}
+
+/// Builds a [`SigningRequest`] with a random nonce and an expiry.
+#[derive(Debug, Clone)]
+pub struct RequestBuilder {
+    key_id: KeyId,
+    messages: Vec<Vec<u8>>,
+    tweak: Option<[u8; 32]>,
+    purpose: Purpose,
+    ttl: Duration,
+}
+
+impl RequestBuilder {
+    /// A request for `key_id`, expiring 5 minutes after it is built.
+    pub fn new(key_id: KeyId) -> Self {
+        Self {
+            key_id,
+            messages: Vec::new(),
+            tweak: None,
+            purpose: Purpose {
+                asset: String::new(),
+                amount: 0,
+                destination: String::new(),
+                memo: String::new(),
+            },
+            ttl: Duration::from_secs(300),
+        }
+    }
+
+    /// Adds a message to sign.
+    pub fn message(mut self, message: impl Into<Vec<u8>>) -> Self {
+        self.messages.push(message.into());
+        self
+    }
+
+    /// Adds several messages (a batch shares one policy decision).
+    pub fn messages<M: Into<Vec<u8>>>(mut self, messages: impl IntoIterator<Item = M>) -> Self {
+        self.messages.extend(messages.into_iter().map(Into::into));
+        self
+    }
+
+    /// Taproot script-tree merkle root (secp256k1-tr keys only).
+    pub fn tweak(mut self, merkle_root: [u8; 32]) -> Self {
+        self.tweak = Some(merkle_root);
+        self
+    }
+
+    /// What the transfer is for (evaluated by node policy).
+    pub fn purpose(
+        mut self,
+        asset: impl Into<String>,
+        amount: u64,
+        destination: impl Into<String>,
+        memo: impl Into<String>,
+    ) -> Self {
+        self.purpose = Purpose {
+            asset: asset.into(),
+            amount,
+            destination: destination.into(),
+            memo: memo.into(),
+        };
+        self
+    }
+
+    /// How long the request stays valid.
+    pub fn expires_in(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The unsigned request for `client` (its Ed25519 public key), with a fresh random
+    /// nonce and `expires_at_ms = now + ttl`.
+    pub fn build(self, client: [u8; 32]) -> SigningRequest {
+        let mut nonce = [0u8; 16];
+        OsRng.fill_bytes(&mut nonce);
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        SigningRequest {
+            version: REQUEST_VERSION,
+            client,
+            key_id: self.key_id,
+            messages: self.messages,
+            tweak: self.tweak,
+            purpose: self.purpose,
+            expires_at_ms: now_ms().saturating_add(ttl),
+            nonce,
+        }
+    }
+
+    /// Builds and signs with the client key.
+    pub fn sign(self, client: &SigningKey) -> SignedRequest {
+        self.build(client.verifying_key().to_bytes()).sign(client)
+    }
+}
+
+/// How to submit a signature request.
+#[derive(Debug, Clone, Default)]
+pub struct SignOptions {
+    /// Wait up to this long for the result (`wait=true&timeout_ms=…`).
+    pub wait: Option<Duration>,
+    /// `Idempotency-Key` header.
+    pub idempotency_key: Option<String>,
+}
+
+impl SignOptions {
+    /// Synchronous: wait up to `timeout`.
+    pub fn wait(timeout: Duration) -> Self {
+        Self {
+            wait: Some(timeout),
+            idempotency_key: None,
+        }
+    }
+
+    /// Sets the idempotency key.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+}
+
+/// A client of one coordinator.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    admin_token: Option<String>,
+}
+
+impl Client {
+    /// A client of the coordinator at `base_url` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base_url: impl Into<String>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(300))
+            .build()
+            .map_err(http)?;
+        Ok(Self {
+            http,
+            base: base_url.into().trim_end_matches('/').to_owned(),
+            admin_token: None,
+        })
+    }
+
+    /// Sets the admin bearer token used by [`Client::create_key`].
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
+        self
+    }
+
+    /// The base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn decode<T: DeserializeOwned>(resp: Response) -> Result<T, ClientError> {
+        let status = resp.status();
+        let is_problem = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with(PROBLEM_CONTENT_TYPE));
+        let bytes = resp.bytes().await.map_err(http)?;
+        if is_problem || !status.is_success() {
+            return Err(match serde_json::from_slice::<Problem>(&bytes) {
+                Ok(p) => ClientError::Problem(Box::new(p)),
+                Err(_) => ClientError::Decode(format!(
+                    "status {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                )),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `POST /v1/keys`: runs a DKG (admin).
+    pub async fn create_key(&self, body: &CreateKeyBody) -> Result<KeyView, ClientError> {
+        let mut req = self.http.post(self.url("/v1/keys")).json(body);
+        if let Some(t) = &self.admin_token {
+            req = req.bearer_auth(t);
+        }
+        Self::decode(req.send().await.map_err(http)?).await
+    }
+
+    /// `GET /v1/keys`.
+    pub async fn list_keys(&self) -> Result<Vec<KeyView>, ClientError> {
+        let list: KeyList = Self::decode(
+            self.http
+                .get(self.url("/v1/keys"))
+                .send()
+                .await
+                .map_err(http)?,
+        )
+        .await?;
+        Ok(list.keys)
+    }
+
+    /// `GET /v1/keys/{id}`.
+    pub async fn get_key(&self, key_id: &str) -> Result<KeyView, ClientError> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/v1/keys/{key_id}")))
+            .send()
+            .await
+            .map_err(http)?;
+        Self::decode(resp).await
+    }
+
+    /// `POST /v1/keys/{id}/signatures`: submits a client-signed request. Returns the
+    /// job (finished if `wait` was given and it finished in time); a failed job comes
+    /// back as [`ClientError::Problem`] with a `job_id` member.
+    pub async fn sign(
+        &self,
+        key_id: &str,
+        request: &SignedRequest,
+        options: SignOptions,
+    ) -> Result<Job, ClientError> {
+        let mut url = self.url(&format!("/v1/keys/{key_id}/signatures"));
+        if let Some(w) = options.wait {
+            url.push_str(&format!("?wait=true&timeout_ms={}", w.as_millis()));
+        }
+        let mut req = self.http.post(url).json(&SignBody {
+            signed_request: hex::encode(request.encode()),
+        });
+        if let Some(k) = &options.idempotency_key {
+            req = req.header("Idempotency-Key", k);
+        }
+        Self::decode(req.send().await.map_err(http)?).await
+    }
+
+    /// `GET /v1/jobs/{id}`.
+    pub async fn job(&self, id: &str) -> Result<Job, ClientError> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/v1/jobs/{id}")))
+            .send()
+            .await
+            .map_err(http)?;
+        Self::decode(resp).await
+    }
+
+    /// Polls a job every `interval` until it is no longer pending or `timeout` passes.
+    pub async fn poll_until_done(
+        &self,
+        id: &str,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<Job, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await?;
+            if job.status != JobStatus::Pending {
+                return Ok(job);
+            }
+            if tokio::time::Instant::now() + interval > deadline {
+                return Err(ClientError::Timeout(id.to_owned()));
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        Self::decode(
+            self.http
+                .get(self.url("/health"))
+                .send()
+                .await
+                .map_err(http)?,
+        )
+        .await
+    }
+
+    /// `GET /openapi.json`.
+    pub async fn openapi(&self) -> Result<serde_json::Value, ClientError> {
+        Self::decode(
+            self.http
+                .get(self.url("/openapi.json"))
+                .send()
+                .await
+                .map_err(http)?,
+        )
+        .await
+    }
+
+    /// Raw access for callers that need a response's status and headers.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
+/// Whether `status` is a success the API uses for jobs (200 finished, 202 pending).
+pub fn is_job_status(status: StatusCode) -> bool {
+    status == StatusCode::OK || status == StatusCode::ACCEPTED
+}
+
+fn unhex(field: &str, s: &str) -> Result<Vec<u8>, ClientError> {
+    hex::decode(s).map_err(|_| ClientError::Decode(format!("{field} is not hex")))
+}
+
+impl KeyView {
+    /// Rebuilds the group public data from this view.
+    pub fn to_group_public(&self) -> Result<GroupPublic, ClientError> {
+        let key_id =
+            KeyId::from_hex(&self.key_id).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let mut members = BTreeMap::new();
+        for p in &self.participants {
+            let node = NodeId::from_hex(&p.node).map_err(|e| ClientError::Decode(e.to_string()))?;
+            members.insert(node, p.index);
+        }
+        Ok(GroupPublic {
+            suite: self.ciphersuite,
+            key_id,
+            threshold: self.threshold,
+            members,
+            verifying_key: unhex("verifying_key", &self.verifying_key)?,
+            public_key_package: unhex("public_key_package", &self.public_key_package)?,
+        })
+    }
+}
+
+/// Verifies one signature over `message` under `key` (with the request's `tweak`):
+/// frost-core's verifier for the suite, and in addition an independent one where it
+/// exists (ed25519-dalek strict verification for Ed25519; libsecp256k1 BIP340 for
+/// secp256k1-tr when the message is a 32-byte digest).
+pub fn verify_signature(
+    key: &GroupPublic,
+    message: &[u8],
+    signature: &[u8],
+    tweak: Option<&[u8; 32]>,
+) -> Result<(), ClientError> {
+    key.verify(message, signature, tweak)
+        .map_err(|e| ClientError::Verify(e.to_string()))?;
+    let output = key
+        .output_key(tweak)
+        .map_err(|e| ClientError::Verify(e.to_string()))?;
+    match key.suite {
+        Ciphersuite::Ed25519 => {
+            let k: [u8; 32] = output
+                .as_slice()
+                .try_into()
+                .map_err(|_| ClientError::Verify("ed25519 key length".into()))?;
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(&k)
+                .map_err(|e| ClientError::Verify(e.to_string()))?;
+            let sig = ed25519_dalek::Signature::from_slice(signature)
+                .map_err(|e| ClientError::Verify(e.to_string()))?;
+            vk.verify_strict(message, &sig)
+                .map_err(|e| ClientError::Verify(format!("ed25519-dalek: {e}")))
+        }
+        Ciphersuite::Secp256k1Tr => {
+            use secp256k1::{schnorr, Message, XOnlyPublicKey, SECP256K1};
+            let x = x_only(&output)?;
+            let Ok(msg) = Message::from_digest_slice(message) else {
+                // libsecp256k1 0.29 verifies 32-byte digests only; frost-core checked it.
+                return Ok(());
+            };
+            let pk =
+                XOnlyPublicKey::from_slice(&x).map_err(|e| ClientError::Verify(e.to_string()))?;
+            let sig = schnorr::Signature::from_slice(signature)
+                .map_err(|e| ClientError::Verify(e.to_string()))?;
+            SECP256K1
+                .verify_schnorr(&sig, &msg, &pk)
+                .map_err(|e| ClientError::Verify(format!("libsecp256k1 BIP340: {e}")))
+        }
+        Ciphersuite::Secp256k1 => Ok(()),
+    }
+}
+
+/// The BIP340 x-only form of a serialized secp256k1 key (33-byte SEC1 or 32-byte x-only).
+pub fn x_only(key: &[u8]) -> Result<[u8; 32], ClientError> {
+    let x = match key.len() {
+        33 => key.get(1..),
+        32 => Some(key),
+        _ => None,
+    };
+    x.and_then(|x| x.try_into().ok())
+        .ok_or_else(|| ClientError::Verify("not a secp256k1 key".into()))
+}
+
+/// Verifies a finished job against the request the client signed and the key it
+/// fetched: one signature per message, in order, each over exactly the requested
+/// message, each verifying under the key's output key for the request's tweak.
+pub fn verify_job(key: &KeyView, request: &SigningRequest, job: &Job) -> Result<(), ClientError> {
+    let public = key.to_group_public()?;
+    if public.key_id != request.key_id {
+        return Err(ClientError::Verify(
+            "job key differs from request key".into(),
+        ));
+    }
+    let result = job
+        .result
+        .as_ref()
+        .filter(|_| job.status == JobStatus::Succeeded)
+        .ok_or_else(|| ClientError::Verify(format!("job {} has not succeeded", job.id)))?;
+    if result.signatures.len() != request.messages.len() {
+        return Err(ClientError::Verify(format!(
+            "{} signatures for {} messages",
+            result.signatures.len(),
+            request.messages.len()
+        )));
+    }
+    let expected_key = public
+        .output_key(request.tweak.as_ref())
+        .map_err(|e| ClientError::Verify(e.to_string()))?;
+    for (i, (sig, message)) in result.signatures.iter().zip(&request.messages).enumerate() {
+        if unhex("message", &sig.message)? != *message {
+            return Err(ClientError::Verify(format!(
+                "signature {i} is over another message"
+            )));
+        }
+        if unhex("verifying_key", &sig.verifying_key)? != expected_key {
+            return Err(ClientError::Verify(format!(
+                "signature {i} names another verifying key"
+            )));
+        }
+        let s = unhex("signature", &sig.signature)?;
+        verify_signature(&public, message, &s, request.tweak.as_ref())
+            .map_err(|e| ClientError::Verify(format!("signature {i}: {e}")))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! `coordinator.toml`: the coordinator's configuration.
+//!
+//! ```toml
+//! # 64 bytes hex: Ed25519 seed ‖ X25519 secret of the coordinator's libp2p/protocol
+//! # identity. This is NOT a key share: the coordinator never holds key material; the
+//! # identity only authenticates the coordinator's protocol messages to nodes.
+//! identity_file = "coordinator.identity"
+//! roster = "roster.toml"
+//! roster_authority = "<32-byte Ed25519 public key hex>"   # optional
+//! listen = ["/ip4/0.0.0.0/tcp/7100"]                      # libp2p
+//! http_listen = "127.0.0.1:8080"
+//! admin_token_env = "QUORATE_ADMIN_TOKEN"                  # or admin_token = "…"
+//! data_dir = "coordinator-data"
+//! session_timeout_ms = 30000
+//! dkg_timeout_ms = 60000
+//!
+//! [limits]
+//! max_body_bytes = 262144
+//! max_wait_ms = 60000
+//! max_request_lifetime_ms = 3600000
+//! nonce_cache = 100000
+//!
+//! [[clients]]
+//! name = "exchange-a"
+//! public_key = "<32-byte Ed25519 public key hex>"
+//! requests_per_minute = 120
+//! ```
+//!
+//! Relative paths are resolved against the directory of the configuration file.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use quorate_protocol::NodeIdentity;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::{
+    api::auth::{ClientInfo, ClientRegistry},
+    error::CoordinatorError,
+    service::ServiceSettings,
+};
+
+/// Request limits of the HTTP API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted (bytes); larger bodies get `payload-too-large`.
+    pub max_body_bytes: usize,
+    /// Longest `timeout_ms` a `wait=true` request may ask for.
+    pub max_wait_ms: u64,
+    /// Furthest in the future a request's `expires_at_ms` may be (bounds the nonce cache).
+    pub max_request_lifetime_ms: u64,
+    /// Most client nonces remembered for replay detection.
+    pub nonce_cache: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            max_wait_ms: 60_000,
+            max_request_lifetime_ms: 60 * 60 * 1000,
+            nonce_cache: 100_000,
+        }
+    }
+}
+
+/// A registered client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Display name (logs, metrics).
+    pub name: String,
+    /// Ed25519 public key, 32 bytes hex.
+    pub public_key: String,
+    /// Signature requests per minute (token bucket, burst of the same size).
+    #[serde(default = "default_rpm")]
+    pub requests_per_minute: u32,
+}
+
+fn default_rpm() -> u32 {
+    60
+}
+fn default_session_timeout() -> u64 {
+    30_000
+}
+fn default_dkg_timeout() -> u64 {
+    60_000
+}
+
+/// The coordinator's configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// File holding the coordinator identity: 64 bytes as hex (not a key share).
+    pub identity_file: PathBuf,
+    /// Roster file.
+    pub roster: PathBuf,
+    /// Ed25519 public key (hex) the roster must be signed by, if any.
+    #[serde(default)]
+    pub roster_authority: Option<String>,
+    /// libp2p listen multiaddresses.
+    #[serde(default)]
+    pub listen: Vec<String>,
+    /// HTTP listen address.
+    pub http_listen: String,
+    /// Admin bearer token for `POST /v1/keys` (prefer `admin_token_env`).
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Name of an environment variable holding the admin token.
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Signing session timeout.
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout_ms: u64,
+    /// DKG timeout.
+    #[serde(default = "default_dkg_timeout")]
+    pub dkg_timeout_ms: u64,
+    /// HTTP limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Registered clients.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+}
+
+fn cfg(msg: impl Into<String>) -> CoordinatorError {
+    CoordinatorError::Config(msg.into())
+}
+
+impl CoordinatorConfig {
+    /// Reads and validates a configuration file; relative paths are resolved against
+    /// its directory.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, CoordinatorError> {
+        let path = path.as_ref();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| cfg(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| match e {
+            CoordinatorError::Config(m) => cfg(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, CoordinatorError> {
+        let mut c: Self = toml::from_str(text).map_err(|e| cfg(e.to_string()))?;
+        for p in [&mut c.identity_file, &mut c.roster, &mut c.data_dir] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        c.http_addr()?;
+        c.client_registry()?;
+        if let Some(a) = &c.roster_authority {
+            let mut b = [0u8; 32];
+            hex::decode_to_slice(a, &mut b)
+                .map_err(|_| cfg("roster_authority: expected 32 bytes of hex"))?;
+        }
+        if c.admin_token.is_some() && c.admin_token_env.is_some() {
+            return Err(cfg(
+                "admin_token and admin_token_env are exclusive; set one",
+            ));
+        }
+        if c.limits.max_body_bytes < 1024 {
+            return Err(cfg("limits.max_body_bytes: at least 1024"));
+        }
+        Ok(c)
+    }
+
+    /// The HTTP listen address.
+    pub fn http_addr(&self) -> Result<SocketAddr, CoordinatorError> {
+        self.http_listen
+            .parse()
+            .map_err(|e| cfg(format!("http_listen: {e}")))
+    }
+
+    /// The roster authority key, if configured.
+    pub fn roster_authority_key(&self) -> Result<Option<[u8; 32]>, CoordinatorError> {
+        self.roster_authority
+            .as_ref()
+            .map(|a| {
+                let mut b = [0u8; 32];
+                hex::decode_to_slice(a, &mut b)
+                    .map_err(|_| cfg("roster_authority: expected 32 bytes of hex"))?;
+                Ok(b)
+            })
+            .transpose()
+    }
+
+    /// Reads the coordinator identity from `identity_file` (64 bytes hex).
+    ///
+    /// # Security
+    /// The identity authenticates the coordinator's protocol messages; it is not a
+    /// key share. Keep the file readable by the coordinator only.
+    pub fn identity(&self) -> Result<NodeIdentity, CoordinatorError> {
+        let text = Zeroizing::new(std::fs::read_to_string(&self.identity_file).map_err(|e| {
+            cfg(format!(
+                "identity_file {}: {e}",
+                self.identity_file.display()
+            ))
+        })?);
+        let mut bytes = Zeroizing::new([0u8; 64]);
+        if hex::decode_to_slice(text.trim(), bytes.as_mut_slice()).is_err() {
+            return Err(cfg(format!(
+                "identity_file {}: expected 64 bytes of hex",
+                self.identity_file.display()
+            )));
+        }
+        Ok(NodeIdentity::from_secret_bytes(&bytes))
+    }
+
+    /// Writes a new identity file (hex) for `identity`.
+    pub fn write_identity(path: &Path, identity: &NodeIdentity) -> Result<(), CoordinatorError> {
+        let secret = identity.to_secret_bytes();
+        let text = Zeroizing::new(hex::encode(secret.as_slice()));
+        std::fs::write(path, text.as_bytes())
+            .map_err(|e| cfg(format!("identity_file {}: {e}", path.display())))
+    }
+
+    /// The admin token from `admin_token` or the variable named by `admin_token_env`.
+    pub fn admin_token(&self) -> Result<Option<String>, CoordinatorError> {
+        if let Some(t) = &self.admin_token {
+            return Ok(Some(t.clone()));
+        }
+        match &self.admin_token_env {
+            None => Ok(None),
+            Some(var) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| cfg(format!("admin_token_env: variable {var} is not set"))),
+        }
+    }
+
+    /// The registered clients.
+    pub fn client_registry(&self) -> Result<ClientRegistry, CoordinatorError> {
+        let mut reg = ClientRegistry::new();
+        for (i, c) in self.clients.iter().enumerate() {
+            let mut key = [0u8; 32];
+            hex::decode_to_slice(&c.public_key, &mut key)
+                .map_err(|_| cfg(format!("clients[{i}].public_key: expected 32 bytes of hex")))?;
+            if c.requests_per_minute == 0 {
+                return Err(cfg(format!(
+                    "clients[{i}].requests_per_minute: must be > 0"
+                )));
+            }
+            reg.add(ClientInfo {
+                name: c.name.clone(),
+                public_key: key,
+                requests_per_minute: c.requests_per_minute,
+            })
+            .map_err(|e| cfg(format!("clients[{i}]: {e}")))?;
+        }
+        Ok(reg)
+    }
+
+    /// Path of the embedded store.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("coordinator.redb")
+    }
+
+    /// Settings of the HTTP service.
+    pub fn service_settings(&self) -> Result<ServiceSettings, CoordinatorError> {
+        Ok(ServiceSettings {
+            clients: self.client_registry()?,
+            admin_token: self.admin_token()?,
+            limits: self.limits.clone(),
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! The embedded store across restarts, and configuration errors that name the field.
+
+use std::path::Path;
+
+use quorate_coordinator::{
+    api::{
+        model::{Job, JobStatus},
+        problem::ProblemKind,
+    },
+    config::CoordinatorConfig,
+    store::{Created, Store},
+    CoordinatorError,
+};
+
+fn job(id: &str, status: JobStatus) -> Job {
+    Job {
+        id: id.into(),
+        key_id: "00".repeat(16),
+        client: "11".repeat(32),
+        request_hash: "22".repeat(32),
+        messages: 1,
+        status,
+        created_at_ms: 1,
+        finished_at_ms: None,
+        result: None,
+        problem: None,
+    }
+}
+
+#[test]
+fn pending_jobs_fail_and_finished_jobs_survive_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.redb");
+    {
+        let store = Store::open(&path).expect("open");
+        assert_eq!(store.interrupted_jobs(), 0);
+        assert_eq!(
+            store
+                .create_job(&job("aa", JobStatus::Pending), Some(("c:k1", "h1")))
+                .expect("create"),
+            Created::New
+        );
+        let mut done = job("bb", JobStatus::Pending);
+        store.create_job(&done, None).expect("create");
+        done.status = JobStatus::Succeeded;
+        done.finished_at_ms = Some(2);
+        store.put_job(&done).expect("finish");
+        // The idempotency binding is returned, not replaced.
+        match store.create_job(&job("cc", JobStatus::Pending), Some(("c:k1", "h2"))) {
+            Ok(Created::Existing(rec)) => {
+                assert_eq!(rec.job_id, "aa");
+                assert_eq!(rec.body_hash, "h1");
+            }
+            other => panic!("expected existing binding, got {other:?}"),
+        }
+        assert!(store.job("cc").expect("read").is_none());
+    }
+    let store = Store::open(&path).expect("reopen");
+    assert_eq!(store.interrupted_jobs(), 1);
+    let failed = store.job("aa").expect("read").expect("present");
+    assert_eq!(failed.status, JobStatus::Failed);
+    let problem = failed.problem.expect("problem");
+    assert_eq!(problem.kind(), Some(ProblemKind::CoordinatorRestarted));
+    assert!(problem.detail.contains("restarted"), "{}", problem.detail);
+    let done = store.job("bb").expect("read").expect("present");
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(
+        store
+            .idempotency("c:k1")
+            .expect("idem")
+            .expect("kept")
+            .job_id,
+        "aa"
+    );
+    drop(store);
+    // A third open finds nothing left pending.
+    assert_eq!(Store::open(&path).expect("reopen").interrupted_jobs(), 0);
+}
+
+const GOOD: &str = r#"
+identity_file = "coordinator.identity"
+roster = "roster.toml"
+listen = ["/ip4/127.0.0.1/tcp/0"]
+http_listen = "127.0.0.1:8080"
+admin_token = "secret"
+data_dir = "data"
+
+[limits]
+max_body_bytes = 131072
+
+[[clients]]
+name = "exchange-a"
+public_key = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+requests_per_minute = 30
+"#;
+
+fn config_error(text: &str) -> String {
+    match CoordinatorConfig::parse(text, Path::new("/etc/quorate")) {
+        Err(CoordinatorError::Config(m)) => m,
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn config_parses_and_errors_name_the_field() {
+    let c = CoordinatorConfig::parse(GOOD, Path::new("/etc/quorate")).expect("parse");
+    assert_eq!(
+        c.identity_file,
+        Path::new("/etc/quorate/coordinator.identity")
+    );
+    assert_eq!(
+        c.store_path(),
+        Path::new("/etc/quorate/data/coordinator.redb")
+    );
+    assert_eq!(c.limits.max_body_bytes, 131_072);
+    assert_eq!(c.session_timeout_ms, 30_000);
+    let settings = c.service_settings().expect("settings");
+    assert_eq!(settings.clients.len(), 1);
+    assert_eq!(settings.admin_token.as_deref(), Some("secret"));
+
+    let e = config_error(&format!("{GOOD}\nsurprise = 1\n"));
+    assert!(e.contains("surprise"), "{e}");
+    let e = config_error(&GOOD.replace("d75a98", "zz5a98"));
+    assert!(e.contains("clients[0].public_key"), "{e}");
+    let e = config_error(&GOOD.replace("127.0.0.1:8080", "nowhere"));
+    assert!(e.contains("http_listen"), "{e}");
+    let e =
+        config_error(&GOOD.replace("requests_per_minute = 30", "requests_per_minute = \"lots\""));
+    assert!(e.contains("requests_per_minute"), "{e}");
+    let e = config_error(&GOOD.replace("data_dir = \"data\"\n", ""));
+    assert!(e.contains("data_dir"), "{e}");
+}
+
+#[test]
+fn identity_file_round_trips() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = quorate_coordinator::protocol::NodeIdentity::generate(&mut rand_core::OsRng);
+    let path = dir.path().join("coordinator.identity");
+    CoordinatorConfig::write_identity(&path, &id).expect("write");
+    let text = GOOD.replace("coordinator.identity", path.to_str().expect("utf8"));
+    let c = CoordinatorConfig::parse(&text, dir.path()).expect("parse");
+    assert_eq!(c.identity().expect("identity").node_id(), id.node_id());
+    std::fs::write(&path, "not hex").expect("write");
+    let e = c.identity().expect_err("bad identity file");
+    assert!(e.to_string().contains("identity_file"), "{e}");
+}

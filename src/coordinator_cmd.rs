@@ -1,0 +1,246 @@
+//! `quorate coordinator` and `quorate client …`.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{bail, Context};
+use quorate_coordinator::{
+    api::model::{CreateKeyBody, ParticipantsBody},
+    client::{verify_job, Client, RequestBuilder, SignOptions},
+    config::CoordinatorConfig,
+};
+use quorate_protocol::{Ciphersuite, KeyId};
+
+/// `quorate coordinator --config coordinator.toml`
+#[derive(clap::Args)]
+pub(crate) struct CoordinatorArgs {
+    /// Coordinator configuration file.
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+pub(crate) fn coordinator(args: &CoordinatorArgs) -> anyhow::Result<()> {
+    let config = CoordinatorConfig::load(&args.config)?;
+    crate::init_logging(false);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        quorate_coordinator::run::run(config, shutdown).await
+    })?;
+    Ok(())
+}
+
+/// `quorate client …`: what an exchange integration does, from the shell.
+#[derive(clap::Args)]
+pub(crate) struct ClientArgs {
+    /// Coordinator base URL.
+    #[arg(long, env = "QUORATE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    #[command(subcommand)]
+    command: ClientCmd,
+}
+
+#[derive(clap::Subcommand)]
+enum ClientCmd {
+    /// Generate a client key pair (secret to a file, public key printed).
+    Keygen {
+        /// Where to write the 32-byte secret key (hex).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Manage keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Sign messages with a key (client-signed request, waits for the result).
+    Sign {
+        /// Key id (hex).
+        #[arg(long)]
+        key: String,
+        /// Client secret key file (from `keygen`).
+        #[arg(long)]
+        client_key: PathBuf,
+        /// Messages to sign, hex (repeat for a batch).
+        #[arg(long = "message", required = true)]
+        messages: Vec<String>,
+        /// Asset code for policy.
+        #[arg(long, default_value = "BTC")]
+        asset: String,
+        /// Amount in minor units.
+        #[arg(long, default_value_t = 0)]
+        amount: u64,
+        /// Destination for policy.
+        #[arg(long, default_value = "")]
+        destination: String,
+        /// Idempotency key.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Verify a signature with the key's public data from the coordinator.
+    Verify {
+        /// Key id (hex).
+        #[arg(long)]
+        key: String,
+        /// Message (hex).
+        #[arg(long)]
+        message: String,
+        /// Signature (hex).
+        #[arg(long)]
+        signature: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum KeysCmd {
+    /// Run a DKG (admin token from --admin-token or QUORATE_ADMIN_TOKEN).
+    Create {
+        /// secp256k1, secp256k1-tr or ed25519.
+        #[arg(long)]
+        ciphersuite: Ciphersuite,
+        /// Signatures need this many nodes.
+        #[arg(long)]
+        threshold: u16,
+        /// Number of participants (any healthy nodes).
+        #[arg(long)]
+        n: usize,
+        /// Participants must span at least this many segments.
+        #[arg(long, default_value_t = 1)]
+        min_segments: usize,
+        /// Admin bearer token.
+        #[arg(long, env = "QUORATE_ADMIN_TOKEN")]
+        admin_token: String,
+    },
+    /// List keys.
+    List,
+    /// Show one key.
+    Show {
+        /// Key id (hex).
+        key: String,
+    },
+}
+
+fn read_secret(path: &PathBuf) -> anyhow::Result<ed25519_dalek::SigningKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut sk = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut sk)
+        .context("client key file must hold 32 bytes of hex")?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&sk))
+}
+
+pub(crate) fn client(args: ClientArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(client_async(args))
+}
+
+async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
+    let client = Client::new(args.url.clone())?;
+    match args.command {
+        ClientCmd::Keygen { out } => {
+            if out.exists() {
+                bail!("{} exists; refusing to overwrite a key", out.display());
+            }
+            let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+            std::fs::write(&out, hex::encode(sk.to_bytes()))?;
+            println!("{}", hex::encode(sk.verifying_key().to_bytes()));
+        }
+        ClientCmd::Keys(KeysCmd::Create {
+            ciphersuite,
+            threshold,
+            n,
+            min_segments,
+            admin_token,
+        }) => {
+            let body = CreateKeyBody {
+                ciphersuite,
+                threshold,
+                participants: ParticipantsBody::Spanning { n, min_segments },
+            };
+            let key = client
+                .with_admin_token(admin_token)
+                .create_key(&body)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&key)?);
+        }
+        ClientCmd::Keys(KeysCmd::List) => {
+            for k in client.list_keys().await? {
+                println!(
+                    "{}  {:<13} {}-of-{}  {}",
+                    k.key_id,
+                    k.ciphersuite.name(),
+                    k.threshold,
+                    k.participants.len(),
+                    k.verifying_key
+                );
+            }
+        }
+        ClientCmd::Keys(KeysCmd::Show { key }) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&client.get_key(&key).await?)?
+            );
+        }
+        ClientCmd::Sign {
+            key,
+            client_key,
+            messages,
+            asset,
+            amount,
+            destination,
+            idempotency_key,
+        } => {
+            let sk = read_secret(&client_key)?;
+            let key_id = KeyId::from_hex(&key)?;
+            let msgs = messages
+                .iter()
+                .map(|m| hex::decode(m).with_context(|| format!("message {m:?} is not hex")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let signed = RequestBuilder::new(key_id)
+                .messages(msgs)
+                .purpose(asset, amount, destination, "")
+                .expires_in(Duration::from_secs(300))
+                .sign(&sk);
+            let mut opts = SignOptions::wait(Duration::from_secs(60));
+            if let Some(k) = idempotency_key {
+                opts = opts.idempotency_key(k);
+            }
+            let job = client.sign(&key, &signed, opts).await?;
+            let job = client
+                .poll_until_done(
+                    &job.id,
+                    Duration::from_millis(200),
+                    Duration::from_secs(120),
+                )
+                .await?;
+            let view = client.get_key(&key).await?;
+            verify_job(&view, &signed.request, &job)?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+            eprintln!("every signature verified against key {key}");
+        }
+        ClientCmd::Verify {
+            key,
+            message,
+            signature,
+        } => {
+            let view = client.get_key(&key).await?;
+            let public = view.to_group_public()?;
+            let msg = hex::decode(&message).context("--message is not hex")?;
+            let sig = hex::decode(&signature).context("--signature is not hex")?;
+            quorate_coordinator::client::verify_signature(&public, &msg, &sig, None)?;
+            println!("valid");
+        }
+    }
+    Ok(())
+}
