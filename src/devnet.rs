@@ -1,16 +1,29 @@
-//! `quorate devnet`: a local network in one process.
+//! `quorate devnet`: a local network of real processes on loopback.
 //!
-//! Every node is a separate set of protocol state machines with its own identity;
-//! messages travel over an in-memory transport as signed, encoded envelopes. The
-//! DKG is dealerless and each signature is checked with frost-core's verifier for
-//! its suite. Multi-process nodes over libp2p replace the in-memory transport once
-//! the node and coordinator daemons exist.
+//! Generates node identities (sealed keystores), a roster spanning several segments,
+//! a client key and a policy into a data directory; starts every node and a
+//! coordinator as separate `quorate` processes; waits until all are healthy; prints
+//! the coordinator URL and copy-paste commands. `--demo` then runs a DKG for every
+//! ciphersuite through the HTTP API, signs, and verifies. Ctrl-C stops everything.
+//! A second run reuses the data directory (keys survive) unless `--fresh`.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    fmt::Write as _,
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
-use anyhow::{ensure, Context};
-use quorate_protocol::{local, Ciphersuite, NodeIdentity, SignTarget};
-use rand_core::OsRng;
+use anyhow::{bail, ensure, Context};
+use quorate_coordinator::{
+    api::model::{CreateKeyBody, ParticipantsBody},
+    client::{verify_job, Client, RequestBuilder, SignOptions},
+    config::CoordinatorConfig,
+};
+use quorate_node::keystore::{KdfParams, Keystore, Passphrase};
+use quorate_protocol::{Ciphersuite, KeyId, NodeIdentity};
+use rand_core::{OsRng, RngCore};
 
 /// Options of `quorate devnet`.
 #[derive(clap::Args)]
@@ -21,80 +34,407 @@ pub(crate) struct DevnetArgs {
     /// Signatures need this many nodes.
     #[arg(long, default_value_t = 3)]
     threshold: u16,
-    /// Message to sign (default: a sample withdrawal).
-    #[arg(long, default_value = "withdraw 0.5 BTC to bc1q-demo")]
-    message: String,
-    /// Also print each node's id and the full signature.
+    /// Number of network segments the nodes are spread over.
+    #[arg(long, default_value_t = 3)]
+    segments: usize,
+    /// Data directory (identities, keystores, configs, logs, audit logs).
+    #[arg(long, default_value = "devnet-data")]
+    data_dir: PathBuf,
+    /// Delete the data directory first (new identities, no keys).
+    #[arg(long)]
+    fresh: bool,
+    /// First port: the coordinator's libp2p port; nodes use the next ones and
+    /// admin ports at +100.
+    #[arg(long, default_value_t = 7400)]
+    base_port: u16,
+    /// Coordinator HTTP port.
+    #[arg(long, default_value_t = 8080)]
+    http_port: u16,
+    /// Run DKG for every ciphersuite, sign and verify, and print the results.
     #[arg(long)]
     demo: bool,
+    /// Exit after startup (and the demo) instead of waiting for Ctrl-C.
+    #[arg(long)]
+    exit: bool,
+}
+
+struct Layout {
+    dir: PathBuf,
+    n: usize,
+    base_port: u16,
+    http_port: u16,
+}
+
+impl Layout {
+    fn node_port(&self, i: usize) -> u16 {
+        self.base_port + 1 + i as u16
+    }
+    fn admin_port(&self, i: usize) -> u16 {
+        self.base_port + 101 + i as u16
+    }
+    fn ports(&self) -> Vec<(u16, String)> {
+        let mut p = vec![
+            (self.base_port, "coordinator libp2p".to_string()),
+            (self.http_port, "coordinator HTTP".into()),
+        ];
+        for i in 0..self.n {
+            p.push((self.node_port(i), format!("node{} libp2p", i + 1)));
+            p.push((self.admin_port(i), format!("node{} admin", i + 1)));
+        }
+        p
+    }
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut f, contents.as_bytes())?;
+    Ok(())
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// Creates identities, keystores, roster, policy and configs (first run only).
+fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
+    let dir = &l.dir;
+    let mut roster = String::new();
+    let client = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    write_private(&dir.join("client.key"), &hex::encode(client.to_bytes()))?;
+    let client_pub = hex::encode(client.verifying_key().to_bytes());
+    let admin_token = random_hex(16);
+    write_private(&dir.join("admin.token"), &admin_token)?;
+    for i in 0..l.n {
+        let name = format!("node{}", i + 1);
+        let pass = random_hex(24);
+        write_private(&dir.join(format!("{name}.pass")), &pass)?;
+        let identity = NodeIdentity::generate(&mut OsRng);
+        Keystore::init(
+            dir.join(format!("{name}.keystore")),
+            &Passphrase::new(pass)?,
+            &identity,
+            KdfParams::production(),
+            &mut OsRng,
+        )?;
+        let p = identity.public();
+        writeln!(
+            roster,
+            "[[nodes]]\nname = \"{name}\"\nnode_id = \"{}\"\nseal_key = \"{}\"\nindex = {}\nsegment = \"segment-{}\"\naddresses = [\"/ip4/127.0.0.1/tcp/{}\"]\n",
+            p.node,
+            hex::encode(p.seal_key),
+            i + 1,
+            i % segments + 1,
+            l.node_port(i)
+        )?;
+        std::fs::write(
+            dir.join(format!("{name}.toml")),
+            format!(
+                "keystore = \"{name}.keystore\"\npassphrase = {{ file = \"{name}.pass\" }}\nroster = \"roster.toml\"\npolicy = \"policy.toml\"\naudit_log = \"{name}.audit.jsonl\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nadmin = \"127.0.0.1:{}\"\n",
+                l.node_port(i),
+                l.admin_port(i)
+            ),
+        )?;
+    }
+    let coordinator = NodeIdentity::generate(&mut OsRng);
+    CoordinatorConfig::write_identity(&dir.join("coordinator.identity"), &coordinator)?;
+    writeln!(
+        roster,
+        "[[coordinators]]\nname = \"coordinator\"\nnode_id = \"{}\"\naddresses = [\"/ip4/127.0.0.1/tcp/{}\"]",
+        coordinator.node_id(),
+        l.base_port
+    )?;
+    std::fs::write(dir.join("roster.toml"), roster)?;
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            "version = 1\n\n[clients.devnet-client]\npublic_key = \"{client_pub}\"\nkeys = [\"*\"]\n\n[clients.devnet-client.limits.BTC]\nper_request = 100_000_000\nper_window = 1_000_000_000\n"
+        ),
+    )?;
+    std::fs::write(
+        dir.join("coordinator.toml"),
+        format!(
+            "identity_file = \"coordinator.identity\"\nroster = \"roster.toml\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nhttp_listen = \"127.0.0.1:{}\"\nadmin_token_env = \"QUORATE_ADMIN_TOKEN\"\ndata_dir = \"coordinator-data\"\n\n[[clients]]\nname = \"devnet-client\"\npublic_key = \"{client_pub}\"\nrequests_per_minute = 600\n",
+            l.base_port, l.http_port
+        ),
+    )?;
+    Ok(())
+}
+
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            // SIGTERM for a graceful stop, then wait (bounded).
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for (name, c) in &mut self.0 {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
+                    _ => {
+                        eprintln!("{name} did not stop in time; killing it");
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn spawn(
+    exe: &Path,
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    admin_token: &str,
+) -> anyhow::Result<Child> {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join(format!("{name}.log")))?;
+    let child = Command::new(exe)
+        .args(args)
+        .current_dir(dir)
+        .env("QUORATE_ADMIN_TOKEN", admin_token)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,libp2p=warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    // Pid files let operators (and the end-to-end tests) signal one process.
+    std::fs::write(logs.join(format!("{name}.pid")), child.id().to_string())?;
+    Ok(child)
+}
+
+async fn healthy(http: &reqwest::Client, addr: SocketAddr) -> bool {
+    matches!(
+        http.get(format!("http://{addr}/health")).timeout(Duration::from_millis(500)).send().await,
+        Ok(r) if r.status().is_success()
+    )
 }
 
 pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     ensure!(
-        args.nodes >= 2 && args.nodes <= 100,
-        "--nodes must be between 2 and 100"
+        (2..=50).contains(&args.nodes),
+        "--nodes must be between 2 and 50"
     );
     ensure!(
         args.threshold >= 2 && usize::from(args.threshold) <= args.nodes,
         "--threshold must be between 2 and --nodes ({})",
         args.nodes
     );
-    let mut rng = OsRng;
-    let nodes = local::identities(args.nodes, &mut rng);
-    let coordinator = Arc::new(NodeIdentity::generate(&mut rng));
-    println!(
-        "quorate devnet: {} nodes, threshold {}, in-process transport",
-        args.nodes, args.threshold
+    ensure!(
+        args.segments >= 1 && args.segments <= args.nodes,
+        "--segments must be between 1 and --nodes"
     );
-    if args.demo {
-        for (i, n) in nodes.iter().enumerate() {
-            println!("  node {} id {}", i + 1, n.node_id());
-        }
-    }
-    // A 32-byte digest of the message: what a wallet signs (a BIP341 sighash, say).
-    let digest: [u8; 32] = {
-        use sha2::Digest;
-        sha2::Sha256::digest(args.message.as_bytes()).into()
+    let l = Layout {
+        dir: args.data_dir.clone(),
+        n: args.nodes,
+        base_port: args.base_port,
+        http_port: args.http_port,
     };
-    for suite in Ciphersuite::ALL {
-        let start = Instant::now();
-        let shares = local::run_dkg(&nodes, suite, args.threshold, &mut rng)
-            .with_context(|| format!("{suite} DKG failed"))?;
-        let dkg_time = start.elapsed();
-        let public = shares[0].public.clone();
-        ensure!(
-            shares.iter().all(|s| s.public == public),
-            "{suite}: nodes disagree on the group key"
-        );
-        // Sign with the last `threshold` nodes.
-        let signers = nodes
-            .iter()
-            .cloned()
-            .zip(shares)
-            .skip(args.nodes - usize::from(args.threshold))
-            .collect();
-        let start = Instant::now();
-        let target = SignTarget {
-            message: digest.to_vec(),
-            tweak: None,
-        };
-        let sig = local::run_signing(&coordinator, signers, target, &mut rng)
-            .with_context(|| format!("{suite} signing failed"))?;
-        let sign_time = start.elapsed();
-        public
-            .verify(&digest, &sig.signature, None)
-            .with_context(|| format!("{suite} signature does not verify"))?;
-        println!(
-            "{:<13} key {}  DKG {:>6.1} ms  sign {:>5.1} ms  signature verified",
-            suite.name(),
-            hex::encode(&public.verifying_key),
-            dkg_time.as_secs_f64() * 1e3,
-            sign_time.as_secs_f64() * 1e3,
-        );
-        if args.demo {
-            println!("              signature {}", hex::encode(&sig.signature));
+    for (port, what) in l.ports() {
+        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+            bail!("port {port} ({what}) is busy: stop what uses it or pick other ports with --base-port / --http-port");
         }
     }
-    println!("message sha256 {}", hex::encode(digest));
+    if args.fresh && l.dir.exists() {
+        std::fs::remove_dir_all(&l.dir)
+            .with_context(|| format!("cannot remove {}", l.dir.display()))?;
+    }
+    let first_run = !l.dir.join("roster.toml").exists();
+    if first_run {
+        std::fs::create_dir_all(&l.dir)
+            .with_context(|| format!("cannot create data directory {}", l.dir.display()))?;
+        let probe = l.dir.join(".write-test");
+        std::fs::write(&probe, b"")
+            .with_context(|| format!("data directory {} is not writable", l.dir.display()))?;
+        let _ = std::fs::remove_file(probe);
+        println!(
+            "generating {} node identities, roster, client key and policy in {}",
+            l.n,
+            l.dir.display()
+        );
+        generate(&l, args.segments)?;
+    } else {
+        let nodes_in_dir = (0..)
+            .take_while(|i| l.dir.join(format!("node{}.toml", i + 1)).exists())
+            .count();
+        ensure!(
+            nodes_in_dir == l.n,
+            "{} holds a {nodes_in_dir}-node network; use --nodes {nodes_in_dir} or --fresh",
+            l.dir.display()
+        );
+        println!(
+            "reusing {} (keys survive; --fresh starts over)",
+            l.dir.display()
+        );
+    }
+    let dir = std::fs::canonicalize(&l.dir)?;
+    let exe = std::env::current_exe()?;
+    let admin_token = std::fs::read_to_string(dir.join("admin.token"))?
+        .trim()
+        .to_string();
+    let mut children = Children(Vec::new());
+    for i in 0..l.n {
+        let name = format!("node{}", i + 1);
+        let cfg = format!("{name}.toml");
+        children.0.push((
+            name.clone(),
+            spawn(&exe, &dir, &name, &["node", "--config", &cfg], &admin_token)?,
+        ));
+    }
+    children.0.push((
+        "coordinator".into(),
+        spawn(
+            &exe,
+            &dir,
+            "coordinator",
+            &["coordinator", "--config", "coordinator.toml"],
+            &admin_token,
+        )?,
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let url = format!("http://127.0.0.1:{}", l.http_port);
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let mut up = vec![false; l.n + 1];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while up.iter().any(|u| !u) {
+            for (name, c) in &mut children.0 {
+                if let Ok(Some(status)) = c.try_wait() {
+                    bail!("{name} exited ({status}); see {}", dir.join("logs").join(format!("{name}.log")).display());
+                }
+            }
+            for i in 0..=l.n {
+                if up[i] {
+                    continue;
+                }
+                let (name, addr) = if i < l.n {
+                    (format!("node{}", i + 1), SocketAddr::from(([127, 0, 0, 1], l.admin_port(i))))
+                } else {
+                    ("coordinator".to_string(), SocketAddr::from(([127, 0, 0, 1], l.http_port)))
+                };
+                if healthy(&http, addr).await {
+                    up[i] = true;
+                    println!("  {name:<12} up");
+                }
+            }
+            if Instant::now() > deadline {
+                let waiting: Vec<String> = (0..=l.n).filter(|i| !up[*i]).map(|i| if i < l.n { format!("node{}", i + 1) } else { "coordinator".into() }).collect();
+                bail!("still waiting for {} after 60 s; see the logs in {}", waiting.join(", "), dir.join("logs").display());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Give libp2p a moment to connect the coordinator to every node.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        println!("\nquorate devnet is up: {} nodes in {} segments, threshold {}", l.n, args.segments, args.threshold);
+        println!("coordinator API  {url}   (OpenAPI: {url}/openapi.json)");
+        println!("data and logs    {}", dir.display());
+        println!("\ntry:");
+        println!("  export QUORATE_URL={url} QUORATE_ADMIN_TOKEN=$(cat {}/admin.token)", dir.display());
+        println!("  quorate client keys create --ciphersuite secp256k1-tr --threshold {} --n {} --min-segments {}", args.threshold, l.n, args.segments);
+        println!("  quorate client sign --key <key id> --client-key {}/client.key --message $(printf 'hello' | sha256sum | cut -c1-64)", dir.display());
+        println!("  curl -s {url}/v1/keys");
+        if args.demo {
+            demo(&url, &admin_token, &dir, args).await?;
+        }
+        if !args.exit {
+            println!("\nCtrl-C stops the network.");
+            tokio::signal::ctrl_c().await?;
+        }
+        Ok(())
+    })?;
+    println!("stopping…");
+    drop(children);
+    Ok(())
+}
+
+async fn demo(url: &str, admin_token: &str, dir: &Path, args: &DevnetArgs) -> anyhow::Result<()> {
+    let api = Client::new(url.to_string())?.with_admin_token(admin_token.to_string());
+    let text = std::fs::read_to_string(dir.join("client.key"))?;
+    let mut sk = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut sk).context("client.key")?;
+    let client = ed25519_dalek::SigningKey::from_bytes(&sk);
+    let message: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(b"quorate devnet demo: withdraw 0.5 BTC").into()
+    };
+    println!(
+        "\ndemo: DKG and a signature for every ciphersuite (message {})",
+        hex::encode(message)
+    );
+    for suite in Ciphersuite::ALL {
+        let started = Instant::now();
+        let key = api
+            .create_key(&CreateKeyBody {
+                ciphersuite: suite,
+                threshold: args.threshold,
+                participants: ParticipantsBody::Spanning {
+                    n: args.nodes,
+                    min_segments: args.segments.min(args.nodes),
+                },
+            })
+            .await
+            .with_context(|| format!("{suite}: key generation"))?;
+        let dkg_ms = started.elapsed().as_millis();
+        let key_id = KeyId::from_hex(&key.key_id)?;
+        let signed = RequestBuilder::new(key_id)
+            .message(message.to_vec())
+            .purpose("BTC", 50_000_000, "bc1qdevnetdemo", "devnet demo")
+            .expires_in(Duration::from_secs(120))
+            .sign(&client);
+        let started = Instant::now();
+        let job = api
+            .sign(
+                &key.key_id,
+                &signed,
+                SignOptions::wait(Duration::from_secs(30)),
+            )
+            .await?;
+        let job = api
+            .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(60))
+            .await?;
+        let sign_ms = started.elapsed().as_millis();
+        verify_job(&key, &signed.request, &job)
+            .with_context(|| format!("{suite}: verification"))?;
+        let sig = job
+            .result
+            .as_ref()
+            .and_then(|r| r.signatures.first())
+            .map(|s| s.signature.clone())
+            .unwrap_or_default();
+        println!(
+            "{:<13} key {}  DKG {dkg_ms:>5} ms  sign {sign_ms:>4} ms  signature verified\n              signature {sig}",
+            suite.name(),
+            key.key_id
+        );
+    }
     Ok(())
 }

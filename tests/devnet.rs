@@ -1,14 +1,59 @@
-//! End-to-end: the real `quorate` binary's devnet produces a verified signature for
-//! every ciphersuite.
+//! End-to-end: the real `quorate devnet` starts node and coordinator processes on
+//! loopback and proves the system works with three verified signatures.
 
-use std::process::Command;
+use std::{net::TcpListener, process::Command};
+
+fn free_port_block(len: u16) -> u16 {
+    // Find a base port whose whole block (base .. base + 100 + len) is free now.
+    for _ in 0..50 {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if base > 60_000 {
+            continue;
+        }
+        let all_free = (0..=len)
+            .chain(100..=100 + len)
+            .all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free port block");
+}
+
+fn devnet(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .arg("devnet")
+        .args(args)
+        .output()
+        .expect("run quorate devnet")
+}
 
 #[test]
-fn devnet_signs_and_verifies_with_every_ciphersuite() {
-    let out = Command::new(env!("CARGO_BIN_EXE_quorate"))
-        .args(["devnet", "--nodes", "4", "--threshold", "3"])
-        .output()
-        .expect("run quorate devnet");
+fn devnet_demo_signs_and_verifies_with_every_ciphersuite_and_keys_survive_restart() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("net");
+    let base = free_port_block(6);
+    let http = free_port_block(0).to_string();
+    let base_s = base.to_string();
+    let common = [
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "--base-port",
+        &base_s,
+        "--http-port",
+        &http,
+        "--nodes",
+        "4",
+        "--threshold",
+        "3",
+        "--segments",
+        "2",
+    ];
+    let out = devnet(&[&common[..], &["--demo", "--exit"]].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -22,14 +67,49 @@ fn devnet_signs_and_verifies_with_every_ciphersuite() {
             .unwrap_or_else(|| panic!("no line for {suite}: {stdout}"));
         assert!(line.ends_with("signature verified"), "{line}");
     }
+    // Every node's audit log verifies and records three keys.
+    for i in 1..=4 {
+        let log = data.join(format!("node{i}.audit.jsonl"));
+        let v = Command::new(env!("CARGO_BIN_EXE_quorate"))
+            .args(["audit", "verify"])
+            .arg(&log)
+            .output()
+            .expect("audit");
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert_eq!(text.matches("key_generated").count(), 3, "{text}");
+    }
+    // A second run reuses the data directory: same identities, keys kept.
+    let out = devnet(&[&common[..], &["--exit"]].concat());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("reusing"), "{stdout}");
+    let store = std::fs::read_dir(data.join("coordinator-data"))
+        .expect("store")
+        .count();
+    assert!(store > 0);
 }
 
 #[test]
-fn devnet_rejects_impossible_threshold_with_a_clear_error() {
-    let out = Command::new(env!("CARGO_BIN_EXE_quorate"))
-        .args(["devnet", "--nodes", "3", "--threshold", "4"])
-        .output()
-        .expect("run quorate devnet");
+fn devnet_reports_busy_ports_and_bad_parameters_clearly() {
+    let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port().to_string();
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = devnet(&[
+        "--data-dir",
+        dir.path().to_str().expect("utf8"),
+        "--http-port",
+        &port,
+        "--exit",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("port {port} (coordinator HTTP) is busy")),
+        "{stderr}"
+    );
+
+    let out = devnet(&["--nodes", "3", "--threshold", "4", "--exit"]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
