@@ -332,8 +332,8 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
                     bail!("{name} exited ({status}); see {}", dir.join("logs").join(format!("{name}.log")).display());
                 }
             }
-            for i in 0..=l.n {
-                if up[i] {
+            for (i, is_up) in up.iter_mut().enumerate() {
+                if *is_up {
                     continue;
                 }
                 let (name, addr) = if i < l.n {
@@ -342,7 +342,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
                     ("coordinator".to_string(), SocketAddr::from(([127, 0, 0, 1], l.http_port)))
                 };
                 if healthy(&http, addr).await {
-                    up[i] = true;
+                    *is_up = true;
                     println!("  {name:<12} up");
                 }
             }
