@@ -367,7 +367,11 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         }
         if !args.exit {
             println!("\nCtrl-C stops the network.");
-            tokio::signal::ctrl_c().await?;
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r?,
+                _ = term.recv() => {}
+            }
         }
         Ok(())
     })?;

@@ -1,0 +1,400 @@
+//! End-to-end tests of a live devnet (real processes on loopback): a node killed
+//! mid-signing, a coordinator restart, and garbage thrown at live ports.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use quorate_coordinator::{
+    api::model::{CreateKeyBody, JobStatus, ParticipantsBody},
+    client::{verify_job, Client, RequestBuilder, SignOptions},
+};
+use quorate_protocol::{Ciphersuite, KeyId};
+
+fn exe() -> &'static str {
+    env!("CARGO_BIN_EXE_quorate")
+}
+
+fn free_base() -> u16 {
+    for _ in 0..50 {
+        let base = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        if base < 60_000
+            && (0..=6)
+                .chain(100..=106)
+                .all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+/// A running `quorate devnet` (5 nodes, threshold 3, 3 segments); stopped on drop.
+struct Devnet {
+    child: Child,
+    data: PathBuf,
+    url: String,
+    extra: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Devnet {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        let data = dir.path().join("net");
+        let base = free_base();
+        let http = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mut child = Command::new(exe())
+            .args(["devnet", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--base-port",
+                &base.to_string(),
+                "--http-port",
+                &http.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start devnet");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            assert!(Instant::now() < deadline, "devnet did not come up");
+            match lines.next() {
+                Some(Ok(l)) if l.contains("quorate devnet is up") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("devnet exited before it was up"),
+            }
+        }
+        // Keep draining stdout so the devnet never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            data,
+            url: format!("http://127.0.0.1:{http}"),
+            extra: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self, name: &str) -> String {
+        std::fs::read_to_string(self.data.join("logs").join(format!("{name}.pid")))
+            .expect("pid file")
+            .trim()
+            .to_string()
+    }
+
+    fn signal(&self, name: &str, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.pid(name)])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {name}");
+    }
+
+    /// Starts a process the way devnet does (for restarts after kill -9).
+    fn restart(&mut self, name: &str, args: &[&str]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join("logs").join(format!("{name}.log")))
+            .expect("log");
+        let token = std::fs::read_to_string(self.data.join("admin.token")).expect("token");
+        let child = Command::new(exe())
+            .args(args)
+            .current_dir(&self.data)
+            .env("QUORATE_ADMIN_TOKEN", token.trim())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("restart");
+        std::fs::write(
+            self.data.join("logs").join(format!("{name}.pid")),
+            child.id().to_string(),
+        )
+        .expect("pid");
+        self.extra.push(child);
+    }
+
+    fn api(&self) -> Client {
+        let token = std::fs::read_to_string(self.data.join("admin.token")).expect("token");
+        Client::new(self.url.clone())
+            .expect("client")
+            .with_admin_token(token.trim().to_string())
+    }
+
+    fn client_key(&self) -> ed25519_dalek::SigningKey {
+        let text = std::fs::read_to_string(self.data.join("client.key")).expect("client key");
+        let mut sk = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut sk).expect("hex");
+        ed25519_dalek::SigningKey::from_bytes(&sk)
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        for c in &mut self.extra {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_healthy(url: &str) {
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = http.get(format!("{url}/health")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not become healthy");
+}
+
+fn request(
+    net: &Devnet,
+    key: &str,
+    messages: Vec<Vec<u8>>,
+) -> quorate_protocol::request::SignedRequest {
+    RequestBuilder::new(KeyId::from_hex(key).expect("key id"))
+        .messages(messages)
+        .purpose("BTC", 1_000, "bc1qtest", "e2e")
+        .expires_in(Duration::from_secs(120))
+        .sign(&net.client_key())
+}
+
+async fn create_key(api: &Client, suite: Ciphersuite) -> quorate_coordinator::api::model::KeyView {
+    api.create_key(&CreateKeyBody {
+        ciphersuite: suite,
+        threshold: 3,
+        participants: ParticipantsBody::Spanning {
+            n: 5,
+            min_segments: 3,
+        },
+    })
+    .await
+    .expect("create key")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_killed_mid_signing_is_routed_around_and_rejoins_after_restart() {
+    let mut net = Devnet::start();
+    let api = net.api();
+    let key = create_key(&api, Ciphersuite::Secp256k1Tr).await;
+    // A batch in flight while node 2 dies.
+    let msgs: Vec<Vec<u8>> = (0u8..4).map(|i| vec![i; 32]).collect();
+    let signed = request(&net, &key.key_id, msgs);
+    let job = api
+        .sign(&key.key_id, &signed, SignOptions::default())
+        .await
+        .expect("accepted");
+    net.signal("node2", "-KILL");
+    let job = api
+        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(90))
+        .await
+        .expect("job");
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    verify_job(&key, &signed.request, &job).expect("every signature verifies");
+
+    // Node 2 comes back with its sealed keystore and serves again.
+    net.restart("node2", &["node", "--config", "node2.toml"]);
+    let admin = std::fs::read_to_string(net.data.join("node2.toml")).expect("cfg");
+    let admin_addr = admin
+        .lines()
+        .find_map(|l| l.strip_prefix("admin = "))
+        .expect("admin")
+        .trim_matches('"')
+        .to_string();
+    wait_healthy(&format!("http://{admin_addr}")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // With nodes 1, 3, 4, 5 paused, only a quorum that includes node 2 can sign.
+    for n in ["node1", "node3"] {
+        net.signal(n, "-STOP");
+    }
+    let signed = request(&net, &key.key_id, vec![vec![9; 32]]);
+    let job = api
+        .sign(
+            &key.key_id,
+            &signed,
+            SignOptions::wait(Duration::from_secs(60)),
+        )
+        .await
+        .expect("accepted");
+    let job = api
+        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(90))
+        .await
+        .expect("job");
+    for n in ["node1", "node3"] {
+        net.signal(n, "-CONT");
+    }
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    verify_job(&key, &signed.request, &job).expect("verifies");
+    let node2_log = std::fs::read_to_string(net.data.join("node2.audit.jsonl")).expect("audit");
+    assert!(
+        node2_log.matches("share_contributed").count() >= 1,
+        "restarted node 2 signed with its kept share"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_restart_answers_finished_jobs_and_fails_pending_ones() {
+    let mut net = Devnet::start();
+    let api = net.api();
+    let key = create_key(&api, Ciphersuite::Ed25519).await;
+    let done = api
+        .sign(
+            &key.key_id,
+            &request(&net, &key.key_id, vec![vec![1; 32]]),
+            SignOptions::wait(Duration::from_secs(30)),
+        )
+        .await
+        .expect("sign");
+    assert_eq!(done.status, JobStatus::Succeeded);
+    // Freeze every node so the next job stays pending, then kill the coordinator.
+    for i in 1..=5 {
+        net.signal(&format!("node{i}"), "-STOP");
+    }
+    let pending = api
+        .sign(
+            &key.key_id,
+            &request(&net, &key.key_id, vec![vec![2; 32]]),
+            SignOptions::default(),
+        )
+        .await
+        .expect("accepted");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    net.signal("coordinator", "-KILL");
+    for i in 1..=5 {
+        net.signal(&format!("node{i}"), "-CONT");
+    }
+    net.restart(
+        "coordinator",
+        &["coordinator", "--config", "coordinator.toml"],
+    );
+    wait_healthy(&net.url).await;
+    let again = api
+        .job(&done.id)
+        .await
+        .expect("finished job answered after restart");
+    assert_eq!(again.status, JobStatus::Succeeded);
+    verify_job(
+        &key,
+        &request(&net, &key.key_id, vec![vec![1; 32]]).request,
+        &again,
+    )
+    .ok();
+    let failed = api.job(&pending.id).await.expect("pending job answered");
+    assert_eq!(failed.status, JobStatus::Failed, "{failed:?}");
+    // And signing works again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let signed = request(&net, &key.key_id, vec![vec![3; 32]]);
+    let job = api
+        .sign(
+            &key.key_id,
+            &signed,
+            SignOptions::wait(Duration::from_secs(60)),
+        )
+        .await
+        .expect("sign");
+    let job = api
+        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(60))
+        .await
+        .expect("job");
+    verify_job(&key, &signed.request, &job).expect("verifies after coordinator restart");
+}
+
+fn throw(addr: &str, bytes: &[u8]) {
+    if let Ok(mut s) = TcpStream::connect(addr) {
+        let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+        let _ = s.write_all(bytes);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_live_ports_crashes_nothing() {
+    let net = Devnet::start();
+    let api = net.api();
+    let key = create_key(&api, Ciphersuite::Secp256k1).await;
+    let node_cfg = std::fs::read_to_string(net.data.join("node1.toml")).expect("cfg");
+    let port = node_cfg
+        .split("/tcp/")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("port")
+        .to_string();
+    let p2p = format!("127.0.0.1:{port}");
+    let http = net.url.trim_start_matches("http://").to_string();
+    let mut seed = 7u64;
+    for round in 0..20 {
+        let mut junk = vec![0u8; 64 + round * 997];
+        for b in junk.iter_mut() {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *b = (seed >> 33) as u8;
+        }
+        throw(&p2p, &junk);
+        throw(&http, &junk);
+    }
+    // A multistream header followed by an absurd length, and oversized HTTP.
+    throw(&p2p, b"\x13/multistream/1.0.0\n\xff\xff\xff\xff\xff\xff");
+    throw(
+        &http,
+        b"POST /v1/keys HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n{",
+    );
+    throw(&http, b"GET /\x00\x01 HTTP/9.9\r\n\r\n");
+    let http_client = reqwest::Client::new();
+    let r = http_client
+        .post(format!("{}/v1/keys/{}/signatures", net.url, key.key_id))
+        .header("content-type", "application/json")
+        .body("{\"signed_request\": 12}")
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status().as_u16(), 400);
+    // Everything still works.
+    let signed = request(&net, &key.key_id, vec![vec![5; 32]]);
+    let job = api
+        .sign(
+            &key.key_id,
+            &signed,
+            SignOptions::wait(Duration::from_secs(60)),
+        )
+        .await
+        .expect("sign");
+    let job = api
+        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(60))
+        .await
+        .expect("job");
+    verify_job(&key, &signed.request, &job).expect("verifies");
+    for i in 1..=5 {
+        let pid = net.pid(&format!("node{i}"));
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "node{i} is still running"
+        );
+    }
+}
