@@ -180,7 +180,7 @@ pub fn run(args: SimArgs) -> Result<Vec<Summary>, SimError> {
     Ok(results.into_iter().map(|r| r.summary).collect())
 }
 
-/// `quorate sim calibrate --out FILE`: measures this host's protocol costs and
+/// `quorate sim-calibrate --out FILE`: measures this host's protocol costs and
 /// writes a cost file that scenarios can use with `[cpu] model = "file"`.
 pub fn calibrate(out: &Path) -> Result<CostTable, SimError> {
     let table = calibrate_to(out, &mut |what| eprintln!("calibrate: measuring {what}"))?;

@@ -362,7 +362,7 @@ pub enum CpuModel {
     /// The built-in cost table.
     #[default]
     Default,
-    /// A cost file written by `quorate sim calibrate` (`file`).
+    /// A cost file written by `quorate sim-calibrate` (`file`).
     File,
     /// The `table` given inline.
     Inline,
