@@ -51,6 +51,7 @@ struct Net {
     dir: tempfile::TempDir,
     ids: Vec<NodeIdentity>,
     coordinator: Arc<NodeIdentity>,
+    second_coordinator: Arc<NodeIdentity>,
     mallory: Arc<NodeIdentity>,
     client: ed25519_dalek::SigningKey,
     roster_text: String,
@@ -64,8 +65,10 @@ impl Net {
         let ids: Vec<_> = (0..n).map(|_| NodeIdentity::generate(&mut rng)).collect();
         let coordinator = Arc::new(NodeIdentity::generate(&mut rng));
         let mallory = Arc::new(NodeIdentity::generate(&mut rng));
+        let second_coordinator = Arc::new(NodeIdentity::generate(&mut rng));
         let client = ed25519_dalek::SigningKey::generate(&mut rng);
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        // One port per node plus one for mallory (a roster signer run by the tests).
+        let ports: Vec<u16> = (0..=n).map(|_| free_port()).collect();
         let coord_port = free_port();
         let mut roster = String::new();
         for (i, id) in ids.iter().chain([mallory.as_ref()]).enumerate() {
@@ -76,12 +79,17 @@ impl Net {
                 .unwrap_or_default();
             roster.push_str(&format!(
                 "[[nodes]]\nname = \"node{}\"\nnode_id = \"{}\"\nseal_key = \"{}\"\nindex = {}\nsegment = \"seg{}\"\naddresses = [{addr}]\n\n",
-                i + 1, p.node, hex::encode(p.seal_key), i + 1, i % 3
+                i + 1, p.node, hex::encode(p.seal_key), i + 1, if i == n { "-mallory".to_string() } else { (i % 3).to_string() }
             ));
         }
         roster.push_str(&format!(
             "[[coordinators]]\nname = \"coord\"\nnode_id = \"{}\"\naddresses = [\"/ip4/127.0.0.1/tcp/{coord_port}\"]\n",
             coordinator.node_id()
+        ));
+        let coord2_port = free_port();
+        roster.push_str(&format!(
+            "\n[[coordinators]]\nname = \"coord2\"\nnode_id = \"{}\"\naddresses = [\"/ip4/127.0.0.1/tcp/{coord2_port}\"]\n",
+            second_coordinator.node_id()
         ));
         let dir = tempfile::tempdir().expect("tmp");
         let pass = Passphrase::new("correct horse").expect("pass");
@@ -99,6 +107,7 @@ impl Net {
             dir,
             ids,
             coordinator,
+            second_coordinator,
             mallory,
             client,
             roster_text: roster,
@@ -539,6 +548,251 @@ async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
         second.signatures[0].signature.signature
     );
     engine.shutdown().await;
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+}
+
+/// A roster signer that runs the real protocol machines but corrupts every
+/// signature share it sends (what a compromised node could do).
+struct Cheater {
+    identity: Arc<NodeIdentity>,
+    peer: RawPeer,
+    sessions: std::collections::BTreeMap<SessionId, quorate_protocol::local::Party>,
+    shares: std::collections::BTreeMap<KeyId, quorate_protocol::KeyShare>,
+}
+
+impl Cheater {
+    fn spawn(net: &Net) -> tokio::sync::oneshot::Sender<()> {
+        let mut peer = RawPeer::new(net, &net.mallory);
+        let port = net.ports[net.ids.len()];
+        peer.swarm
+            .listen_on(format!("/ip4/127.0.0.1/tcp/{port}").parse().expect("addr"))
+            .expect("listen");
+        let mut me = Cheater {
+            identity: net.mallory.clone(),
+            peer,
+            sessions: Default::default(),
+            shares: Default::default(),
+        };
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = &mut rx => break,
+                    ev = me.peer.swarm.select_next_some() => me.on_event(ev),
+                }
+            }
+        });
+        tx
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        let (SwarmEvent::Behaviour(BehaviourEvent::Dkg(ev))
+        | SwarmEvent::Behaviour(BehaviourEvent::Sign(ev))) = event
+        else {
+            return;
+        };
+        let request_response::Event::Message {
+            message:
+                request_response::Message::Request {
+                    request, channel, ..
+                },
+            ..
+        } = ev
+        else {
+            return;
+        };
+        let family = transport::family(&request);
+        let rr = match family {
+            transport::Family::Dkg => &mut self.peer.swarm.behaviour_mut().dkg,
+            transport::Family::Sign => &mut self.peer.swarm.behaviour_mut().sign,
+        };
+        let _ = rr.send_response(channel, Ack::Accepted);
+        let Frame::Deliver(env) = request else { return };
+        let mut rng = rand_core::OsRng;
+        let now = quorate_protocol::Timestamp(0);
+        let outputs = match &env.payload {
+            Payload::DkgStart {
+                threshold,
+                committee,
+                timeout_ms,
+            } => {
+                let dkg = quorate_protocol::Dkg::new(
+                    self.identity.clone(),
+                    quorate_protocol::dkg::DkgConfig {
+                        suite: env.suite,
+                        key_id: env.key,
+                        session: env.session,
+                        threshold: *threshold,
+                        committee: committee.clone(),
+                        timeout_ms: *timeout_ms,
+                    },
+                )
+                .expect("dkg");
+                let mut party = quorate_protocol::local::Party::Dkg(dkg);
+                let out = party.handle(now, quorate_protocol::Input::Start, &mut rng);
+                self.sessions.insert(env.session, party);
+                out
+            }
+            Payload::SignRequest { message, tweak, .. } => {
+                let Some(share) = self.shares.get(&env.key) else {
+                    return;
+                };
+                let signer = quorate_protocol::Signer::new(
+                    self.identity.clone(),
+                    share,
+                    quorate_protocol::sign::SignerConfig {
+                        session: env.session,
+                        coordinator: env.sender,
+                        target: quorate_protocol::SignTarget {
+                            message: message.clone(),
+                            tweak: *tweak,
+                        },
+                        timeout_ms: 10_000,
+                    },
+                )
+                .expect("signer");
+                let mut party = quorate_protocol::local::Party::Signer(signer);
+                let out = party.handle(now, quorate_protocol::Input::Start, &mut rng);
+                self.sessions.insert(env.session, party);
+                out
+            }
+            _ => match self.sessions.get_mut(&env.session) {
+                Some(p) => p.handle(now, quorate_protocol::Input::Message(env.clone()), &mut rng),
+                None => return,
+            },
+        };
+        let coordinator = env.sender;
+        for o in outputs.unwrap_or_default() {
+            match o {
+                quorate_protocol::Output::Send { to, mut msg } => {
+                    if matches!(msg.payload, Payload::SignShare { .. }) {
+                        msg = quorate_protocol::byzantine::corrupt_signature_share(
+                            &self.identity,
+                            &msg,
+                            &mut rng,
+                        )
+                        .expect("corrupt");
+                    }
+                    let peer = self.peer.roster.net(&to).expect("roster").peer_id;
+                    transport::send(&mut self.peer.swarm, &peer, Frame::Deliver(msg));
+                }
+                quorate_protocol::Output::Done(quorate_protocol::local::Outcome::Key(share)) => {
+                    let report = Envelope::seal(
+                        &self.identity,
+                        share.public.suite,
+                        share.public.key_id,
+                        env.session,
+                        Payload::DkgComplete {
+                            public: share.public.clone(),
+                        },
+                    );
+                    self.shares.insert(share.public.key_id, share);
+                    // The DKG coordinator is the sender of the DKG start.
+                    let c = self
+                        .peer
+                        .roster
+                        .data()
+                        .coordinators()
+                        .next()
+                        .map(|p| p.node)
+                        .unwrap_or(coordinator);
+                    let peer = self.peer.roster.net(&c).expect("coordinator").peer_id;
+                    transport::send(&mut self.peer.swarm, &peer, Frame::Deliver(report));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signer_sending_invalid_shares_is_named_and_excluded() {
+    let net = Net::new(4, 6);
+    let (nodes, metrics, engine) = started(&net, Routing::Direct).await;
+    let stop = Cheater::spawn(&net);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut members = node_ids(&net);
+    members.push(net.mallory.node_id());
+    let key = dkg(&engine, &members, Ciphersuite::Secp256k1, 3).await;
+    let msg = vec![0x55; 32];
+    let result = engine
+        .sign(
+            key.clone(),
+            net.request(key.key_id(), vec![msg.clone()], 10),
+        )
+        .await
+        .expect("signed after excluding the cheater");
+    key.public
+        .verify(&msg, &result.signatures[0].signature.signature, None)
+        .expect("verifies");
+    // The cheater is alone in its segment, so the segment-spreading choice asks it first.
+    assert_eq!(
+        result.attempts[0].outcome, "blamed",
+        "{:?}",
+        result.attempts
+    );
+    assert_eq!(result.attempts[0].blamed, vec![net.mallory.node_id()]);
+    let last = result.attempts.last().expect("attempts");
+    assert_eq!(last.outcome, "signed");
+    assert!(
+        !last.signers.contains(&net.mallory.node_id()),
+        "cheater excluded from the retry"
+    );
+    let _ = stop.send(());
+    let _ = metrics;
+    engine.shutdown().await;
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coordinators_serve_the_same_nodes() {
+    let net = Net::new(3, 7);
+    let (nodes, _, first) = started(&net, Routing::Direct).await;
+    let second = Engine::spawn(EngineConfig {
+        identity: net.second_coordinator.clone(),
+        roster: quorate_protocol::roster::Roster::from_toml(&net.roster_text).expect("roster"),
+        listen: vec![format!("/ip4/127.0.0.1/tcp/{}", free_port())],
+        session_timeout_ms: 3_000,
+        dkg_timeout_ms: 20_000,
+    })
+    .expect("second engine");
+    let ids = node_ids(&net);
+    let key = dkg(&first, &ids, Ciphersuite::Ed25519, 2).await;
+    let other = dkg(&second, &ids, Ciphersuite::Secp256k1Tr, 2).await;
+    // Each coordinator signs with both keys, concurrently.
+    let m = vec![8u8; 32];
+    let (a, b) = tokio::join!(
+        second.sign(key.clone(), net.request(key.key_id(), vec![m.clone()], 1)),
+        first.sign(
+            other.clone(),
+            net.request(other.key_id(), vec![m.clone()], 1)
+        ),
+    );
+    key.public
+        .verify(
+            &m,
+            &a.expect("second signs the first's key").signatures[0]
+                .signature
+                .signature,
+            None,
+        )
+        .expect("verifies");
+    other
+        .public
+        .verify(
+            &m,
+            &b.expect("first signs the second's key").signatures[0]
+                .signature
+                .signature,
+            None,
+        )
+        .expect("verifies");
+    first.shutdown().await;
+    second.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
     }
