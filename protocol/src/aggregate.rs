@@ -20,7 +20,7 @@ use crate::{
     key::{GroupPublic, SignatureBytes},
     machine::{Input, Output, Status, TimerId, Timestamp},
     sign::SignTarget,
-    suite::{identifier, Ciphersuite, Suite},
+    suite::{identifier, Suite},
     wire::{Envelope, Payload, Round},
 };
 
@@ -44,21 +44,7 @@ pub struct Aggregator {
     inner: Inner,
 }
 
-enum Inner {
-    Secp256k1(Session<frost_secp256k1::Secp256K1Sha256>),
-    Secp256k1Tr(Session<frost_secp256k1_tr::Secp256K1Sha256TR>),
-    Ed25519(Session<frost_ed25519::Ed25519Sha512>),
-}
-
-macro_rules! with_inner {
-    ($self:expr, $s:ident => $body:expr) => {
-        match $self {
-            Inner::Secp256k1($s) => $body,
-            Inner::Secp256k1Tr($s) => $body,
-            Inner::Ed25519($s) => $body,
-        }
-    };
-}
+crate::suite::suite_inner!(Session);
 
 impl Aggregator {
     /// Creates an attempt to sign with the key described by `public`.
@@ -67,11 +53,7 @@ impl Aggregator {
         public: &GroupPublic,
         config: AggregatorConfig,
     ) -> Result<Self, ProtocolError> {
-        let inner = match public.suite {
-            Ciphersuite::Secp256k1 => Inner::Secp256k1(Session::new(identity, public, config)?),
-            Ciphersuite::Secp256k1Tr => Inner::Secp256k1Tr(Session::new(identity, public, config)?),
-            Ciphersuite::Ed25519 => Inner::Ed25519(Session::new(identity, public, config)?),
-        };
+        let inner = crate::suite::new_inner!(public.suite, Session::new(identity, public, config)?);
         Ok(Self { inner })
     }
 
@@ -83,17 +65,17 @@ impl Aggregator {
         rng: &mut impl CryptoRngCore,
     ) -> Result<Vec<Output<SignatureBytes>>, ProtocolError> {
         let _ = rng;
-        with_inner!(&mut self.inner, s => s.handle(now, input))
+        crate::suite::with_inner!(&mut self.inner, s => s.handle(now, input))
     }
 
     /// Current status.
     pub fn status(&self) -> Status {
-        with_inner!(&self.inner, s => s.status)
+        crate::suite::with_inner!(&self.inner, s => s.status)
     }
 
     /// Inbox counters.
     pub fn stats(&self) -> InboxStats {
-        with_inner!(&self.inner, s => s.inbox.stats)
+        crate::suite::with_inner!(&self.inner, s => s.inbox.stats)
     }
 }
 

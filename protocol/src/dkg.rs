@@ -62,30 +62,12 @@ pub struct Dkg {
     inner: Inner,
 }
 
-enum Inner {
-    Secp256k1(Session<frost_secp256k1::Secp256K1Sha256>),
-    Secp256k1Tr(Session<frost_secp256k1_tr::Secp256K1Sha256TR>),
-    Ed25519(Session<frost_ed25519::Ed25519Sha512>),
-}
-
-macro_rules! with_inner {
-    ($self:expr, $s:ident => $body:expr) => {
-        match $self {
-            Inner::Secp256k1($s) => $body,
-            Inner::Secp256k1Tr($s) => $body,
-            Inner::Ed25519($s) => $body,
-        }
-    };
-}
+crate::suite::suite_inner!(Session);
 
 impl Dkg {
     /// Creates this node's participant for `config`.
     pub fn new(identity: Arc<NodeIdentity>, config: DkgConfig) -> Result<Self, ProtocolError> {
-        let inner = match config.suite {
-            Ciphersuite::Secp256k1 => Inner::Secp256k1(Session::new(identity, config)?),
-            Ciphersuite::Secp256k1Tr => Inner::Secp256k1Tr(Session::new(identity, config)?),
-            Ciphersuite::Ed25519 => Inner::Ed25519(Session::new(identity, config)?),
-        };
+        let inner = crate::suite::new_inner!(config.suite, Session::new(identity, config)?);
         Ok(Self { inner })
     }
 
@@ -101,17 +83,17 @@ impl Dkg {
         input: Input,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Vec<Output<DkgOutput>>, ProtocolError> {
-        with_inner!(&mut self.inner, s => s.handle(now, input, rng))
+        crate::suite::with_inner!(&mut self.inner, s => s.handle(now, input, rng))
     }
 
     /// Current status.
     pub fn status(&self) -> Status {
-        with_inner!(&self.inner, s => s.status)
+        crate::suite::with_inner!(&self.inner, s => s.status)
     }
 
     /// Inbox counters.
     pub fn stats(&self) -> InboxStats {
-        with_inner!(&self.inner, s => s.inbox.stats)
+        crate::suite::with_inner!(&self.inner, s => s.inbox.stats)
     }
 }
 

@@ -184,3 +184,40 @@ macro_rules! dispatch {
         }
     };
 }
+
+/// Declares `enum Inner`: one variant per suite holding `$session<C>` (the generic
+/// session of a state machine), so each machine's public type dispatches at run time
+/// to one generic implementation.
+macro_rules! suite_inner {
+    ($session:ident) => {
+        enum Inner {
+            Secp256k1($session<::frost_secp256k1::Secp256K1Sha256>),
+            Secp256k1Tr($session<::frost_secp256k1_tr::Secp256K1Sha256TR>),
+            Ed25519($session<::frost_ed25519::Ed25519Sha512>),
+        }
+    };
+}
+
+/// Builds the `Inner` variant for a run-time suite from a generic constructor.
+macro_rules! new_inner {
+    ($suite:expr, $ctor:expr) => {
+        match $suite {
+            $crate::Ciphersuite::Secp256k1 => Inner::Secp256k1($ctor),
+            $crate::Ciphersuite::Secp256k1Tr => Inner::Secp256k1Tr($ctor),
+            $crate::Ciphersuite::Ed25519 => Inner::Ed25519($ctor),
+        }
+    };
+}
+
+/// Runs `$body` with `$s` bound to the generic session inside an `Inner`.
+macro_rules! with_inner {
+    ($inner:expr, $s:ident => $body:expr) => {
+        match $inner {
+            Inner::Secp256k1($s) => $body,
+            Inner::Secp256k1Tr($s) => $body,
+            Inner::Ed25519($s) => $body,
+        }
+    };
+}
+
+pub(crate) use {new_inner, suite_inner, with_inner};
