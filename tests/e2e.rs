@@ -398,3 +398,113 @@ async fn garbage_on_live_ports_crashes_nothing() {
         );
     }
 }
+
+fn admin_url(net: &Devnet, node: usize) -> String {
+    let cfg = std::fs::read_to_string(net.data.join(format!("node{node}.toml"))).expect("cfg");
+    let addr = cfg
+        .lines()
+        .find_map(|l| l.strip_prefix("admin = "))
+        .expect("admin")
+        .trim_matches('"')
+        .to_string();
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_refusals_and_reloads_show_in_audit_logs_and_metrics() {
+    let net = Devnet::start();
+    let api = net.api();
+    let key = create_key(&api, Ciphersuite::Ed25519).await;
+    let over_limit = |amount: u64| {
+        RequestBuilder::new(KeyId::from_hex(&key.key_id).expect("key id"))
+            .message(vec![4; 32])
+            .purpose("BTC", amount, "bc1qtest", "e2e")
+            .expires_in(Duration::from_secs(120))
+            .sign(&net.client_key())
+    };
+    // The devnet policy allows 1 BTC (100_000_000 sat) per request.
+    let refused = api
+        .sign(
+            &key.key_id,
+            &over_limit(200_000_000),
+            SignOptions::wait(Duration::from_secs(30)),
+        )
+        .await;
+    let problem = match refused {
+        Ok(job) => job.problem.expect("failed job carries a problem"),
+        Err(e) => e.problem().cloned().expect("problem answer"),
+    };
+    assert!(problem.type_uri.ends_with("policy-refused"), "{problem:?}");
+    assert!(problem.detail.contains("amount_limit"), "{problem:?}");
+    let http = reqwest::Client::new();
+    let mut refusals_seen = 0;
+    for i in 1..=5 {
+        let log =
+            std::fs::read_to_string(net.data.join(format!("node{i}.audit.jsonl"))).expect("audit");
+        let metrics = http
+            .get(format!("{}/metrics", admin_url(&net, i)))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let audited = log.matches("\"rule\":\"amount_limit\"").count();
+        if audited > 0 {
+            refusals_seen += 1;
+            // Every refusal is both audited and counted.
+            let counted = metrics
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("quorate_policy_refusals_total{label=\"amount_limit\"} ")
+                })
+                .map(|v| v.parse::<usize>().expect("count"))
+                .unwrap_or(0);
+            assert_eq!(counted, audited, "node{i}: {metrics}");
+        }
+    }
+    assert!(
+        refusals_seen >= 3,
+        "every asked node refused and recorded it ({refusals_seen})"
+    );
+
+    // Raise the limit and reload with SIGHUP: the same amount now signs.
+    let policy = std::fs::read_to_string(net.data.join("policy.toml")).expect("policy");
+    std::fs::write(
+        net.data.join("policy.toml"),
+        policy.replace("per_request = 100_000_000", "per_request = 300_000_000"),
+    )
+    .expect("write");
+    for i in 1..=5 {
+        net.signal(&format!("node{i}"), "-HUP");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signed = over_limit(200_000_000);
+    let job = api
+        .sign(
+            &key.key_id,
+            &signed,
+            SignOptions::wait(Duration::from_secs(30)),
+        )
+        .await
+        .expect("accepted");
+    let job = api
+        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(60))
+        .await
+        .expect("job");
+    verify_job(&key, &signed.request, &job).expect("signed after the reload");
+    for i in 1..=5 {
+        let log =
+            std::fs::read_to_string(net.data.join(format!("node{i}.audit.jsonl"))).expect("audit");
+        assert!(
+            log.contains("policy_reloaded"),
+            "node{i} audited the reload"
+        );
+        let v = Command::new(exe())
+            .args(["audit", "verify"])
+            .arg(net.data.join(format!("node{i}.audit.jsonl")))
+            .output()
+            .expect("verify");
+        assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    }
+}

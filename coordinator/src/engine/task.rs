@@ -65,6 +65,8 @@ struct SignJob {
     excluded: BTreeSet<NodeId>,
     refusals: Vec<(NodeId, String)>,
     current: Option<AttemptRun>,
+    /// Every session of this job, so late answers to earlier attempts still count.
+    sessions: Vec<SessionId>,
     reply: Option<oneshot::Sender<Result<SignResult, CoordinatorError>>>,
 }
 
@@ -208,6 +210,7 @@ impl Task {
                         excluded: BTreeSet::new(),
                         refusals: Vec::new(),
                         current: None,
+                        sessions: Vec::new(),
                         reply: Some(reply),
                     },
                 );
@@ -506,8 +509,9 @@ impl Task {
         let Some(mut job) = self.jobs.remove(&job_id) else {
             return;
         };
-        if let Some(run) = job.current.take() {
-            self.session_job.remove(&run.session);
+        job.current = None;
+        for s in &job.sessions {
+            self.session_job.remove(s);
         }
         let out = result.map(|()| SignResult {
             signatures: job.signatures,
@@ -573,6 +577,7 @@ impl Task {
         };
         let outputs = aggregator.handle(Timestamp(0), Input::Start, &mut OsRng);
         if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.sessions.push(session);
             job.attempts_this_message += 1;
             job.current = Some(AttemptRun {
                 session,
@@ -627,7 +632,6 @@ impl Task {
         let Some(run) = job.current.take() else {
             return;
         };
-        self.session_job.remove(&run.session);
         let message = job.request.request.messages[job.next_message].clone();
         job.attempts.push(Attempt {
             signers: run.signers,
@@ -657,7 +661,6 @@ impl Task {
         let Some(run) = job.current.take() else {
             return;
         };
-        self.session_job.remove(&run.session);
         tracing::warn!(session = %run.session, outcome, ?blamed, ?refused, "signing attempt failed; retrying with another subset");
         for b in &blamed {
             job.excluded.insert(*b);
@@ -687,8 +690,22 @@ impl Task {
             }
             return;
         }
-        if let Some(job_id) = self.session_job.get(&session).copied() {
+        let Some(job_id) = self.session_job.get(&session).copied() else {
+            return;
+        };
+        let current = self
+            .jobs
+            .get(&job_id)
+            .and_then(|j| j.current.as_ref())
+            .is_some_and(|r| r.session == session);
+        if current {
             self.attempt_failed(job_id, "refused", Vec::new(), Some((node, reason)));
+        } else if let Some(job) = self.jobs.get_mut(&job_id) {
+            // A late answer from an earlier attempt: remember it for the next choice.
+            if job.excluded.insert(node) {
+                tracing::warn!(%node, %reason, "late refusal from an earlier attempt");
+                job.refusals.push((node, reason));
+            }
         }
     }
 
