@@ -57,10 +57,23 @@ struct Net {
     roster_text: String,
     ports: Vec<u16>,
     coord_port: u16,
+    quic: bool,
 }
 
 impl Net {
     fn new(n: usize, seed: u64) -> Self {
+        Self::with_transport(n, seed, false)
+    }
+
+    /// `quic`: every node and the coordinator listen on QUIC only.
+    fn with_transport(n: usize, seed: u64, quic: bool) -> Self {
+        let fmt_addr = move |port: u16| {
+            if quic {
+                format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+            } else {
+                format!("/ip4/127.0.0.1/tcp/{port}")
+            }
+        };
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let ids: Vec<_> = (0..n).map(|_| NodeIdentity::generate(&mut rng)).collect();
         let coordinator = Arc::new(NodeIdentity::generate(&mut rng));
@@ -75,7 +88,7 @@ impl Net {
             let p = id.public();
             let addr = ports
                 .get(i)
-                .map(|p| format!("\"/ip4/127.0.0.1/tcp/{p}\""))
+                .map(|p| format!("\"{}\"", fmt_addr(*p)))
                 .unwrap_or_default();
             roster.push_str(&format!(
                 "[[nodes]]\nname = \"node{}\"\nnode_id = \"{}\"\nseal_key = \"{}\"\nindex = {}\nsegment = \"seg{}\"\naddresses = [{addr}]\n\n",
@@ -83,8 +96,9 @@ impl Net {
             ));
         }
         roster.push_str(&format!(
-            "[[coordinators]]\nname = \"coord\"\nnode_id = \"{}\"\naddresses = [\"/ip4/127.0.0.1/tcp/{coord_port}\"]\n",
-            coordinator.node_id()
+            "[[coordinators]]\nname = \"coord\"\nnode_id = \"{}\"\naddresses = [\"{}\"]\n",
+            coordinator.node_id(),
+            fmt_addr(coord_port)
         ));
         let coord2_port = free_port();
         roster.push_str(&format!(
@@ -113,6 +127,15 @@ impl Net {
             roster_text: roster,
             ports,
             coord_port,
+            quic,
+        }
+    }
+
+    fn addr(&self, port: u16) -> String {
+        if self.quic {
+            format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+        } else {
+            format!("/ip4/127.0.0.1/tcp/{port}")
         }
     }
 
@@ -141,9 +164,7 @@ impl Net {
             policy: PolicyEngine::new(self.policy(100_000_000)),
             policy_path: None,
             audit,
-            listen: vec![format!("/ip4/127.0.0.1/tcp/{}", self.ports[i])
-                .parse()
-                .expect("addr")],
+            listen: vec![self.addr(self.ports[i]).parse().expect("addr")],
             routing,
             limits: LimitsConfig {
                 session_timeout_ms: 10_000,
@@ -237,7 +258,7 @@ async fn started(net: &Net, routing: Routing) -> (Vec<NodeHandle>, Vec<Metrics>,
     let engine = Engine::spawn(EngineConfig {
         identity: net.coordinator.clone(),
         roster: quorate_protocol::roster::Roster::from_toml(&net.roster_text).expect("roster"),
-        listen: vec![format!("/ip4/127.0.0.1/tcp/{}", net.coord_port)],
+        listen: vec![net.addr(net.coord_port)],
         session_timeout_ms: 3_000,
         dkg_timeout_ms: 20_000,
     })
@@ -793,6 +814,26 @@ async fn two_coordinators_serve_the_same_nodes() {
         .expect("verifies");
     first.shutdown().await;
     second.shutdown().await;
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_transport_carries_dkg_and_signing() {
+    let net = Net::with_transport(3, 8, true);
+    let (nodes, _, engine) = started(&net, Routing::Direct).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Ed25519, 2).await;
+    let msg = vec![0x51; 32];
+    let result = engine
+        .sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1))
+        .await
+        .expect("sign over QUIC");
+    key.public
+        .verify(&msg, &result.signatures[0].signature.signature, None)
+        .expect("verifies");
+    engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
     }
