@@ -153,7 +153,8 @@ struct Node {
     metrics: Metrics,
     sessions: BTreeMap<SessionId, Session>,
     finished: BTreeSet<SessionId>,
-    pending: BTreeMap<SessionId, VecDeque<Envelope>>,
+    /// Messages for sessions not started here yet, with when the first arrived.
+    pending: BTreeMap<SessionId, (Instant, VecDeque<Envelope>)>,
     pending_count: usize,
     approvals: BTreeMap<[u8; 32], Approval>,
     quarantined: BTreeSet<NodeId>,
@@ -646,7 +647,7 @@ impl Node {
         );
         self.metrics.active_sessions.set(self.sessions.len() as i64);
         self.feed(&id, Input::Start);
-        if let Some(buffered) = self.pending.remove(&id) {
+        if let Some((_, buffered)) = self.pending.remove(&id) {
             self.pending_count -= buffered.len();
             for env in buffered {
                 self.feed(&id, Input::Message(env));
@@ -668,7 +669,11 @@ impl Node {
             return reject("busy", "too many buffered messages");
         }
         self.pending_count += 1;
-        self.pending.entry(id).or_default().push_back(env);
+        self.pending
+            .entry(id)
+            .or_insert_with(|| (Instant::now(), VecDeque::new()))
+            .1
+            .push_back(env);
         Ack::Accepted
     }
 
@@ -882,10 +887,17 @@ impl Node {
             }
         }
         // Drop buffered messages of sessions that never started here.
-        if self.pending_count > self.limits.max_pending_messages / 2 {
-            self.pending.clear();
-            self.pending_count = 0;
-        }
+        // Drop buffered messages of sessions that never started here in time.
+        let max_age = Duration::from_millis(self.limits.session_timeout_ms);
+        let mut dropped = 0;
+        self.pending.retain(|_, (since, msgs)| {
+            let keep = since.elapsed() < max_age;
+            if !keep {
+                dropped += msgs.len();
+            }
+            keep
+        });
+        self.pending_count -= dropped;
         let now_ms = unix_ms();
         self.approvals.retain(|_, a| a.expires_at_ms > now_ms);
         if self.finished.len() > 100_000 {
