@@ -15,6 +15,10 @@ use quorate_coordinator::{
 };
 use quorate_protocol::{Ciphersuite, KeyId};
 
+/// Each test runs its own devnet; running them one at a time keeps their port
+/// blocks from racing and their processes from starving each other.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_quorate")
 }
@@ -201,6 +205,7 @@ async fn create_key(api: &Client, suite: Ciphersuite) -> quorate_coordinator::ap
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_killed_mid_signing_is_routed_around_and_rejoins_after_restart() {
+    let _serial = SERIAL.lock().await;
     let mut net = Devnet::start();
     let api = net.api();
     let key = create_key(&api, Ciphersuite::Secp256k1Tr).await;
@@ -261,6 +266,7 @@ async fn node_killed_mid_signing_is_routed_around_and_rejoins_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_restart_answers_finished_jobs_and_fails_pending_ones() {
+    let _serial = SERIAL.lock().await;
     let mut net = Devnet::start();
     let api = net.api();
     let key = create_key(&api, Ciphersuite::Ed25519).await;
@@ -335,6 +341,7 @@ fn throw(addr: &str, bytes: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_live_ports_crashes_nothing() {
+    let _serial = SERIAL.lock().await;
     let net = Devnet::start();
     let api = net.api();
     let key = create_key(&api, Ciphersuite::Secp256k1).await;
@@ -412,6 +419,7 @@ fn admin_url(net: &Devnet, node: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_refusals_and_reloads_show_in_audit_logs_and_metrics() {
+    let _serial = SERIAL.lock().await;
     let net = Devnet::start();
     let api = net.api();
     let key = create_key(&api, Ciphersuite::Ed25519).await;

@@ -32,12 +32,28 @@ use quorate_protocol::{
 use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
 use rand_core::RngCore;
 
+/// Ports handed out so far in this process: never hand the same port out twice,
+/// even after the probing socket is closed.
+static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// The tests of this file share one process; each runs alone so their node and
+/// coordinator ports and CPU-heavy phases never interfere.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    let mut taken = HANDED_OUT.lock().expect("ports");
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let udp_free = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if udp_free && !taken.contains(&port) {
+            taken.push(port);
+            return port;
+        }
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -251,6 +267,11 @@ impl RawPeer {
 }
 
 async fn started(net: &Net, routing: Routing) -> (Vec<NodeHandle>, Vec<Metrics>, Engine) {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+    }
     let metrics: Vec<Metrics> = net.ids.iter().map(|_| Metrics::default()).collect();
     let nodes: Vec<NodeHandle> = (0..net.ids.len())
         .map(|i| net.start(i, routing, metrics[i].clone()))
@@ -292,6 +313,7 @@ fn audit_kinds(path: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dkg_and_signing_over_libp2p_for_every_suite() {
+    let _serial = SERIAL.lock().await;
     let net = Net::new(5, 1);
     let (nodes, metrics, engine) = started(&net, Routing::Direct).await;
     let ids = node_ids(&net);
@@ -349,6 +371,7 @@ async fn dkg_and_signing_over_libp2p_for_every_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segmented_nodes_run_dkg_and_sign_through_the_coordinator() {
+    let _serial = SERIAL.lock().await;
     let net = Net::new(3, 2);
     let (nodes, _, engine) = started(&net, Routing::ViaCoordinator).await;
     let ids = node_ids(&net);
@@ -372,6 +395,7 @@ async fn segmented_nodes_run_dkg_and_sign_through_the_coordinator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_node_is_routed_around_and_blamed() {
+    let _serial = SERIAL.lock().await;
     let net = Net::new(4, 5);
     let (mut nodes, _, engine) = started(&net, Routing::Direct).await;
     let ids = node_ids(&net);
@@ -409,6 +433,7 @@ async fn stopped_node_is_routed_around_and_blamed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_typed_audited_and_counted() {
+    let _serial = SERIAL.lock().await;
     let net = Net::new(3, 3);
     let (nodes, metrics, engine) = started(&net, Routing::Direct).await;
     let ids = node_ids(&net);
@@ -532,6 +557,7 @@ async fn refusals_are_typed_audited_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
+    let _serial = SERIAL.lock().await;
     let net = Net::new(3, 4);
     let ids = node_ids(&net);
     let (nodes, _, engine) = started(&net, Routing::Direct).await;
@@ -730,6 +756,7 @@ impl Cheater {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signer_sending_invalid_shares_is_named_and_excluded() {
+    let _serial = SERIAL.lock().await;
     let net = Net::new(4, 6);
     let (nodes, metrics, engine) = started(&net, Routing::Direct).await;
     let stop = Cheater::spawn(&net);
@@ -771,6 +798,7 @@ async fn signer_sending_invalid_shares_is_named_and_excluded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_coordinators_serve_the_same_nodes() {
+    let _serial = SERIAL.lock().await;
     let net = Net::new(3, 7);
     let (nodes, _, first) = started(&net, Routing::Direct).await;
     let second = Engine::spawn(EngineConfig {
@@ -821,6 +849,7 @@ async fn two_coordinators_serve_the_same_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_transport_carries_dkg_and_signing() {
+    let _serial = SERIAL.lock().await;
     let net = Net::with_transport(3, 8, true);
     let (nodes, _, engine) = started(&net, Routing::Direct).await;
     let ids = node_ids(&net);
