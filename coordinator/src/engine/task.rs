@@ -72,7 +72,6 @@ struct SignJob {
 
 pub(crate) struct Task {
     identity: std::sync::Arc<NodeIdentity>,
-    me: NodeId,
     roster: Roster,
     swarm: Swarm<Behaviour>,
     rx: mpsc::Receiver<Command>,
@@ -129,7 +128,6 @@ impl Task {
         }
         Ok(Self {
             identity: config.identity,
-            me,
             roster: config.roster,
             swarm,
             rx,
@@ -750,7 +748,6 @@ impl Task {
             };
             self.on_aggregator_result(job_id, result);
         }
-        let _ = self.me;
     }
 }
 
