@@ -158,9 +158,16 @@ struct Node {
     pending_count: usize,
     approvals: BTreeMap<[u8; 32], Approval>,
     quarantined: BTreeSet<NodeId>,
+    /// Frames in flight, kept until answered so a failed send can be retried.
+    in_flight: BTreeMap<request_response::OutboundRequestId, (PeerId, Frame, u32)>,
+    /// Frames waiting to be re-sent after a failure (bounded backoff).
+    resend: Vec<(Instant, PeerId, Frame, u32)>,
     epoch: Instant,
     shutting_down: bool,
 }
+
+/// How often a frame whose delivery failed is re-sent (backoff 200, 400, 800 … ms).
+const MAX_RESENDS: u32 = 5;
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -234,6 +241,8 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         pending_count: 0,
         approvals: BTreeMap::new(),
         quarantined: BTreeSet::new(),
+        in_flight: BTreeMap::new(),
+        resend: Vec::new(),
         epoch: Instant::now(),
         shutting_down: false,
     };
@@ -382,9 +391,28 @@ impl Node {
             } => {
                 tracing::warn!(%peer, %reason, %detail, "peer rejected our message");
             }
-            request_response::Event::OutboundFailure { peer, error, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
                 tracing::warn!(%peer, %error, "sending failed");
                 self.metrics.reject("outbound_failure");
+                // Reconnect with backoff: a lost protocol message would stall its session.
+                if let Some((peer, frame, tries)) = self.in_flight.remove(&request_id) {
+                    if tries < MAX_RESENDS && self.resend.len() < self.limits.max_pending_messages {
+                        let delay = Duration::from_millis(200 << tries);
+                        self.resend
+                            .push((Instant::now() + delay, peer, frame, tries + 1));
+                    }
+                }
+            }
+            request_response::Event::Message {
+                message: request_response::Message::Response { request_id, .. },
+                ..
+            } => {
+                self.in_flight.remove(&request_id);
             }
             _ => {}
         }
@@ -727,7 +755,7 @@ impl Node {
         let family = transport::family(&frame).label();
         self.metrics
             .traffic(family, "out", frame.envelope().encode().len());
-        transport::send(&mut self.swarm, &peer_id, frame);
+        self.send_tracked(peer_id, frame, 0);
     }
 
     fn on_done(&mut self, id: &SessionId, outcome: Outcome) {
@@ -868,7 +896,22 @@ impl Node {
         self.metrics.active_sessions.set(self.sessions.len() as i64);
     }
 
+    fn send_tracked(&mut self, peer: PeerId, frame: Frame, tries: u32) {
+        let id = transport::send(&mut self.swarm, &peer, frame.clone());
+        if self.in_flight.len() < self.limits.max_pending_messages {
+            self.in_flight.insert(id, (peer, frame, tries));
+        }
+    }
+
     fn on_tick(&mut self) {
+        let now_i = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.resend)
+            .into_iter()
+            .partition(|(at, ..)| *at <= now_i);
+        self.resend = later;
+        for (_, peer, frame, tries) in due {
+            self.send_tracked(peer, frame, tries);
+        }
         let now = Instant::now();
         let due: Vec<SessionId> = self
             .sessions
