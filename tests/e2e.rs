@@ -69,6 +69,10 @@ impl Devnet {
                 "--http-port",
                 &http.to_string(),
             ])
+            .env(
+                "RUST_LOG",
+                "info,quorate_node=debug,quorate_coordinator=debug,libp2p=warn",
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -152,6 +156,9 @@ impl Devnet {
 
 impl Drop for Devnet {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            dump_logs(&self.data.join("logs"));
+        }
         for c in &mut self.extra {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -162,6 +169,43 @@ impl Drop for Devnet {
             .args(["-INT", &self.child.id().to_string()])
             .status();
         let _ = self.child.wait();
+    }
+}
+
+/// On a failed test, print the end of every process log: the temporary data
+/// directory is deleted with the test, and CI has only its output to go on.
+fn dump_logs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut logs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    // Keep a copy for a closer look; the data directory itself goes with the test.
+    let keep = std::env::temp_dir().join(format!(
+        "quorate-e2e-failed-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    if std::fs::create_dir_all(&keep).is_ok() {
+        for log in &logs {
+            if let Some(name) = log.file_name() {
+                let _ = std::fs::copy(log, keep.join(name));
+            }
+        }
+        eprintln!("process logs kept in {}", keep.display());
+    }
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("===== last lines of {} =====", log.display());
+        for l in &lines[lines.len().saturating_sub(80)..] {
+            eprintln!("{l}");
+        }
     }
 }
 
@@ -447,20 +491,21 @@ async fn policy_refusals_and_reloads_show_in_audit_logs_and_metrics() {
     let http = reqwest::Client::new();
     let mut refusals_seen = 0;
     for i in 1..=5 {
-        let log =
-            std::fs::read_to_string(net.data.join(format!("node{i}.audit.jsonl"))).expect("audit");
-        let metrics = http
-            .get(format!("{}/metrics", admin_url(&net, i)))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        let audited = log.matches("\"rule\":\"amount_limit\"").count();
-        if audited > 0 {
-            refusals_seen += 1;
-            // Every refusal is both audited and counted.
+        // A refusal to a later attempt may still be landing after the API answered:
+        // wait until the audit log and the metric agree, then they must stay equal.
+        let mut last = (0, 0);
+        for _ in 0..50 {
+            let log = std::fs::read_to_string(net.data.join(format!("node{i}.audit.jsonl")))
+                .expect("audit");
+            let metrics = http
+                .get(format!("{}/metrics", admin_url(&net, i)))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
+            let audited = log.matches("\"rule\":\"amount_limit\"").count();
             let counted = metrics
                 .lines()
                 .find_map(|l| {
@@ -468,7 +513,17 @@ async fn policy_refusals_and_reloads_show_in_audit_logs_and_metrics() {
                 })
                 .map(|v| v.parse::<usize>().expect("count"))
                 .unwrap_or(0);
-            assert_eq!(counted, audited, "node{i}: {metrics}");
+            last = (audited, counted);
+            if audited == counted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (audited, counted) = last;
+        // Every refusal is both audited and counted.
+        assert_eq!(counted, audited, "node{i}: refusals counted vs audited");
+        if audited > 0 {
+            refusals_seen += 1;
         }
     }
     assert!(

@@ -354,6 +354,13 @@ impl Node {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 tracing::debug!(%peer_id, "connected");
             }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                let node = peer_id.and_then(|p| self.roster.by_peer_id(&p).map(|n| n.node));
+                match node {
+                    Some(node) => tracing::warn!(%node, %error, "cannot connect to node"),
+                    None => tracing::warn!(?peer_id, %error, "outgoing connection failed"),
+                }
+            }
             _ => {}
         }
     }
@@ -402,7 +409,9 @@ impl Node {
                 // Reconnect with backoff: a lost protocol message would stall its session.
                 if let Some((peer, frame, tries)) = self.in_flight.remove(&request_id) {
                     if tries < MAX_RESENDS && self.resend.len() < self.limits.max_pending_messages {
-                        let delay = Duration::from_millis(200 << tries);
+                        // Jittered, so two nodes retrying each other do not stay in step.
+                        let jitter = u64::from(rand_core::RngCore::next_u32(&mut OsRng) % 100);
+                        let delay = Duration::from_millis((200 << tries) + jitter);
                         self.resend
                             .push((Instant::now() + delay, peer, frame, tries + 1));
                     }

@@ -217,12 +217,32 @@ pub fn build_swarm(
     Ok(swarm)
 }
 
+/// Dials `peer` from a fresh local port unless connected or already dialing.
+///
+/// libp2p's default dial binds the listening port. Two nodes that dial each other
+/// at the same moment that way build one TCP connection by simultaneous open, on
+/// which both sides start Noise as initiator and fail; with equal retry backoff
+/// they collide again on every retry (seen as a DKG stalled between two nodes).
+/// Request-response skips its own dial while this one is pending.
+pub fn dial_fresh_port<B: libp2p::swarm::NetworkBehaviour>(swarm: &mut Swarm<B>, peer: &PeerId) {
+    if swarm.is_connected(peer) {
+        return;
+    }
+    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(*peer)
+        .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+        .allocate_new_port()
+        .build();
+    // A refused dial (already dialing, or no address) surfaces through the request.
+    let _ = swarm.dial(opts);
+}
+
 /// Sends `frame` to `peer` on its protocol family; returns the request id.
 pub fn send(
     swarm: &mut Swarm<Behaviour>,
     peer: &PeerId,
     frame: Frame,
 ) -> request_response::OutboundRequestId {
+    dial_fresh_port(swarm, peer);
     match family(&frame) {
         Family::Dkg => swarm.behaviour_mut().dkg.send_request(peer, frame),
         Family::Sign => swarm.behaviour_mut().sign.send_request(peer, frame),

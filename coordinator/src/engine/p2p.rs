@@ -135,6 +135,22 @@ pub(crate) fn build(
     Ok(swarm)
 }
 
+/// Dials `peer` from a fresh local port unless connected or already dialing:
+/// libp2p's default dial binds the listening port, and two ends dialing each other
+/// that way at once meet in one simultaneously-opened TCP connection on which both
+/// start Noise as initiator and fail. Request-response skips its own dial meanwhile.
+fn dial_fresh_port(swarm: &mut Swarm<Behaviour>, peer: &PeerId) {
+    if swarm.is_connected(peer) {
+        return;
+    }
+    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(*peer)
+        .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+        .allocate_new_port()
+        .build();
+    // A refused dial (already dialing, or no address) surfaces through the request.
+    let _ = swarm.dial(opts);
+}
+
 /// Sends on the frame's protocol family.
 pub(crate) fn send(
     swarm: &mut Swarm<Behaviour>,
@@ -150,6 +166,7 @@ pub(crate) fn send(
             | Round::DkgConfirm
             | Round::DkgComplete
     );
+    dial_fresh_port(swarm, peer);
     if dkg {
         swarm.behaviour_mut().dkg.send_request(peer, frame)
     } else {
