@@ -21,6 +21,7 @@ use crate::{
     inbox::{Admit, Inbox, InboxStats},
     key::KeyShare,
     machine::{Input, Output, Status, TimerId, Timestamp},
+    round2_cache::{self, Round2Cache},
     suite::{identifier, Ciphersuite, Suite},
     wire::{Envelope, Payload, Round},
 };
@@ -99,6 +100,13 @@ impl Signer {
     pub fn stats(&self) -> InboxStats {
         crate::suite::with_inner!(&self.inner, s => s.inbox.stats)
     }
+
+    /// Shares the public part of round 2 with other signers of the same packages in
+    /// this process (see [`Round2Cache`]); signer nodes never need this.
+    pub fn with_round2_cache(mut self, cache: Round2Cache) -> Self {
+        crate::suite::with_inner!(&mut self.inner, s => s.cache = Some(cache));
+        self
+    }
 }
 
 struct Session<C: Suite> {
@@ -112,6 +120,7 @@ struct Session<C: Suite> {
     nonces: Option<SigningNonces<C>>,
     commitments: Option<SigningCommitments<C>>,
     used: bool,
+    cache: Option<Round2Cache>,
 }
 
 impl<C: Suite> Session<C> {
@@ -143,6 +152,7 @@ impl<C: Suite> Session<C> {
             nonces: None,
             commitments: None,
             used: false,
+            cache: None,
         })
     }
 
@@ -247,10 +257,54 @@ impl<C: Suite> Session<C> {
         }
     }
 
-    fn sign(&mut self, package: &[u8], tweak: Option<[u8; 32]>) -> Result<Vec<u8>, ProtocolError> {
+    fn sign(&mut self, bytes: &[u8], tweak: Option<[u8; 32]>) -> Result<Vec<u8>, ProtocolError> {
         let coordinator = self.config.coordinator;
-        let package = SigningPackage::<C>::deserialize(package)
-            .map_err(|_| ProtocolError::aborted(coordinator, Fault::InvalidElement))?;
+        let decode = |b: &[u8]| {
+            SigningPackage::<C>::deserialize(b)
+                .map_err(|_| ProtocolError::aborted(coordinator, Fault::InvalidElement))
+        };
+        // With a cache, the public part of round 2 (decoded package, binding factors,
+        // group commitment, challenge) may come from another signer of this package.
+        let key = C::tweak_key_package(self.key.clone(), tweak.as_ref())?;
+        let public = match (&self.cache, &self.nonces) {
+            (Some(cache), Some(nonces)) => {
+                Some(cache.public::<C>(bytes, tweak.as_ref(), &key, nonces, decode)?)
+            }
+            _ => None,
+        };
+        let decoded;
+        let package = match &public {
+            Some(p) => &p.package,
+            None => {
+                decoded = decode(bytes)?;
+                &decoded
+            }
+        };
+        self.check_package(package, tweak)?;
+        // Consume the nonces: from here on they exist only inside this scope.
+        let nonces = self.nonces.take().ok_or(ProtocolError::NonceReused)?;
+        self.used = true;
+        let cached = match &public {
+            Some(p) => round2_cache::sign_with(p, &nonces, &key)?,
+            None => None,
+        };
+        let share = match cached {
+            Some(share) => share,
+            None => round2::sign(package, &nonces, &key)
+                .map_err(|e| ProtocolError::Crypto(e.to_string()))?,
+        };
+        drop(nonces);
+        Ok(share.serialize())
+    }
+
+    /// Checks a signing package before any nonce is touched: our commitment is in it
+    /// unaltered, it signs what this node approved, and every signer is a member.
+    fn check_package(
+        &self,
+        package: &SigningPackage<C>,
+        tweak: Option<[u8; 32]>,
+    ) -> Result<(), ProtocolError> {
+        let coordinator = self.config.coordinator;
         let mine = self
             .commitments
             .as_ref()
@@ -281,13 +335,6 @@ impl<C: Suite> Session<C> {
         {
             return Err(ProtocolError::aborted(coordinator, Fault::InvalidElement));
         }
-        // Consume the nonces: from here on they exist only inside this scope.
-        let nonces = self.nonces.take().ok_or(ProtocolError::NonceReused)?;
-        self.used = true;
-        let key = C::tweak_key_package(self.key.clone(), tweak.as_ref())?;
-        let share = round2::sign(&package, &nonces, &key)
-            .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
-        drop(nonces);
-        Ok(share.serialize())
+        Ok(())
     }
 }

@@ -66,3 +66,23 @@ fn different_seeds_different_traces() {
     }
     assert_eq!(hashes.len(), 4);
 }
+
+#[test]
+fn sharing_public_round2_work_changes_no_result() {
+    for (suite, seed) in [("secp256k1", 1u64), ("secp256k1-tr", 2), ("ed25519", 3)] {
+        let text = RICH.replace(
+            "threshold = 3",
+            &format!("threshold = 3\nsuite = \"{suite}\""),
+        );
+        let mut shared = common::scenario(&text);
+        shared.seed = seed;
+        assert!(shared.signing.share_public_work, "on by default");
+        let mut alone = shared.clone();
+        alone.signing.share_public_work = false;
+        let a = common::run(&shared);
+        let b = common::run(&alone);
+        assert!(a.summary.signed > 5, "{suite}: {:?}", a.summary);
+        assert_eq!(a.summary.trace_hash, b.summary.trace_hash, "{suite}");
+        assert_eq!(a, b, "{suite}: results differ");
+    }
+}

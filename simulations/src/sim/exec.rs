@@ -363,7 +363,11 @@ impl World {
                 .unwrap_or(self.scenario.signing.timeout_ms.saturating_mul(2)),
         };
         let k = usize::from(share.public.threshold);
-        match Signer::new(n.identity.clone(), share, config) {
+        let signer = Signer::new(n.identity.clone(), share, config);
+        match signer.map(|s| match &self.round2_cache {
+            Some(cache) => s.with_round2_cache(cache.clone()),
+            None => s,
+        }) {
             Ok(signer) => {
                 if let Some(t) = timer {
                     self.join_extra = t.elapsed();

@@ -8,7 +8,7 @@ mod summary;
 use std::{collections::BTreeMap, time::Duration};
 
 use quorate_protocol::{
-    dkg::DkgConfig, ids::SessionId, Committee, Envelope, GroupPublic, NodeId, TimerId,
+    dkg::DkgConfig, ids::SessionId, Committee, Envelope, GroupPublic, NodeId, Round2Cache, TimerId,
 };
 use rand_chacha::ChaCha20Rng;
 
@@ -129,6 +129,8 @@ pub(crate) struct World {
     measure: Option<Vec<Sample>>,
     /// Host time spent admitting a request before its signer started (calibration).
     join_extra: Duration,
+    /// Public round-2 work shared by the signers of one package (host time only).
+    round2_cache: Option<Round2Cache>,
 }
 
 impl World {
@@ -198,6 +200,9 @@ impl World {
             dropped: 0,
             measure: options.measure.then(Vec::new),
             join_extra: Duration::ZERO,
+            // Calibration times each signer's own work, so it never shares it.
+            round2_cache: (scenario.signing.share_public_work && !options.measure)
+                .then(Round2Cache::default),
         };
         let mut rng_work = random::stream(seed, Stream::Workload);
         for (t, a) in workload::arrivals(&scenario.workload, world.topo.count, &mut rng_work) {
