@@ -329,7 +329,8 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         while up.iter().any(|u| !u) {
             for (name, c) in &mut children.0 {
                 if let Ok(Some(status)) = c.try_wait() {
-                    bail!("{name} exited ({status}); see {}", dir.join("logs").join(format!("{name}.log")).display());
+                    let log = dir.join("logs").join(format!("{name}.log"));
+                    bail!("{name} exited ({status}); the end of {}:\n{}", log.display(), log_tail(&log, 15));
                 }
             }
             for (i, is_up) in up.iter_mut().enumerate() {
@@ -441,4 +442,15 @@ async fn demo(url: &str, admin_token: &str, dir: &Path, args: &DevnetArgs) -> an
         );
     }
     Ok(())
+}
+
+/// The last `lines` lines of a process log, indented, for an error message.
+fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

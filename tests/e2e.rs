@@ -81,11 +81,17 @@ impl Devnet {
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            assert!(Instant::now() < deadline, "devnet did not come up");
+            if Instant::now() > deadline {
+                dump_logs(&data.join("logs"));
+                panic!("devnet did not come up");
+            }
             match lines.next() {
                 Some(Ok(l)) if l.contains("quorate devnet is up") => break,
                 Some(Ok(_)) => {}
-                _ => panic!("devnet exited before it was up"),
+                _ => {
+                    dump_logs(&data.join("logs"));
+                    panic!("devnet exited before it was up");
+                }
             }
         }
         // Keep draining stdout so the devnet never blocks on a full pipe.
