@@ -16,6 +16,7 @@
 //! max_sessions = 64
 //! session_timeout_ms = 30000
 //! max_pending_messages = 1024
+//! max_pending_per_peer = 128
 //! shutdown_grace_ms = 10000
 //! ```
 
@@ -69,6 +70,8 @@ pub struct LimitsConfig {
     pub session_timeout_ms: u64,
     /// Messages buffered for sessions that have not started here yet.
     pub max_pending_messages: usize,
+    /// Of those, how many one sender may hold (one noisy peer cannot fill the buffer).
+    pub max_pending_per_peer: usize,
     /// How long shutdown waits for running sessions.
     pub shutdown_grace_ms: u64,
 }
@@ -79,6 +82,7 @@ impl Default for LimitsConfig {
             max_sessions: 64,
             session_timeout_ms: 30_000,
             max_pending_messages: 1024,
+            max_pending_per_peer: 128,
             shutdown_grace_ms: 10_000,
         }
     }

@@ -156,6 +156,7 @@ struct Node {
     /// Messages for sessions not started here yet, with when the first arrived.
     pending: BTreeMap<SessionId, (Instant, VecDeque<Envelope>)>,
     pending_count: usize,
+    pending_by_sender: BTreeMap<NodeId, usize>,
     approvals: BTreeMap<[u8; 32], Approval>,
     quarantined: BTreeSet<NodeId>,
     /// Frames in flight, kept until answered so a failed send can be retried.
@@ -239,6 +240,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         finished: BTreeSet::new(),
         pending: BTreeMap::new(),
         pending_count: 0,
+        pending_by_sender: BTreeMap::new(),
         approvals: BTreeMap::new(),
         quarantined: BTreeSet::new(),
         in_flight: BTreeMap::new(),
@@ -685,7 +687,7 @@ impl Node {
         self.metrics.active_sessions.set(self.sessions.len() as i64);
         self.feed(&id, Input::Start);
         if let Some((_, buffered)) = self.pending.remove(&id) {
-            self.pending_count -= buffered.len();
+            self.unbuffer(&buffered);
             for env in buffered {
                 self.feed(&id, Input::Message(env));
             }
@@ -705,6 +707,14 @@ impl Node {
         if self.pending_count >= self.limits.max_pending_messages {
             return reject("busy", "too many buffered messages");
         }
+        let held = self.pending_by_sender.entry(env.sender).or_insert(0);
+        if *held >= self.limits.max_pending_per_peer {
+            return reject(
+                "busy",
+                format!("too many buffered messages from {}", env.sender),
+            );
+        }
+        *held += 1;
         self.pending_count += 1;
         self.pending
             .entry(id)
@@ -712,6 +722,19 @@ impl Node {
             .1
             .push_back(env);
         Ack::Accepted
+    }
+
+    /// Forgets buffered messages in the global and per-sender counts.
+    fn unbuffer(&mut self, msgs: &VecDeque<Envelope>) {
+        self.pending_count -= msgs.len();
+        for env in msgs {
+            if let Some(held) = self.pending_by_sender.get_mut(&env.sender) {
+                *held -= 1;
+                if *held == 0 {
+                    self.pending_by_sender.remove(&env.sender);
+                }
+            }
+        }
     }
 
     fn feed(&mut self, id: &SessionId, input: Input) {
@@ -938,18 +961,19 @@ impl Node {
                 self.end_session(&id, "timeout", Vec::new());
             }
         }
-        // Drop buffered messages of sessions that never started here.
         // Drop buffered messages of sessions that never started here in time.
         let max_age = Duration::from_millis(self.limits.session_timeout_ms);
-        let mut dropped = 0;
-        self.pending.retain(|_, (since, msgs)| {
-            let keep = since.elapsed() < max_age;
-            if !keep {
-                dropped += msgs.len();
+        let expired: Vec<SessionId> = self
+            .pending
+            .iter()
+            .filter(|(_, (since, _))| since.elapsed() >= max_age)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some((_, msgs)) = self.pending.remove(&id) {
+                self.unbuffer(&msgs);
             }
-            keep
-        });
-        self.pending_count -= dropped;
+        }
         let now_ms = unix_ms();
         self.approvals.retain(|_, a| a.expires_at_ms > now_ms);
         if self.finished.len() > 100_000 {

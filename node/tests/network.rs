@@ -867,3 +867,57 @@ async fn quic_transport_carries_dkg_and_signing() {
         h.stop().await.expect("stop");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_messages_are_buffered_with_a_bound_per_sender() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 4);
+    let (nodes, _metrics, engine) = started(&net, Routing::Direct).await;
+    let ids = node_ids(&net);
+    let cap = LimitsConfig::default().max_pending_per_peer;
+    // Mallory (a roster member) sends messages for sessions node 1 has not started:
+    // they are buffered up to the per-sender cap, then refused with a reason.
+    let mut mallory = RawPeer::new(&net, &net.mallory);
+    for k in 0..=cap {
+        let mut session = [0u8; 32];
+        session[..8].copy_from_slice(&(k as u64).to_le_bytes());
+        let env = Envelope::seal(
+            &net.mallory,
+            Ciphersuite::Ed25519,
+            KeyId([5; 16]),
+            SessionId(session),
+            Payload::SignShare { share: vec![0; 32] },
+        );
+        let ack = mallory
+            .ask(&ids[0], Frame::Deliver(env))
+            .await
+            .expect("answer");
+        if k < cap {
+            assert_eq!(ack, Ack::Accepted, "message {k} buffered");
+        } else {
+            assert!(
+                matches!(&ack, Ack::Rejected { reason, detail }
+                    if reason == "busy" && detail.contains(&net.mallory.node_id().to_string())),
+                "{ack:?}"
+            );
+        }
+    }
+    // Another sender still gets its early messages buffered.
+    let mut node2 = RawPeer::new(&net, &net.ids[1]);
+    let env = Envelope::seal(
+        &net.ids[1],
+        Ciphersuite::Ed25519,
+        KeyId([5; 16]),
+        SessionId([0xee; 32]),
+        Payload::SignShare { share: vec![0; 32] },
+    );
+    let ack = node2
+        .ask(&ids[0], Frame::Deliver(env))
+        .await
+        .expect("answer");
+    assert_eq!(ack, Ack::Accepted);
+    engine.shutdown().await;
+    for n in nodes {
+        n.stop().await.expect("stop");
+    }
+}
