@@ -3,25 +3,11 @@
 
 use std::{net::TcpListener, process::Command};
 
+mod common;
+
 fn free_port_block(len: u16) -> u16 {
-    // Find a base port whose whole block (base .. base + 100 + len) is free now.
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        if base > 60_000 {
-            continue;
-        }
-        let all_free = (0..=len)
-            .chain(100..=100 + len)
-            .all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no free port block");
+    let offsets: Vec<u16> = (0..=len).chain(100..=100 + len).collect();
+    common::port_block(&offsets)
 }
 
 fn devnet(args: &[&str]) -> std::process::Output {

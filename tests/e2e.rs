@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -15,6 +15,8 @@ use quorate_coordinator::{
 };
 use quorate_protocol::{Ciphersuite, KeyId};
 
+mod common;
+
 /// Each test runs its own devnet; running them one at a time keeps their port
 /// blocks from racing and their processes from starving each other.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -23,22 +25,11 @@ fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_quorate")
 }
 
+/// Ports of one devnet: nodes and coordinator at `base + 0..=6`, admin addresses
+/// at `base + 100..=106`, the HTTP API at `base + 150`.
 fn free_base() -> u16 {
-    for _ in 0..50 {
-        let base = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        if base < 60_000
-            && (0..=6)
-                .chain(100..=106)
-                .all(|o| TcpListener::bind(("127.0.0.1", base + o)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no free ports");
+    let offsets: Vec<u16> = (0..=6).chain(100..=106).chain([150]).collect();
+    common::port_block(&offsets)
 }
 
 /// A running `quorate devnet` (5 nodes, threshold 3, 3 segments); stopped on drop.
@@ -55,11 +46,7 @@ impl Devnet {
         let dir = tempfile::tempdir().expect("tmp");
         let data = dir.path().join("net");
         let base = free_base();
-        let http = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
+        let http = base + 150;
         let mut child = Command::new(exe())
             .args(["devnet", "--data-dir"])
             .arg(&data)
