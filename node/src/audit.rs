@@ -731,6 +731,11 @@ impl AuditLog {
         })
     }
 
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The next sequence number.
     pub fn next_seq(&self) -> u64 {
         self.next_seq

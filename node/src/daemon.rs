@@ -221,6 +221,18 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         .into_iter()
         .map(|k| (k.key_id(), k))
         .collect();
+    // Window usage and request nonces survive restarts: replay them from the log.
+    let mut policy = parts.policy;
+    let restored =
+        crate::recovery::restore_policy_state(parts.audit.path(), &mut policy, unix_ms())
+            .map_err(|e| format!("cannot restore policy state from the audit log: {e}"))?;
+    if restored.allowed > 0 {
+        tracing::info!(
+            allowed = restored.allowed,
+            live_nonces = restored.nonces,
+            "policy state restored from the audit log"
+        );
+    }
     let (control_tx, control_rx) = mpsc::channel(16);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut node = Node {
@@ -228,7 +240,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         keystore: parts.keystore,
         keys,
         roster: parts.roster,
-        policy: parts.policy,
+        policy,
         policy_path: parts.policy_path,
         audit: parts.audit,
         audit_failed: false,
@@ -592,6 +604,8 @@ impl Node {
                     "amount": signed.request.purpose.amount,
                     "destination": signed.request.purpose.destination,
                     "messages": signed.request.messages.len(),
+                    "nonce": hex::encode(signed.request.nonce),
+                    "expires_at_ms": signed.request.expires_at_ms,
                 }),
             ) {
                 return reject("audit_unavailable", "audit log cannot be written");

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod keystore;
 pub mod metrics;
 pub mod policy;
+pub mod recovery;
 pub mod roster;
 pub mod service;
 pub mod transport;

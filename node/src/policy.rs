@@ -706,6 +706,38 @@ impl PolicyEngine {
         }
     }
 
+    /// Re-records a request this node allowed at `at_ms` (replayed from its audit log
+    /// at start-up): its amount counts against the client's rolling window and its
+    /// nonce, if known and unexpired at `now_ms`, is refused as a replay. Entries
+    /// must be given oldest first.
+    pub fn restore_allowed(
+        &mut self,
+        client: [u8; 32],
+        asset: &str,
+        amount: u64,
+        at_ms: u64,
+        nonce: Option<([u8; 16], u64)>,
+        now_ms: u64,
+    ) {
+        if let Some((nonce, expires_at_ms)) = nonce {
+            if expires_at_ms >= now_ms && self.nonces.insert((client, nonce)) {
+                self.nonce_expiry.insert((expires_at_ms, client, nonce));
+            }
+        }
+        // A client since removed or with a shorter window keeps at most the longest
+        // window's worth; evaluation filters by the window in force anyway.
+        let window_ms = self
+            .policy
+            .client_by_key(&client)
+            .map_or(u64::from(MAX_WINDOW_HOURS) * HOUR_MS, |c| c.window_ms);
+        if at_ms > now_ms.saturating_sub(window_ms) && amount > 0 {
+            self.usage
+                .entry((client, asset.to_owned()))
+                .or_default()
+                .push_back((at_ms, amount));
+        }
+    }
+
     /// Decides whether to contribute to signing `req` with `key` at `now_ms` (Unix ms).
     /// Checks, in order: client registered, request well-formed, client signature,
     /// expiry, lifetime, replay, key match, key and suite allowed, asset, per-request
@@ -1036,6 +1068,31 @@ carol = "{c}"
                 .window_usage(&f.client.verifying_key().to_bytes(), "BTC", T_DAY),
             100
         );
+    }
+
+    #[test]
+    fn restored_usage_and_nonces_count_like_live_ones() {
+        let mut f = fixture();
+        let client = f.client.verifying_key().to_bytes();
+        let old = f.request(100, T_DAY - 60_000);
+        // As replayed from the audit log after a restart: 200 BTC an hour ago (in
+        // the window), 100 BTC 25 hours ago (outside), and `old`'s nonce.
+        f.engine
+            .restore_allowed(client, "BTC", 100, T_DAY - 25 * HOUR_MS, None, T_DAY);
+        f.engine.restore_allowed(
+            client,
+            "BTC",
+            200,
+            T_DAY - HOUR_MS,
+            Some((old.request.nonce, old.request.expires_at_ms)),
+            T_DAY,
+        );
+        assert_eq!(f.engine.window_usage(&client, "BTC", T_DAY), 200);
+        assert_refused(&f.eval(&old, T_DAY), Rule::Replay);
+        let over = f.request(100, T_DAY);
+        assert_refused(&f.eval(&over, T_DAY), Rule::WindowLimit);
+        let fits = f.request(50, T_DAY);
+        assert!(f.eval(&fits, T_DAY).is_allow());
     }
 
     #[test]

@@ -563,8 +563,9 @@ async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
     let (nodes, _, engine) = started(&net, Routing::Direct).await;
     let key = dkg(&engine, &ids, Ciphersuite::Secp256k1, 3).await;
     let msg = vec![3; 32];
+    let first_request = net.request(key.key_id(), vec![msg.clone()], 1);
     let first = engine
-        .sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1))
+        .sign(key.clone(), first_request.clone())
         .await
         .expect("sign");
     engine.shutdown().await;
@@ -593,6 +594,17 @@ async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
     assert_ne!(
         first.signatures[0].signature.signature,
         second.signatures[0].signature.signature
+    );
+    // The request signed before the restart is still a replay: policy state was
+    // rebuilt from each node's audit log.
+    let err = engine
+        .sign(key.clone(), first_request)
+        .await
+        .expect_err("replay after restart");
+    assert!(
+        matches!(err, CoordinatorError::Refused { ref refusals, .. }
+            if !refusals.is_empty() && refusals.iter().all(|(_, r)| r == "policy:replay")),
+        "{err}"
     );
     engine.shutdown().await;
     for h in nodes {
