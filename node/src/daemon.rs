@@ -36,6 +36,7 @@ use crate::{
     keystore::{Keystore, StoredKey},
     metrics::{Label, Metrics, SessionLabels},
     policy::{Decision, PolicyEngine},
+    recovery::{message_hash, Approval},
     roster::Roster,
     transport::{self, Behaviour, BehaviourEvent},
 };
@@ -130,14 +131,6 @@ struct Session {
 
 /// Approved client requests: the policy decision is made once per request and
 /// reused by its messages and by retries with fresh sessions.
-struct Approval {
-    messages: Vec<Vec<u8>>,
-    tweak: Option<[u8; 32]>,
-    key_id: KeyId,
-    expires_at_ms: u64,
-    attempts: u32,
-}
-
 struct Node {
     identity: Arc<NodeIdentity>,
     keystore: Keystore,
@@ -223,7 +216,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         .collect();
     // Window usage and request nonces survive restarts: replay them from the log.
     let mut policy = parts.policy;
-    let restored =
+    let (restored, approvals) =
         crate::recovery::restore_policy_state(parts.audit.path(), &mut policy, unix_ms())
             .map_err(|e| format!("cannot restore policy state from the audit log: {e}"))?;
     if restored.allowed > 0 {
@@ -253,7 +246,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         pending: BTreeMap::new(),
         pending_count: 0,
         pending_by_sender: BTreeMap::new(),
-        approvals: BTreeMap::new(),
+        approvals,
         quarantined: BTreeSet::new(),
         in_flight: BTreeMap::new(),
         resend: Vec::new(),
@@ -606,6 +599,8 @@ impl Node {
                     "messages": signed.request.messages.len(),
                     "nonce": hex::encode(signed.request.nonce),
                     "expires_at_ms": signed.request.expires_at_ms,
+                    "message_hashes": signed.request.messages.iter().map(|m| hex::encode(message_hash(m))).collect::<Vec<_>>(),
+                    "tweak": signed.request.tweak.map(hex::encode),
                 }),
             ) {
                 return reject("audit_unavailable", "audit log cannot be written");
@@ -636,7 +631,12 @@ impl Node {
             self.approvals.insert(
                 hash,
                 Approval {
-                    messages: signed.request.messages.clone(),
+                    message_hashes: signed
+                        .request
+                        .messages
+                        .iter()
+                        .map(|m| message_hash(m))
+                        .collect(),
                     tweak: signed.request.tweak,
                     key_id: signed.request.key_id,
                     expires_at_ms: signed.request.expires_at_ms,
@@ -648,7 +648,7 @@ impl Node {
             return reject("internal", "approval missing");
         };
         // Sign only what the client signed: one of its messages, its tweak, its key.
-        if !approval.messages.contains(message)
+        if !approval.message_hashes.contains(&message_hash(message))
             || approval.tweak != *tweak
             || approval.key_id != env.key
         {

@@ -6,16 +6,46 @@
 //! (`request_received` with client, asset, amount, nonce and expiry, then a
 //! `policy_decision` with `allowed: true`, written before any share), and the log is
 //! hash-chained, signed and verified when it is opened. So the log is the record:
-//! [`restore_policy_state`] replays it into a fresh [`PolicyEngine`].
+//! [`restore_policy_state`] replays it into a fresh [`PolicyEngine`], and returns the
+//! approvals of unexpired allowed requests, so a coordinator's retry of a request
+//! allowed before the restart is still recognised as a retry, not a replay.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+};
 
+use quorate_protocol::KeyId;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::{
     audit::{self, AuditError, AuditKind},
     policy::PolicyEngine,
 };
+
+/// SHA-256 of a message to sign, as recorded in approvals and the audit log.
+pub fn message_hash(message: &[u8]) -> [u8; 32] {
+    Sha256::digest(message).into()
+}
+
+/// A request this node allowed: what later sessions of the same request may sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// SHA-256 of each message of the request.
+    pub message_hashes: Vec<[u8; 32]>,
+    /// The request's Taproot tweak.
+    pub tweak: Option<[u8; 32]>,
+    /// The key the request names.
+    pub key_id: KeyId,
+    /// The request's expiry (Unix ms).
+    pub expires_at_ms: u64,
+    /// Sessions started for it here.
+    pub attempts: u32,
+}
+
+/// Approvals by request hash.
+pub type Approvals = BTreeMap<[u8; 32], Approval>;
 
 /// What was restored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +61,7 @@ struct Received {
     asset: String,
     amount: u64,
     nonce: Option<([u8; 16], u64)>,
+    approval: Option<Approval>,
 }
 
 fn hex32(v: &Value) -> Option<[u8; 32]> {
@@ -45,24 +76,45 @@ fn received(details: &Value) -> Option<Received> {
         hex::decode_to_slice(n.as_str()?, &mut out).ok()?;
         Some((out, details.get("expires_at_ms")?.as_u64()?))
     });
+    let approval = (|| {
+        let message_hashes = details
+            .get("message_hashes")?
+            .as_array()?
+            .iter()
+            .map(hex32)
+            .collect::<Option<Vec<_>>>()?;
+        let tweak = match details.get("tweak")? {
+            Value::Null => None,
+            t => Some(hex32(t)?),
+        };
+        Some(Approval {
+            message_hashes,
+            tweak,
+            key_id: KeyId::from_hex(details.get("key_id")?.as_str()?).ok()?,
+            expires_at_ms: details.get("expires_at_ms")?.as_u64()?,
+            attempts: 1,
+        })
+    })();
     Some(Received {
         client: hex32(details.get("client")?)?,
         asset: details.get("asset")?.as_str()?.to_owned(),
         amount: details.get("amount")?.as_u64()?,
         nonce,
+        approval,
     })
 }
 
 /// Replays the allowed requests recorded in the audit log at `path` into `engine`
-/// (as of `now_ms`, Unix ms). Entries written before nonces were recorded restore
-/// usage only.
+/// (as of `now_ms`, Unix ms) and returns the approvals of those not yet expired.
+/// Entries written before nonces and message hashes were recorded restore usage only.
 pub fn restore_policy_state(
     path: &Path,
     engine: &mut PolicyEngine,
     now_ms: u64,
-) -> Result<Restored, AuditError> {
+) -> Result<(Restored, Approvals), AuditError> {
     let mut pending: HashMap<String, Received> = HashMap::new();
     let mut restored = Restored::default();
+    let mut approvals = Approvals::new();
     for entry in audit::read_entries(path)? {
         match &entry.kind {
             AuditKind::RequestReceived { request_hash } => {
@@ -87,10 +139,16 @@ pub fn restore_policy_state(
                     );
                     restored.allowed += 1;
                     restored.nonces += usize::from(live);
+                    let mut request_hash = [0u8; 32];
+                    let hash_ok =
+                        hash.is_some_and(|h| hex::decode_to_slice(h, &mut request_hash).is_ok());
+                    if let Some(a) = r.approval.filter(|a| hash_ok && a.expires_at_ms > now_ms) {
+                        approvals.insert(request_hash, a);
+                    }
                 }
             }
             _ => {}
         }
     }
-    Ok(restored)
+    Ok((restored, approvals))
 }

@@ -595,12 +595,19 @@ async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
         first.signatures[0].signature.signature,
         second.signatures[0].signature.signature
     );
-    // The request signed before the restart is still a replay: policy state was
-    // rebuilt from each node's audit log.
-    let err = engine
-        .sign(key.clone(), first_request)
+    // Policy state was rebuilt from each node's audit log: a coordinator retry of the
+    // request allowed before the restart is still a retry (same messages, no new
+    // usage), while a new request reusing its nonce is a replay.
+    engine
+        .sign(key.clone(), first_request.clone())
         .await
-        .expect_err("replay after restart");
+        .expect("retry of an approved request after restart");
+    let mut reused = net.request(key.key_id(), vec![vec![4; 32]], 1).request;
+    reused.nonce = first_request.request.nonce;
+    let err = engine
+        .sign(key.clone(), reused.sign(&net.client))
+        .await
+        .expect_err("nonce replay after restart");
     assert!(
         matches!(err, CoordinatorError::Refused { ref refusals, .. }
             if !refusals.is_empty() && refusals.iter().all(|(_, r)| r == "policy:replay")),
