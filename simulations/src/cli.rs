@@ -8,7 +8,7 @@ use crate::{
     calibrate::calibrate_to,
     cost::CostTable,
     error::SimError,
-    plot,
+    plot::{self, LineChart},
     report::{self, Summary},
     scenario::Scenario,
     sweep, RunOptions, RunResult,
@@ -35,6 +35,12 @@ pub struct SimArgs {
     /// Print only the final summary lines (no configuration dump, no progress bar).
     #[arg(long)]
     pub quiet: bool,
+    /// Also write every plot as PNG next to its SVG. Needs a TrueType font:
+    /// QUORATE_SIM_FONT=/path/to/font.ttf, or DejaVu Sans (Debian:
+    /// fonts-dejavu-core). Without one, everything else is still written and
+    /// the run then fails with an error saying so.
+    #[arg(long)]
+    pub png: bool,
 }
 
 fn progress_bar(quiet: bool, label: &str) -> ProgressBar {
@@ -90,8 +96,14 @@ fn run_one(
     Ok(result)
 }
 
-/// Writes one run's reports and plots into `dir`.
-pub fn write_run(dir: &Path, scenario: &Scenario, result: &RunResult) -> Result<(), SimError> {
+/// Writes one run's reports and plots into `dir` (the plots as SVG, and as PNG
+/// too with `formats.png`, after everything else).
+pub fn write_run(
+    dir: &Path,
+    scenario: &Scenario,
+    result: &RunResult,
+    formats: plot::Formats,
+) -> Result<(), SimError> {
     report::write(&dir.join("config.toml"), &scenario.to_toml())?;
     report::write(
         &dir.join("summary.json"),
@@ -106,16 +118,26 @@ pub fn write_run(dir: &Path, scenario: &Scenario, result: &RunResult) -> Result<
         .iter()
         .filter_map(|s| s.latency_ms)
         .collect();
-    plot::latency_cdf(
-        &dir.join("latency-cdf.svg"),
-        &format!("{}: latency CDF", scenario.name),
-        &[("latency".to_string(), latencies)],
-    )?;
     let bin = (scenario.workload.duration_s / 60.0).clamp(1.0, 600.0);
-    plot::throughput(
-        &dir.join("throughput.svg"),
-        &format!("{}: throughput ({bin:.0} s bins)", scenario.name),
-        &plot::throughput_series(&result.sessions, bin),
+    plot::save_all(
+        dir,
+        &[
+            (
+                "latency-cdf",
+                LineChart::latency_cdf(
+                    &format!("{}: latency CDF", scenario.name),
+                    &[("latency".to_string(), latencies)],
+                ),
+            ),
+            (
+                "throughput",
+                LineChart::throughput(
+                    &format!("{}: throughput ({bin:.0} s bins)", scenario.name),
+                    &plot::throughput_series(&result.sessions, bin),
+                ),
+            ),
+        ],
+        formats,
     )
 }
 
@@ -131,8 +153,27 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+/// Output formats for `--png`: PNG only when its font loads; otherwise the
+/// error, reported after everything else is written (checked up front so a
+/// long run is not lost to a missing font at the end).
+fn plot_formats(png: bool) -> (plot::Formats, Option<SimError>) {
+    if !png {
+        return (plot::Formats::default(), None);
+    }
+    match plot::png_font() {
+        Ok(_) => (plot::Formats { png: true }, None),
+        Err(e) => {
+            eprintln!("warning: {e}\nwarning: writing reports and SVG plots only, then failing");
+            (plot::Formats::default(), Some(e))
+        }
+    }
+}
+
 /// `quorate sim <scenario>`: runs the scenario (or its sweep), writes reports
 /// and plots under `--out`, and returns one summary per run.
+///
+/// With `--png` and no usable font, the runs and all other outputs still
+/// happen, then [`SimError::Font`] is returned.
 pub fn run(args: SimArgs) -> Result<Vec<Summary>, SimError> {
     let mut scenario = Scenario::load(&args.scenario)?;
     if let Some(seed) = args.seed {
@@ -148,6 +189,7 @@ pub fn run(args: SimArgs) -> Result<Vec<Summary>, SimError> {
         sweep_point: None,
     };
     let dir = args.out.join(sanitize(&scenario.name));
+    let (formats, png_error) = plot_formats(args.png);
     if !args.quiet {
         eprintln!(
             "quorate-sim: scenario {} (seed {}) from {}",
@@ -159,9 +201,9 @@ pub fn run(args: SimArgs) -> Result<Vec<Summary>, SimError> {
     }
     let Some(spec) = sweep_spec else {
         let result = run_one(&scenario, &options, args.quiet, &scenario.name)?;
-        write_run(&dir, &scenario, &result)?;
+        write_run(&dir, &scenario, &result, formats)?;
         eprintln!("reports and plots in {}", dir.display());
-        return Ok(vec![result.summary]);
+        return png_error.map_or(Ok(vec![result.summary]), Err);
     };
     let points = sweep::expand(&scenario, &spec)?;
     let mut results = Vec::with_capacity(points.len());
@@ -172,12 +214,12 @@ pub fn run(args: SimArgs) -> Result<Vec<Summary>, SimError> {
             ..options.clone()
         };
         let result = run_one(&p.scenario, &opts, args.quiet, &label)?;
-        write_run(&dir.join(sanitize(&label)), &p.scenario, &result)?;
+        write_run(&dir.join(sanitize(&label)), &p.scenario, &result, formats)?;
         results.push(result);
     }
-    sweep::write_outputs(&dir, &points, &results)?;
+    sweep::write_outputs(&dir, &points, &results, formats)?;
     eprintln!("sweep reports and plots in {}", dir.display());
-    Ok(results.into_iter().map(|r| r.summary).collect())
+    png_error.map_or(Ok(results.into_iter().map(|r| r.summary).collect()), Err)
 }
 
 /// `quorate sim-calibrate --out FILE`: measures this host's protocol costs and

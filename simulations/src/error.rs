@@ -52,6 +52,16 @@ pub enum SimError {
         /// What the plotting library said.
         message: String,
     },
+    /// PNG plots were asked for but no TrueType font could be loaded to draw
+    /// their text (SVG plots need none).
+    #[error(
+        "PNG plots need a TrueType font to draw text: {reason}; set QUORATE_SIM_FONT=/path/to/font.ttf \
+         or install one (Debian/Ubuntu: apt-get install fonts-dejavu-core)"
+    )]
+    Font {
+        /// Why no font was loaded (which variable or paths were tried).
+        reason: String,
+    },
     /// Serializing a report failed.
     #[error("cannot serialize report: {0}")]
     Serialize(String),

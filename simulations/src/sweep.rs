@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::{
     error::SimError,
-    plot,
+    plot::{self, LineChart},
     report::{self, Summary},
     scenario::{Scenario, SweepSpec},
     RunResult,
@@ -133,11 +133,13 @@ pub struct SweepRow {
     pub summary: Summary,
 }
 
-/// Writes `sweep.json`, `sweep.csv` and the sweep plots into `dir`.
+/// Writes `sweep.json`, `sweep.csv` and the sweep plots into `dir` (as SVG,
+/// and as PNG too with `formats.png`, after everything else).
 pub fn write_outputs(
     dir: &Path,
     points: &[SweepPoint],
     results: &[RunResult],
+    formats: plot::Formats,
 ) -> Result<(), SimError> {
     let Some(first) = points.first() else {
         return Ok(());
@@ -185,8 +187,7 @@ pub fn write_outputs(
         .collect();
     let name = &first.scenario.name;
     let axis = &first.x_label;
-    plot::sweep(
-        &dir.join("sweep-success.svg"),
+    let success = LineChart::sweep(
         &format!("{name}: success rate vs {axis}"),
         axis,
         "success rate",
@@ -195,15 +196,14 @@ pub fn write_outputs(
             "success rate".to_string(),
             results.iter().map(|r| r.summary.success_rate).collect(),
         )],
-    )?;
+    );
     let lat = |g: fn(&report::Percentiles) -> f64| -> Vec<f64> {
         results
             .iter()
             .map(|r| r.summary.latency_ms.as_ref().map_or(f64::NAN, g) / 1_000.0)
             .collect()
     };
-    plot::sweep(
-        &dir.join("sweep-latency.svg"),
+    let latency = LineChart::sweep(
         &format!("{name}: latency vs {axis}"),
         axis,
         "latency (s)",
@@ -214,7 +214,7 @@ pub fn write_outputs(
             ("p99".to_string(), lat(|p| p.p99)),
             ("max".to_string(), lat(|p| p.max)),
         ],
-    )?;
+    );
     let cdfs: Vec<(String, Vec<f64>)> = points
         .iter()
         .zip(results)
@@ -225,10 +225,15 @@ pub fn write_outputs(
             )
         })
         .collect();
-    plot::latency_cdf(
-        &dir.join("sweep-latency-cdf.svg"),
-        &format!("{name}: latency CDF per {param}"),
-        &cdfs,
+    let cdf = LineChart::latency_cdf(&format!("{name}: latency CDF per {param}"), &cdfs);
+    plot::save_all(
+        dir,
+        &[
+            ("sweep-success", success),
+            ("sweep-latency", latency),
+            ("sweep-latency-cdf", cdf),
+        ],
+        formats,
     )
 }
 

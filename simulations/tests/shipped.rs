@@ -77,6 +77,7 @@ duration_s = 10.0
         sweep: Some("network.loss=0,0.2".into()),
         no_sweep: false,
         quiet: true,
+        png: false,
     })
     .expect("run");
     assert_eq!(summaries.len(), 2);
