@@ -258,6 +258,11 @@ impl<C: Suite> Session<C> {
     }
 
     fn sign(&mut self, bytes: &[u8], tweak: Option<[u8; 32]>) -> Result<Vec<u8>, ProtocolError> {
+        if tweak != self.config.target.tweak {
+            return Err(ProtocolError::RequestMismatch(
+                "tweak differs from the approved request",
+            ));
+        }
         let coordinator = self.config.coordinator;
         let decode = |b: &[u8]| {
             SigningPackage::<C>::deserialize(b)
@@ -280,7 +285,7 @@ impl<C: Suite> Session<C> {
                 &decoded
             }
         };
-        self.check_package(package, tweak)?;
+        self.check_package(package)?;
         // Consume the nonces: from here on they exist only inside this scope.
         let nonces = self.nonces.take().ok_or(ProtocolError::NonceReused)?;
         self.used = true;
@@ -298,12 +303,9 @@ impl<C: Suite> Session<C> {
     }
 
     /// Checks a signing package before any nonce is touched: our commitment is in it
-    /// unaltered, it signs what this node approved, and every signer is a member.
-    fn check_package(
-        &self,
-        package: &SigningPackage<C>,
-        tweak: Option<[u8; 32]>,
-    ) -> Result<(), ProtocolError> {
+    /// unaltered, it signs the message this node approved, and every signer is a
+    /// member. (The tweak is checked before the package is looked at.)
+    fn check_package(&self, package: &SigningPackage<C>) -> Result<(), ProtocolError> {
         let coordinator = self.config.coordinator;
         let mine = self
             .commitments
@@ -321,11 +323,6 @@ impl<C: Suite> Session<C> {
         if package.message() != &self.config.target.message {
             return Err(ProtocolError::RequestMismatch(
                 "message differs from the approved request",
-            ));
-        }
-        if tweak != self.config.target.tweak {
-            return Err(ProtocolError::RequestMismatch(
-                "tweak differs from the approved request",
             ));
         }
         if !package
