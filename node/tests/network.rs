@@ -40,16 +40,22 @@ static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new()
 /// coordinator ports and CPU-heavy phases never interfere.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A free port (TCP and UDP) below the kernel's ephemeral range: a port from
+/// `bind(0)` could be taken as some outgoing connection's source port before the
+/// node under test binds it.
 fn free_port() -> u16 {
     let mut taken = HANDED_OUT.lock().expect("ports");
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u16, ephemeral_low.max(11_000));
+    let mut rng = ChaCha20Rng::seed_from_u64(u64::from(std::process::id()) ^ unix_ms());
     loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let udp_free = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
-        if udp_free && !taken.contains(&port) {
+        let port = low + (rng.next_u32() % u32::from(high - low)) as u16;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free && !taken.contains(&port) {
             taken.push(port);
             return port;
         }
