@@ -165,9 +165,10 @@ fn layout_font() -> Vec<u8> {
     head.extend_from_slice(&0x5F0F_3CF5u32.to_be_bytes()); // magic number
     head.extend_from_slice(&0u16.to_be_bytes()); // flags
     head.extend_from_slice(&UNITS_PER_EM.to_be_bytes());
-    head.extend_from_slice(&[0; 16]); // created, modified
-                                      // x min, y min, x max, y max, mac style, lowest PPEM, direction hint,
-                                      // short loca offsets, glyph data format
+    // created, modified
+    head.extend_from_slice(&[0; 16]);
+    // x min, y min, x max, y max, mac style, lowest PPEM, direction hint, short loca
+    // offsets, glyph data format
     i16s(&mut head, &[0, DESCENT, ADVANCE, ASCENT, 0, 8, 2, 0, 0]);
 
     let mut hhea = 0x0001_0000u32.to_be_bytes().to_vec();
@@ -195,8 +196,9 @@ fn layout_font() -> Vec<u8> {
         (b"hmtx", hmtx),
         (b"maxp", maxp),
     ];
-    let mut font = 0x0001_0000u32.to_be_bytes().to_vec(); // TrueType outlines
-                                                          // number of tables, search range, entry selector, range shift
+    // sfnt version (TrueType outlines); number of tables, search range, entry
+    // selector, range shift
+    let mut font = 0x0001_0000u32.to_be_bytes().to_vec();
     i16s(&mut font, &[4, 64, 2, 0]);
     let mut offset = 12 + 16 * tables.len();
     let mut head_offset = 0;
