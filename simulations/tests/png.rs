@@ -1,37 +1,19 @@
 //! `--png`: every plot is also written as a PNG next to its SVG; without a
 //! font, everything else is still written and the run fails with a clear error.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::{temp_dir, TINY};
 use quorate_sim::{cli, plot, SimError};
 
 /// Set (to anything) in the child process that [`no_font_writes_everything_else_then_fails`]
 /// starts; the test body only runs there.
 const CHILD: &str = "QUORATE_SIM_TEST_NO_FONT_CHILD";
 
-const TINY: &str = r#"
-name = "tiny"
-[committee]
-n = 3
-threshold = 2
-[network]
-latency = { dist = "uniform", min_ms = 5.0, max_ms = 15.0 }
-[workload]
-kind = "fixed-rate"
-rate_per_s = 5.0
-count = 10
-duration_s = 10.0
-"#;
-
 const RUN_PLOTS: [&str; 2] = ["latency-cdf", "throughput"];
 const SWEEP_PLOTS: [&str; 3] = ["sweep-success", "sweep-latency", "sweep-latency-cdf"];
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("quorate-sim-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// Runs the tiny scenario swept over two loss rates, with `--png` on.
 fn run_tiny_sweep(dir: &Path) -> Result<Vec<quorate_sim::Summary>, SimError> {

@@ -1,8 +1,11 @@
 //! The shipped scenarios parse and expand, and the command-line entry point
 //! writes its reports and plots.
 
-use std::path::{Path, PathBuf};
+mod common;
 
+use std::path::Path;
+
+use common::temp_dir;
 use quorate_sim::{cli, scenario::Scenario, sweep};
 
 fn shipped(name: &str) -> Scenario {
@@ -41,34 +44,11 @@ fn sweep_of_an_unknown_field_is_an_error() {
     assert!(e.to_string().contains("lost"), "{e}");
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("quorate-sim-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
 #[test]
 fn cli_runs_a_sweep_and_writes_outputs() {
     let dir = temp_dir("cli");
     let scenario = dir.join("tiny.toml");
-    std::fs::write(
-        &scenario,
-        r#"
-name = "tiny"
-[committee]
-n = 3
-threshold = 2
-[network]
-latency = { dist = "uniform", min_ms = 5.0, max_ms = 15.0 }
-[workload]
-kind = "fixed-rate"
-rate_per_s = 5.0
-count = 10
-duration_s = 10.0
-"#,
-    )
-    .expect("write scenario");
+    std::fs::write(&scenario, common::TINY).expect("write scenario");
     let out = dir.join("out");
     let summaries = cli::run(cli::SimArgs {
         scenario: scenario.clone(),
