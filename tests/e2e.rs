@@ -10,10 +10,10 @@ use std::{
 };
 
 use quorate_coordinator::{
-    api::model::{CreateKeyBody, JobStatus, ParticipantsBody},
+    api::model::{CreateKeyBody, Job, JobStatus, ParticipantsBody},
     client::{verify_job, Client, RequestBuilder, SignOptions},
 };
-use quorate_protocol::{Ciphersuite, KeyId};
+use quorate_protocol::{request::SignedRequest, Ciphersuite, KeyId};
 
 mod common;
 
@@ -202,6 +202,17 @@ fn dump_logs(dir: &Path) {
     }
 }
 
+/// Submits a signing request, waits for its job to finish and returns it.
+async fn sign_until_done(api: &Client, key_id: &str, signed: &SignedRequest) -> Job {
+    let job = api
+        .sign(key_id, signed, SignOptions::wait(Duration::from_secs(60)))
+        .await
+        .expect("accepted");
+    api.poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(90))
+        .await
+        .expect("job")
+}
+
 async fn wait_healthy(url: &str) {
     let http = reqwest::Client::new();
     for _ in 0..300 {
@@ -281,18 +292,7 @@ async fn node_killed_mid_signing_is_routed_around_and_rejoins_after_restart() {
         net.signal(n, "-STOP");
     }
     let signed = request(&net, &key.key_id, vec![vec![9; 32]]);
-    let job = api
-        .sign(
-            &key.key_id,
-            &signed,
-            SignOptions::wait(Duration::from_secs(60)),
-        )
-        .await
-        .expect("accepted");
-    let job = api
-        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(90))
-        .await
-        .expect("job");
+    let job = sign_until_done(&api, &key.key_id, &signed).await;
     for n in ["node1", "node3"] {
         net.signal(n, "-CONT");
     }
@@ -354,18 +354,7 @@ async fn coordinator_restart_answers_finished_jobs_and_fails_pending_ones() {
     // And signing works again.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let signed = request(&net, &key.key_id, vec![vec![3; 32]]);
-    let job = api
-        .sign(
-            &key.key_id,
-            &signed,
-            SignOptions::wait(Duration::from_secs(60)),
-        )
-        .await
-        .expect("sign");
-    let job = api
-        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(60))
-        .await
-        .expect("job");
+    let job = sign_until_done(&api, &key.key_id, &signed).await;
     verify_job(&key, &signed.request, &job).expect("verifies after coordinator restart");
 }
 
@@ -421,18 +410,7 @@ async fn garbage_on_live_ports_crashes_nothing() {
     assert_eq!(r.status().as_u16(), 400);
     // Everything still works.
     let signed = request(&net, &key.key_id, vec![vec![5; 32]]);
-    let job = api
-        .sign(
-            &key.key_id,
-            &signed,
-            SignOptions::wait(Duration::from_secs(60)),
-        )
-        .await
-        .expect("sign");
-    let job = api
-        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(60))
-        .await
-        .expect("job");
+    let job = sign_until_done(&api, &key.key_id, &signed).await;
     verify_job(&key, &signed.request, &job).expect("verifies");
     for i in 1..=5 {
         let pid = net.pid(&format!("node{i}"));
@@ -536,18 +514,7 @@ async fn policy_refusals_and_reloads_show_in_audit_logs_and_metrics() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let signed = over_limit(200_000_000);
-    let job = api
-        .sign(
-            &key.key_id,
-            &signed,
-            SignOptions::wait(Duration::from_secs(30)),
-        )
-        .await
-        .expect("accepted");
-    let job = api
-        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(60))
-        .await
-        .expect("job");
+    let job = sign_until_done(&api, &key.key_id, &signed).await;
     verify_job(&key, &signed.request, &job).expect("signed after the reload");
     for i in 1..=5 {
         let log =

@@ -486,12 +486,21 @@ impl Node {
         Ok(())
     }
 
-    fn on_dkg_start(&mut self, env: Envelope) -> Ack {
+    /// A new session may only be opened by a roster coordinator, and only when
+    /// [`Self::admit_new_session`] allows it.
+    fn admit_coordinator_session(&self, env: &Envelope, action: &str) -> Result<(), Ack> {
         if !self.roster.is_coordinator(&env.sender) {
-            return reject(
+            return Err(reject(
                 "not_coordinator",
-                "only a roster coordinator may start a DKG",
-            );
+                format!("only a roster coordinator may {action}"),
+            ));
+        }
+        self.admit_new_session(&env.session)
+    }
+
+    fn on_dkg_start(&mut self, env: Envelope) -> Ack {
+        if let Err(ack) = self.admit_coordinator_session(&env, "start a DKG") {
+            return ack;
         }
         let Payload::DkgStart {
             threshold,
@@ -501,9 +510,6 @@ impl Node {
         else {
             return reject("malformed", "not a DKG start");
         };
-        if let Err(ack) = self.admit_new_session(&env.session) {
-            return ack;
-        }
         if self.keys.contains_key(&env.key) {
             return reject("key_exists", format!("key {} already exists", env.key));
         }
@@ -539,11 +545,8 @@ impl Node {
     }
 
     fn on_sign_request(&mut self, env: Envelope) -> Ack {
-        if !self.roster.is_coordinator(&env.sender) {
-            return reject(
-                "not_coordinator",
-                "only a roster coordinator may request signatures",
-            );
+        if let Err(ack) = self.admit_coordinator_session(&env, "request signatures") {
+            return ack;
         }
         let Payload::SignRequest {
             request,
@@ -553,9 +556,6 @@ impl Node {
         else {
             return reject("malformed", "not a sign request");
         };
-        if let Err(ack) = self.admit_new_session(&env.session) {
-            return ack;
-        }
         let signed = match SignedRequest::decode(request) {
             Ok(s) => s,
             Err(e) => return reject("malformed_request", e.to_string()),

@@ -101,7 +101,7 @@ impl Engine {
     ) -> Result<SignResult, CoordinatorError> {
         request
             .verify_client()
-            .map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
+            .map_err(|e| CoordinatorError::BadClientSignature(e.to_string()))?;
         if request.request.key_id != key.key_id() {
             return Err(CoordinatorError::BadRequest(
                 "request names another key".into(),

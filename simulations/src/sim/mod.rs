@@ -416,8 +416,8 @@ impl World {
         self.next_id
     }
 
-    fn finish_open(&mut self) {
-        let end = self.now;
+    /// Ends every request still in flight with `outcome` at the current time.
+    pub(super) fn finish_open_requests(&mut self, outcome: Outcome) {
         let open: Vec<u64> = self
             .requests
             .iter()
@@ -425,8 +425,13 @@ impl World {
             .map(|(id, _)| *id)
             .collect();
         for id in open {
-            self.finish_request(id, Outcome::Unfinished, end);
+            self.finish_request(id, outcome, self.now);
         }
+    }
+
+    fn finish_open(&mut self) {
+        let end = self.now;
+        self.finish_open_requests(Outcome::Unfinished);
         let open: Vec<u64> = self
             .runs
             .iter()

@@ -239,14 +239,6 @@ impl World {
 
     /// The coordinator crashed: every request in flight is lost.
     pub(super) fn coordinator_lost(&mut self) {
-        let open: Vec<u64> = self
-            .requests
-            .iter()
-            .filter(|(_, r)| r.finished.is_none())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in open {
-            self.finish_request(id, Outcome::Lost, self.now);
-        }
+        self.finish_open_requests(Outcome::Lost);
     }
 }
