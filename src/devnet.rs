@@ -137,7 +137,7 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
         std::fs::write(
             dir.join(format!("{name}.toml")),
             format!(
-                "keystore = \"{name}.keystore\"\npassphrase = {{ file = \"{name}.pass\" }}\nroster = \"roster.toml\"\npolicy = \"policy.toml\"\naudit_log = \"{name}.audit.jsonl\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nadmin = \"127.0.0.1:{}\"\n",
+                "keystore = \"{name}.keystore\"\npassphrase = {{ file = \"{name}.pass\" }}\nroster = \"roster.toml\"\npolicy = \"policy.toml\"\naudit_log = \"{name}.audit.jsonl\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nadmin = \"127.0.0.1:{}\"\n\n# The devnet's own floor for keys it generates (production defaults: 2 and 1).\n[limits]\nmin_dkg_threshold = 2\nmin_dkg_segments = 1\n",
                 l.node_port(i),
                 l.admin_port(i)
             ),

@@ -61,6 +61,9 @@ pub enum ClientError {
     /// The job did not finish in time.
     #[error("job {0} did not finish in time")]
     Timeout(String),
+    /// The request breaks a bound of the request format; it was not sent.
+    #[error("request not sent: {0}")]
+    Invalid(String),
 }
 
 impl ClientError {
@@ -293,6 +296,11 @@ impl Client {
         request: &SignedRequest,
         options: SignOptions,
     ) -> Result<Job, ClientError> {
+        // Refuse locally what every coordinator and node would refuse, naming the field.
+        request
+            .request
+            .validate()
+            .map_err(|e| ClientError::Invalid(e.to_string()))?;
         let mut url = self.url(&format!("/v1/keys/{key_id}/signatures"));
         if let Some(w) = options.wait {
             url.push_str(&format!("?wait=true&timeout_ms={}", w.as_millis()));

@@ -186,7 +186,17 @@ pub enum AuditKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rule: Option<Rule>,
     },
-    /// This node contributed a signature share.
+    /// A signing session was started for an allowed request (first or retry);
+    /// `details` carries `message_hash`, `attempt` (for that message) and `key_id`.
+    SignAttempt {
+        /// Session.
+        #[serde(with = "hex_id")]
+        session: SessionId,
+        /// SHA-256 request hash (hex).
+        request_hash: String,
+    },
+    /// This node contributed a signature share; written and synced before the share
+    /// is sent. `details` carries `request_hash` and `message_hash`.
     ShareContributed {
         /// Key id.
         #[serde(with = "hex_id")]
@@ -309,6 +319,15 @@ fn check_details(v: &Value) -> Result<(), AuditError> {
         Value::Array(items) => items.iter().try_for_each(check_details),
         Value::Object(map) => map.values().try_for_each(check_details),
         _ => Ok(()),
+    }
+}
+
+impl AuditError {
+    /// True when the log itself failed (I/O, closed after a failed write): the node
+    /// must stop signing (invariant 6). False when only the record was refused
+    /// ([`AuditError::Details`]): that one request is refused, the node goes on.
+    pub fn is_log_failure(&self) -> bool {
+        !matches!(self, Self::Details(_))
     }
 }
 
@@ -729,6 +748,13 @@ impl AuditLog {
             prev_hash: report.last_hash.unwrap_or([0; 32]),
             poisoned: false,
         })
+    }
+
+    /// Test hook: later appends write to `file` instead (e.g. `/dev/full`, to see what
+    /// the node does when its disk fails).
+    #[cfg(test)]
+    pub(crate) fn redirect_writes_for_test(&mut self, file: File) {
+        self.file = file;
     }
 
     /// The log file.

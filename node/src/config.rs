@@ -17,7 +17,11 @@
 //! session_timeout_ms = 30000
 //! max_pending_messages = 1024
 //! max_pending_per_peer = 128
+//! max_pending_bytes = 16777216          # 16 MiB of early messages in all
+//! max_pending_bytes_per_peer = 2097152  # 2 MiB of them from one sender
 //! shutdown_grace_ms = 10000
+//! min_dkg_threshold = 2                 # refuse a DkgStart below this threshold
+//! min_dkg_segments = 1                  # ... or spanning fewer roster segments
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -72,8 +76,16 @@ pub struct LimitsConfig {
     pub max_pending_messages: usize,
     /// Of those, how many one sender may hold (one noisy peer cannot fill the buffer).
     pub max_pending_per_peer: usize,
+    /// Encoded bytes of all buffered early messages.
+    pub max_pending_bytes: usize,
+    /// Encoded bytes of buffered early messages from one sender.
+    pub max_pending_bytes_per_peer: usize,
     /// How long shutdown waits for running sessions.
     pub shutdown_grace_ms: u64,
+    /// Lowest threshold this node takes part in a DKG for.
+    pub min_dkg_threshold: u16,
+    /// Fewest distinct roster segments a DKG committee must span.
+    pub min_dkg_segments: usize,
 }
 
 impl Default for LimitsConfig {
@@ -83,7 +95,11 @@ impl Default for LimitsConfig {
             session_timeout_ms: 30_000,
             max_pending_messages: 1024,
             max_pending_per_peer: 128,
+            max_pending_bytes: 16 * 1024 * 1024,
+            max_pending_bytes_per_peer: 2 * 1024 * 1024,
             shutdown_grace_ms: 10_000,
+            min_dkg_threshold: 2,
+            min_dkg_segments: 1,
         }
     }
 }

@@ -23,8 +23,8 @@ use quorate_protocol::{
     request::SignedRequest,
     sign::SignerConfig,
     wire::frame::{Ack, Frame},
-    Dkg, Envelope, Fault, Input, KeyId, NodeId, NodeIdentity, Output, Payload, ProtocolError,
-    SessionId, SignTarget, Signer, TimerId, Timestamp,
+    Committee, Dkg, Envelope, Fault, Input, KeyId, NodeId, NodeIdentity, Output, Payload,
+    ProtocolError, SessionId, SignTarget, Signer, TimerId, Timestamp,
 };
 use rand_core::OsRng;
 use serde_json::json;
@@ -125,8 +125,17 @@ struct Session {
     kind: &'static str,
     coordinator: NodeId,
     key_id: KeyId,
+    /// Signing sessions: the client request and the message they sign.
+    request: Option<SignContext>,
     started: Instant,
     deadline: Option<Instant>,
+}
+
+/// What a signing session signs, cited by its audit records.
+#[derive(Debug, Clone, Copy)]
+struct SignContext {
+    request_hash: [u8; 32],
+    message_hash: [u8; 32],
 }
 
 /// Approved client requests: the policy decision is made once per request and
@@ -146,10 +155,13 @@ struct Node {
     metrics: Metrics,
     sessions: BTreeMap<SessionId, Session>,
     finished: BTreeSet<SessionId>,
-    /// Messages for sessions not started here yet, with when the first arrived.
-    pending: BTreeMap<SessionId, (Instant, VecDeque<Envelope>)>,
+    /// Messages for sessions not started here yet (with their encoded sizes), with
+    /// when the first arrived.
+    pending: BTreeMap<SessionId, (Instant, VecDeque<(Envelope, usize)>)>,
     pending_count: usize,
-    pending_by_sender: BTreeMap<NodeId, usize>,
+    pending_bytes: usize,
+    /// Per sender: buffered messages and their bytes.
+    pending_by_sender: BTreeMap<NodeId, (usize, usize)>,
     approvals: BTreeMap<[u8; 32], Approval>,
     quarantined: BTreeSet<NodeId>,
     /// Frames in flight, kept until answered so a failed send can be retried.
@@ -245,6 +257,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         finished: BTreeSet::new(),
         pending: BTreeMap::new(),
         pending_count: 0,
+        pending_bytes: 0,
         pending_by_sender: BTreeMap::new(),
         approvals,
         quarantined: BTreeSet::new(),
@@ -268,14 +281,31 @@ impl Node {
         Timestamp(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Writes an audit record; a failure latches the node into refusing to sign.
+    /// Writes an audit record about the node itself (start, reload, quarantine, …).
+    /// A failure of the log latches the node into refusing to sign.
     fn record(&mut self, kind: AuditKind, details: serde_json::Value) -> bool {
+        self.record_or_refuse(kind, details).is_ok()
+    }
+
+    /// Writes an audit record an action depends on: on error the action must not
+    /// happen. Only a failure of the log itself (I/O) latches the node into refusing
+    /// everything (invariant 6); a record the log refuses (details it cannot hold)
+    /// refuses this one action with the reason, and the node serves others
+    /// (invariant 11).
+    fn record_or_refuse(&mut self, kind: AuditKind, details: serde_json::Value) -> Result<(), Ack> {
         match self.audit.append(kind, details) {
-            Ok(_) => true,
-            Err(e) => {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_log_failure() => {
                 tracing::error!(error = %e, "audit log write failed: refusing to sign from now on");
                 self.audit_failed = true;
-                false
+                Err(reject("audit_unavailable", "audit log cannot be written"))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit record refused; refusing this request only");
+                Err(reject(
+                    "audit_refused",
+                    format!("this request cannot be recorded: {e}"),
+                ))
             }
         }
     }
@@ -527,6 +557,9 @@ impl Node {
                 );
             }
         }
+        if let Err(ack) = self.check_dkg_spread(*threshold, committee) {
+            return ack;
+        }
         let config = DkgConfig {
             suite: env.suite,
             key_id: env.key,
@@ -534,129 +567,111 @@ impl Node {
             threshold: *threshold,
             committee: committee.clone(),
             timeout_ms: (*timeout_ms).min(self.limits.session_timeout_ms.saturating_mul(4)),
+            coordinator: env.sender,
         };
         let dkg = match Dkg::new(self.identity.clone(), config) {
             Ok(d) => d,
             Err(e) => return reject("bad_parameters", e.to_string()),
         };
+        // A session id or key id is used once, across restarts.
+        match self.keystore.claim_dkg_run(&env.session, &env.key) {
+            Ok(true) => {}
+            Ok(false) => {
+                return reject(
+                    "session_exists",
+                    format!(
+                        "DKG session {} or key id {} was already used here",
+                        env.session, env.key
+                    ),
+                )
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "keystore write failed: refusing the DKG");
+                return reject("keystore_unavailable", e.to_string());
+            }
+        }
         tracing::info!(session = %env.session, key = %env.key, suite = %env.suite, t = threshold, n = committee.len(), "DKG started");
-        self.start_session(env.session, Party::Dkg(dkg), "dkg", env.sender, env.key);
+        self.start_session(
+            env.session,
+            Party::Dkg(dkg),
+            "dkg",
+            env.sender,
+            env.key,
+            None,
+        );
         Ack::Accepted
     }
 
-    fn on_sign_request(&mut self, env: Envelope) -> Ack {
-        if let Err(ack) = self.admit_coordinator_session(&env, "request signatures") {
-            return ack;
+    /// The node's own floor on what it generates keys for: a threshold of at least
+    /// `min_dkg_threshold` and a committee spanning `min_dkg_segments` roster segments.
+    fn check_dkg_spread(&self, threshold: u16, committee: &Committee) -> Result<(), Ack> {
+        if threshold < self.limits.min_dkg_threshold {
+            return Err(reject(
+                "bad_parameters",
+                format!(
+                    "threshold {threshold} is below this node's minimum {}",
+                    self.limits.min_dkg_threshold
+                ),
+            ));
         }
+        let segments: BTreeSet<&str> = committee
+            .members()
+            .iter()
+            .filter_map(|m| self.roster.by_node(&m.node)?.signer.as_ref())
+            .map(|(_, segment, _)| segment.as_str())
+            .collect();
+        if segments.len() < self.limits.min_dkg_segments {
+            return Err(reject(
+                "bad_parameters",
+                format!(
+                    "committee spans {} segment(s); this node requires {}",
+                    segments.len(),
+                    self.limits.min_dkg_segments
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A coordinator asks this node to sign one message of a client request. The
+    /// request passes these checks in order, each refusing it on its own (invariant
+    /// 11): session admission, decoding, key, then — on first sight — the client's
+    /// authentication *before anything is written*, its bounded audit record and the
+    /// policy decision, or — on a retry — a re-check against the current policy; then
+    /// the message and tweak must be the client's, the per-message attempt bound
+    /// holds, and a `sign_attempt` record is written before the signer exists.
+    fn on_sign_request(&mut self, env: Envelope) -> Ack {
+        match self.admit_sign_request(&env) {
+            Ok(ack) | Err(ack) => ack,
+        }
+    }
+
+    fn admit_sign_request(&mut self, env: &Envelope) -> Result<Ack, Ack> {
+        self.admit_coordinator_session(env, "request signatures")?;
         let Payload::SignRequest {
             request,
             message,
             tweak,
         } = &env.payload
         else {
-            return reject("malformed", "not a sign request");
+            return Err(reject("malformed", "not a sign request"));
         };
-        let signed = match SignedRequest::decode(request) {
-            Ok(s) => s,
-            Err(e) => return reject("malformed_request", e.to_string()),
-        };
+        let signed = SignedRequest::decode(request)
+            .map_err(|e| reject("malformed_request", e.to_string()))?;
+        let key = self.key_for_request(env, &signed)?;
         let hash = signed.request.hash();
-        let Some(key) = self.keys.get(&signed.request.key_id).cloned() else {
-            return reject(
-                "unknown_key",
-                format!("no share of key {}", signed.request.key_id),
-            );
-        };
-        if env.key != signed.request.key_id || env.suite != key.share.public.suite {
-            return reject(
-                "request_mismatch",
-                "envelope key or suite differs from the client request",
-            );
-        }
         let now_ms = unix_ms();
-        let max_attempts = u32::try_from(key.share.public.members.len()).unwrap_or(u32::MAX);
-        let approved = match self.approvals.get_mut(&hash) {
-            Some(a) if a.expires_at_ms > now_ms => {
-                a.attempts += 1;
-                if a.attempts > max_attempts.saturating_mul(signed.request.messages.len() as u32) {
-                    return reject("too_many_attempts", "request retried too often");
-                }
-                true
-            }
-            _ => false,
-        };
-        if !approved {
-            if !self.record(
-                AuditKind::RequestReceived {
-                    request_hash: hex::encode(hash),
-                },
-                json!({
-                    "client": hex::encode(signed.request.client),
-                    "key_id": signed.request.key_id.to_string(),
-                    "asset": signed.request.purpose.asset,
-                    "amount": signed.request.purpose.amount,
-                    "destination": signed.request.purpose.destination,
-                    "messages": signed.request.messages.len(),
-                    "nonce": hex::encode(signed.request.nonce),
-                    "expires_at_ms": signed.request.expires_at_ms,
-                    "message_hashes": signed.request.messages.iter().map(|m| hex::encode(message_hash(m))).collect::<Vec<_>>(),
-                    "tweak": signed.request.tweak.map(hex::encode),
-                }),
-            ) {
-                return reject("audit_unavailable", "audit log cannot be written");
-            }
-            let decision = self.policy.evaluate(&signed, &key.share.public, now_ms);
-            let (allowed, rule, detail) = match &decision {
-                Decision::Allow { client } => (true, None, client.clone()),
-                Decision::Refuse { rule, detail } => (false, Some(*rule), detail.clone()),
-                #[allow(unreachable_patterns)]
-                _ => (false, None, "unknown decision".into()),
-            };
-            if !self.record(
-                AuditKind::PolicyDecision { allowed, rule },
-                json!({ "request_hash": hex::encode(hash), "detail": detail }),
-            ) {
-                return reject("audit_unavailable", "audit log cannot be written");
-            }
-            if let Some(rule) = rule {
-                self.metrics
-                    .policy_refusals
-                    .get_or_create(&Label {
-                        label: rule.name().into(),
-                    })
-                    .inc();
-                tracing::warn!(rule = rule.name(), %detail, "request refused by policy");
-                return reject(&format!("policy:{}", rule.name()), detail);
-            }
-            self.approvals.insert(
-                hash,
-                Approval {
-                    message_hashes: signed
-                        .request
-                        .messages
-                        .iter()
-                        .map(|m| message_hash(m))
-                        .collect(),
-                    tweak: signed.request.tweak,
-                    key_id: signed.request.key_id,
-                    expires_at_ms: signed.request.expires_at_ms,
-                    attempts: 1,
-                },
-            );
+        if self.approvals.contains_key(&hash) {
+            self.recheck_approval(&signed, &key, now_ms)?;
+        } else {
+            self.decide_new_request(&signed, &key, hash, now_ms)?;
         }
-        let Some(approval) = self.approvals.get(&hash) else {
-            return reject("internal", "approval missing");
+        let context = SignContext {
+            request_hash: hash,
+            message_hash: message_hash(message),
         };
-        // Sign only what the client signed: one of its messages, its tweak, its key.
-        if !approval.message_hashes.contains(&message_hash(message))
-            || approval.tweak != *tweak
-            || approval.key_id != env.key
-        {
-            return reject(
-                "request_mismatch",
-                "message or tweak is not part of the client's signed request",
-            );
-        }
+        self.check_within_approval(env, &context, tweak)?;
+        self.count_attempt(env, &key, &context)?;
         let signer = Signer::new(
             self.identity.clone(),
             &key.share,
@@ -669,14 +684,210 @@ impl Node {
                 },
                 timeout_ms: self.limits.session_timeout_ms,
             },
+        )
+        .map_err(|e| reject("bad_parameters", e.to_string()))?;
+        self.start_session(
+            env.session,
+            Party::Signer(signer),
+            "sign",
+            env.sender,
+            env.key,
+            Some(context),
         );
-        match signer {
-            Ok(s) => {
-                self.start_session(env.session, Party::Signer(s), "sign", env.sender, env.key);
-                Ack::Accepted
-            }
-            Err(e) => reject("bad_parameters", e.to_string()),
+        Ok(Ack::Accepted)
+    }
+
+    /// The key share the request names, which must be the envelope's key and suite.
+    fn key_for_request(&self, env: &Envelope, signed: &SignedRequest) -> Result<StoredKey, Ack> {
+        let Some(key) = self.keys.get(&signed.request.key_id).cloned() else {
+            return Err(reject(
+                "unknown_key",
+                format!("no share of key {}", signed.request.key_id),
+            ));
+        };
+        if env.key != signed.request.key_id || env.suite != key.share.public.suite {
+            return Err(reject(
+                "request_mismatch",
+                "envelope key or suite differs from the client request",
+            ));
         }
+        Ok(key)
+    }
+
+    /// First sight of a request: authenticate the client before writing anything,
+    /// then record the request (every field bounded by `validate`), decide, record
+    /// the decision, and remember an allowed request's approval.
+    fn decide_new_request(
+        &mut self,
+        signed: &SignedRequest,
+        key: &StoredKey,
+        hash: [u8; 32],
+        now_ms: u64,
+    ) -> Result<(), Ack> {
+        if let Err(Decision::Refuse { rule, detail }) = self.policy.authenticate(signed) {
+            // Unauthenticated input goes into the log only as fixed-size fields.
+            self.record_or_refuse(
+                AuditKind::PolicyDecision {
+                    allowed: false,
+                    rule: Some(rule),
+                },
+                json!({
+                    "request_hash": hex::encode(hash),
+                    "client": hex::encode(signed.request.client),
+                }),
+            )?;
+            return Err(self.refusal(rule, &detail));
+        }
+        let r = &signed.request;
+        self.record_or_refuse(
+            AuditKind::RequestReceived {
+                request_hash: hex::encode(hash),
+            },
+            json!({
+                "client": hex::encode(r.client),
+                "key_id": r.key_id.to_string(),
+                "asset": r.purpose.asset,
+                "amount": r.purpose.amount,
+                "destination": r.purpose.destination,
+                "memo": r.purpose.memo,
+                "messages": r.messages.len(),
+                "nonce": hex::encode(r.nonce),
+                "expires_at_ms": r.expires_at_ms,
+                "message_hashes": r.messages.iter().map(|m| hex::encode(message_hash(m))).collect::<Vec<_>>(),
+                "tweak": r.tweak.map(hex::encode),
+            }),
+        )?;
+        let decision = self
+            .policy
+            .evaluate_authenticated(signed, &key.share.public, now_ms);
+        let (allowed, rule, detail) = match &decision {
+            Decision::Allow { client } => (true, None, client.clone()),
+            Decision::Refuse { rule, detail } => (false, Some(*rule), detail.clone()),
+            #[allow(unreachable_patterns)]
+            _ => (false, None, "unknown decision".into()),
+        };
+        self.record_or_refuse(
+            AuditKind::PolicyDecision { allowed, rule },
+            json!({ "request_hash": hex::encode(hash), "detail": detail }),
+        )?;
+        if let Some(rule) = rule {
+            return Err(self.refusal(rule, &detail));
+        }
+        self.approvals.insert(
+            hash,
+            Approval {
+                message_hashes: r.messages.iter().map(|m| message_hash(m)).collect(),
+                tweak: r.tweak,
+                key_id: r.key_id,
+                expires_at_ms: r.expires_at_ms,
+                attempts: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    /// A request allowed earlier must still pass the current policy (a reload may
+    /// have revoked the client, its key or its limits since).
+    fn recheck_approval(
+        &mut self,
+        signed: &SignedRequest,
+        key: &StoredKey,
+        now_ms: u64,
+    ) -> Result<(), Ack> {
+        match self.policy.recheck(signed, &key.share.public, now_ms) {
+            Decision::Refuse { rule, detail } => Err(self.refusal(rule, &detail)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts and logs a policy refusal, and answers it as `policy:<rule>`.
+    fn refusal(&mut self, rule: crate::policy::Rule, detail: &str) -> Ack {
+        self.metrics
+            .policy_refusals
+            .get_or_create(&Label {
+                label: rule.name().into(),
+            })
+            .inc();
+        tracing::warn!(rule = rule.name(), %detail, "request refused by policy");
+        reject(&format!("policy:{}", rule.name()), detail)
+    }
+
+    /// Sign only what the client signed: one of its messages, its tweak, its key.
+    fn check_within_approval(
+        &self,
+        env: &Envelope,
+        context: &SignContext,
+        tweak: &Option<[u8; 32]>,
+    ) -> Result<(), Ack> {
+        let Some(approval) = self.approvals.get(&context.request_hash) else {
+            return Err(reject("internal", "approval missing"));
+        };
+        if !approval.message_hashes.contains(&context.message_hash)
+            || approval.tweak != *tweak
+            || approval.key_id != env.key
+        {
+            return Err(reject(
+                "request_mismatch",
+                "message or tweak is not part of the client's signed request",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Each message of a request is signed in at most `n − t + 1` sessions here (the
+    /// coordinator's retry bound), counted across restarts through `sign_attempt`
+    /// records, which are written before the signer exists.
+    fn count_attempt(
+        &mut self,
+        env: &Envelope,
+        key: &StoredKey,
+        context: &SignContext,
+    ) -> Result<(), Ack> {
+        let public = &key.share.public;
+        let bound = u32::try_from(public.members.len())
+            .unwrap_or(u32::MAX)
+            .saturating_sub(u32::from(public.threshold))
+            .saturating_add(1);
+        let Some(approval) = self.approvals.get(&context.request_hash) else {
+            return Err(reject("internal", "approval missing"));
+        };
+        let done = approval
+            .message_hashes
+            .iter()
+            .all(|m| approval.attempts.get(m).copied().unwrap_or(0) >= bound);
+        if done {
+            return Err(reject(
+                "request_exhausted",
+                format!("every message of this request was already signed in {bound} sessions"),
+            ));
+        }
+        let attempt = approval
+            .attempts
+            .get(&context.message_hash)
+            .copied()
+            .unwrap_or(0)
+            + 1;
+        if attempt > bound {
+            return Err(reject(
+                "too_many_attempts",
+                format!("this message was already signed in {bound} sessions (n − t + 1)"),
+            ));
+        }
+        self.record_or_refuse(
+            AuditKind::SignAttempt {
+                session: env.session,
+                request_hash: hex::encode(context.request_hash),
+            },
+            json!({
+                "message_hash": hex::encode(context.message_hash),
+                "attempt": attempt,
+                "key_id": env.key.to_string(),
+            }),
+        )?;
+        if let Some(a) = self.approvals.get_mut(&context.request_hash) {
+            a.attempts.insert(context.message_hash, attempt);
+        }
+        Ok(())
     }
 
     fn start_session(
@@ -686,6 +897,7 @@ impl Node {
         kind: &'static str,
         coordinator: NodeId,
         key_id: KeyId,
+        request: Option<SignContext>,
     ) {
         self.sessions.insert(
             id,
@@ -694,6 +906,7 @@ impl Node {
                 kind,
                 coordinator,
                 key_id,
+                request,
                 started: Instant::now(),
                 deadline: None,
             },
@@ -702,7 +915,7 @@ impl Node {
         self.feed(&id, Input::Start);
         if let Some((_, buffered)) = self.pending.remove(&id) {
             self.unbuffer(&buffered);
-            for env in buffered {
+            for (env, _) in buffered {
                 self.feed(&id, Input::Message(env));
             }
         }
@@ -717,33 +930,50 @@ impl Node {
         if self.finished.contains(&id) {
             return Ack::Accepted; // late duplicate of a finished session: idempotent
         }
-        // A peer may be ahead of us (its DKG start arrived first): buffer, bounded.
-        if self.pending_count >= self.limits.max_pending_messages {
+        // A peer may be ahead of us (its DKG start arrived first): buffer, bounded in
+        // messages and bytes, in all and per sender.
+        let size = env.encode().len();
+        if self.pending_count >= self.limits.max_pending_messages
+            || self.pending_bytes + size > self.limits.max_pending_bytes
+        {
             return reject("busy", "too many buffered messages");
         }
-        let held = self.pending_by_sender.entry(env.sender).or_insert(0);
-        if *held >= self.limits.max_pending_per_peer {
+        let (held, bytes) = self
+            .pending_by_sender
+            .get(&env.sender)
+            .copied()
+            .unwrap_or((0, 0));
+        if held >= self.limits.max_pending_per_peer
+            || bytes + size > self.limits.max_pending_bytes_per_peer
+        {
             return reject(
                 "busy",
-                format!("too many buffered messages from {}", env.sender),
+                format!(
+                    "too many buffered messages from {} ({held} messages, {bytes} bytes)",
+                    env.sender
+                ),
             );
         }
-        *held += 1;
+        self.pending_by_sender
+            .insert(env.sender, (held + 1, bytes + size));
         self.pending_count += 1;
+        self.pending_bytes += size;
         self.pending
             .entry(id)
             .or_insert_with(|| (Instant::now(), VecDeque::new()))
             .1
-            .push_back(env);
+            .push_back((env, size));
         Ack::Accepted
     }
 
     /// Forgets buffered messages in the global and per-sender counts.
-    fn unbuffer(&mut self, msgs: &VecDeque<Envelope>) {
+    fn unbuffer(&mut self, msgs: &VecDeque<(Envelope, usize)>) {
         self.pending_count -= msgs.len();
-        for env in msgs {
-            if let Some(held) = self.pending_by_sender.get_mut(&env.sender) {
+        for (env, size) in msgs {
+            self.pending_bytes -= size;
+            if let Some((held, bytes)) = self.pending_by_sender.get_mut(&env.sender) {
                 *held -= 1;
+                *bytes -= size;
                 if *held == 0 {
                     self.pending_by_sender.remove(&env.sender);
                 }
@@ -757,8 +987,20 @@ impl Node {
             return;
         };
         let result = session.party.handle(now, input, &mut OsRng);
+        let share_record = share_record(session, id);
         match result {
             Ok(outputs) => {
+                let outputs = match release(&mut self.audit, share_record, outputs) {
+                    Ok(outputs) => outputs,
+                    Err(e) => {
+                        if e.is_log_failure() {
+                            self.audit_failed = true;
+                        }
+                        tracing::error!(session = %id, error = %e, "share not sent: its audit record cannot be written");
+                        self.end_session(id, "audit_failed", Vec::new());
+                        return;
+                    }
+                };
                 for o in outputs {
                     match o {
                         Output::Send { to, msg } => self.route(id, to, msg),
@@ -846,15 +1088,8 @@ impl Node {
                     Err(e) => tracing::error!(error = %e, key = %key_id, "cannot store key share"),
                 }
             }
-            Outcome::Share(_) => {
-                self.record(
-                    AuditKind::ShareContributed {
-                        key_id,
-                        session: *id,
-                    },
-                    json!({}),
-                );
-            }
+            // Recorded before the share left (see `release`).
+            Outcome::Share(_) => {}
             Outcome::Signature(_) => {}
         }
         self.end_session(id, "done", Vec::new());
@@ -993,5 +1228,115 @@ impl Node {
         if self.finished.len() > 100_000 {
             self.finished.clear();
         }
+    }
+}
+
+/// The `share_contributed` record a signing session's next step needs, if any.
+fn share_record(session: &Session, id: &SessionId) -> Option<(AuditKind, serde_json::Value)> {
+    let context = session.request?;
+    Some((
+        AuditKind::ShareContributed {
+            key_id: session.key_id,
+            session: *id,
+        },
+        json!({
+            "request_hash": hex::encode(context.request_hash),
+            "message_hash": hex::encode(context.message_hash),
+        }),
+    ))
+}
+
+/// What one step of a session may release. A step that produces this node's
+/// signature share is released only after its `share_contributed` record (request
+/// hash, message hash, session) is appended and synced; if that fails, nothing of
+/// the step is released and the share never leaves the node (no signature without
+/// an audit record).
+fn release(
+    audit: &mut AuditLog,
+    share_record: Option<(AuditKind, serde_json::Value)>,
+    outputs: Vec<Output<Outcome>>,
+) -> Result<Vec<Output<Outcome>>, crate::audit::AuditError> {
+    let shares = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Done(Outcome::Share(_))));
+    if let (true, Some((kind, details))) = (shares, share_record) {
+        audit.append(kind, details)?;
+    }
+    Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quorate_protocol::Ciphersuite;
+    use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
+
+    /// One signer's step that produces its share: the SignShare to the coordinator
+    /// and the Done(Share) outcome.
+    fn share_step() -> (NodeIdentity, Vec<Output<Outcome>>) {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let id = NodeIdentity::generate(&mut rng);
+        let share = vec![7; 32];
+        let msg = Envelope::seal(
+            &id,
+            Ciphersuite::Ed25519,
+            KeyId([1; 16]),
+            SessionId([2; 32]),
+            Payload::SignShare {
+                share: share.clone(),
+            },
+        );
+        let steps = vec![
+            Output::Send {
+                to: NodeId([3; 32]),
+                msg,
+            },
+            Output::Done(Outcome::Share(quorate_protocol::sign::ShareSent { share })),
+        ];
+        (id, steps)
+    }
+
+    fn record() -> Option<(AuditKind, serde_json::Value)> {
+        Some((
+            AuditKind::ShareContributed {
+                key_id: KeyId([1; 16]),
+                session: SessionId([2; 32]),
+            },
+            json!({ "request_hash": "aa", "message_hash": "bb" }),
+        ))
+    }
+
+    #[test]
+    fn share_is_released_after_its_audit_record() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (id, steps) = share_step();
+        let mut audit = AuditLog::open(dir.path().join("a.jsonl"), &id).expect("open");
+        let out = release(&mut audit, record(), steps).expect("released");
+        assert!(out.iter().any(|o| matches!(o, Output::Send { .. })));
+        assert_eq!(audit.next_seq(), 1, "the record was written first");
+    }
+
+    #[test]
+    fn share_is_not_sent_when_the_audit_log_cannot_be_written() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (id, steps) = share_step();
+        let mut audit = AuditLog::open(dir.path().join("a.jsonl"), &id).expect("open");
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        audit.redirect_writes_for_test(full);
+        let err = release(&mut audit, record(), steps).expect_err("nothing released");
+        assert!(err.is_log_failure(), "{err}");
+    }
+
+    #[test]
+    fn steps_without_a_share_need_no_record() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (id, _) = share_step();
+        let mut audit = AuditLog::open(dir.path().join("a.jsonl"), &id).expect("open");
+        let out = release(&mut audit, record(), Vec::new()).expect("released");
+        assert!(out.is_empty());
+        assert_eq!(audit.next_seq(), 0);
     }
 }

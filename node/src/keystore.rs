@@ -23,7 +23,7 @@ use std::{
 use argon2::{Algorithm, Argon2, Version};
 use chacha20poly1305::{aead::AeadInPlace, ChaCha20Poly1305, KeyInit, Nonce};
 use quorate_protocol::{
-    ids::{KeyId, NodeId},
+    ids::{KeyId, NodeId, SessionId},
     key::{GroupPublic, KeyShare},
     suite::Ciphersuite,
     NodeIdentity,
@@ -48,6 +48,9 @@ const HEADER_HASH_KEY: &str = "header_sha256";
 const CANARY_RECORD: &str = "canary";
 const IDENTITY_RECORD: &str = "identity";
 const KEY_PREFIX: &str = "key/";
+/// Records of DKG runs this node started: `dkg-session/<hex>` and `dkg-key/<hex>`.
+const DKG_SESSION_PREFIX: &str = "dkg-session/";
+const DKG_KEY_PREFIX: &str = "dkg-key/";
 
 const CANARY_PLAINTEXT: &[u8] = b"quorate keystore canary v1";
 const AAD_DOMAIN: &[u8] = b"quorate/keystore/v1\0";
@@ -846,6 +849,9 @@ impl SealedKeystore {
                 n if n.starts_with(KEY_PREFIX) => {
                     ks.decode_key(n, &sealed)?;
                 }
+                n if n.starts_with(DKG_SESSION_PREFIX) || n.starts_with(DKG_KEY_PREFIX) => {
+                    ks.sealer.open(n, &sealed)?;
+                }
                 other => return Err(corrupt(other, "unexpected record")),
             }
         }
@@ -1050,6 +1056,49 @@ impl Keystore {
         txn.commit().map_err(|e| self.store.err(e))
     }
 
+    /// Records, durably and before the run starts, that this node takes part in the
+    /// DKG `session` for `key_id`. Returns `Ok(false)` — and records nothing — when
+    /// either was already used by an earlier run (finished or not, before any
+    /// restart): a coordinator cannot make this node run a session id or a key id
+    /// twice.
+    pub fn claim_dkg_run(&self, session: &SessionId, key_id: &KeyId) -> Result<bool> {
+        let names = [
+            format!("{DKG_SESSION_PREFIX}{session}"),
+            format!("{DKG_KEY_PREFIX}{key_id}"),
+        ];
+        let mut body = Vec::with_capacity(56);
+        body.extend_from_slice(session.as_bytes());
+        body.extend_from_slice(key_id.as_bytes());
+        body.extend_from_slice(&now_ms().to_be_bytes());
+        let sealed = names
+            .iter()
+            .map(|n| {
+                self.sealer
+                    .seal(n, Zeroizing::new(body.clone()), &mut OsRng)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let txn = self.store.db.begin_write().map_err(|e| self.store.err(e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.store.err(e))?;
+            for n in &names {
+                if table
+                    .get(n.as_str())
+                    .map_err(|e| self.store.err(e))?
+                    .is_some()
+                {
+                    return Ok(false);
+                }
+            }
+            for (n, sealed) in names.iter().zip(&sealed) {
+                table
+                    .insert(n.as_str(), sealed.as_slice())
+                    .map_err(|e| self.store.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.store.err(e))?;
+        Ok(true)
+    }
+
     /// Every stored key, decrypted and authenticated, in key-id order.
     ///
     /// # Security
@@ -1205,6 +1254,36 @@ mod tests {
         );
         assert!(ks.key(&KeyId([0xee; 16])).expect("lookup").is_none());
         assert!(!ks.status().expect("status").sealed);
+    }
+
+    #[test]
+    fn dkg_session_and_key_ids_are_claimed_once_across_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("ks.redb");
+        let (ids, _) = shares(77, Ciphersuite::Ed25519);
+        let ks = init(&path, &ids[0]);
+        let (s1, s2, k1, k2) = (
+            SessionId([1; 32]),
+            SessionId([2; 32]),
+            KeyId([1; 16]),
+            KeyId([2; 16]),
+        );
+        assert!(ks.claim_dkg_run(&s1, &k1).expect("claim"));
+        assert!(
+            !ks.claim_dkg_run(&s1, &k2).expect("claim"),
+            "session reused"
+        );
+        assert!(!ks.claim_dkg_run(&s2, &k1).expect("claim"), "key id reused");
+        drop(ks);
+        let ks = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect("unseal checks the new records too");
+        assert!(
+            !ks.claim_dkg_run(&s1, &KeyId([3; 16])).expect("claim"),
+            "forgotten at restart"
+        );
+        assert!(ks.claim_dkg_run(&s2, &k2).expect("claim"));
     }
 
     #[test]

@@ -738,12 +738,49 @@ impl PolicyEngine {
         }
     }
 
-    /// Decides whether to contribute to signing `req` with `key` at `now_ms` (Unix ms).
-    /// Checks, in order: client registered, request well-formed, client signature,
-    /// expiry, lifetime, replay, key match, key and suite allowed, asset, per-request
-    /// and rolling-window limits, destination, hours, approvals. Only an allow records
-    /// the nonce and the amount.
+    /// Decides whether to contribute to signing `req` with `key` at `now_ms` (Unix ms):
+    /// [`Self::authenticate`], then [`Self::evaluate_authenticated`].
     pub fn evaluate(&mut self, req: &SignedRequest, key: &GroupPublic, now_ms: u64) -> Decision {
+        if let Err(refused) = self.authenticate(req) {
+            return refused;
+        }
+        self.evaluate_authenticated(req, key, now_ms)
+    }
+
+    /// Who is asking, checked before anything about a request is recorded: the client
+    /// is registered, the request is well-formed (every bound of
+    /// [`SigningRequest::validate`]) and the client's signature verifies. Returns the
+    /// client's registered name, or the refusal.
+    pub fn authenticate(&self, req: &SignedRequest) -> Result<String, Decision> {
+        let r: &SigningRequest = &req.request;
+        let Some(client) = self.policy.client_by_key(&r.client) else {
+            return Err(refuse(
+                Rule::UnknownClient,
+                format!("client key {} is not registered", hex::encode(r.client)),
+            ));
+        };
+        if let Err(e) = r.validate() {
+            return Err(refuse(Rule::Malformed, e.to_string()));
+        }
+        if req.verify_client().is_err() {
+            return Err(refuse(
+                Rule::BadClientSignature,
+                format!("signature of client {:?} does not verify", client.name),
+            ));
+        }
+        Ok(client.name.clone())
+    }
+
+    /// The rules after [`Self::authenticate`] (which the caller has run), in order:
+    /// expiry, lifetime, replay, key match, key and suite allowed, asset, per-request
+    /// limit, destination, hours, approvals, rolling-window limit, replay-cache room.
+    /// Only an allow records the nonce and the amount.
+    pub fn evaluate_authenticated(
+        &mut self,
+        req: &SignedRequest,
+        key: &GroupPublic,
+        now_ms: u64,
+    ) -> Decision {
         self.forget_expired(now_ms);
         let r: &SigningRequest = &req.request;
         let Some(client) = self.policy.client_by_key(&r.client) else {
@@ -752,30 +789,8 @@ impl PolicyEngine {
                 format!("client key {} is not registered", hex::encode(r.client)),
             );
         };
-        if let Err(e) = r.validate() {
-            return refuse(Rule::Malformed, e.to_string());
-        }
-        if req.verify_client().is_err() {
-            return refuse(
-                Rule::BadClientSignature,
-                format!("signature of client {:?} does not verify", client.name),
-            );
-        }
-        if now_ms > r.expires_at_ms {
-            return refuse(
-                Rule::Expired,
-                format!("expired at {} ms, now {now_ms} ms", r.expires_at_ms),
-            );
-        }
-        let lifetime = r.expires_at_ms - now_ms;
-        if lifetime > client.max_lifetime_ms {
-            return refuse(
-                Rule::LifetimeTooLong,
-                format!(
-                    "expires in {lifetime} ms; at most {} ms allowed",
-                    client.max_lifetime_ms
-                ),
-            );
+        if let Err(refused) = Self::lifetime_rules(client, r, now_ms) {
+            return refused;
         }
         let nonce_key = (r.client, r.nonce);
         if self.nonces.contains(&nonce_key) {
@@ -784,45 +799,11 @@ impl PolicyEngine {
                 format!("request nonce {} was already used", hex::encode(r.nonce)),
             );
         }
-        if key.key_id != r.key_id {
-            return refuse(
-                Rule::KeyMismatch,
-                format!(
-                    "request names key {} but key {} was offered",
-                    r.key_id, key.key_id
-                ),
-            );
-        }
-        if let KeySet::Only(ids) = &client.keys {
-            if !ids.contains(&r.key_id) {
-                return refuse(
-                    Rule::KeyNotAllowed,
-                    format!("client {:?} may not use key {}", client.name, r.key_id),
-                );
-            }
-        }
-        if !client.suites.contains(&key.suite) {
-            return refuse(
-                Rule::SuiteNotAllowed,
-                format!("client {:?} may not use {}", client.name, key.suite),
-            );
-        }
-        let p = &r.purpose;
-        let Some(limit) = client.limits.get(&p.asset) else {
-            return refuse(
-                Rule::AssetNotAllowed,
-                format!("no limits for asset {:?}", p.asset),
-            );
+        let limit = match Self::static_rules(client, req, key, now_ms) {
+            Ok(limit) => limit,
+            Err(refused) => return refused,
         };
-        if p.amount > limit.per_request {
-            return refuse(
-                Rule::AmountLimit,
-                format!(
-                    "{} {} exceeds the per-request limit {}",
-                    p.amount, p.asset, limit.per_request
-                ),
-            );
-        }
+        let p = &r.purpose;
         let usage_key = (r.client, p.asset.clone());
         let window_start = now_ms.saturating_sub(client.window_ms);
         let used = self
@@ -843,51 +824,6 @@ impl PolicyEngine {
                         limit.per_window
                     ),
                 )
-            }
-        }
-        if let Some(allowed) = &client.destinations {
-            if !allowed.contains(&p.destination) {
-                return refuse(
-                    Rule::Destination,
-                    format!("destination {:?} is not on the allowlist", p.destination),
-                );
-            }
-        }
-        if let Some(hours) = &client.hours_utc {
-            let hour = ((now_ms / HOUR_MS) % 24) as u8;
-            if !hours.contains(hour) {
-                return refuse(
-                    Rule::TimeWindow,
-                    format!(
-                        "hour {hour:02} UTC is outside {:02}–{:02}",
-                        hours.from, hours.to
-                    ),
-                );
-            }
-        }
-        if let Some(a) = &client.approvals {
-            let keys: Vec<[u8; 32]> = a.approvers.values().copied().collect();
-            let valid = req.valid_approvers(&keys);
-            if valid.len() < a.required {
-                let names: Vec<&str> = a
-                    .approvers
-                    .iter()
-                    .filter(|(_, k)| valid.contains(k))
-                    .map(|(n, _)| n.as_str())
-                    .collect();
-                return refuse(
-                    Rule::Approvals,
-                    format!(
-                        "{} of {} required approvals (valid: {})",
-                        valid.len(),
-                        a.required,
-                        if names.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            names.join(", ")
-                        }
-                    ),
-                );
             }
         }
         if self.nonces.len() >= self.policy.max_tracked_nonces {
@@ -915,6 +851,153 @@ impl PolicyEngine {
         }
         q.push_back((now_ms, p.amount));
         Decision::Allow { client: name }
+    }
+
+    /// Re-checks a request this node allowed earlier, when the coordinator starts
+    /// another session for it: the client must still authenticate and the current
+    /// policy (after any reload) must still allow it — every rule except replay, the
+    /// lifetime bound and the rolling window, which were applied (and counted) when it
+    /// was first allowed.
+    pub fn recheck(&self, req: &SignedRequest, key: &GroupPublic, now_ms: u64) -> Decision {
+        let name = match self.authenticate(req) {
+            Ok(name) => name,
+            Err(refused) => return refused,
+        };
+        let r = &req.request;
+        if now_ms > r.expires_at_ms {
+            return refuse(
+                Rule::Expired,
+                format!("expired at {} ms, now {now_ms} ms", r.expires_at_ms),
+            );
+        }
+        let Some(client) = self.policy.client_by_key(&r.client) else {
+            return refuse(Rule::UnknownClient, "client is no longer registered");
+        };
+        match Self::static_rules(client, req, key, now_ms) {
+            Ok(_) => Decision::Allow { client: name },
+            Err(refused) => refused,
+        }
+    }
+
+    fn lifetime_rules(
+        client: &ClientPolicy,
+        r: &SigningRequest,
+        now_ms: u64,
+    ) -> Result<(), Decision> {
+        if now_ms > r.expires_at_ms {
+            return Err(refuse(
+                Rule::Expired,
+                format!("expired at {} ms, now {now_ms} ms", r.expires_at_ms),
+            ));
+        }
+        let lifetime = r.expires_at_ms - now_ms;
+        if lifetime > client.max_lifetime_ms {
+            return Err(refuse(
+                Rule::LifetimeTooLong,
+                format!(
+                    "expires in {lifetime} ms; at most {} ms allowed",
+                    client.max_lifetime_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules that depend only on the request and the current policy: key match,
+    /// key and suite allowed, asset and per-request limit, destination, hours,
+    /// approvals. Returns the asset's limits.
+    fn static_rules<'a>(
+        client: &'a ClientPolicy,
+        req: &SignedRequest,
+        key: &GroupPublic,
+        now_ms: u64,
+    ) -> Result<&'a AssetLimit, Decision> {
+        let r: &SigningRequest = &req.request;
+        if key.key_id != r.key_id {
+            return Err(refuse(
+                Rule::KeyMismatch,
+                format!(
+                    "request names key {} but key {} was offered",
+                    r.key_id, key.key_id
+                ),
+            ));
+        }
+        if let KeySet::Only(ids) = &client.keys {
+            if !ids.contains(&r.key_id) {
+                return Err(refuse(
+                    Rule::KeyNotAllowed,
+                    format!("client {:?} may not use key {}", client.name, r.key_id),
+                ));
+            }
+        }
+        if !client.suites.contains(&key.suite) {
+            return Err(refuse(
+                Rule::SuiteNotAllowed,
+                format!("client {:?} may not use {}", client.name, key.suite),
+            ));
+        }
+        let p = &r.purpose;
+        let Some(limit) = client.limits.get(&p.asset) else {
+            return Err(refuse(
+                Rule::AssetNotAllowed,
+                format!("no limits for asset {:?}", p.asset),
+            ));
+        };
+        if p.amount > limit.per_request {
+            return Err(refuse(
+                Rule::AmountLimit,
+                format!(
+                    "{} {} exceeds the per-request limit {}",
+                    p.amount, p.asset, limit.per_request
+                ),
+            ));
+        }
+        if let Some(allowed) = &client.destinations {
+            if !allowed.contains(&p.destination) {
+                return Err(refuse(
+                    Rule::Destination,
+                    format!("destination {:?} is not on the allowlist", p.destination),
+                ));
+            }
+        }
+        if let Some(hours) = &client.hours_utc {
+            let hour = ((now_ms / HOUR_MS) % 24) as u8;
+            if !hours.contains(hour) {
+                return Err(refuse(
+                    Rule::TimeWindow,
+                    format!(
+                        "hour {hour:02} UTC is outside {:02}–{:02}",
+                        hours.from, hours.to
+                    ),
+                ));
+            }
+        }
+        if let Some(a) = &client.approvals {
+            let keys: Vec<[u8; 32]> = a.approvers.values().copied().collect();
+            let valid = req.valid_approvers(&keys);
+            if valid.len() < a.required {
+                let names: Vec<&str> = a
+                    .approvers
+                    .iter()
+                    .filter(|(_, k)| valid.contains(k))
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                return Err(refuse(
+                    Rule::Approvals,
+                    format!(
+                        "{} of {} required approvals (valid: {})",
+                        valid.len(),
+                        a.required,
+                        if names.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(limit)
     }
 }
 

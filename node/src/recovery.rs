@@ -40,8 +40,9 @@ pub struct Approval {
     pub key_id: KeyId,
     /// The request's expiry (Unix ms).
     pub expires_at_ms: u64,
-    /// Sessions started for it here.
-    pub attempts: u32,
+    /// Signing sessions started here, per message hash (each recorded as a
+    /// `sign_attempt` audit entry, so the count survives restarts).
+    pub attempts: BTreeMap<[u8; 32], u32>,
 }
 
 /// Approvals by request hash.
@@ -92,7 +93,7 @@ fn received(details: &Value) -> Option<Received> {
             tweak,
             key_id: KeyId::from_hex(details.get("key_id")?.as_str()?).ok()?,
             expires_at_ms: details.get("expires_at_ms")?.as_u64()?,
-            attempts: 1,
+            attempts: BTreeMap::new(),
         })
     })();
     Some(Received {
@@ -145,6 +146,17 @@ pub fn restore_policy_state(
                     if let Some(a) = r.approval.filter(|a| hash_ok && a.expires_at_ms > now_ms) {
                         approvals.insert(request_hash, a);
                     }
+                }
+            }
+            AuditKind::SignAttempt { request_hash, .. } => {
+                let (Some(request), Some(message)) = (
+                    hex32(&Value::String(request_hash.clone())),
+                    entry.details.get("message_hash").and_then(hex32),
+                ) else {
+                    continue;
+                };
+                if let Some(a) = approvals.get_mut(&request) {
+                    *a.attempts.entry(message).or_insert(0) += 1;
                 }
             }
             _ => {}

@@ -174,6 +174,23 @@ impl Net {
     }
 
     fn start(&self, i: usize, routing: Routing, metrics: Metrics) -> NodeHandle {
+        let limits = LimitsConfig {
+            session_timeout_ms: 10_000,
+            ..LimitsConfig::default()
+        };
+        self.start_with(i, routing, metrics, limits, None)
+    }
+
+    /// As [`Self::start`], with these limits and (optionally) a policy file that
+    /// `Control::ReloadPolicy` re-reads.
+    fn start_with(
+        &self,
+        i: usize,
+        routing: Routing,
+        metrics: Metrics,
+        limits: LimitsConfig,
+        policy_path: Option<PathBuf>,
+    ) -> NodeHandle {
         let pass = Passphrase::new("correct horse").expect("pass");
         let ks = SealedKeystore::open(self.dir.path().join(format!("ks{i}.redb")))
             .expect("open")
@@ -183,15 +200,15 @@ impl Net {
         daemon::spawn(NodeParts {
             keystore: ks,
             roster: Roster::from_toml(&self.roster_text).expect("roster"),
-            policy: PolicyEngine::new(self.policy(100_000_000)),
-            policy_path: None,
+            policy: PolicyEngine::new(match &policy_path {
+                Some(p) => Policy::from_file(p).expect("policy file"),
+                None => self.policy(100_000_000),
+            }),
+            policy_path,
             audit,
             listen: vec![self.addr(self.ports[i]).parse().expect("addr")],
             routing,
-            limits: LimitsConfig {
-                session_timeout_ms: 10_000,
-                ..LimitsConfig::default()
-            },
+            limits,
             metrics,
         })
         .expect("spawn")
@@ -601,13 +618,30 @@ async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
         first.signatures[0].signature.signature,
         second.signatures[0].signature.signature
     );
-    // Policy state was rebuilt from each node's audit log: a coordinator retry of the
-    // request allowed before the restart is still a retry (same messages, no new
-    // usage), while a new request reusing its nonce is a replay.
-    engine
+    // Policy state was rebuilt from each node's audit log. The request allowed before
+    // the restart is still known as allowed, with its attempt count: at 3-of-3 each
+    // message is signed in at most n − t + 1 = 1 session, so another session for it
+    // is refused as exhausted (not as a replay, which it would be had the approval
+    // been forgotten, and not signed again, which it would be had the count reset).
+    let err = engine
         .sign(key.clone(), first_request.clone())
         .await
-        .expect("retry of an approved request after restart");
+        .expect_err("a fully signed request is not signed again after restart");
+    let reasons: Vec<String> = match &err {
+        CoordinatorError::Refused { refusals, .. } => {
+            refusals.iter().map(|(_, r)| r.clone()).collect()
+        }
+        CoordinatorError::NotEnoughSigners { attempts, .. } => attempts
+            .iter()
+            .flat_map(|a| a.refused.iter().map(|(_, r)| r.clone()))
+            .collect(),
+        other => panic!("expected refusals, got {other}"),
+    };
+    assert!(
+        !reasons.is_empty() && reasons.iter().all(|r| r == "request_exhausted"),
+        "{err:?}"
+    );
+    // A new request reusing its nonce is a replay.
     let mut reused = net.request(key.key_id(), vec![vec![4; 32]], 1).request;
     reused.nonce = first_request.request.nonce;
     let err = engine
@@ -699,6 +733,7 @@ impl Cheater {
                         threshold: *threshold,
                         committee: committee.clone(),
                         timeout_ms: *timeout_ms,
+                        coordinator: env.sender,
                     },
                 )
                 .expect("dkg");
@@ -942,6 +977,300 @@ async fn early_messages_are_buffered_with_a_bound_per_sender() {
         .expect("answer");
     assert_eq!(ack, Ack::Accepted);
     engine.shutdown().await;
+    for n in nodes {
+        n.stop().await.expect("stop");
+    }
+}
+
+/// The review's attack: one signed request whose destination is 45 000 control
+/// characters used to latch every node that saw it into refusing all signing
+/// (its audit line overflowed, which read as "audit log cannot be written"). Now
+/// each node refuses such requests on their own, naming the field, before writing
+/// anything; requests at each bound pass validation; and afterwards every node
+/// still signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_fields_are_refused_alone_and_never_silence_a_node() {
+    use quorate_protocol::request::{
+        MAX_ASSET_LEN, MAX_DESTINATION_LEN, MAX_MEMO_LEN, MAX_MESSAGES,
+    };
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 11);
+    let (nodes, _metrics, engine) = started(&net, Routing::Direct).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Ed25519, 2).await;
+    // The second roster coordinator delivers requests straight to the nodes, as a
+    // coordinator that skipped (or lost) its own validation would.
+    let mut raw = RawPeer::new(&net, &net.second_coordinator);
+    let mut session = 0u8;
+    let mut ask_all = async |signed: SignedRequest| -> Vec<Ack> {
+        let mut acks = Vec::new();
+        for node in &ids {
+            session += 1;
+            let env = Envelope::seal(
+                &net.second_coordinator,
+                Ciphersuite::Ed25519,
+                key.key_id(),
+                SessionId([session; 32]),
+                Payload::SignRequest {
+                    message: signed.request.messages[0].clone(),
+                    request: signed.encode(),
+                    tweak: None,
+                },
+            );
+            acks.push(raw.ask(node, Frame::Deliver(env)).await.expect("answer"));
+        }
+        acks
+    };
+    let with = |f: &dyn Fn(&mut SigningRequest)| {
+        let mut r = net.request(key.key_id(), vec![vec![1; 32]], 10).request;
+        f(&mut r);
+        r.sign(&net.client)
+    };
+    let over: Vec<(&str, SignedRequest)> = vec![
+        (
+            "purpose.destination",
+            with(&|r| r.purpose.destination = "\u{1}".repeat(45_000)),
+        ),
+        (
+            "purpose.destination",
+            with(&|r| r.purpose.destination = "d".repeat(MAX_DESTINATION_LEN + 1)),
+        ),
+        (
+            "purpose.memo",
+            with(&|r| r.purpose.memo = "m".repeat(MAX_MEMO_LEN + 1)),
+        ),
+        (
+            "purpose.asset",
+            with(&|r| r.purpose.asset = "A".repeat(MAX_ASSET_LEN + 1)),
+        ),
+        (
+            "messages",
+            with(&|r| r.messages = vec![vec![1; 32]; MAX_MESSAGES + 1]),
+        ),
+    ];
+    for (field, signed) in over {
+        for ack in ask_all(signed).await {
+            assert!(
+                matches!(&ack, Ack::Rejected { reason, detail }
+                    if reason == "policy:malformed" && detail.contains(field)),
+                "{field}: {ack:?}"
+            );
+        }
+    }
+    // At each bound: past validation (asset "AAA…" has no limits here, so policy
+    // refuses it by its own rule; the rest are accepted and start a signer).
+    let at: Vec<SignedRequest> = vec![
+        with(&|r| r.purpose.destination = "d".repeat(MAX_DESTINATION_LEN)),
+        with(&|r| r.purpose.memo = "m".repeat(MAX_MEMO_LEN)),
+        with(&|r| r.purpose.asset = "A".repeat(MAX_ASSET_LEN)),
+        with(&|r| r.messages = vec![vec![1; 32]; MAX_MESSAGES]),
+    ];
+    for signed in at {
+        for ack in ask_all(signed).await {
+            assert!(
+                matches!(&ack, Ack::Accepted)
+                    || matches!(&ack, Ack::Rejected { reason, .. } if reason == "policy:asset_not_allowed"),
+                "{ack:?}"
+            );
+        }
+    }
+    // Every node still serves: a normal request is accepted by each, and one signs.
+    for ack in ask_all(net.request(key.key_id(), vec![vec![3; 32]], 10)).await {
+        assert_eq!(ack, Ack::Accepted);
+    }
+    for m in [4u8, 5, 6] {
+        engine
+            .sign(
+                key.clone(),
+                net.request(key.key_id(), vec![vec![m; 32]], 10),
+            )
+            .await
+            .expect("a normal request still signs");
+    }
+    engine.shutdown().await;
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+    // Nothing the attacker chose reached any audit log: the refusals are recorded
+    // with fixed-size fields only.
+    for i in 0..3 {
+        let text = std::fs::read_to_string(net.audit_path(i)).expect("audit");
+        assert!(!text.contains("\\u0001"), "node {i} logged attacker bytes");
+        assert!(
+            text.lines().all(|l| l.len() < 64 * 1024),
+            "node {i}: long line"
+        );
+    }
+}
+
+/// A `DkgStart` from a roster coordinator, for the roster's signers `members`.
+fn dkg_start(
+    net: &Net,
+    from: &NodeIdentity,
+    members: &[NodeId],
+    t: u16,
+    key: KeyId,
+    session: SessionId,
+) -> Frame {
+    let committee = quorate_protocol::roster::Roster::from_toml(&net.roster_text)
+        .expect("roster")
+        .committee(Some(members))
+        .expect("committee");
+    Frame::Deliver(Envelope::seal(
+        from,
+        Ciphersuite::Ed25519,
+        key,
+        session,
+        Payload::DkgStart {
+            threshold: t,
+            committee,
+            timeout_ms: 500,
+        },
+    ))
+}
+
+fn rejected(ack: &Ack, want: &str) -> bool {
+    matches!(ack, Ack::Rejected { reason, .. } if reason == want)
+}
+
+/// A coordinator cannot re-run a DKG session id or key id on a node, not even after
+/// the node restarted (the ids are claimed in its sealed keystore), and a node
+/// refuses DKGs below its own threshold and segment floor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dkg_session_and_key_ids_are_refused_again_after_restart() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(4, 12);
+    let ids = node_ids(&net);
+    let limits = LimitsConfig {
+        min_dkg_threshold: 3,
+        min_dkg_segments: 2,
+        ..LimitsConfig::default()
+    };
+    let node = net.start_with(0, Routing::Direct, Metrics::default(), limits, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut raw = RawPeer::new(&net, &net.coordinator);
+    let (s1, k1) = (SessionId([0x51; 32]), KeyId([0x51; 16]));
+    // Below the node's floor: threshold 2 < 3; and (at threshold 3) a committee in
+    // one segment < 2 (nodes 1 and 4 of the roster share segment seg0).
+    let refused_with = |ack: &Ack, text: &str| {
+        matches!(ack, Ack::Rejected { reason, detail }
+            if reason == "bad_parameters" && detail.contains(text))
+    };
+    let ack = raw
+        .ask(&ids[0], dkg_start(&net, &net.coordinator, &ids, 2, k1, s1))
+        .await
+        .expect("answer");
+    assert!(refused_with(&ack, "below this node's minimum 3"), "{ack:?}");
+    let one_segment = [ids[0], ids[3]];
+    let ack = raw
+        .ask(
+            &ids[0],
+            dkg_start(&net, &net.coordinator, &one_segment, 3, k1, s1),
+        )
+        .await
+        .expect("answer");
+    assert!(
+        refused_with(&ack, "spans 1 segment(s); this node requires 2"),
+        "{ack:?}"
+    );
+    // Within the floor: accepted (it will time out: the others are not running).
+    let ack = raw
+        .ask(&ids[0], dkg_start(&net, &net.coordinator, &ids, 3, k1, s1))
+        .await
+        .expect("answer");
+    assert_eq!(ack, Ack::Accepted);
+    node.stop().await.expect("stop");
+    let node = net.start_with(0, Routing::Direct, Metrics::default(), limits, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut raw = RawPeer::new(&net, &net.coordinator);
+    for (session, key) in [(s1, KeyId([0x52; 16])), (SessionId([0x52; 32]), k1)] {
+        let ack = raw
+            .ask(
+                &ids[0],
+                dkg_start(&net, &net.coordinator, &ids, 3, key, session),
+            )
+            .await
+            .expect("answer");
+        assert!(rejected(&ack, "session_exists"), "{ack:?}");
+    }
+    let ack = raw
+        .ask(
+            &ids[0],
+            dkg_start(
+                &net,
+                &net.coordinator,
+                &ids,
+                3,
+                KeyId([0x53; 16]),
+                SessionId([0x53; 32]),
+            ),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(ack, Ack::Accepted, "fresh ids are still accepted");
+    node.stop().await.expect("stop");
+}
+
+/// An approval cached for a request does not outlive the policy that allowed it: after
+/// a reload that removes the client, the coordinator's next session for the same
+/// request is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_approval_is_rechecked_after_a_policy_reload_revokes_the_client() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 13);
+    let (nodes, _metrics, engine) = started(&net, Routing::Direct).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Ed25519, 2).await;
+    engine.shutdown().await;
+    let mut nodes = nodes.into_iter();
+    nodes.next().expect("node 0").stop().await.expect("stop");
+    let policy_file = net.dir.path().join("policy0.toml");
+    let with_client = format!(
+        "version = 1\n[clients.exchange]\npublic_key = \"{}\"\nkeys = [\"*\"]\n[clients.exchange.limits.BTC]\nper_request = 100\nper_window = 1000\n",
+        hex::encode(net.client.verifying_key().to_bytes())
+    );
+    std::fs::write(&policy_file, &with_client).expect("policy");
+    let limits = LimitsConfig::default();
+    let node = net.start_with(
+        0,
+        Routing::Direct,
+        Metrics::default(),
+        limits,
+        Some(policy_file.clone()),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut raw = RawPeer::new(&net, &net.second_coordinator);
+    let signed = net.request(key.key_id(), vec![vec![9; 32], vec![8; 32]], 10);
+    let ask = |session: u8, message: Vec<u8>| {
+        Frame::Deliver(Envelope::seal(
+            &net.second_coordinator,
+            Ciphersuite::Ed25519,
+            key.key_id(),
+            SessionId([session; 32]),
+            Payload::SignRequest {
+                request: signed.encode(),
+                message,
+                tweak: None,
+            },
+        ))
+    };
+    let ack = raw
+        .ask(&ids[0], ask(0x61, vec![9; 32]))
+        .await
+        .expect("answer");
+    assert_eq!(ack, Ack::Accepted, "allowed under the first policy");
+    std::fs::write(&policy_file, "version = 1\n").expect("revoke");
+    node.control
+        .send(quorate_node::daemon::Control::ReloadPolicy)
+        .await
+        .expect("reload");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ack = raw
+        .ask(&ids[0], ask(0x62, vec![8; 32]))
+        .await
+        .expect("answer");
+    assert!(rejected(&ack, "policy:unknown_client"), "{ack:?}");
+    node.stop().await.expect("stop");
     for n in nodes {
         n.stop().await.expect("stop");
     }

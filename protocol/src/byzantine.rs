@@ -36,7 +36,24 @@ pub fn equivocate_round1(
             .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
         p.serialize().map_err(|e| ProtocolError::Crypto(e.to_string()))?
     });
-    Ok(resign(identity, env, Payload::DkgRound1 { package }))
+    let params = dkg_params(env);
+    Ok(resign(
+        identity,
+        env,
+        Payload::DkgRound1 { params, package },
+    ))
+}
+
+/// The `params` hash an honest DKG message carries (zeros for other payloads), so a
+/// byzantine variant fails on its content, not on its parameters.
+fn dkg_params(env: &Envelope) -> [u8; 32] {
+    match &env.payload {
+        Payload::DkgRound1 { params, .. }
+        | Payload::DkgEcho { params, .. }
+        | Payload::DkgRound2 { params, .. }
+        | Payload::DkgConfirm { params, .. } => *params,
+        _ => [0; 32],
+    }
 }
 
 /// The same round-1 commitments with a proof of knowledge that does not verify.
@@ -48,7 +65,7 @@ pub fn bad_proof_of_knowledge(
     n: u16,
     rng: &mut impl CryptoRngCore,
 ) -> Result<Envelope, ProtocolError> {
-    let Payload::DkgRound1 { package } = &env.payload else {
+    let Payload::DkgRound1 { params, package } = &env.payload else {
         return Err(ProtocolError::InvalidParameters(
             "not a round-1 message".into(),
         ));
@@ -62,7 +79,12 @@ pub fn bad_proof_of_knowledge(
             .serialize()
             .map_err(|e| ProtocolError::Crypto(e.to_string()))?
     });
-    Ok(resign(identity, env, Payload::DkgRound1 { package }))
+    let params = *params;
+    Ok(resign(
+        identity,
+        env,
+        Payload::DkgRound1 { params, package },
+    ))
 }
 
 /// A round-2 share replaced by a random scalar, sealed correctly to the recipient:
@@ -73,7 +95,10 @@ pub fn corrupt_round2_share(
     recipient_seal_key: &[u8; 32],
     rng: &mut impl CryptoRngCore,
 ) -> Result<Envelope, ProtocolError> {
-    let Payload::DkgRound2 { recipient, .. } = &env.payload else {
+    let Payload::DkgRound2 {
+        params, recipient, ..
+    } = &env.payload
+    else {
         return Err(ProtocolError::InvalidParameters(
             "not a round-2 message".into(),
         ));
@@ -89,6 +114,7 @@ pub fn corrupt_round2_share(
         identity,
         env,
         Payload::DkgRound2 {
+            params: *params,
             recipient: *recipient,
             sealed,
         },

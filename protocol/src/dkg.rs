@@ -47,7 +47,36 @@ pub struct DkgConfig {
     /// All participants.
     pub committee: Committee,
     /// Milliseconds from start until missing participants are named and the run aborts.
+    /// Local: not part of [`DkgConfig::params_hash`].
     pub timeout_ms: u64,
+    /// The coordinator that started the run (blamed when participants' parameters
+    /// differ). Runs without a coordinator (tests, simulator) name any fixed id.
+    pub coordinator: NodeId,
+}
+
+const PARAMS_DOMAIN: &[u8] = b"quorate/dkg-params/v1\0";
+
+impl DkgConfig {
+    /// SHA-256 over `"quorate/dkg-params/v1\0" ‖ postcard((suite, key_id, session,
+    /// threshold, committee, coordinator))`: what every DKG payload carries in its
+    /// `params` field. Two participants whose coordinator gave them different
+    /// parameters for one session find out from the first message they exchange,
+    /// before any content check could blame the sender.
+    pub fn params_hash(&self) -> [u8; 32] {
+        let fields = (
+            self.suite,
+            self.key_id,
+            self.session,
+            self.threshold,
+            &self.committee,
+            self.coordinator,
+        );
+        let mut h = Sha256::new();
+        h.update(PARAMS_DOMAIN);
+        // Fixed-size fields and a validated committee: encoding cannot fail.
+        h.update(postcard::to_allocvec(&fields).unwrap_or_default());
+        h.finalize().into()
+    }
 }
 
 /// What a DKG participant ends with.
@@ -118,6 +147,8 @@ struct Session<C: Suite> {
     me: NodeId,
     config: DkgConfig,
     inbox: Inbox,
+    /// [`DkgConfig::params_hash`], carried by and checked on every DKG payload.
+    params: [u8; 32],
     phase: Phase,
     status: Status,
     secret1: Option<round1::SecretPackage<C>>,
@@ -156,6 +187,7 @@ impl<C: Suite> Session<C> {
         }
         Ok(Self {
             inbox: Inbox::new(config.suite, config.key_id, config.session),
+            params: config.params_hash(),
             identity,
             me,
             config,
@@ -224,6 +256,7 @@ impl<C: Suite> Session<C> {
                 if admit == Admit::Duplicate {
                     return Ok(out);
                 }
+                self.check_params(&env)?;
                 self.store(env)?;
             }
             Input::Timeout(TimerId::Deadline) => return Err(self.timeout_error()),
@@ -283,7 +316,13 @@ impl<C: Suite> Session<C> {
         let bytes = package
             .serialize()
             .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
-        let env = self.broadcast(Payload::DkgRound1 { package: bytes }, out);
+        let env = self.broadcast(
+            Payload::DkgRound1 {
+                params: self.params,
+                package: bytes,
+            },
+            out,
+        );
         self.round1.insert(
             self.me,
             Received1 {
@@ -297,13 +336,34 @@ impl<C: Suite> Session<C> {
         Ok(())
     }
 
+    /// An authenticated message made under other parameters than ours: the coordinator
+    /// gave its sender and us different `DkgStart`s for one session. The run is over
+    /// and the coordinator, not the sender, is blamed (a sender cannot be checked
+    /// against parameters it was never given).
+    fn check_params(&self, env: &Envelope) -> Result<(), ProtocolError> {
+        let params = match &env.payload {
+            Payload::DkgRound1 { params, .. }
+            | Payload::DkgEcho { params, .. }
+            | Payload::DkgRound2 { params, .. }
+            | Payload::DkgConfirm { params, .. } => params,
+            _ => return Err(ProtocolError::UnexpectedRound { got: env.round }),
+        };
+        if *params != self.params {
+            return Err(ProtocolError::ParametersDiffer {
+                coordinator: self.config.coordinator,
+                peer: env.sender,
+            });
+        }
+        Ok(())
+    }
+
     /// Validates a newly admitted message's content and files it by round.
     fn store(&mut self, env: Envelope) -> Result<(), ProtocolError> {
         let sender = env.sender;
         let hash = env.payload_hash();
         let n = self.config.committee.len();
         match env.payload {
-            Payload::DkgRound1 { package } => {
+            Payload::DkgRound1 { package, .. } => {
                 let package = round1::Package::<C>::deserialize(&package)
                     .map_err(|_| ProtocolError::aborted(sender, Fault::InvalidElement))?;
                 if package.commitment().coefficients().len() != usize::from(self.config.threshold) {
@@ -318,7 +378,7 @@ impl<C: Suite> Session<C> {
                     },
                 );
             }
-            Payload::DkgEcho { entries } => {
+            Payload::DkgEcho { entries, .. } => {
                 let covers_committee = entries.len() == n
                     && entries
                         .iter()
@@ -329,7 +389,9 @@ impl<C: Suite> Session<C> {
                 }
                 self.echoes.insert(sender, entries);
             }
-            Payload::DkgRound2 { recipient, sealed } => {
+            Payload::DkgRound2 {
+                recipient, sealed, ..
+            } => {
                 if recipient != self.me {
                     return Err(ProtocolError::WrongContext(
                         "round-2 share for another node",
@@ -340,6 +402,7 @@ impl<C: Suite> Session<C> {
             Payload::DkgConfirm {
                 group_key,
                 transcript,
+                ..
             } => {
                 self.confirms.insert(sender, (group_key, transcript));
             }
@@ -372,7 +435,8 @@ impl<C: Suite> Session<C> {
                     }
                 })
                 .collect();
-            self.broadcast(Payload::DkgEcho { entries }, out);
+            let params = self.params;
+            self.broadcast(Payload::DkgEcho { params, entries }, out);
             self.phase = Phase::Echo;
         }
         if self.phase == Phase::Echo && self.others().all(|o| self.echoes.contains_key(&o)) {
@@ -503,6 +567,7 @@ impl<C: Suite> Session<C> {
             out.push(Output::Send {
                 to: m.node,
                 msg: self.envelope(Payload::DkgRound2 {
+                    params: self.params,
                     recipient: m.node,
                     sealed,
                 }),
@@ -553,6 +618,7 @@ impl<C: Suite> Session<C> {
         let transcript: [u8; 32] = Sha256::digest(&share.public.public_key_package).into();
         self.broadcast(
             Payload::DkgConfirm {
+                params: self.params,
                 group_key: group_key.clone(),
                 transcript,
             },

@@ -104,12 +104,25 @@ pub enum ProtocolError {
         /// What they did.
         fault: Fault,
     },
+    /// An authenticated DKG message was made under other parameters (threshold,
+    /// committee, coordinator, …) than this node's: the coordinator gave the two
+    /// participants different `DkgStart`s for one session. Blames the coordinator.
+    #[error("coordinator {coordinator:?} gave {peer:?} other DKG parameters than this node")]
+    ParametersDiffer {
+        /// The coordinator that started the run: the culprit.
+        coordinator: NodeId,
+        /// The participant whose message showed the difference (not blamed).
+        peer: NodeId,
+    },
     /// A second signing request for commitments whose nonces were already consumed.
     #[error("nonces for this commitment were already used; refusing to sign again")]
     NonceReused,
     /// The signing package does not sign what this signer approved.
     #[error("signing package does not match the approved request: {0}")]
     RequestMismatch(&'static str),
+    /// A client request breaks a bound (field and bound named).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// Caller supplied impossible parameters (threshold, committee, tweak, …).
     #[error("invalid parameters: {0}")]
     InvalidParameters(String),
@@ -127,6 +140,7 @@ impl ProtocolError {
         match self {
             Self::Equivocation { culprit, .. } => vec![*culprit],
             Self::Aborted { culprits, .. } => culprits.clone(),
+            Self::ParametersDiffer { coordinator, .. } => vec![*coordinator],
             _ => Vec::new(),
         }
     }
@@ -137,6 +151,7 @@ impl ProtocolError {
             self,
             Self::Equivocation { .. }
                 | Self::Aborted { .. }
+                | Self::ParametersDiffer { .. }
                 | Self::NonceReused
                 | Self::RequestMismatch(_)
                 | Self::InvalidState(_)

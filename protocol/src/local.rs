@@ -247,6 +247,7 @@ pub fn run_dkg(
                 threshold,
                 committee: committee.clone(),
                 timeout_ms: 60_000,
+                coordinator: crate::ids::NodeId([0; 32]),
             },
         )?;
         net.add(id.node_id(), Party::Dkg(dkg));

@@ -20,6 +20,14 @@ pub const REQUEST_VERSION: u16 = 1;
 pub const MAX_REQUEST_SIZE: usize = 64 * 1024;
 /// Most messages one request may ask to sign.
 pub const MAX_MESSAGES: usize = 256;
+/// Longest message one request may ask to sign (bytes).
+pub const MAX_MESSAGE_LEN: usize = 16 * 1024;
+/// Longest [`Purpose::asset`] (bytes): 1 to 32 of `A–Z a–z 0–9 . _ - :`.
+pub const MAX_ASSET_LEN: usize = 32;
+/// Longest [`Purpose::destination`] (bytes of printable UTF-8).
+pub const MAX_DESTINATION_LEN: usize = 256;
+/// Longest [`Purpose::memo`] (bytes of printable UTF-8).
+pub const MAX_MEMO_LEN: usize = 1024;
 
 const DOMAIN: &[u8] = b"quorate/request/v1\0";
 const APPROVAL_DOMAIN: &[u8] = b"quorate/approval/v1\0";
@@ -78,6 +86,58 @@ pub struct SignedRequest {
     pub approvals: Vec<Approval>,
 }
 
+fn invalid(field: &str, why: String) -> ProtocolError {
+    ProtocolError::InvalidRequest(format!("{field}: {why}"))
+}
+
+/// Printable UTF-8 of at most `max` bytes: no control characters (C0, DEL, C1),
+/// no line or paragraph separators, no bidirectional overrides.
+fn check_text(field: &str, s: &str, max: usize) -> Result<(), ProtocolError> {
+    if s.len() > max {
+        return Err(invalid(field, format!("{} bytes; at most {max}", s.len())));
+    }
+    let bad = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if let Some((at, c)) = s.char_indices().find(|(_, c)| bad(*c)) {
+        return Err(invalid(
+            field,
+            format!(
+                "non-printable character U+{:04X} at byte {at}",
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Purpose {
+    /// Checks the bounds: `asset` 1 to [`MAX_ASSET_LEN`] bytes of
+    /// `A–Z a–z 0–9 . _ - :`; `destination` (at most [`MAX_DESTINATION_LEN`]) and
+    /// `memo` (at most [`MAX_MEMO_LEN`]) printable UTF-8.
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        let asset_ok = !self.asset.is_empty()
+            && self.asset.len() <= MAX_ASSET_LEN
+            && self
+                .asset
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+        if !asset_ok {
+            return Err(invalid(
+                "purpose.asset",
+                format!("1 to {MAX_ASSET_LEN} characters of A-Z a-z 0-9 . _ - :"),
+            ));
+        }
+        check_text(
+            "purpose.destination",
+            &self.destination,
+            MAX_DESTINATION_LEN,
+        )?;
+        check_text("purpose.memo", &self.memo, MAX_MEMO_LEN)
+    }
+}
+
 impl SigningRequest {
     /// SHA-256 over the domain and the canonical (postcard) encoding: what the client
     /// and approvers sign and what audit records cite.
@@ -88,18 +148,43 @@ impl SigningRequest {
         h.finalize().into()
     }
 
-    /// Checks shape: version, at least one and at most [`MAX_MESSAGES`] non-empty messages.
+    /// Checks shape before anything else looks at a request (client library,
+    /// coordinator and node all call it): version; 1 to [`MAX_MESSAGES`] messages of 1
+    /// to [`MAX_MESSAGE_LEN`] bytes; [`Purpose`] within its bounds; the whole signed
+    /// encoding within [`MAX_REQUEST_SIZE`]. The error names the field and the bound.
     pub fn validate(&self) -> Result<(), ProtocolError> {
         if self.version != REQUEST_VERSION {
             return Err(ProtocolError::UnsupportedVersion(self.version));
         }
         if self.messages.is_empty() || self.messages.len() > MAX_MESSAGES {
-            return Err(ProtocolError::Malformed(
-                "a request carries 1 to 256 messages",
+            return Err(invalid(
+                "messages",
+                format!(
+                    "{} messages; a request carries 1 to {MAX_MESSAGES}",
+                    self.messages.len()
+                ),
             ));
         }
-        if self.messages.iter().any(Vec::is_empty) {
-            return Err(ProtocolError::Malformed("empty message in request"));
+        if let Some(i) = self.messages.iter().position(Vec::is_empty) {
+            return Err(invalid(&format!("messages[{i}]"), "empty message".into()));
+        }
+        if let Some(i) = self.messages.iter().position(|m| m.len() > MAX_MESSAGE_LEN) {
+            return Err(invalid(
+                &format!("messages[{i}]"),
+                format!(
+                    "{} bytes; at most {MAX_MESSAGE_LEN}",
+                    self.messages[i].len()
+                ),
+            ));
+        }
+        self.purpose.validate()?;
+        // Signature (64) and an empty approval list (1) on top of the request.
+        let len = postcard::to_allocvec(self).map_or(usize::MAX, |b| b.len() + 65);
+        if len > MAX_REQUEST_SIZE {
+            return Err(invalid(
+                "request",
+                format!("encodes to {len} bytes; at most {MAX_REQUEST_SIZE}"),
+            ));
         }
         Ok(())
     }
@@ -258,6 +343,9 @@ mod tests {
         let mut r = request(&client);
         r.messages.clear();
         assert!(r.sign(&client).verify_client().is_err());
+        let mut r = request(&client);
+        r.messages = vec![vec![1; MAX_MESSAGE_LEN + 1]];
+        assert!(r.validate().is_err());
         assert!(matches!(
             SignedRequest::decode(&vec![0; MAX_REQUEST_SIZE + 1]),
             Err(ProtocolError::TooLarge { .. })
@@ -265,5 +353,69 @@ mod tests {
         let mut bytes = request(&client).sign(&client).encode();
         bytes.push(0);
         assert!(SignedRequest::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn purpose_fields_are_refused_over_their_bounds_and_with_control_characters() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let client = SigningKey::generate(&mut rng);
+        let at = |f: fn(&mut Purpose)| {
+            let mut r = request(&client);
+            f(&mut r.purpose);
+            r.validate()
+        };
+        // At each bound: accepted.
+        assert_eq!(at(|p| p.asset = "A".repeat(MAX_ASSET_LEN)), Ok(()));
+        assert_eq!(
+            at(|p| p.destination = "d".repeat(MAX_DESTINATION_LEN)),
+            Ok(())
+        );
+        assert_eq!(at(|p| p.memo = "é".repeat(MAX_MEMO_LEN / 2)), Ok(()));
+        assert_eq!(at(|p| p.destination.clear()), Ok(()));
+        // One over, or not printable: refused, naming the field.
+        for (f, field) in [
+            (
+                (|p: &mut Purpose| p.asset = "A".repeat(MAX_ASSET_LEN + 1)) as fn(&mut Purpose),
+                "purpose.asset",
+            ),
+            (|p| p.asset.clear(), "purpose.asset"),
+            (|p| p.asset = "BTC ".into(), "purpose.asset"),
+            (
+                |p| p.destination = "d".repeat(MAX_DESTINATION_LEN + 1),
+                "purpose.destination",
+            ),
+            (
+                |p| p.destination = "\u{1}".repeat(45_000),
+                "purpose.destination",
+            ),
+            (
+                |p| p.destination = "bc1q\nforged line".into(),
+                "purpose.destination",
+            ),
+            (|p| p.memo = "m".repeat(MAX_MEMO_LEN + 1), "purpose.memo"),
+            (|p| p.memo = "pay \u{202e}evil".into(), "purpose.memo"),
+            (|p| p.memo = "\u{7f}".into(), "purpose.memo"),
+        ] {
+            match at(f) {
+                Err(ProtocolError::InvalidRequest(m)) => {
+                    assert!(m.starts_with(field), "{m} should name {field}")
+                }
+                other => panic!("expected a refusal naming {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_too_large_to_send_is_refused_by_validate() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let client = SigningKey::generate(&mut rng);
+        let mut r = request(&client);
+        r.messages = vec![vec![1; MAX_MESSAGE_LEN]; 3];
+        assert_eq!(r.validate(), Ok(()));
+        r.messages = vec![vec![1; MAX_MESSAGE_LEN]; 4];
+        match r.validate() {
+            Err(ProtocolError::InvalidRequest(m)) => assert!(m.starts_with("request:"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -31,6 +31,7 @@ fn dkg_net(ids: &[Arc<NodeIdentity>], suite: Ciphersuite, t: u16, rng: &mut ChaC
             threshold: t,
             committee: committee.clone(),
             timeout_ms: 1_000,
+            coordinator: quorate_protocol::NodeId([0; 32]),
         };
         net.add(
             id.node_id(),
@@ -135,6 +136,7 @@ fn duplicate_delivery_is_counted_and_produces_nothing() {
         threshold: 2,
         committee: committee.clone(),
         timeout_ms: 1_000,
+        coordinator: quorate_protocol::NodeId([0; 32]),
     };
     let mut a = Dkg::new(ids[0].clone(), config(0)).expect("dkg");
     let mut b = Dkg::new(ids[1].clone(), config(1)).expect("dkg");
@@ -197,10 +199,16 @@ fn undecryptable_round2_share_names_sender() {
     let cheat = ids[1].clone();
     net.run(&mut rng, &mut |_, env| {
         if env.sender == cheat.node_id() {
-            if let Payload::DkgRound2 { recipient, sealed } = &env.payload {
+            if let Payload::DkgRound2 {
+                params,
+                recipient,
+                sealed,
+            } = &env.payload
+            {
                 let mut sealed = sealed.clone();
                 sealed.ciphertext[0] ^= 0x80;
                 let payload = Payload::DkgRound2 {
+                    params: *params,
                     recipient: *recipient,
                     sealed,
                 };
@@ -244,7 +252,8 @@ fn bad_proof_of_knowledge_names_sender() {
                 vec![f.clone()]
             }
             // ...and the cheat's own echo row reports the bad package too.
-            Payload::DkgEcho { entries } => {
+            Payload::DkgEcho { params, entries } => {
+                let params = *params;
                 let f = forged.as_ref().expect("round 1 came first");
                 let mut entries = entries.clone();
                 let row = entries
@@ -253,7 +262,11 @@ fn bad_proof_of_knowledge_names_sender() {
                     .expect("own row");
                 row.payload_hash = f.payload_hash();
                 row.signature = f.signature;
-                vec![byzantine::forge(&cheat, &env, Payload::DkgEcho { entries })]
+                vec![byzantine::forge(
+                    &cheat,
+                    &env,
+                    Payload::DkgEcho { params, entries },
+                )]
             }
             _ => vec![env],
         }
@@ -283,10 +296,15 @@ fn forged_echo_entry_names_the_echoer() {
     let liar = ids[0].clone();
     net.run(&mut rng, &mut |_, env| {
         if env.sender == liar.node_id() {
-            if let Payload::DkgEcho { entries } = &env.payload {
+            if let Payload::DkgEcho { params, entries } = &env.payload {
                 let mut entries = entries.clone();
                 entries[1].payload_hash[0] ^= 1; // claims node 2 sent something it never signed
-                return vec![byzantine::forge(&liar, &env, Payload::DkgEcho { entries })];
+                let params = *params;
+                return vec![byzantine::forge(
+                    &liar,
+                    &env,
+                    Payload::DkgEcho { params, entries },
+                )];
             }
         }
         vec![env]
@@ -313,6 +331,7 @@ fn confirmation_of_a_different_group_key_names_the_participant() {
     net.run(&mut rng, &mut |_, env| {
         if env.sender == liar.node_id() {
             if let Payload::DkgConfirm {
+                params,
                 group_key,
                 transcript,
             } = &env.payload
@@ -320,6 +339,7 @@ fn confirmation_of_a_different_group_key_names_the_participant() {
                 let mut group_key = group_key.clone();
                 group_key[5] ^= 1;
                 let payload = Payload::DkgConfirm {
+                    params: *params,
                     group_key,
                     transcript: *transcript,
                 };
@@ -434,6 +454,7 @@ fn wrong_round_is_rejected() {
             threshold: 2,
             committee,
             timeout_ms: 1,
+            coordinator: quorate_protocol::NodeId([0; 32]),
         },
     )
     .expect("dkg");
@@ -458,7 +479,10 @@ fn wrong_round_is_rejected() {
         Ciphersuite::Ed25519,
         KEY,
         SESSION,
-        Payload::DkgRound1 { package: vec![] },
+        Payload::DkgRound1 {
+            params: [0; 32],
+            package: vec![],
+        },
     );
     env.round = Round::DkgEcho;
     assert_eq!(
@@ -505,7 +529,10 @@ fn spoofed_sender_is_rejected() {
         Ciphersuite::Ed25519,
         KEY,
         SESSION,
-        Payload::DkgRound1 { package: vec![] },
+        Payload::DkgRound1 {
+            params: [0; 32],
+            package: vec![],
+        },
     );
     assert_eq!(
         env.check_sender(&victim),
@@ -532,6 +559,7 @@ fn unknown_sender_is_rejected() {
             threshold: 2,
             committee,
             timeout_ms: 1,
+            coordinator: quorate_protocol::NodeId([0; 32]),
         },
     )
     .expect("dkg");
@@ -540,7 +568,10 @@ fn unknown_sender_is_rejected() {
         Ciphersuite::Ed25519,
         KEY,
         SESSION,
-        Payload::DkgRound1 { package: vec![] },
+        Payload::DkgRound1 {
+            params: [0; 32],
+            package: vec![],
+        },
     );
     assert_eq!(
         dkg.handle(Timestamp(0), Input::Message(env), &mut rng)
@@ -575,6 +606,7 @@ fn round2_share_addressed_to_another_node_is_rejected() {
             threshold: 2,
             committee: local::committee_of(&ids).expect("committee"),
             timeout_ms: 1,
+            coordinator: quorate_protocol::NodeId([0; 32]),
         },
     )
     .expect("dkg");
@@ -629,7 +661,7 @@ fn identity_and_non_canonical_elements_in_dkg_are_rejected_with_culprit() {
             let len = element_len(suite);
             net.run(&mut rng, &mut |_, env| {
                 if env.sender == cheat.node_id() {
-                    if let Payload::DkgRound1 { package } = &env.payload {
+                    if let Payload::DkgRound1 { params, package } = &env.payload {
                         // Replace the second coefficient commitment with the bad encoding.
                         let mut p = package.clone();
                         let pos = commitment_position(suite, &p);
@@ -637,7 +669,10 @@ fn identity_and_non_canonical_elements_in_dkg_are_rejected_with_culprit() {
                         return vec![byzantine::forge(
                             &cheat,
                             &env,
-                            Payload::DkgRound1 { package: p },
+                            Payload::DkgRound1 {
+                                params: *params,
+                                package: p,
+                            },
                         )];
                     }
                 }
@@ -777,6 +812,7 @@ fn threshold_outside_committee_is_rejected() {
             threshold: t,
             committee: local::committee_of(&ids).expect("committee"),
             timeout_ms: 1,
+            coordinator: quorate_protocol::NodeId([0; 32]),
         };
         assert!(
             matches!(
@@ -1153,4 +1189,69 @@ fn key_share_debug_output_hides_the_secret() {
     assert!(!shown.contains(&secret_hex));
     let id = NodeIdentity::generate(&mut rng(1));
     assert!(format!("{id:?}").contains("<secret>"));
+}
+
+/// A coordinator that sends some participants another threshold, and others another
+/// committee, for one session: every abort names the coordinator and nobody else, so
+/// no honest participant blames (or would quarantine) another.
+#[test]
+fn coordinator_sending_two_parameter_sets_blames_only_the_coordinator() {
+    let mut rng = rng(41);
+    let ids = local::identities(5, &mut rng);
+    let coordinator = NodeIdentity::generate(&mut rng).node_id();
+    let full = local::committee_of(&ids).expect("committee");
+    // Same members, other FROST indices for the last two: what the old code read as
+    // shares from the wrong participant.
+    let mut shuffled: Vec<Member> = full.members().to_vec();
+    let (a, b) = (shuffled[3].index, shuffled[4].index);
+    shuffled[3].index = b;
+    shuffled[4].index = a;
+    let shuffled = Committee::new(shuffled).expect("committee");
+    for variant in 0..2 {
+        let mut net = Net::new();
+        for (i, id) in ids.iter().enumerate() {
+            let odd = i >= 3;
+            let config = DkgConfig {
+                suite: Ciphersuite::Secp256k1,
+                key_id: KEY,
+                session: SESSION,
+                threshold: if odd && variant == 0 { 3 } else { 2 },
+                committee: if odd && variant == 1 {
+                    shuffled.clone()
+                } else {
+                    full.clone()
+                },
+                timeout_ms: 1_000,
+                coordinator,
+            };
+            net.add(
+                id.node_id(),
+                Party::Dkg(Dkg::new(id.clone(), config).expect("dkg")),
+            );
+        }
+        for id in &ids {
+            net.input(id.node_id(), Input::Start, &mut rng);
+        }
+        net.run(&mut rng, &mut |_, env| vec![env]);
+        let fatal = fatal_errors(&net);
+        assert!(
+            !fatal.is_empty(),
+            "variant {variant}: the split went unnoticed"
+        );
+        for (at, e) in &fatal {
+            assert!(
+                matches!(e, ProtocolError::ParametersDiffer { .. }),
+                "variant {variant}: {at:?} reported {e:?} instead of a parameter mismatch"
+            );
+            assert_eq!(e.culprits(), vec![coordinator], "variant {variant}");
+        }
+        assert!(
+            net.errors
+                .iter()
+                .all(|(_, e)| e.culprits().iter().all(|c| *c == coordinator)),
+            "variant {variant}: an honest participant was blamed: {:?}",
+            net.errors
+        );
+        assert_nobody_finished_dkg(&net);
+    }
 }

@@ -44,12 +44,14 @@ fn payloads() -> Vec<(&'static str, Payload)> {
         (
             "dkg_round1",
             Payload::DkgRound1 {
+                params: [0x11; 32],
                 package: vec![1, 2, 3],
             },
         ),
         (
             "dkg_echo",
             Payload::DkgEcho {
+                params: [0x11; 32],
                 entries: vec![EchoEntry {
                     sender: identity().node_id(),
                     payload_hash: [0x33; 32],
@@ -60,6 +62,7 @@ fn payloads() -> Vec<(&'static str, Payload)> {
         (
             "dkg_round2",
             Payload::DkgRound2 {
+                params: [0x11; 32],
                 recipient: identity().node_id(),
                 sealed: SealedBox {
                     ephemeral: [0x44; 32],
@@ -70,6 +73,7 @@ fn payloads() -> Vec<(&'static str, Payload)> {
         (
             "dkg_confirm",
             Payload::DkgConfirm {
+                params: [0x11; 32],
                 group_key: vec![2; 33],
                 transcript: [0x66; 32],
             },

@@ -47,16 +47,22 @@ pub struct EchoEntry {
 pub enum Payload {
     /// DKG round 1 package (frost-core encoding).
     DkgRound1 {
+        /// [`DkgConfig::params_hash`](crate::dkg::DkgConfig::params_hash) of the sender's run.
+        params: [u8; 32],
         /// Serialized `frost_core::keys::dkg::round1::Package`.
         package: Vec<u8>,
     },
     /// Echo of all round-1 messages received, ordered by sender index.
     DkgEcho {
+        /// [`DkgConfig::params_hash`](crate::dkg::DkgConfig::params_hash) of the sender's run.
+        params: [u8; 32],
         /// One entry per committee member, including the echoing node.
         entries: Vec<EchoEntry>,
     },
     /// A round-2 secret share, sealed end-to-end to `recipient`.
     DkgRound2 {
+        /// [`DkgConfig::params_hash`](crate::dkg::DkgConfig::params_hash) of the sender's run.
+        params: [u8; 32],
         /// The only node able to open the box.
         recipient: NodeId,
         /// Sealed `frost_core::keys::dkg::round2::Package`.
@@ -64,6 +70,8 @@ pub enum Payload {
     },
     /// The group key this participant derived, with a hash of the whole public key package.
     DkgConfirm {
+        /// [`DkgConfig::params_hash`](crate::dkg::DkgConfig::params_hash) of the sender's run.
+        params: [u8; 32],
         /// Serialized group verifying key.
         group_key: Vec<u8>,
         /// SHA-256 of the serialized public key package.

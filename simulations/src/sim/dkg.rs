@@ -31,6 +31,7 @@ impl World {
             threshold: self.scenario.committee.threshold,
             committee: self.committees[committee].clone(),
             timeout_ms: self.scenario.dkg.timeout_ms,
+            coordinator: quorate_protocol::NodeId([0; 32]),
         };
         let members: Vec<usize> = self.topo.members(committee).collect();
         self.runs.insert(
