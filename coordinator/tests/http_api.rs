@@ -282,6 +282,33 @@ async fn bad_inputs_get_the_right_problem_and_the_server_keeps_serving() {
         400,
         "malformed-input",
     );
+    // The review's attack: a validly signed request whose destination is 45 000
+    // control characters is refused as malformed, naming the field; so is a memo
+    // over its bound. (Each node refuses it the same way: node/tests/network.rs.)
+    for (field, purpose) in [
+        (
+            "purpose.destination",
+            ("BTC", "\u{1}".repeat(45_000), String::new()),
+        ),
+        (
+            "purpose.memo",
+            ("BTC", "bc1q".to_string(), "m".repeat(1025)),
+        ),
+        (
+            "purpose.asset",
+            ("B T C", "bc1q".to_string(), String::new()),
+        ),
+    ] {
+        let mut r = server.request(&key, &[b"m"]).request;
+        r.purpose.asset = purpose.0.into();
+        r.purpose.destination = purpose.1;
+        r.purpose.memo = purpose.2;
+        let a = server
+            .submit(&key.key_id, &r.sign(&server.client_key), "", None)
+            .await;
+        assert_problem(&a, 400, "malformed-input");
+        assert!(a.2.to_string().contains(field), "{field}: {}", a.2);
+    }
     // Bad client signature: altered after signing.
     let mut altered = server.request(&key, &[b"m"]);
     altered.request.purpose.amount += 1;

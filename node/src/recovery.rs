@@ -164,3 +164,102 @@ pub fn restore_policy_state(
     }
     Ok((restored, approvals))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{audit::AuditLog, policy::Policy};
+    use quorate_protocol::NodeIdentity;
+    use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
+    use serde_json::json;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn engine() -> PolicyEngine {
+        PolicyEngine::new(Policy::from_toml("version = 1\n").expect("policy"))
+    }
+
+    /// Writes one allowed request (two messages) and `attempts` sign attempts for its
+    /// first message, plus one for a request never allowed.
+    fn log(dir: &tempfile::TempDir, attempts: u32) -> std::path::PathBuf {
+        let id = NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(3));
+        let path = dir.path().join("audit.jsonl");
+        let mut audit = AuditLog::open(&path, &id).expect("open");
+        let (m1, m2) = (message_hash(b"one"), message_hash(b"two"));
+        let request = hex::encode([0xab; 32]);
+        audit
+            .append_at(
+                NOW,
+                AuditKind::RequestReceived {
+                    request_hash: request.clone(),
+                },
+                json!({
+                    "client": hex::encode([1; 32]), "key_id": KeyId([2; 16]).to_string(),
+                    "asset": "BTC", "amount": 5, "nonce": hex::encode([3; 16]),
+                    "expires_at_ms": NOW + 60_000,
+                    "message_hashes": [hex::encode(m1), hex::encode(m2)], "tweak": null,
+                }),
+            )
+            .expect("append");
+        audit
+            .append_at(
+                NOW,
+                AuditKind::PolicyDecision {
+                    allowed: true,
+                    rule: None,
+                },
+                json!({ "request_hash": request, "detail": "exchange" }),
+            )
+            .expect("append");
+        for (i, (hash, message)) in (0..attempts)
+            .map(|_| (request.clone(), m1))
+            .chain([(hex::encode([0xcd; 32]), m1)])
+            .enumerate()
+        {
+            audit
+                .append_at(
+                    NOW,
+                    AuditKind::SignAttempt {
+                        session: quorate_protocol::SessionId([i as u8; 32]),
+                        request_hash: hash,
+                    },
+                    json!({ "message_hash": hex::encode(message), "attempt": i + 1 }),
+                )
+                .expect("append");
+        }
+        path
+    }
+
+    #[test]
+    fn sign_attempts_are_counted_per_message_across_restarts() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = log(&dir, 2);
+        let mut policy = engine();
+        let (restored, approvals) =
+            restore_policy_state(&path, &mut policy, NOW + 1).expect("restore");
+        assert_eq!(
+            restored,
+            Restored {
+                allowed: 1,
+                nonces: 1
+            }
+        );
+        let a = approvals.get(&[0xab; 32]).expect("approval restored");
+        assert_eq!(a.attempts.get(&message_hash(b"one")), Some(&2));
+        assert_eq!(a.attempts.get(&message_hash(b"two")), None);
+        assert_eq!(
+            approvals.len(),
+            1,
+            "attempts of a request never allowed restore nothing"
+        );
+    }
+
+    #[test]
+    fn expired_approvals_are_not_restored() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = log(&dir, 1);
+        let (_, approvals) =
+            restore_policy_state(&path, &mut engine(), NOW + 120_000).expect("restore");
+        assert!(approvals.is_empty());
+    }
+}

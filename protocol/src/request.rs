@@ -22,7 +22,7 @@ pub const MAX_REQUEST_SIZE: usize = 64 * 1024;
 pub const MAX_MESSAGES: usize = 256;
 /// Longest message one request may ask to sign (bytes).
 pub const MAX_MESSAGE_LEN: usize = 16 * 1024;
-/// Longest [`Purpose::asset`] (bytes): 1 to 32 of `A–Z a–z 0–9 . _ - :`.
+/// Longest [`Purpose::asset`] (bytes): 0 to 32 of `A–Z a–z 0–9 . _ - :`.
 pub const MAX_ASSET_LEN: usize = 32;
 /// Longest [`Purpose::destination`] (bytes of printable UTF-8).
 pub const MAX_DESTINATION_LEN: usize = 256;
@@ -113,12 +113,11 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<(), ProtocolError> {
 }
 
 impl Purpose {
-    /// Checks the bounds: `asset` 1 to [`MAX_ASSET_LEN`] bytes of
+    /// Checks the bounds: `asset` 0 to [`MAX_ASSET_LEN`] bytes of
     /// `A–Z a–z 0–9 . _ - :`; `destination` (at most [`MAX_DESTINATION_LEN`]) and
     /// `memo` (at most [`MAX_MEMO_LEN`]) printable UTF-8.
     pub fn validate(&self) -> Result<(), ProtocolError> {
-        let asset_ok = !self.asset.is_empty()
-            && self.asset.len() <= MAX_ASSET_LEN
+        let asset_ok = self.asset.len() <= MAX_ASSET_LEN
             && self
                 .asset
                 .bytes()
@@ -126,7 +125,7 @@ impl Purpose {
         if !asset_ok {
             return Err(invalid(
                 "purpose.asset",
-                format!("1 to {MAX_ASSET_LEN} characters of A-Z a-z 0-9 . _ - :"),
+                format!("at most {MAX_ASSET_LEN} characters of A-Z a-z 0-9 . _ - :"),
             ));
         }
         check_text(
@@ -372,13 +371,17 @@ mod tests {
         );
         assert_eq!(at(|p| p.memo = "é".repeat(MAX_MEMO_LEN / 2)), Ok(()));
         assert_eq!(at(|p| p.destination.clear()), Ok(()));
+        assert_eq!(
+            at(|p| p.asset.clear()),
+            Ok(()),
+            "no declared asset: policy decides"
+        );
         // One over, or not printable: refused, naming the field.
         for (f, field) in [
             (
                 (|p: &mut Purpose| p.asset = "A".repeat(MAX_ASSET_LEN + 1)) as fn(&mut Purpose),
                 "purpose.asset",
             ),
-            (|p| p.asset.clear(), "purpose.asset"),
             (|p| p.asset = "BTC ".into(), "purpose.asset"),
             (
                 |p| p.destination = "d".repeat(MAX_DESTINATION_LEN + 1),
