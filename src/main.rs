@@ -33,8 +33,10 @@ enum Command {
     /// Talk to a coordinator: keys, signing, verification.
     Client(coordinator_cmd::ClientArgs),
     /// Run the deterministic network simulator on a scenario file.
+    #[cfg(feature = "sim")]
     Sim(quorate_sim::cli::SimArgs),
     /// Measure crypto costs on this host and write a simulator cost table.
+    #[cfg(feature = "sim")]
     SimCalibrate {
         /// Output TOML file.
         #[arg(long, default_value = "costs.toml")]
@@ -64,10 +66,12 @@ fn main() -> anyhow::Result<()> {
         Command::Audit(cmd) => node_cmd::audit(cmd),
         Command::Coordinator(args) => coordinator_cmd::coordinator(&args),
         Command::Client(args) => coordinator_cmd::client(args),
+        #[cfg(feature = "sim")]
         Command::Sim(args) => {
             quorate_sim::cli::run(args)?;
             Ok(())
         }
+        #[cfg(feature = "sim")]
         Command::SimCalibrate { out } => {
             quorate_sim::cli::calibrate(&out)?;
             println!("cost table written to {}", out.display());

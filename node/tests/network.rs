@@ -578,48 +578,94 @@ async fn refusals_are_typed_audited_and_counted() {
     assert!(kinds.contains("\"rule\":\"expired\""), "{kinds}");
 }
 
+/// Every signer's nonce commitments (serialized) in the secp256k1 signing packages
+/// recorded from position `from` on, with the signer's FROST index.
+fn recorded_commitments(packages: &Recorded, from: usize) -> Vec<(u16, Vec<u8>)> {
+    let packages = packages.lock().expect("recorded packages");
+    let mut out = Vec::new();
+    for bytes in &packages[from..] {
+        let package = frost_secp256k1::SigningPackage::deserialize(bytes).expect("package");
+        // The committees here are small: FROST indices 1 to 16 cover them.
+        for index in 1..=16u16 {
+            let id = frost_secp256k1::Identifier::try_from(index).expect("non-zero index");
+            if let Some(c) = package.signing_commitments().get(&id) {
+                out.push((index, c.serialize().expect("commitments")));
+            }
+        }
+    }
+    out
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
     let _serial = SERIAL.lock().await;
     let net = Net::new(3, 4);
-    let ids = node_ids(&net);
     let (nodes, _, engine) = started(&net, Routing::Direct).await;
-    let key = dkg(&engine, &ids, Ciphersuite::Secp256k1, 3).await;
+    // Mallory signs faithfully and records every signing package, so the test sees
+    // the nonce commitments of the nodes it restarts; with t = n = 4 every member
+    // signs every time.
+    let (stop_mallory, packages) = Cheater::spawn(&net, false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut members = node_ids(&net);
+    members.push(net.mallory.node_id());
+    let key = dkg(&engine, &members, Ciphersuite::Secp256k1, 4).await;
     let msg = vec![3; 32];
     let first_request = net.request(key.key_id(), vec![msg.clone()], 1);
-    let first = engine
+    engine
         .sign(key.clone(), first_request.clone())
         .await
         .expect("sign");
+    engine
+        .sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1))
+        .await
+        .expect("second sign before restart");
+    let recorded_before = packages.lock().expect("recorded").len();
+    let before = recorded_commitments(&packages, 0);
     engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // Restart every node from its sealed keystore.
+    // Restart every node from its sealed keystore: the same share of the same key.
     let (nodes, _, engine) = started(&net, Routing::Direct).await;
-    assert!(
-        nodes[0]
-            .keys()
-            .await
-            .iter()
-            .any(|k| k.key_id == key.key_id()),
-        "key survived restart"
-    );
+    for h in &nodes {
+        let held = h.keys().await;
+        assert!(
+            held.contains(&key.public),
+            "key survived restart unchanged: {held:?}"
+        );
+    }
     let second = engine
         .sign(key.clone(), net.request(key.key_id(), vec![msg.clone()], 1))
         .await
         .expect("sign after restart");
     key.public
         .verify(&msg, &second.signatures[0].signature.signature, None)
-        .expect("verifies");
-    // Same message, same signers: fresh nonces give a different signature.
-    assert_ne!(
-        first.signatures[0].signature.signature,
-        second.signatures[0].signature.signature
-    );
+        .expect("verifies under the unchanged group key");
+    // Fresh nonces: every restarted node committed to nonces it never committed to
+    // before the restart (a nonce restored from disk would repeat its commitment,
+    // even if other signers' fresh nonces made the signature differ).
+    let after = recorded_commitments(&packages, recorded_before);
+    for index in 1..=3u16 {
+        let mine_before: Vec<_> = before.iter().filter(|(i, _)| *i == index).collect();
+        let mine_after: Vec<_> = after.iter().filter(|(i, _)| *i == index).collect();
+        let distinct: std::collections::BTreeSet<_> = mine_before.iter().map(|(_, c)| c).collect();
+        assert!(mine_before.len() >= 2, "node {index} signed twice before");
+        assert_eq!(
+            distinct.len(),
+            mine_before.len(),
+            "node {index}: a fresh nonce per signature"
+        );
+        assert!(!mine_after.is_empty(), "node {index} signed after restart");
+        for (_, c) in &mine_after {
+            assert!(
+                !before.iter().any(|(_, b)| b == c),
+                "node {index} reused a pre-restart nonce commitment"
+            );
+        }
+    }
     // Policy state was rebuilt from each node's audit log. The request allowed before
-    // the restart is still known as allowed, with its attempt count: at 3-of-3 each
+    // the restart is still known as allowed, with its attempt count: at 4-of-4 each
     // message is signed in at most n − t + 1 = 1 session, so another session for it
     // is refused as exhausted (not as a replay, which it would be had the approval
     // been forgotten, and not signed again, which it would be had the count reset).
@@ -657,19 +703,26 @@ async fn restart_keeps_keys_and_signs_with_fresh_nonces() {
     for h in nodes {
         h.stop().await.expect("stop");
     }
+    let _ = stop_mallory.send(());
 }
 
-/// A roster signer that runs the real protocol machines but corrupts every
-/// signature share it sends (what a compromised node could do).
+/// Signing packages (serialized) a [`Cheater`] received, in arrival order.
+type Recorded = Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
+
+/// A roster signer (mallory) that runs the real protocol machines and records every
+/// signing package it receives; with `corrupt` it corrupts every signature share it
+/// sends (what a compromised node could do), otherwise it signs faithfully.
 struct Cheater {
     identity: Arc<NodeIdentity>,
     peer: RawPeer,
     sessions: std::collections::BTreeMap<SessionId, quorate_protocol::local::Party>,
     shares: std::collections::BTreeMap<KeyId, quorate_protocol::KeyShare>,
+    corrupt: bool,
+    packages: Recorded,
 }
 
 impl Cheater {
-    fn spawn(net: &Net) -> tokio::sync::oneshot::Sender<()> {
+    fn spawn(net: &Net, corrupt: bool) -> (tokio::sync::oneshot::Sender<()>, Recorded) {
         let mut peer = RawPeer::new(net, &net.mallory);
         let port = net.ports[net.ids.len()];
         peer.swarm
@@ -680,7 +733,10 @@ impl Cheater {
             peer,
             sessions: Default::default(),
             shares: Default::default(),
+            corrupt,
+            packages: Recorded::default(),
         };
+        let packages = me.packages.clone();
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             loop {
@@ -690,7 +746,7 @@ impl Cheater {
                 }
             }
         });
-        tx
+        (tx, packages)
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -716,6 +772,12 @@ impl Cheater {
         };
         let _ = rr.send_response(channel, Ack::Accepted);
         let Frame::Deliver(env) = request else { return };
+        if let Payload::SignPackage { package, .. } = &env.payload {
+            self.packages
+                .lock()
+                .expect("recorded packages")
+                .push(package.clone());
+        }
         let mut rng = rand_core::OsRng;
         let now = quorate_protocol::Timestamp(0);
         let outputs = match &env.payload {
@@ -774,7 +836,7 @@ impl Cheater {
         for o in outputs.unwrap_or_default() {
             match o {
                 quorate_protocol::Output::Send { to, mut msg } => {
-                    if matches!(msg.payload, Payload::SignShare { .. }) {
+                    if self.corrupt && matches!(msg.payload, Payload::SignShare { .. }) {
                         msg = quorate_protocol::byzantine::corrupt_signature_share(
                             &self.identity,
                             &msg,
@@ -819,7 +881,7 @@ async fn signer_sending_invalid_shares_is_named_and_excluded() {
     let _serial = SERIAL.lock().await;
     let net = Net::new(4, 6);
     let (nodes, metrics, engine) = started(&net, Routing::Direct).await;
-    let stop = Cheater::spawn(&net);
+    let (stop, _) = Cheater::spawn(&net, true);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut members = node_ids(&net);
     members.push(net.mallory.node_id());

@@ -2,7 +2,8 @@
 //!
 //! Each function takes an honest message and the misbehaving sender's identity and
 //! returns a validly *signed* but malicious message — what a compromised node could
-//! send. Honest code never calls these.
+//! send. Honest code never calls these, and the module exists only with the crate's
+//! `byzantine` feature (the simulator's; signer nodes are built without it).
 
 use frost_core::keys::dkg::{round1, round2};
 use frost_core::keys::SigningShare;
@@ -104,7 +105,9 @@ pub fn corrupt_round2_share(
         ));
     };
     let plain = dispatch!(env.suite, C => {
-        round2::Package::<C>::new(SigningShare::new(random_scalar::<C>(rng)))
+        let share = SigningShare::<C>::deserialize(&scalar_bytes::<C>(&random_scalar::<C>(rng)))
+            .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
+        round2::Package::<C>::new(share)
             .serialize()
             .map_err(|e| ProtocolError::Crypto(e.to_string()))?
     });

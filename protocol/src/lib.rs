@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+#[cfg(feature = "byzantine")]
 pub mod byzantine;
 pub mod committee;
 pub mod dkg;
@@ -15,6 +16,7 @@ pub mod local;
 pub mod machine;
 pub mod request;
 pub mod roster;
+#[cfg(feature = "round2-cache")]
 pub mod round2_cache;
 pub mod seal;
 pub mod sign;
@@ -29,6 +31,7 @@ pub use identity::NodeIdentity;
 pub use ids::{KeyId, NodeId, SessionId};
 pub use key::{GroupPublic, KeyShare, SignatureBytes};
 pub use machine::{Input, Output, TimerId, Timestamp};
+#[cfg(feature = "round2-cache")]
 pub use round2_cache::Round2Cache;
 pub use sign::{SignTarget, Signer};
 pub use suite::Ciphersuite;

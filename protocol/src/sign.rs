@@ -14,6 +14,8 @@ use frost_core::{
 };
 use rand_core::CryptoRngCore;
 
+#[cfg(feature = "round2-cache")]
+use crate::round2_cache::{self, Round2Cache};
 use crate::{
     error::{Fault, ProtocolError},
     identity::NodeIdentity,
@@ -21,7 +23,6 @@ use crate::{
     inbox::{Admit, Inbox, InboxStats},
     key::KeyShare,
     machine::{Input, Output, Status, TimerId, Timestamp},
-    round2_cache::{self, Round2Cache},
     suite::{identifier, Ciphersuite, Suite},
     wire::{Envelope, Payload, Round},
 };
@@ -102,7 +103,9 @@ impl Signer {
     }
 
     /// Shares the public part of round 2 with other signers of the same packages in
-    /// this process (see [`Round2Cache`]); signer nodes never need this.
+    /// this process (see [`Round2Cache`]); signer nodes never need this (it exists
+    /// only with the crate's `round2-cache` feature).
+    #[cfg(feature = "round2-cache")]
     pub fn with_round2_cache(mut self, cache: Round2Cache) -> Self {
         crate::suite::with_inner!(&mut self.inner, s => s.cache = Some(cache));
         self
@@ -120,6 +123,7 @@ struct Session<C: Suite> {
     nonces: Option<SigningNonces<C>>,
     commitments: Option<SigningCommitments<C>>,
     used: bool,
+    #[cfg(feature = "round2-cache")]
     cache: Option<Round2Cache>,
 }
 
@@ -152,6 +156,7 @@ impl<C: Suite> Session<C> {
             nonces: None,
             commitments: None,
             used: false,
+            #[cfg(feature = "round2-cache")]
             cache: None,
         })
     }
@@ -268,38 +273,36 @@ impl<C: Suite> Session<C> {
             SigningPackage::<C>::deserialize(b)
                 .map_err(|_| ProtocolError::aborted(coordinator, Fault::InvalidElement))
         };
+        let key = C::tweak_key_package(self.key.clone(), tweak.as_ref())?;
         // With a cache, the public part of round 2 (decoded package, binding factors,
         // group commitment, challenge) may come from another signer of this package.
-        let key = C::tweak_key_package(self.key.clone(), tweak.as_ref())?;
-        let public = match (&self.cache, &self.nonces) {
-            (Some(cache), Some(nonces)) => {
-                Some(cache.public::<C>(bytes, tweak.as_ref(), &key, nonces, decode)?)
-            }
-            _ => None,
-        };
-        let decoded;
-        let package = match &public {
-            Some(p) => &p.package,
-            None => {
-                decoded = decode(bytes)?;
-                &decoded
-            }
-        };
-        self.check_package(package)?;
-        // Consume the nonces: from here on they exist only inside this scope.
-        let nonces = self.nonces.take().ok_or(ProtocolError::NonceReused)?;
-        self.used = true;
-        let cached = match &public {
-            Some(p) => round2_cache::sign_with(p, &nonces, &key)?,
-            None => None,
-        };
-        let share = match cached {
-            Some(share) => share,
-            None => round2::sign(package, &nonces, &key)
-                .map_err(|e| ProtocolError::Crypto(e.to_string()))?,
-        };
+        #[cfg(feature = "round2-cache")]
+        if let (Some(cache), Some(nonces)) = (&self.cache, &self.nonces) {
+            let public = cache.public::<C>(bytes, tweak.as_ref(), &key, nonces, decode)?;
+            self.check_package(&public.package)?;
+            let nonces = self.take_nonces()?;
+            let share = match round2_cache::sign_with(&public, &nonces, &key)? {
+                Some(share) => share,
+                None => round2::sign(&public.package, &nonces, &key)
+                    .map_err(|e| ProtocolError::Crypto(e.to_string()))?,
+            };
+            drop(nonces);
+            return Ok(share.serialize());
+        }
+        let package = decode(bytes)?;
+        self.check_package(&package)?;
+        let nonces = self.take_nonces()?;
+        let share = round2::sign(&package, &nonces, &key)
+            .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
         drop(nonces);
         Ok(share.serialize())
+    }
+
+    /// Consumes the nonces: from here on they exist only in the caller's scope.
+    fn take_nonces(&mut self) -> Result<SigningNonces<C>, ProtocolError> {
+        let nonces = self.nonces.take().ok_or(ProtocolError::NonceReused)?;
+        self.used = true;
+        Ok(nonces)
     }
 
     /// Checks a signing package before any nonce is touched: our commitment is in it

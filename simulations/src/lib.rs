@@ -17,6 +17,7 @@ pub mod robust;
 pub mod scenario;
 mod setup;
 mod sim;
+pub mod spec;
 pub mod sweep;
 pub mod topology;
 pub mod trace;

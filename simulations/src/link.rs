@@ -3,8 +3,8 @@
 //! and per-node clock skew and drift.
 
 use rand_core::RngCore;
-use serde::{Deserialize, Serialize};
 
+pub use crate::spec::LatencySpec;
 use crate::{
     engine::{ms_to_us, s_to_us, Micros},
     error::SimError,
@@ -12,79 +12,6 @@ use crate::{
     scenario::Scenario,
     topology::Topology,
 };
-
-/// A one-way latency distribution (milliseconds).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "dist", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum LatencySpec {
-    /// Always `ms`.
-    Constant {
-        /// Latency.
-        ms: f64,
-    },
-    /// Uniform in `[min_ms, max_ms]`.
-    Uniform {
-        /// Lower bound.
-        min_ms: f64,
-        /// Upper bound.
-        max_ms: f64,
-    },
-    /// Normal, truncated at zero.
-    Normal {
-        /// Mean.
-        mean_ms: f64,
-        /// Standard deviation.
-        sd_ms: f64,
-    },
-    /// Log-normal: `median_ms * exp(sigma * N(0,1))` (heavy right tail).
-    LogNormal {
-        /// Median.
-        median_ms: f64,
-        /// Shape.
-        sigma: f64,
-    },
-}
-
-impl LatencySpec {
-    pub(crate) fn validate(&self, field: &str) -> Result<(), SimError> {
-        let ok = |v: f64| v.is_finite() && v >= 0.0;
-        let valid = match *self {
-            Self::Constant { ms } => ok(ms),
-            Self::Uniform { min_ms, max_ms } => ok(min_ms) && ok(max_ms) && min_ms <= max_ms,
-            Self::Normal { mean_ms, sd_ms } => ok(mean_ms) && ok(sd_ms),
-            Self::LogNormal { median_ms, sigma } => ok(median_ms) && ok(sigma),
-        };
-        if valid {
-            Ok(())
-        } else {
-            Err(SimError::invalid(
-                field,
-                "latencies must be finite and non-negative (and min_ms <= max_ms)",
-            ))
-        }
-    }
-
-    /// Draws one latency in microseconds.
-    pub fn sample_us(&self, rng: &mut impl RngCore) -> Micros {
-        let ms = match *self {
-            Self::Constant { ms } => ms,
-            Self::Uniform { min_ms, max_ms } => min_ms + (max_ms - min_ms) * random::unit(rng),
-            Self::Normal { mean_ms, sd_ms } => mean_ms + sd_ms * random::normal(rng),
-            Self::LogNormal { median_ms, sigma } => median_ms * (sigma * random::normal(rng)).exp(),
-        };
-        ms_to_us(ms)
-    }
-
-    /// Mean latency in milliseconds.
-    pub fn mean_ms(&self) -> f64 {
-        match *self {
-            Self::Constant { ms } => ms,
-            Self::Uniform { min_ms, max_ms } => (min_ms + max_ms) / 2.0,
-            Self::Normal { mean_ms, .. } => mean_ms,
-            Self::LogNormal { median_ms, sigma } => median_ms * (sigma * sigma / 2.0).exp(),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Link {

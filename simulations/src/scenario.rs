@@ -7,10 +7,14 @@
 
 use std::path::{Path, PathBuf};
 
-use quorate_protocol::Ciphersuite;
 use serde::{Deserialize, Serialize};
 
-use crate::{byzantine::ByzantineSpec, cost::CostTable, error::SimError, link::LatencySpec};
+pub use crate::spec::{CommitteeSpec, KeySetup};
+use crate::{
+    cost::CostTable,
+    error::SimError,
+    spec::{ByzantineSpec, LatencySpec},
+};
 
 /// A complete simulation description.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,50 +56,6 @@ pub struct Scenario {
 }
 
 fn default_seed() -> u64 {
-    1
-}
-
-/// How keys exist before the workload starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeySetup {
-    /// Trusted-dealer shares (simulator only: fast at any size).
-    #[default]
-    Dealer,
-    /// A real in-memory DKG among the committee (slow for large n).
-    Dkg,
-}
-
-/// The signing committee(s).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommitteeSpec {
-    /// Members per committee.
-    pub n: u16,
-    /// Signers needed.
-    pub threshold: u16,
-    /// FROST ciphersuite.
-    #[serde(default = "default_suite")]
-    pub suite: Ciphersuite,
-    /// Independent committees on disjoint nodes (a large network of small groups).
-    #[serde(default = "one")]
-    pub count: usize,
-    /// Regions, assigned to members round-robin (member `i` is in `regions[i % len]`).
-    #[serde(default)]
-    pub regions: Vec<String>,
-    /// Region of the coordinator (default: the first region).
-    #[serde(default)]
-    pub coordinator_region: Option<String>,
-    /// How initial keys are made for signing workloads.
-    #[serde(default)]
-    pub key_setup: KeySetup,
-}
-
-fn default_suite() -> Ciphersuite {
-    Ciphersuite::Secp256k1
-}
-
-fn one() -> usize {
     1
 }
 
@@ -558,7 +518,7 @@ impl Scenario {
                 ));
             }
             for s in p.a.iter().chain(&p.b) {
-                crate::topology::check_selector(s, self)
+                crate::topology::check_selector(s, &self.committee)
                     .map_err(|r| SimError::invalid(format!("network.partitions[{i}]"), r))?;
             }
         }
@@ -623,7 +583,7 @@ impl Scenario {
                 ));
             }
             for s in &f.nodes {
-                crate::topology::check_selector(s, self)
+                crate::topology::check_selector(s, &self.committee)
                     .map_err(|r| SimError::invalid(format!("faults[{i}].nodes"), r))?;
             }
             if f.until_s.is_some_and(|u| u < f.at_s) {
@@ -634,13 +594,38 @@ impl Scenario {
             }
         }
         if let Some(b) = &self.byzantine {
-            b.validate(self)?;
+            self.validate_byzantine(b)?;
         }
         if let Some(s) = &self.sweep {
             if s.values.is_empty() {
                 return Err(SimError::invalid(
                     "sweep.values",
                     "needs at least one value",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    /// The `[byzantine]` table against the committee.
+    fn validate_byzantine(&self, b: &ByzantineSpec) -> Result<(), SimError> {
+        if b.count > usize::from(self.committee.n) {
+            return Err(SimError::invalid(
+                "byzantine.count",
+                format!("{} exceeds committee.n = {}", b.count, self.committee.n),
+            ));
+        }
+        for s in &b.nodes {
+            crate::topology::check_selector(s, &self.committee)
+                .map_err(|r| SimError::invalid("byzantine.nodes", r))?;
+        }
+        if let Some(d) = b.delay_ms {
+            if !(d.is_finite() && d >= 0.0) {
+                return Err(SimError::invalid(
+                    "byzantine.delay_ms",
+                    "must be non-negative",
                 ));
             }
         }

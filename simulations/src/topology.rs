@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 
-use crate::scenario::Scenario;
+use crate::spec::CommitteeSpec;
 
 /// The static layout of a run.
 #[derive(Debug, Clone)]
@@ -23,11 +23,11 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Lays out `scenario`'s nodes.
-    pub fn new(scenario: &Scenario) -> Self {
-        let n = usize::from(scenario.committee.n);
-        let count = scenario.committee.count;
-        let listed = &scenario.committee.regions;
+    /// Lays out the nodes of a scenario's `committee` table.
+    pub fn new(committee: &CommitteeSpec) -> Self {
+        let n = usize::from(committee.n);
+        let count = committee.count;
+        let listed = &committee.regions;
         let mut regions: Vec<String> = Vec::new();
         for r in listed {
             if !regions.contains(r) {
@@ -45,11 +45,7 @@ impl Topology {
                     .map_or(0, region_of)
             })
             .collect();
-        let coord = scenario
-            .committee
-            .coordinator_region
-            .as_ref()
-            .map_or(0, region_of);
+        let coord = committee.coordinator_region.as_ref().map_or(0, region_of);
         node_region.push(coord);
         Self {
             n,
@@ -128,7 +124,7 @@ impl Topology {
     }
 }
 
-/// Checks a selector against a scenario without building anything else.
-pub fn check_selector(selector: &str, scenario: &Scenario) -> Result<(), String> {
-    Topology::new(scenario).select(selector).map(|_| ())
+/// Checks a selector against a scenario's committee without building anything else.
+pub fn check_selector(selector: &str, committee: &CommitteeSpec) -> Result<(), String> {
+    Topology::new(committee).select(selector).map(|_| ())
 }

@@ -141,7 +141,7 @@ impl World {
     ) -> Result<Self, SimError> {
         scenario.validate()?;
         let seed = scenario.seed;
-        let topo = Topology::new(scenario);
+        let topo = Topology::new(&scenario.committee);
         let mut rng_setup = random::stream(seed, Stream::Setup);
         let setup = setup::build(scenario, &topo, &mut rng_setup)?;
         let mut rng_net = random::stream(seed, Stream::Network);
