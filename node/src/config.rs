@@ -18,6 +18,11 @@
 //! max_pending_messages = 1024
 //! max_pending_per_peer = 128
 //! shutdown_grace_ms = 10000
+//! max_connections_per_peer = 2     # libp2p connection limits
+//! max_connections_incoming = 256
+//! max_connections_outgoing = 256
+//! max_pending_incoming = 64
+//! max_pending_outgoing = 64
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -74,6 +79,16 @@ pub struct LimitsConfig {
     pub max_pending_per_peer: usize,
     /// How long shutdown waits for running sessions.
     pub shutdown_grace_ms: u64,
+    /// libp2p: established connections per peer (more are refused).
+    pub max_connections_per_peer: u32,
+    /// libp2p: established inbound connections in all.
+    pub max_connections_incoming: u32,
+    /// libp2p: established outbound connections in all.
+    pub max_connections_outgoing: u32,
+    /// libp2p: inbound connections still handshaking.
+    pub max_pending_incoming: u32,
+    /// libp2p: outbound connections still handshaking.
+    pub max_pending_outgoing: u32,
 }
 
 impl Default for LimitsConfig {
@@ -84,6 +99,11 @@ impl Default for LimitsConfig {
             max_pending_messages: 1024,
             max_pending_per_peer: 128,
             shutdown_grace_ms: 10_000,
+            max_connections_per_peer: 2,
+            max_connections_incoming: 256,
+            max_connections_outgoing: 256,
+            max_pending_incoming: 64,
+            max_pending_outgoing: 64,
         }
     }
 }
