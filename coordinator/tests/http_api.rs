@@ -576,3 +576,127 @@ async fn a_failed_job_answers_with_its_problem_and_is_stored_failed() {
     assert!(job.result.is_none());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn odd_methods_and_paths_add_no_metric_series() {
+    let server = Server::start(600).await;
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("quorate_coordinator_http_requests_total{"))
+            .map(|l| {
+                l.rsplit_once(' ')
+                    .map_or(l, |(labels, _)| labels)
+                    .to_owned()
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let metrics = |server: &Server| {
+        let url = format!("{}/metrics", server.base);
+        let http = server.api.http().clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    // One of each kind first, so the series that may exist do.
+    for (method, path) in [("FROBNICATE", "/health"), ("GET", "/no/such/route")] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let _ = server
+            .api
+            .http()
+            .request(m, format!("{}{path}", server.base))
+            .send()
+            .await
+            .expect("send");
+    }
+    let _ = metrics(&server).await;
+    let before = series(&metrics(&server).await);
+    for i in 0..20 {
+        let m = reqwest::Method::from_bytes(format!("WEIRD{i}").as_bytes()).expect("method");
+        let answer = server
+            .api
+            .http()
+            .request(m, format!("{}/health", server.base))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status().as_u16(), 405);
+        let answer = server.get_raw(&format!("/v1/random-{i}/x{i}")).await;
+        assert_problem(&answer, 404, "not-found");
+        let answer = server.get_raw(&format!("/v1/jobs/{i:032x}")).await;
+        assert_problem(&answer, 404, "not-found");
+    }
+    let after_text = metrics(&server).await;
+    let after = series(&after_text);
+    assert_eq!(
+        before.len() + 1,
+        after.len(),
+        "only /v1/jobs/{{id}} 404 is new: {after:?}"
+    );
+    assert!(!after_text.contains("WEIRD"), "{after_text}");
+    assert!(!after_text.contains("random-"), "{after_text}");
+    assert!(after_text.contains("method=\"other\""), "{after_text}");
+    assert!(
+        after_text.contains("route=\"/v1/jobs/{id}\""),
+        "{after_text}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_admin_token_never_authorises_key_creation() {
+    for token in ["", "   "] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Server::start_custom(dir, 600, None, |s| {
+            s.admin_token = Some(token.into());
+        })
+        .await;
+        let body = br#"{"ciphersuite":"ed25519","threshold":2,"participants":{"spanning":{"n":3,"min_segments":1}}}"#;
+        for auth in ["Bearer ", "Bearer   ", "Bearer"] {
+            let answer = server
+                .post_raw(
+                    "/v1/keys",
+                    "application/json",
+                    body.to_vec(),
+                    &[("authorization", auth)],
+                )
+                .await;
+            assert_problem(&answer, 401, "unauthorized");
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_identical_idempotent_requests_all_get_the_one_job() {
+    let server = Server::start(6000).await;
+    let key = server.create_key(Ciphersuite::Ed25519).await;
+    for round in 0..12u8 {
+        let signed = server.request(&key, &[&[round; 32]]);
+        let idem = format!("race-{round}");
+        let answers = futures::future::join_all(
+            (0..8).map(|_| server.submit(&key.key_id, &signed, "", Some(&idem))),
+        )
+        .await;
+        let first = &answers[0].2["id"];
+        assert!(first.is_string(), "{:?}", answers[0]);
+        for (status, _, body) in &answers {
+            assert!(
+                *status == 200 || *status == 202,
+                "round {round}: {status} {body}"
+            );
+            assert_eq!(&body["id"], first, "round {round}: one job for all");
+        }
+        // A different body under the same key is a conflict naming that job.
+        let other = server.request(&key, &[&[0xee; 32]]);
+        let conflict = server.submit(&key.key_id, &other, "", Some(&idem)).await;
+        assert_problem(&conflict, 422, "idempotency-conflict");
+        assert_eq!(&conflict.2["job_id"], first);
+    }
+    server.stop().await;
+}

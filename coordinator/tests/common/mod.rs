@@ -44,6 +44,17 @@ impl Server {
         requests_per_minute: u32,
         client_key: Option<SigningKey>,
     ) -> Self {
+        Self::start_custom(dir, requests_per_minute, client_key, |_| {}).await
+    }
+
+    /// Like [`Server::start_in`], with `adjust` changing the settings (limits, admin
+    /// token, more clients) before the server starts.
+    pub async fn start_custom(
+        dir: tempfile::TempDir,
+        requests_per_minute: u32,
+        client_key: Option<SigningKey>,
+        adjust: impl FnOnce(&mut ServiceSettings),
+    ) -> Self {
         let store = Arc::new(Store::open(dir.path().join("coordinator.redb")).expect("store"));
         let backend = Arc::new(LocalBackend::new(4));
         let client_key = client_key.unwrap_or_else(|| SigningKey::generate(&mut OsRng));
@@ -55,11 +66,12 @@ impl Server {
                 requests_per_minute,
             })
             .expect("register");
-        let settings = ServiceSettings {
+        let mut settings = ServiceSettings {
             clients,
             admin_token: Some(ADMIN.into()),
             limits: Limits::default(),
         };
+        adjust(&mut settings);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, rx) = oneshot::channel::<()>();
