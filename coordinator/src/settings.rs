@@ -59,6 +59,9 @@ impl ClientRegistry {
 }
 
 /// Request limits of the HTTP API (`[limits]` in `coordinator.toml`).
+///
+/// The retention and idempotency-quota fields are enforced by the store: open it
+/// with `Store::open_with(path, StoreOptions::from(&limits))` (as `run` does).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {

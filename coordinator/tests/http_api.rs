@@ -700,3 +700,95 @@ async fn concurrent_identical_idempotent_requests_all_get_the_one_job() {
     }
     server.stop().await;
 }
+
+/// A second registered client and a request signed by it.
+fn second_client() -> (
+    ed25519_dalek::SigningKey,
+    quorate_coordinator::api::auth::ClientInfo,
+) {
+    let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let info = quorate_coordinator::api::auth::ClientInfo {
+        name: "exchange-b".into(),
+        public_key: key.verifying_key().to_bytes(),
+        requests_per_minute: 600,
+    };
+    (key, info)
+}
+
+fn signed_by(
+    key: &quorate_coordinator::api::model::KeyView,
+    client: &ed25519_dalek::SigningKey,
+    message: u8,
+) -> quorate_coordinator::protocol::request::SignedRequest {
+    RequestBuilder::new(KeyId::from_hex(&key.key_id).expect("key id"))
+        .message([message; 32])
+        .purpose("BTC", 50_000, "bc1qexample", "test")
+        .sign(client)
+}
+
+#[tokio::test]
+async fn one_clients_nonce_quota_refuses_it_alone() {
+    let (b_key, b_info) = second_client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_custom(dir, 600, None, |s| {
+        s.limits.nonce_cache_per_client = 2;
+        s.clients.add(b_info).expect("register b");
+    })
+    .await;
+    let key = server.create_key(Ciphersuite::Ed25519).await;
+    for m in 0..2u8 {
+        let answer = server
+            .submit(&key.key_id, &server.request(&key, &[&[m; 32]]), "", None)
+            .await;
+        assert_eq!(answer.0, 202, "{}", answer.2);
+    }
+    let flood = server
+        .submit(&key.key_id, &server.request(&key, &[&[9; 32]]), "", None)
+        .await;
+    assert_problem(&flood, 429, "rate-limited");
+    assert_eq!(flood.2["quota"], "limits.nonce_cache_per_client");
+    assert!(flood.1.get("retry-after").is_some(), "{:?}", flood.1);
+    assert!(
+        flood.2["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("nonce_cache_per_client")),
+        "{}",
+        flood.2
+    );
+    // The other client keeps working.
+    let other = server
+        .submit(&key.key_id, &signed_by(&key, &b_key, 1), "", None)
+        .await;
+    assert_eq!(other.0, 202, "{}", other.2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_clients_idempotency_key_quota_refuses_it_alone() {
+    let (b_key, b_info) = second_client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_custom(dir, 600, None, |s| {
+        s.limits.idempotency_keys_per_client = 1;
+        s.clients.add(b_info).expect("register b");
+    })
+    .await;
+    let key = server.create_key(Ciphersuite::Ed25519).await;
+    let first = server.request(&key, &[&[1; 32]]);
+    let answer = server.submit(&key.key_id, &first, "", Some("k1")).await;
+    assert_eq!(answer.0, 202, "{}", answer.2);
+    // Its retry is still answered from the binding.
+    let retry = server.submit(&key.key_id, &first, "", Some("k1")).await;
+    assert_eq!(retry.2["id"], answer.2["id"]);
+    let second = server.request(&key, &[&[2; 32]]);
+    let over = server.submit(&key.key_id, &second, "", Some("k2")).await;
+    assert_problem(&over, 429, "rate-limited");
+    assert_eq!(over.2["quota"], "limits.idempotency_keys_per_client");
+    // The refused request did not burn its nonce: without a key it goes through.
+    let plain = server.submit(&key.key_id, &second, "", None).await;
+    assert_eq!(plain.0, 202, "{}", plain.2);
+    let other = server
+        .submit(&key.key_id, &signed_by(&key, &b_key, 1), "", Some("k1"))
+        .await;
+    assert_eq!(other.0, 202, "{}", other.2);
+    server.stop().await;
+}

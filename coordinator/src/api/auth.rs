@@ -4,7 +4,7 @@
 //! expiry, nonce and their own policy themselves (invariant 4).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::Instant,
 };
 
@@ -22,7 +22,9 @@ pub(crate) struct NonceCache {
     per_client: usize,
     seen: HashMap<([u8; 32], [u8; 16]), u64>,
     by_expiry: BTreeMap<(u64, [u8; 32], [u8; 16]), ()>,
-    of_client: HashMap<[u8; 32], usize>,
+    /// Each client's live `(expiry, nonce)`: its count, and its earliest expiry
+    /// for `Retry-After`, without looking at other clients' entries.
+    of_client: HashMap<[u8; 32], BTreeSet<(u64, [u8; 16])>>,
 }
 
 /// Why a nonce was not accepted.
@@ -50,10 +52,10 @@ impl NonceCache {
         }
     }
 
-    fn forget(&mut self, client: [u8; 32]) {
-        if let Some(n) = self.of_client.get_mut(&client) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+    fn forget(&mut self, client: [u8; 32], nonce: [u8; 16], expires_at_ms: u64) {
+        if let Some(set) = self.of_client.get_mut(&client) {
+            set.remove(&(expires_at_ms, nonce));
+            if set.is_empty() {
                 self.of_client.remove(&client);
             }
         }
@@ -73,21 +75,18 @@ impl NonceCache {
             }
             self.by_expiry.remove(&(exp, c, n));
             if self.seen.remove(&(c, n)).is_some() {
-                self.forget(c);
+                self.forget(c, n, exp);
             }
         }
         if self.seen.contains_key(&(client, nonce)) {
             return Err(NonceError::Replayed);
         }
-        let live = self.of_client.get(&client).copied().unwrap_or(0);
+        let mine = self.of_client.get(&client);
+        let live = mine.map_or(0, BTreeSet::len);
         if live >= self.per_client {
-            // The client's earliest expiry; a scan of this client's entries only
-            // happens on a refusal, and the quota bounds it.
-            let free_at_ms = self
-                .by_expiry
-                .keys()
-                .find(|(_, c, _)| *c == client)
-                .map_or(now_ms, |(exp, _, _)| *exp);
+            let free_at_ms = mine
+                .and_then(BTreeSet::first)
+                .map_or(now_ms, |(exp, _)| *exp);
             return Err(NonceError::ClientQuota { live, free_at_ms });
         }
         if self.seen.len() >= self.cap {
@@ -95,21 +94,24 @@ impl NonceCache {
         }
         self.seen.insert((client, nonce), expires_at_ms);
         self.by_expiry.insert((expires_at_ms, client, nonce), ());
-        *self.of_client.entry(client).or_default() += 1;
+        self.of_client
+            .entry(client)
+            .or_default()
+            .insert((expires_at_ms, nonce));
         Ok(())
     }
 
     /// Live nonces of `client`.
     #[cfg(test)]
     pub(crate) fn live(&self, client: &[u8; 32]) -> usize {
-        self.of_client.get(client).copied().unwrap_or(0)
+        self.of_client.get(client).map_or(0, BTreeSet::len)
     }
 
     /// Forgets a nonce (the request was refused before it reached any node).
     pub(crate) fn remove(&mut self, client: [u8; 32], nonce: [u8; 16]) {
         if let Some(exp) = self.seen.remove(&(client, nonce)) {
             self.by_expiry.remove(&(exp, client, nonce));
-            self.forget(client);
+            self.forget(client, nonce, exp);
         }
     }
 }

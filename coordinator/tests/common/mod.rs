@@ -15,7 +15,7 @@ use quorate_coordinator::{
     config::Limits,
     protocol::{request::SignedRequest, Ciphersuite, KeyId},
     service::{serve_listener, ServiceSettings},
-    store::Store,
+    store::{Store, StoreOptions},
 };
 use rand_core::OsRng;
 use serde_json::Value;
@@ -55,7 +55,6 @@ impl Server {
         client_key: Option<SigningKey>,
         adjust: impl FnOnce(&mut ServiceSettings),
     ) -> Self {
-        let store = Arc::new(Store::open(dir.path().join("coordinator.redb")).expect("store"));
         let backend = Arc::new(LocalBackend::new(4));
         let client_key = client_key.unwrap_or_else(|| SigningKey::generate(&mut OsRng));
         let mut clients = ClientRegistry::new();
@@ -72,6 +71,14 @@ impl Server {
             limits: Limits::default(),
         };
         adjust(&mut settings);
+        // Retention and the idempotency quota are the store's, as in `run`.
+        let store = Arc::new(
+            Store::open_with(
+                dir.path().join("coordinator.redb"),
+                StoreOptions::from(&settings.limits),
+            )
+            .expect("store"),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, rx) = oneshot::channel::<()>();
