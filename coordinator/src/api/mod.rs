@@ -341,6 +341,9 @@ async fn health<B: Backend>(State(state): State<Arc<ApiState<B>>>) -> Response {
 }
 
 async fn metrics_text<B: Backend>(State(state): State<Arc<ApiState<B>>>) -> Response {
+    state
+        .metrics
+        .sync_relays_dropped(state.backend.relays_dropped());
     (
         [(
             header::CONTENT_TYPE,

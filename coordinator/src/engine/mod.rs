@@ -169,4 +169,8 @@ impl crate::backend::Backend for Engine {
     ) -> impl std::future::Future<Output = Result<SignResult, CoordinatorError>> + Send {
         Engine::sign(self, key, request)
     }
+
+    fn relays_dropped(&self) -> u64 {
+        Engine::relays_dropped(self)
+    }
 }
