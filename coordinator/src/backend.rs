@@ -37,6 +37,12 @@ pub trait Backend: Send + Sync + 'static {
         key: KeyRecord,
         request: SignedRequest,
     ) -> impl Future<Output = Result<SignResult, CoordinatorError>> + Send;
+
+    /// Relay frames refused so far (outside a live session, or between nodes not in
+    /// its committee); exported as `quorate_coordinator_relays_dropped_total`.
+    fn relays_dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Current Unix time in milliseconds.

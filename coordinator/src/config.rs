@@ -19,6 +19,17 @@
 //! max_wait_ms = 60000
 //! max_request_lifetime_ms = 3600000
 //! nonce_cache = 100000
+//! nonce_cache_per_client = 10000
+//! idempotency_keys_per_client = 100000
+//! idempotency_retention_ms = 86400000    # 24 h
+//! job_retention_ms = 604800000           # 7 days (finished jobs)
+//!
+//! [connections]               # libp2p; all optional
+//! max_per_peer = 2
+//! max_incoming = 256
+//! max_outgoing = 256
+//! max_pending_incoming = 64
+//! max_pending_outgoing = 64
 //!
 //! [[clients]]
 //! name = "exchange-a"
@@ -37,36 +48,11 @@ use quorate_protocol::NodeIdentity;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub use crate::settings::Limits;
 use crate::{
-    api::auth::{ClientInfo, ClientRegistry},
     error::CoordinatorError,
-    service::ServiceSettings,
+    settings::{ClientInfo, ClientRegistry, ConnectionLimits, ServiceSettings},
 };
-
-/// Request limits of the HTTP API.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Largest request body accepted (bytes); larger bodies get `payload-too-large`.
-    pub max_body_bytes: usize,
-    /// Longest `timeout_ms` a `wait=true` request may ask for.
-    pub max_wait_ms: u64,
-    /// Furthest in the future a request's `expires_at_ms` may be (bounds the nonce cache).
-    pub max_request_lifetime_ms: u64,
-    /// Most client nonces remembered for replay detection.
-    pub nonce_cache: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 256 * 1024,
-            max_wait_ms: 60_000,
-            max_request_lifetime_ms: 60 * 60 * 1000,
-            nonce_cache: 100_000,
-        }
-    }
-}
 
 /// A registered client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +110,9 @@ pub struct CoordinatorConfig {
     /// HTTP limits.
     #[serde(default)]
     pub limits: Limits,
+    /// libp2p connection limits.
+    #[serde(default)]
+    pub connections: ConnectionLimits,
     /// Registered clients.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
@@ -162,6 +151,14 @@ impl CoordinatorConfig {
             hex::decode_to_slice(a, &mut b)
                 .map_err(|_| cfg("roster_authority: expected 32 bytes of hex"))?;
         }
+        if c.admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(cfg(
+                "admin_token: is empty; set a random token or remove it",
+            ));
+        }
         if c.admin_token.is_some() && c.admin_token_env.is_some() {
             return Err(cfg(
                 "admin_token and admin_token_env are exclusive; set one",
@@ -169,6 +166,17 @@ impl CoordinatorConfig {
         }
         if c.limits.max_body_bytes < 1024 {
             return Err(cfg("limits.max_body_bytes: at least 1024"));
+        }
+        if c.limits.nonce_cache_per_client == 0 || c.limits.idempotency_keys_per_client == 0 {
+            return Err(cfg(
+                "limits.nonce_cache_per_client and limits.idempotency_keys_per_client: at least 1",
+            ));
+        }
+        if c.limits.job_retention_ms < c.limits.idempotency_retention_ms {
+            return Err(cfg(
+                "limits.job_retention_ms: at least limits.idempotency_retention_ms (a live \
+                 Idempotency-Key must name a stored job)",
+            ));
         }
         Ok(c)
     }
@@ -224,15 +232,25 @@ impl CoordinatorConfig {
     }
 
     /// The admin token from `admin_token` or the variable named by `admin_token_env`.
+    /// An empty or whitespace-only token is an error (it would be trivially guessed).
     pub fn admin_token(&self) -> Result<Option<String>, CoordinatorError> {
         if let Some(t) = &self.admin_token {
+            if t.trim().is_empty() {
+                return Err(cfg(
+                    "admin_token: is empty; set a random token or remove it",
+                ));
+            }
             return Ok(Some(t.clone()));
         }
         match &self.admin_token_env {
             None => Ok(None),
-            Some(var) => std::env::var(var)
-                .map(Some)
-                .map_err(|_| cfg(format!("admin_token_env: variable {var} is not set"))),
+            Some(var) => match std::env::var(var) {
+                Ok(t) if t.trim().is_empty() => Err(cfg(format!(
+                    "admin_token_env: variable {var} is empty; set a random token"
+                ))),
+                Ok(t) => Ok(Some(t)),
+                Err(_) => Err(cfg(format!("admin_token_env: variable {var} is not set"))),
+            },
         }
     }
 

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod run;
 pub mod service;
+pub mod settings;
 pub mod store;
 pub mod types;
 

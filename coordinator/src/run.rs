@@ -7,7 +7,7 @@ use crate::{
     engine::{Engine, EngineConfig},
     error::CoordinatorError,
     service,
-    store::Store,
+    store::{Store, StoreOptions},
 };
 
 /// Runs the coordinator until `shutdown` completes. Finished jobs survive restarts
@@ -16,24 +16,32 @@ pub async fn run(
     config: CoordinatorConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CoordinatorError> {
+    // Settings first: a bad admin token or client list refuses to start before any
+    // network endpoint is opened.
+    let settings = config.service_settings()?;
     let identity = Arc::new(config.identity()?);
     let roster = quorate_protocol::roster::Roster::load(
         &config.roster,
         config.roster_authority_key()?.as_ref(),
     )
     .map_err(|e| CoordinatorError::Config(e.to_string()))?;
-    let engine = Engine::spawn(EngineConfig {
-        identity,
-        roster,
-        listen: config.listen.clone(),
-        session_timeout_ms: config.session_timeout_ms,
-        dkg_timeout_ms: config.dkg_timeout_ms,
-    })?;
+    let engine = Engine::spawn_with(
+        EngineConfig {
+            identity,
+            roster,
+            listen: config.listen.clone(),
+            session_timeout_ms: config.session_timeout_ms,
+            dkg_timeout_ms: config.dkg_timeout_ms,
+        },
+        config.connections,
+    )?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         CoordinatorError::Storage(format!("data_dir {}: {e}", config.data_dir.display()))
     })?;
-    let store = Arc::new(Store::open(config.store_path())?);
-    let settings = config.service_settings()?;
+    let store = Arc::new(Store::open_with(
+        config.store_path(),
+        StoreOptions::from(&config.limits),
+    )?);
     let result = service::serve(
         Arc::new(engine.clone()),
         store,

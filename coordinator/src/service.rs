@@ -4,24 +4,13 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use tokio::net::TcpListener;
 
+pub use crate::settings::ServiceSettings;
 use crate::{
-    api::{self, auth::ClientRegistry, ApiState},
+    api::{self, ApiState},
     backend::Backend,
-    config::Limits,
     error::CoordinatorError,
     store::Store,
 };
-
-/// What the HTTP service needs besides the backend and the store.
-#[derive(Debug, Clone, Default)]
-pub struct ServiceSettings {
-    /// Clients allowed to request signatures.
-    pub clients: ClientRegistry,
-    /// Bearer token for admin operations (`POST /v1/keys`); `None` disables them.
-    pub admin_token: Option<String>,
-    /// Request limits.
-    pub limits: Limits,
-}
 
 /// The API router over a backend, a store and settings (what tests mount).
 pub fn router<B: Backend>(

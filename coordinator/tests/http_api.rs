@@ -603,3 +603,219 @@ async fn a_failed_job_answers_with_its_problem_and_is_stored_failed() {
     assert!(job.result.is_none());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn odd_methods_and_paths_add_no_metric_series() {
+    let server = Server::start(600).await;
+    let series = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("quorate_coordinator_http_requests_total{"))
+            .map(|l| {
+                l.rsplit_once(' ')
+                    .map_or(l, |(labels, _)| labels)
+                    .to_owned()
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let metrics = |server: &Server| {
+        let url = format!("{}/metrics", server.base);
+        let http = server.api.http().clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    // One of each kind first, so the series that may exist do.
+    for (method, path) in [("FROBNICATE", "/health"), ("GET", "/no/such/route")] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let _ = server
+            .api
+            .http()
+            .request(m, format!("{}{path}", server.base))
+            .send()
+            .await
+            .expect("send");
+    }
+    let _ = metrics(&server).await;
+    let before = series(&metrics(&server).await);
+    for i in 0..20 {
+        let m = reqwest::Method::from_bytes(format!("WEIRD{i}").as_bytes()).expect("method");
+        let answer = server
+            .api
+            .http()
+            .request(m, format!("{}/health", server.base))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(answer.status().as_u16(), 405);
+        let answer = server.get_raw(&format!("/v1/random-{i}/x{i}")).await;
+        assert_problem(&answer, 404, "not-found");
+        let answer = server.get_raw(&format!("/v1/jobs/{i:032x}")).await;
+        assert_problem(&answer, 404, "not-found");
+    }
+    let after_text = metrics(&server).await;
+    let after = series(&after_text);
+    assert_eq!(
+        before.len() + 1,
+        after.len(),
+        "only /v1/jobs/{{id}} 404 is new: {after:?}"
+    );
+    assert!(!after_text.contains("WEIRD"), "{after_text}");
+    assert!(!after_text.contains("random-"), "{after_text}");
+    assert!(after_text.contains("method=\"other\""), "{after_text}");
+    assert!(
+        after_text.contains("route=\"/v1/jobs/{id}\""),
+        "{after_text}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_admin_token_never_authorises_key_creation() {
+    for token in ["", "   "] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = Server::start_custom(dir, 600, None, |s| {
+            s.admin_token = Some(token.into());
+        })
+        .await;
+        let body = br#"{"ciphersuite":"ed25519","threshold":2,"participants":{"spanning":{"n":3,"min_segments":1}}}"#;
+        for auth in ["Bearer ", "Bearer   ", "Bearer"] {
+            let answer = server
+                .post_raw(
+                    "/v1/keys",
+                    "application/json",
+                    body.to_vec(),
+                    &[("authorization", auth)],
+                )
+                .await;
+            assert_problem(&answer, 401, "unauthorized");
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_identical_idempotent_requests_all_get_the_one_job() {
+    let server = Server::start(6000).await;
+    let key = server.create_key(Ciphersuite::Ed25519).await;
+    for round in 0..12u8 {
+        let signed = server.request(&key, &[&[round; 32]]);
+        let idem = format!("race-{round}");
+        let answers = futures::future::join_all(
+            (0..8).map(|_| server.submit(&key.key_id, &signed, "", Some(&idem))),
+        )
+        .await;
+        let first = &answers[0].2["id"];
+        assert!(first.is_string(), "{:?}", answers[0]);
+        for (status, _, body) in &answers {
+            assert!(
+                *status == 200 || *status == 202,
+                "round {round}: {status} {body}"
+            );
+            assert_eq!(&body["id"], first, "round {round}: one job for all");
+        }
+        // A different body under the same key is a conflict naming that job.
+        let other = server.request(&key, &[&[0xee; 32]]);
+        let conflict = server.submit(&key.key_id, &other, "", Some(&idem)).await;
+        assert_problem(&conflict, 422, "idempotency-conflict");
+        assert_eq!(&conflict.2["job_id"], first);
+    }
+    server.stop().await;
+}
+
+/// A second registered client and a request signed by it.
+fn second_client() -> (
+    ed25519_dalek::SigningKey,
+    quorate_coordinator::api::auth::ClientInfo,
+) {
+    let key = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
+    let info = quorate_coordinator::api::auth::ClientInfo {
+        name: "exchange-b".into(),
+        public_key: key.verifying_key().to_bytes(),
+        requests_per_minute: 600,
+    };
+    (key, info)
+}
+
+fn signed_by(
+    key: &quorate_coordinator::api::model::KeyView,
+    client: &ed25519_dalek::SigningKey,
+    message: u8,
+) -> quorate_coordinator::protocol::request::SignedRequest {
+    RequestBuilder::new(KeyId::from_hex(&key.key_id).expect("key id"))
+        .message([message; 32])
+        .purpose("BTC", 50_000, "bc1qexample", "test")
+        .sign(client)
+}
+
+#[tokio::test]
+async fn one_clients_nonce_quota_refuses_it_alone() {
+    let (b_key, b_info) = second_client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_custom(dir, 600, None, |s| {
+        s.limits.nonce_cache_per_client = 2;
+        s.clients.add(b_info).expect("register b");
+    })
+    .await;
+    let key = server.create_key(Ciphersuite::Ed25519).await;
+    for m in 0..2u8 {
+        let answer = server
+            .submit(&key.key_id, &server.request(&key, &[&[m; 32]]), "", None)
+            .await;
+        assert_eq!(answer.0, 202, "{}", answer.2);
+    }
+    let flood = server
+        .submit(&key.key_id, &server.request(&key, &[&[9; 32]]), "", None)
+        .await;
+    assert_problem(&flood, 429, "rate-limited");
+    assert_eq!(flood.2["quota"], "limits.nonce_cache_per_client");
+    assert!(flood.1.get("retry-after").is_some(), "{:?}", flood.1);
+    assert!(
+        flood.2["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("nonce_cache_per_client")),
+        "{}",
+        flood.2
+    );
+    // The other client keeps working.
+    let other = server
+        .submit(&key.key_id, &signed_by(&key, &b_key, 1), "", None)
+        .await;
+    assert_eq!(other.0, 202, "{}", other.2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn one_clients_idempotency_key_quota_refuses_it_alone() {
+    let (b_key, b_info) = second_client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start_custom(dir, 600, None, |s| {
+        s.limits.idempotency_keys_per_client = 1;
+        s.clients.add(b_info).expect("register b");
+    })
+    .await;
+    let key = server.create_key(Ciphersuite::Ed25519).await;
+    let first = server.request(&key, &[&[1; 32]]);
+    let answer = server.submit(&key.key_id, &first, "", Some("k1")).await;
+    assert_eq!(answer.0, 202, "{}", answer.2);
+    // Its retry is still answered from the binding.
+    let retry = server.submit(&key.key_id, &first, "", Some("k1")).await;
+    assert_eq!(retry.2["id"], answer.2["id"]);
+    let second = server.request(&key, &[&[2; 32]]);
+    let over = server.submit(&key.key_id, &second, "", Some("k2")).await;
+    assert_problem(&over, 429, "rate-limited");
+    assert_eq!(over.2["quota"], "limits.idempotency_keys_per_client");
+    // The refused request did not burn its nonce: without a key it goes through.
+    let plain = server.submit(&key.key_id, &second, "", None).await;
+    assert_eq!(plain.0, 202, "{}", plain.2);
+    let other = server
+        .submit(&key.key_id, &signed_by(&key, &b_key, 1), "", Some("k1"))
+        .await;
+    assert_eq!(other.0, 202, "{}", other.2);
+    server.stop().await;
+}

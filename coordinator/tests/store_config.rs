@@ -43,7 +43,12 @@ fn pending_jobs_fail_and_finished_jobs_survive_reopening() {
         let mut done = job("bb", JobStatus::Pending);
         store.create_job(&done, None).expect("create");
         done.status = JobStatus::Succeeded;
-        done.finished_at_ms = Some(2);
+        // Finished now: a finished job is kept for the job retention (7 days).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis();
+        done.finished_at_ms = Some(u64::try_from(now).expect("ms"));
         store.put_job(&done).expect("finish");
         // The idempotency binding is returned, not replaced.
         match store.create_job(&job("cc", JobStatus::Pending), Some(("c:k1", "h2"))) {
@@ -129,6 +134,25 @@ fn config_parses_and_errors_name_the_field() {
     assert!(e.contains("requests_per_minute"), "{e}");
     let e = config_error(&GOOD.replace("data_dir = \"data\"\n", ""));
     assert!(e.contains("data_dir"), "{e}");
+}
+
+#[test]
+fn an_empty_admin_token_refuses_to_start() {
+    let e = config_error(&GOOD.replace("admin_token = \"secret\"", "admin_token = \"  \""));
+    assert!(e.contains("admin_token") && e.contains("empty"), "{e}");
+    let var = "QUORATE_TEST_EMPTY_ADMIN_TOKEN";
+    std::env::set_var(var, " ");
+    let text = GOOD.replace(
+        "admin_token = \"secret\"",
+        &format!("admin_token_env = \"{var}\""),
+    );
+    let c = CoordinatorConfig::parse(&text, Path::new("/etc/quorate")).expect("parse");
+    match c.service_settings() {
+        Err(CoordinatorError::Config(m)) => {
+            assert!(m.contains(var) && m.contains("empty"), "{m}")
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
 }
 
 #[test]

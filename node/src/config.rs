@@ -22,6 +22,11 @@
 //! shutdown_grace_ms = 10000
 //! min_dkg_threshold = 2                 # refuse a DkgStart below this threshold
 //! min_dkg_segments = 1                  # ... or spanning fewer roster segments
+//! max_connections_per_peer = 2     # libp2p connection limits
+//! max_connections_incoming = 256
+//! max_connections_outgoing = 256
+//! max_pending_incoming = 64
+//! max_pending_outgoing = 64
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -86,6 +91,16 @@ pub struct LimitsConfig {
     pub min_dkg_threshold: u16,
     /// Fewest distinct roster segments a DKG committee must span.
     pub min_dkg_segments: usize,
+    /// libp2p: established connections per peer (more are refused).
+    pub max_connections_per_peer: u32,
+    /// libp2p: established inbound connections in all.
+    pub max_connections_incoming: u32,
+    /// libp2p: established outbound connections in all.
+    pub max_connections_outgoing: u32,
+    /// libp2p: inbound connections still handshaking.
+    pub max_pending_incoming: u32,
+    /// libp2p: outbound connections still handshaking.
+    pub max_pending_outgoing: u32,
 }
 
 impl Default for LimitsConfig {
@@ -100,6 +115,11 @@ impl Default for LimitsConfig {
             shutdown_grace_ms: 10_000,
             min_dkg_threshold: 2,
             min_dkg_segments: 1,
+            max_connections_per_peer: 2,
+            max_connections_incoming: 256,
+            max_connections_outgoing: 256,
+            max_pending_incoming: 64,
+            max_pending_outgoing: 64,
         }
     }
 }

@@ -208,7 +208,8 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         .filter(|p| p.node != me)
         .map(|p| p.peer_id)
         .collect::<Vec<_>>();
-    let mut swarm = transport::build_swarm(&identity, allowed, transport::Limits::default())?;
+    let mut swarm =
+        transport::build_swarm(&identity, allowed, transport::Limits::from(&parts.limits))?;
     for p in parts.roster.peers() {
         for a in &p.addresses {
             swarm.add_peer_address(p.peer_id, a.clone());

@@ -29,6 +29,9 @@ use serde::{Deserialize, Serialize};
 pub const POLICY_VERSION: u32 = 1;
 /// Default bound on remembered request nonces.
 pub const DEFAULT_MAX_TRACKED_NONCES: usize = 100_000;
+/// Default bound on remembered request nonces of one client (its share of the
+/// replay cache: one client's flood cannot fill the cache for the others).
+pub const DEFAULT_MAX_TRACKED_NONCES_PER_CLIENT: usize = 10_000;
 /// Default longest request lifetime (expiry minus now), seconds.
 pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 900;
 /// Default rolling window, hours.
@@ -206,6 +209,7 @@ fn refuse(rule: Rule, detail: impl Into<String>) -> Decision {
 struct PolicyFile {
     version: u32,
     max_tracked_nonces: Option<usize>,
+    max_tracked_nonces_per_client: Option<usize>,
     #[serde(default)]
     clients: BTreeMap<String, ClientFile>,
 }
@@ -327,6 +331,7 @@ pub struct Policy {
     clients: BTreeMap<String, ClientPolicy>,
     by_key: HashMap<[u8; 32], String>,
     max_tracked_nonces: usize,
+    max_tracked_nonces_per_client: usize,
 }
 
 fn invalid(client: Option<&str>, field: &str, reason: impl Into<String>) -> PolicyError {
@@ -388,6 +393,16 @@ impl Policy {
         if max_tracked_nonces == 0 {
             return Err(invalid(None, "max_tracked_nonces", "must be at least 1"));
         }
+        let max_tracked_nonces_per_client = file
+            .max_tracked_nonces_per_client
+            .unwrap_or(DEFAULT_MAX_TRACKED_NONCES_PER_CLIENT.min(max_tracked_nonces));
+        if max_tracked_nonces_per_client == 0 {
+            return Err(invalid(
+                None,
+                "max_tracked_nonces_per_client",
+                "must be at least 1",
+            ));
+        }
         let mut clients = BTreeMap::new();
         let mut by_key: HashMap<[u8; 32], String> = HashMap::new();
         for (name, c) in file.clients {
@@ -405,6 +420,7 @@ impl Policy {
             clients,
             by_key,
             max_tracked_nonces,
+            max_tracked_nonces_per_client,
         })
     }
 
@@ -614,6 +630,11 @@ impl Policy {
     pub fn max_tracked_nonces(&self) -> usize {
         self.max_tracked_nonces
     }
+
+    /// Bound on remembered request nonces of one client.
+    pub fn max_tracked_nonces_per_client(&self) -> usize {
+        self.max_tracked_nonces_per_client
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -634,6 +655,8 @@ pub struct PolicyEngine {
     nonces: HashSet<NonceKey>,
     /// (expiry, client, nonce): forgets nonces once their request has expired.
     nonce_expiry: BTreeSet<(u64, [u8; 32], [u8; 16])>,
+    /// Remembered nonces per client (for the per-client quota).
+    nonces_per_client: HashMap<[u8; 32], usize>,
 }
 
 impl PolicyEngine {
@@ -644,6 +667,7 @@ impl PolicyEngine {
             usage: HashMap::new(),
             nonces: HashSet::new(),
             nonce_expiry: BTreeSet::new(),
+            nonces_per_client: HashMap::new(),
         }
     }
 
@@ -702,7 +726,21 @@ impl PolicyEngine {
                 break;
             }
             self.nonce_expiry.remove(&first);
-            self.nonces.remove(&(first.1, first.2));
+            if self.nonces.remove(&(first.1, first.2)) {
+                if let Some(n) = self.nonces_per_client.get_mut(&first.1) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.nonces_per_client.remove(&first.1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn remember_nonce(&mut self, client: [u8; 32], nonce: [u8; 16], expires_at_ms: u64) {
+        if self.nonces.insert((client, nonce)) {
+            self.nonce_expiry.insert((expires_at_ms, client, nonce));
+            *self.nonces_per_client.entry(client).or_default() += 1;
         }
     }
 
@@ -720,8 +758,8 @@ impl PolicyEngine {
         now_ms: u64,
     ) {
         if let Some((nonce, expires_at_ms)) = nonce {
-            if expires_at_ms >= now_ms && self.nonces.insert((client, nonce)) {
-                self.nonce_expiry.insert((expires_at_ms, client, nonce));
+            if expires_at_ms >= now_ms {
+                self.remember_nonce(client, nonce, expires_at_ms);
             }
         }
         // A client since removed or with a shorter window keeps at most the longest
@@ -835,13 +873,23 @@ impl PolicyEngine {
                 ),
             );
         }
+        let of_client = self.nonces_per_client.get(&r.client).copied().unwrap_or(0);
+        if of_client >= self.policy.max_tracked_nonces_per_client {
+            return refuse(
+                Rule::ReplayCacheFull,
+                format!(
+                    "client {:?} holds {of_client} unexpired request nonces \
+                     (max_tracked_nonces_per_client = {}); refusing its requests until \
+                     some expire",
+                    client.name, self.policy.max_tracked_nonces_per_client
+                ),
+            );
+        }
 
         // Allowed: record the nonce and the amount.
         let name = client.name.clone();
         let window_ms = client.window_ms;
-        self.nonces.insert(nonce_key);
-        self.nonce_expiry
-            .insert((r.expires_at_ms, r.client, r.nonce));
+        self.remember_nonce(nonce_key.0, nonce_key.1, r.expires_at_ms);
         let q = self.usage.entry(usage_key).or_default();
         while q
             .front()
@@ -1276,6 +1324,50 @@ carol = "{c}"
         assert_eq!(f.engine.tracked_nonces(), 1);
         // Replaying a after expiry is refused as expired.
         assert_refused(&f.eval(&a, later), Rule::Expired);
+    }
+
+    #[test]
+    fn one_clients_nonce_quota_does_not_refuse_another_client() {
+        let mut k = keys(14, 5);
+        let a = k.remove(0);
+        let b = k.remove(0);
+        let second = policy_text(&b, &k, "")
+            .replace("version = 1", "")
+            .replace("exchange-a", "exchange-b");
+        let text = format!("{}{second}", policy_text(&a, &k, "")).replace(
+            "version = 1",
+            "version = 1\nmax_tracked_nonces = 100\nmax_tracked_nonces_per_client = 2",
+        );
+        let policy = Policy::from_toml(&text).expect("policy");
+        assert_eq!(policy.max_tracked_nonces_per_client(), 2);
+        let mut f = Fixture {
+            client: a,
+            approvers: k,
+            outsider: keys(15, 1).remove(0),
+            engine: PolicyEngine::new(policy),
+            nonce: 0,
+        };
+        for _ in 0..2 {
+            let r = f.request(1, T_DAY);
+            assert!(f.eval(&r, T_DAY).is_allow());
+        }
+        let r = f.request(1, T_DAY);
+        let d = f.eval(&r, T_DAY);
+        assert_refused(&d, Rule::ReplayCacheFull);
+        assert!(
+            format!("{d:?}").contains("max_tracked_nonces_per_client"),
+            "{d:?}"
+        );
+        // The other client still signs.
+        f.client = b;
+        let r = f.request(1, T_DAY);
+        assert!(f.eval(&r, T_DAY).is_allow(), "{:?}", f.eval(&r, T_DAY));
+        assert_eq!(f.engine.tracked_nonces(), 3);
+        // Once the first client's nonces expire, its quota is free again.
+        let later = T_DAY + 60_001;
+        f.client = keys(14, 1).remove(0);
+        let r = f.request(1, later);
+        assert!(f.eval(&r, later).is_allow());
     }
 
     #[test]

@@ -140,17 +140,40 @@ pub struct Limits {
     pub max_streams: usize,
     /// Established connections per peer.
     pub max_connections_per_peer: u32,
+    /// Established inbound connections in all.
+    pub max_connections_incoming: u32,
+    /// Established outbound connections in all.
+    pub max_connections_outgoing: u32,
     /// Pending inbound connections.
     pub max_pending_incoming: u32,
+    /// Pending outbound connections.
+    pub max_pending_outgoing: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let c = crate::config::LimitsConfig::default();
         Self {
             request_timeout: Duration::from_secs(10),
             max_streams: 64,
-            max_connections_per_peer: 2,
-            max_pending_incoming: 64,
+            max_connections_per_peer: c.max_connections_per_peer,
+            max_connections_incoming: c.max_connections_incoming,
+            max_connections_outgoing: c.max_connections_outgoing,
+            max_pending_incoming: c.max_pending_incoming,
+            max_pending_outgoing: c.max_pending_outgoing,
+        }
+    }
+}
+
+impl From<&crate::config::LimitsConfig> for Limits {
+    fn from(c: &crate::config::LimitsConfig) -> Self {
+        Self {
+            max_connections_per_peer: c.max_connections_per_peer,
+            max_connections_incoming: c.max_connections_incoming,
+            max_connections_outgoing: c.max_connections_outgoing,
+            max_pending_incoming: c.max_pending_incoming,
+            max_pending_outgoing: c.max_pending_outgoing,
+            ..Self::default()
         }
     }
 }
@@ -190,7 +213,10 @@ pub fn build_swarm(
             limits: connection_limits::Behaviour::new(
                 connection_limits::ConnectionLimits::default()
                     .with_max_established_per_peer(Some(limits.max_connections_per_peer))
-                    .with_max_pending_incoming(Some(limits.max_pending_incoming)),
+                    .with_max_established_incoming(Some(limits.max_connections_incoming))
+                    .with_max_established_outgoing(Some(limits.max_connections_outgoing))
+                    .with_max_pending_incoming(Some(limits.max_pending_incoming))
+                    .with_max_pending_outgoing(Some(limits.max_pending_outgoing)),
             ),
             identify: identify::Behaviour::new(identify::Config::new(
                 "/quorate/1".into(),

@@ -1337,3 +1337,47 @@ async fn cached_approval_is_rechecked_after_a_policy_reload_revokes_the_client()
         n.stop().await.expect("stop");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_relays_only_within_its_live_sessions() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 6);
+    let (nodes, _metrics, engine) = started(&net, Routing::ViaCoordinator).await;
+    let ids = node_ids(&net);
+    // A relay for a session the coordinator does not run is refused and counted.
+    let mut mallory = RawPeer::new(&net, &net.mallory);
+    let env = Envelope::seal(
+        &net.mallory,
+        Ciphersuite::Ed25519,
+        KeyId([5; 16]),
+        SessionId([0x42; 32]),
+        Payload::SignShare { share: vec![0; 32] },
+    );
+    let coordinator = net.coordinator.node_id();
+    let ack = mallory
+        .ask(
+            &coordinator,
+            Frame::Relay {
+                to: ids[0],
+                envelope: env,
+            },
+        )
+        .await
+        .expect("answer");
+    assert!(
+        matches!(&ack, Ack::Rejected { reason, .. } if reason == "no_live_session"),
+        "{ack:?}"
+    );
+    assert_eq!(engine.relays_dropped(), 1);
+    // Relays inside a live DKG still flow: segmented nodes generate a key through it.
+    dkg(&engine, &ids, Ciphersuite::Ed25519, 2).await;
+    assert_eq!(
+        engine.relays_dropped(),
+        1,
+        "no relay of the DKG was refused"
+    );
+    engine.shutdown().await;
+    for n in nodes {
+        n.stop().await.expect("stop");
+    }
+}

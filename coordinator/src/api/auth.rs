@@ -4,85 +4,60 @@
 //! expiry, nonce and their own policy themselves (invariant 4).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     time::Instant,
 };
 
 use sha2::{Digest, Sha256};
 
-/// A registered client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientInfo {
-    /// Display name.
-    pub name: String,
-    /// Ed25519 public key.
-    pub public_key: [u8; 32],
-    /// Signature requests per minute (and burst size).
-    pub requests_per_minute: u32,
-}
+pub use crate::settings::{ClientInfo, ClientRegistry};
 
-/// Clients allowed to request signatures.
-#[derive(Debug, Clone, Default)]
-pub struct ClientRegistry {
-    clients: HashMap<[u8; 32], ClientInfo>,
-}
-
-impl ClientRegistry {
-    /// An empty registry.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers a client; refuses a duplicate key.
-    pub fn add(&mut self, info: ClientInfo) -> Result<(), String> {
-        if self.clients.contains_key(&info.public_key) {
-            return Err(format!(
-                "client key {} registered twice",
-                hex::encode(info.public_key)
-            ));
-        }
-        self.clients.insert(info.public_key, info);
-        Ok(())
-    }
-
-    /// The client with this key.
-    pub fn get(&self, key: &[u8; 32]) -> Option<&ClientInfo> {
-        self.clients.get(key)
-    }
-
-    /// Number of clients.
-    pub fn len(&self) -> usize {
-        self.clients.len()
-    }
-
-    /// Whether no client is registered.
-    pub fn is_empty(&self) -> bool {
-        self.clients.is_empty()
-    }
-}
-
-/// Seen `(client, nonce)` pairs until their request expires. Bounded: when full
-/// after dropping expired entries, new requests are refused until entries expire.
+/// Seen `(client, nonce)` pairs until their request expires. Bounded twice: in all
+/// (`cap`) and per client (`per_client`), so one client's flood is refused on its own
+/// while the others keep working. When full after dropping expired entries, new
+/// requests are refused until entries expire (nothing live is forgotten).
 #[derive(Debug)]
 pub(crate) struct NonceCache {
     cap: usize,
+    per_client: usize,
     seen: HashMap<([u8; 32], [u8; 16]), u64>,
     by_expiry: BTreeMap<(u64, [u8; 32], [u8; 16]), ()>,
+    /// Each client's live `(expiry, nonce)`: its count, and its earliest expiry
+    /// for `Retry-After`, without looking at other clients' entries.
+    of_client: HashMap<[u8; 32], BTreeSet<(u64, [u8; 16])>>,
 }
 
 /// Why a nonce was not accepted.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum NonceError {
     Replayed,
+    /// The cache of all clients is full.
     Full,
+    /// This client holds its whole quota of live nonces; retry after the given
+    /// time (Unix ms) when its oldest one expires.
+    ClientQuota {
+        live: usize,
+        free_at_ms: u64,
+    },
 }
 
 impl NonceCache {
-    pub(crate) fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize, per_client: usize) -> Self {
         Self {
             cap,
+            per_client,
             seen: HashMap::new(),
             by_expiry: BTreeMap::new(),
+            of_client: HashMap::new(),
+        }
+    }
+
+    fn forget(&mut self, client: [u8; 32], nonce: [u8; 16], expires_at_ms: u64) {
+        if let Some(set) = self.of_client.get_mut(&client) {
+            set.remove(&(expires_at_ms, nonce));
+            if set.is_empty() {
+                self.of_client.remove(&client);
+            }
         }
     }
 
@@ -99,23 +74,44 @@ impl NonceCache {
                 break;
             }
             self.by_expiry.remove(&(exp, c, n));
-            self.seen.remove(&(c, n));
+            if self.seen.remove(&(c, n)).is_some() {
+                self.forget(c, n, exp);
+            }
         }
         if self.seen.contains_key(&(client, nonce)) {
             return Err(NonceError::Replayed);
+        }
+        let mine = self.of_client.get(&client);
+        let live = mine.map_or(0, BTreeSet::len);
+        if live >= self.per_client {
+            let free_at_ms = mine
+                .and_then(BTreeSet::first)
+                .map_or(now_ms, |(exp, _)| *exp);
+            return Err(NonceError::ClientQuota { live, free_at_ms });
         }
         if self.seen.len() >= self.cap {
             return Err(NonceError::Full);
         }
         self.seen.insert((client, nonce), expires_at_ms);
         self.by_expiry.insert((expires_at_ms, client, nonce), ());
+        self.of_client
+            .entry(client)
+            .or_default()
+            .insert((expires_at_ms, nonce));
         Ok(())
+    }
+
+    /// Live nonces of `client`.
+    #[cfg(test)]
+    pub(crate) fn live(&self, client: &[u8; 32]) -> usize {
+        self.of_client.get(client).map_or(0, BTreeSet::len)
     }
 
     /// Forgets a nonce (the request was refused before it reached any node).
     pub(crate) fn remove(&mut self, client: [u8; 32], nonce: [u8; 16]) {
         if let Some(exp) = self.seen.remove(&(client, nonce)) {
             self.by_expiry.remove(&(exp, client, nonce));
+            self.forget(client, nonce, exp);
         }
     }
 }
@@ -154,7 +150,11 @@ impl RateLimiter {
 
 /// Compares a presented bearer token with the configured one without leaking where
 /// they differ (both are hashed first, then compared in constant time).
+/// An empty token on either side never matches.
 pub(crate) fn token_matches(presented: &str, expected: &str) -> bool {
+    if presented.trim().is_empty() || expected.trim().is_empty() {
+        return false;
+    }
     let a = Sha256::digest(presented.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
     a.iter()
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn nonce_cache_detects_replay_and_expires() {
-        let mut c = NonceCache::new(2);
+        let mut c = NonceCache::new(2, 2);
         assert_eq!(c.check_and_insert([1; 32], [1; 16], 100, 0), Ok(()));
         assert_eq!(
             c.check_and_insert([1; 32], [1; 16], 100, 50),
@@ -183,6 +183,35 @@ mod tests {
         );
         // After expiry the first entry is dropped, making room.
         assert_eq!(c.check_and_insert([3; 32], [1; 16], 300, 150), Ok(()));
+    }
+
+    #[test]
+    fn one_clients_nonce_quota_leaves_room_for_others() {
+        let mut c = NonceCache::new(10, 3);
+        for i in 0..3u8 {
+            assert_eq!(
+                c.check_and_insert([1; 32], [i; 16], 100 + u64::from(i), 0),
+                Ok(())
+            );
+        }
+        // The flooding client is refused on its own, told when room frees up ...
+        assert_eq!(
+            c.check_and_insert([1; 32], [9; 16], 500, 0),
+            Err(NonceError::ClientQuota {
+                live: 3,
+                free_at_ms: 100
+            })
+        );
+        // ... while another client keeps working.
+        assert_eq!(c.check_and_insert([2; 32], [9; 16], 500, 0), Ok(()));
+        assert_eq!(c.live(&[1; 32]), 3);
+        // A refused-before-nodes request gives its slot back.
+        c.remove([1; 32], [0; 16]);
+        assert_eq!(c.live(&[1; 32]), 2);
+        assert_eq!(c.check_and_insert([1; 32], [9; 16], 500, 0), Ok(()));
+        // Expiry frees the quota too.
+        assert_eq!(c.check_and_insert([1; 32], [8; 16], 500, 102), Ok(()));
+        assert_eq!(c.live(&[1; 32]), 2);
     }
 
     #[test]
@@ -204,5 +233,12 @@ mod tests {
         assert!(token_matches("abc", "abc"));
         assert!(!token_matches("abd", "abc"));
         assert!(!token_matches("", "abc"));
+    }
+
+    #[test]
+    fn empty_tokens_never_match() {
+        assert!(!token_matches("", ""));
+        assert!(!token_matches(" ", " "));
+        assert!(!token_matches("\t", "\t"));
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct Metrics {
     pub(crate) pending: Gauge,
     pub(crate) signing_seconds: Histogram,
     pub(crate) dkg_seconds: Histogram,
+    /// Mirrors the backend's count of refused relay frames (synced on scrape).
+    pub(crate) relays_dropped: Counter,
 }
 
 impl Metrics {
@@ -50,6 +52,7 @@ impl Metrics {
         ];
         let signing_seconds = Histogram::new(buckets);
         let dkg_seconds = Histogram::new(buckets);
+        let relays_dropped = Counter::default();
         registry.register(
             "http_requests",
             "HTTP requests by method, route and status",
@@ -72,8 +75,15 @@ impl Metrics {
             "Time to run a key generation",
             dkg_seconds.clone(),
         );
+        registry.register(
+            "relays_dropped",
+            "Relay frames refused: no live session of this coordinator, or sender or \
+             recipient not in its committee",
+            relays_dropped.clone(),
+        );
         Self {
             registry,
+            relays_dropped,
             requests,
             jobs,
             rejections,
@@ -91,11 +101,45 @@ impl Metrics {
             .inc();
     }
 
+    /// Brings `relays_dropped` up to the backend's count.
+    pub(crate) fn sync_relays_dropped(&self, total: u64) {
+        let seen = self.relays_dropped.get();
+        if total > seen {
+            self.relays_dropped.inc_by(total - seen);
+        }
+    }
+
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relays_dropped_follows_the_backend_count() {
+        let m = Metrics::new();
+        assert!(m
+            .encode()
+            .contains("quorate_coordinator_relays_dropped_total 0"));
+        m.sync_relays_dropped(3);
+        assert!(m
+            .encode()
+            .contains("quorate_coordinator_relays_dropped_total 3"));
+        // Never goes back, and catches up in one step.
+        m.sync_relays_dropped(2);
+        m.sync_relays_dropped(7);
+        assert!(
+            m.encode()
+                .contains("quorate_coordinator_relays_dropped_total 7"),
+            "{}",
+            m.encode()
+        );
     }
 }

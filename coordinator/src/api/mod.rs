@@ -45,7 +45,7 @@ use self::{
 };
 use crate::{
     backend::{now_ms, Backend},
-    service::ServiceSettings,
+    settings::ServiceSettings,
     store::{Created, Store},
     types::KeyRecord,
 };
@@ -64,6 +64,62 @@ pub struct ApiState<B> {
     nonces: Mutex<NonceCache>,
     limiter: Mutex<RateLimiter>,
     waiters: Mutex<HashMap<String, watch::Receiver<Option<Job>>>>,
+    /// Idempotency scopes being admitted right now (see [`ScopeClaim`]).
+    claims: ClaimTable,
+}
+
+type ClaimTable = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+/// Longest a request waits for an identical one (same client and Idempotency-Key)
+/// to finish admission. Admission does not wait for signing, so this is generous.
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
+
+/// Exclusive claim of an idempotency scope during admission: the scope is bound to
+/// a job *before* the request's nonce is consumed, and a concurrent identical retry
+/// waits here, then finds the binding and answers with the same job instead of
+/// `replayed-request`.
+struct ScopeClaim<'a> {
+    table: &'a ClaimTable,
+    scope: String,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl<'a> ScopeClaim<'a> {
+    async fn acquire(table: &'a ClaimTable, scope: &str) -> Result<Self, Problem> {
+        let lock = table
+            .lock()
+            .map_err(|_| Problem::new(ProblemKind::Internal, "claim table poisoned"))?
+            .entry(scope.to_owned())
+            .or_default()
+            .clone();
+        let guard = tokio::time::timeout(CLAIM_WAIT, lock.lock_owned())
+            .await
+            .map_err(|_| {
+                Problem::new(
+                    ProblemKind::Unavailable,
+                    "a request with this Idempotency-Key is still being admitted; retry",
+                )
+            })?;
+        Ok(Self {
+            table,
+            scope: scope.to_owned(),
+            _guard: guard,
+        })
+    }
+}
+
+impl Drop for ScopeClaim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.lock() {
+            // The table and this claim's guard hold one reference each; more means
+            // someone is waiting, and they will clean up after themselves.
+            if t.get(&self.scope)
+                .is_some_and(|l| Arc::strong_count(l) <= 2)
+            {
+                t.remove(&self.scope);
+            }
+        }
+    }
 }
 
 impl<B> core::fmt::Debug for ApiState<B> {
@@ -78,14 +134,16 @@ impl<B: Backend> ApiState<B> {
     /// State over a backend, a store and service settings.
     pub fn new(backend: Arc<B>, store: Arc<Store>, settings: ServiceSettings) -> Self {
         let cap = settings.limits.nonce_cache;
+        let per_client = settings.limits.nonce_cache_per_client;
         Self {
             backend,
             store,
             settings,
             metrics: Metrics::new(),
-            nonces: Mutex::new(NonceCache::new(cap)),
+            nonces: Mutex::new(NonceCache::new(cap, per_client)),
             limiter: Mutex::new(RateLimiter::default()),
             waiters: Mutex::new(HashMap::new()),
+            claims: Mutex::new(HashMap::new()),
         }
     }
 
@@ -118,23 +176,57 @@ async fn track<B: Backend>(
     req: Request,
     next: Next,
 ) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let route = route_label(req.extensions().get::<MatchedPath>());
+    let method = method_label(req.method());
     let resp = next.run(req).await;
     state
         .metrics
         .requests
         .get_or_create(&RequestLabels {
-            method,
-            route,
+            method: method.into(),
+            route: route.into(),
             status: resp.status().as_u16(),
         })
         .inc();
     resp
+}
+
+/// Route templates of the router: the only `route` label values besides `unmatched`.
+pub(crate) const ROUTES: [&str; 7] = [
+    "/v1/keys",
+    "/v1/keys/{id}",
+    "/v1/keys/{id}/signatures",
+    "/v1/jobs/{id}",
+    "/health",
+    "/metrics",
+    "/openapi.json",
+];
+
+/// The `route` label: a route template, never a raw path (bounded label set).
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    let Some(m) = matched else {
+        return "unmatched";
+    };
+    ROUTES
+        .iter()
+        .find(|r| **r == m.as_str())
+        .copied()
+        .unwrap_or("unmatched")
+}
+
+/// The `method` label: a standard method, or `other` (a client chooses the method,
+/// so its raw text would let anyone add series).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Response {
@@ -249,6 +341,9 @@ async fn health<B: Backend>(State(state): State<Arc<ApiState<B>>>) -> Response {
 }
 
 async fn metrics_text<B: Backend>(State(state): State<Arc<ApiState<B>>>) -> Response {
+    state
+        .metrics
+        .sync_relays_dropped(state.backend.relays_dropped());
     (
         [(
             header::CONTENT_TYPE,
@@ -260,7 +355,12 @@ async fn metrics_text<B: Backend>(State(state): State<Arc<ApiState<B>>>) -> Resp
 }
 
 fn check_admin(settings: &ServiceSettings, headers: &HeaderMap) -> Result<(), Problem> {
-    let Some(expected) = &settings.admin_token else {
+    // An empty token is treated as none: it must never match an empty presented one.
+    let Some(expected) = settings
+        .admin_token
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+    else {
         return Err(Problem::new(
             ProblemKind::Unauthorized,
             "no admin token is configured on this coordinator; key creation is disabled",
@@ -272,7 +372,7 @@ fn check_admin(settings: &ServiceSettings, headers: &HeaderMap) -> Result<(), Pr
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match presented {
-        Some(t) if token_matches(t, expected) => Ok(()),
+        Some(t) if !t.is_empty() && token_matches(t, expected) => Ok(()),
         Some(_) => Err(Problem::new(
             ProblemKind::Unauthorized,
             "admin token is wrong",
@@ -466,9 +566,17 @@ async fn sign<B: Backend>(
     let body_hash = hex::encode(Sha256::digest(&bytes));
     let scope = idem_key.as_ref().map(|k| format!("{client_hex}:{k}"));
 
+    // Claim the idempotency scope before anything is consumed (rate token, nonce):
+    // an identical retry, concurrent or later, gets the job the first one created.
+    let claim = match &scope {
+        Some(scope) => Some(ScopeClaim::acquire(&state.claims, scope).await?),
+        None => None,
+    };
     // An idempotent retry returns the job the first request created.
     if let Some(scope) = &scope {
         if let Some(rec) = state.store.idempotency(scope).map_err(Problem::from)? {
+            // Release before a possible wait, so further retries are not held up.
+            drop(claim);
             return existing_job(&state, &rec, &body_hash, query).await;
         }
     }
@@ -540,6 +648,25 @@ async fn sign<B: Backend>(
                 ),
             ))
         }
+        Err(NonceError::ClientQuota { live, free_at_ms }) => {
+            return Err(reject(
+                &state,
+                "nonce_quota",
+                Problem::new(
+                    ProblemKind::RateLimited,
+                    format!(
+                        "client {} has {live} live requests in the replay cache, its quota \
+                         (limits.nonce_cache_per_client); retry when one expires",
+                        client.name
+                    ),
+                )
+                .with("quota", json!("limits.nonce_cache_per_client"))
+                .with(
+                    "retry_after_ms",
+                    json!(free_at_ms.saturating_sub(now).max(1)),
+                ),
+            ))
+        }
         Err(NonceError::Full) => {
             return Err(reject(
                 &state,
@@ -577,7 +704,28 @@ async fn sign<B: Backend>(
             if let Ok(mut n) = state.nonces.lock() {
                 n.remove(client_key, nonce);
             }
+            drop(claim);
             return existing_job(&state, &rec, &body_hash, query).await;
+        }
+        Ok(Created::QuotaExceeded { live }) => {
+            if let Ok(mut n) = state.nonces.lock() {
+                n.remove(client_key, nonce);
+            }
+            return Err(reject(
+                &state,
+                "idempotency_quota",
+                Problem::new(
+                    ProblemKind::RateLimited,
+                    format!(
+                        "client {} holds {live} live idempotency keys, its quota \
+                         (limits.idempotency_keys_per_client); retry without an \
+                         Idempotency-Key or when older keys expire",
+                        client.name
+                    ),
+                )
+                .with("quota", json!("limits.idempotency_keys_per_client"))
+                .with("retry_after_ms", json!(60_000)),
+            ));
         }
         Err(e) => {
             if let Ok(mut n) = state.nonces.lock() {
@@ -586,6 +734,8 @@ async fn sign<B: Backend>(
             return Err(Problem::from(e));
         }
     }
+    // The scope is bound now; identical retries find the binding.
+    drop(claim);
     let rx = spawn_job(state.clone(), job.clone(), record, signed)?;
     if query.wait {
         return Ok(wait_for(&state, rx, &job, query).await);

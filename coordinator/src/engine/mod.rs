@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     error::CoordinatorError,
+    settings::ConnectionLimits,
     types::{KeyRecord, KeySpec, SignResult},
 };
 
@@ -61,19 +62,45 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// Counters the engine task updates and the handle reads.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// `Frame::Relay` envelopes refused (no live session, sender or recipient not in
+    /// its committee, spoofed sender, unknown recipient).
+    pub(crate) relays_dropped: std::sync::atomic::AtomicU64,
+}
+
 /// Handle to the engine task. Cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
     tx: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
 }
 
 impl Engine {
-    /// Starts the engine on the current tokio runtime.
+    /// Starts the engine on the current tokio runtime with default connection limits.
     pub fn spawn(config: EngineConfig) -> Result<Self, CoordinatorError> {
+        Self::spawn_with(config, ConnectionLimits::default())
+    }
+
+    /// Starts the engine with the given libp2p connection limits.
+    pub fn spawn_with(
+        config: EngineConfig,
+        limits: ConnectionLimits,
+    ) -> Result<Self, CoordinatorError> {
         let (tx, rx) = mpsc::channel(256);
-        let task = task::Task::new(config, rx)?;
+        let counters = Arc::new(Counters::default());
+        let task = task::Task::new(config, rx, counters.clone(), limits)?;
         tokio::spawn(task.run());
-        Ok(Self { tx })
+        Ok(Self { tx, counters })
+    }
+
+    /// Relay envelopes refused so far: only envelopes of a live session this
+    /// coordinator runs, between two members of its committee, are relayed.
+    pub fn relays_dropped(&self) -> u64 {
+        self.counters
+            .relays_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn call<T>(
@@ -141,5 +168,9 @@ impl crate::backend::Backend for Engine {
         request: SignedRequest,
     ) -> impl std::future::Future<Output = Result<SignResult, CoordinatorError>> + Send {
         Engine::sign(self, key, request)
+    }
+
+    fn relays_dropped(&self) -> u64 {
+        Engine::relays_dropped(self)
     }
 }

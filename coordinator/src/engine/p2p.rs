@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use crate::settings::ConnectionLimits;
 use libp2p::{
-    allow_block_list, identify, ping,
+    allow_block_list, connection_limits, identify, ping,
     request_response::{self, ProtocolSupport},
     PeerId, StreamProtocol, Swarm,
 };
@@ -68,11 +69,15 @@ pub(crate) use behaviour::{Behaviour, BehaviourEvent};
 
 #[allow(missing_docs)]
 mod behaviour {
-    use libp2p::{allow_block_list, identify, ping, request_response, swarm::NetworkBehaviour};
+    use libp2p::{
+        allow_block_list, connection_limits, identify, ping, request_response,
+        swarm::NetworkBehaviour,
+    };
 
     #[derive(NetworkBehaviour)]
     pub(crate) struct Behaviour {
         pub(crate) allow: allow_block_list::Behaviour<allow_block_list::AllowedPeers>,
+        pub(crate) limits: connection_limits::Behaviour,
         pub(crate) identify: identify::Behaviour,
         pub(crate) ping: ping::Behaviour,
         pub(crate) dkg: request_response::Behaviour<super::Codec>,
@@ -91,6 +96,7 @@ pub(crate) fn peer_id(node: &NodeId) -> Option<PeerId> {
 pub(crate) fn build(
     identity: &NodeIdentity,
     allowed: &[PeerId],
+    limits: ConnectionLimits,
 ) -> Result<Swarm<Behaviour>, String> {
     let secret = identity.to_secret_bytes();
     let mut ed = [0u8; 32];
@@ -110,6 +116,14 @@ pub(crate) fn build(
         .with_quic()
         .with_behaviour(|key| Behaviour {
             allow: allow_block_list::Behaviour::default(),
+            limits: connection_limits::Behaviour::new(
+                connection_limits::ConnectionLimits::default()
+                    .with_max_established_per_peer(Some(limits.max_per_peer))
+                    .with_max_established_incoming(Some(limits.max_incoming))
+                    .with_max_established_outgoing(Some(limits.max_outgoing))
+                    .with_max_pending_incoming(Some(limits.max_pending_incoming))
+                    .with_max_pending_outgoing(Some(limits.max_pending_outgoing)),
+            ),
             identify: identify::Behaviour::new(identify::Config::new(
                 "/quorate/1".into(),
                 key.public(),
@@ -171,5 +185,75 @@ pub(crate) fn send(
         swarm.behaviour_mut().dkg.send_request(peer, frame)
     } else {
         swarm.behaviour_mut().sign.send_request(peer, frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use libp2p::{
+        swarm::{
+            dial_opts::{DialOpts, PeerCondition},
+            ListenError, SwarmEvent,
+        },
+        Multiaddr,
+    };
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_beyond_the_per_peer_limit_are_refused() {
+        let a_id = NodeIdentity::from_secret_bytes(&[1; 64]);
+        let b_id = NodeIdentity::from_secret_bytes(&[2; 64]);
+        let pa = peer_id(&a_id.node_id()).expect("peer a");
+        let pb = peer_id(&b_id.node_id()).expect("peer b");
+        let lax = ConnectionLimits {
+            max_per_peer: 8,
+            ..ConnectionLimits::default()
+        };
+        let strict = ConnectionLimits {
+            max_per_peer: 1,
+            ..ConnectionLimits::default()
+        };
+        let mut a = build(&a_id, &[pb], lax).expect("swarm a");
+        let mut b = build(&b_id, &[pa], strict).expect("swarm b");
+        b.listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("addr"))
+            .expect("listen");
+        let addr: Multiaddr = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(SwarmEvent::NewListenAddr { address, .. }) = b.next().await {
+                    return address;
+                }
+            }
+        })
+        .await
+        .expect("listening");
+        for _ in 0..3 {
+            let opts = DialOpts::peer_id(pb)
+                .condition(PeerCondition::Always)
+                .addresses(vec![addr.clone()])
+                .allocate_new_port()
+                .build();
+            a.dial(opts).expect("dial");
+        }
+        let (mut established, mut denied) = (0u32, 0u32);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while established + denied < 3 {
+                tokio::select! {
+                    _ = a.next() => {}
+                    Some(ev) = b.next() => match ev {
+                        SwarmEvent::ConnectionEstablished { .. } => established += 1,
+                        SwarmEvent::IncomingConnectionError {
+                            error: ListenError::Denied { .. },
+                            ..
+                        } => denied += 1,
+                        _ => {}
+                    },
+                }
+            }
+        })
+        .await;
+        assert_eq!((established, denied), (1, 2), "one accepted, two refused");
+        assert!(b.is_connected(&pa));
     }
 }

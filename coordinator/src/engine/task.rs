@@ -83,12 +83,15 @@ pub(crate) struct Task {
     next_job: u64,
     session_job: BTreeMap<SessionId, u64>,
     outbound: BTreeMap<request_response::OutboundRequestId, (SessionId, NodeId)>,
+    counters: std::sync::Arc<super::Counters>,
 }
 
 impl Task {
     pub(crate) fn new(
         config: EngineConfig,
         rx: mpsc::Receiver<Command>,
+        counters: std::sync::Arc<super::Counters>,
+        limits: crate::settings::ConnectionLimits,
     ) -> Result<Self, CoordinatorError> {
         let me = config.identity.node_id();
         if !config.roster.is_coordinator(&me) {
@@ -106,7 +109,7 @@ impl Task {
             allowed.push(id);
         }
         let mut swarm =
-            p2p::build(&config.identity, &allowed).map_err(CoordinatorError::Transport)?;
+            p2p::build(&config.identity, &allowed, limits).map_err(CoordinatorError::Transport)?;
         for p in config.roster.peers() {
             let Some(id) = p2p::peer_id(&p.node) else {
                 continue;
@@ -139,6 +142,7 @@ impl Task {
             next_job: 0,
             session_job: BTreeMap::new(),
             outbound: BTreeMap::new(),
+            counters,
         })
     }
 
@@ -406,10 +410,17 @@ impl Task {
         match frame {
             Frame::Relay { to, envelope } => {
                 if envelope.sender != from {
-                    return Ack::Rejected {
-                        reason: "sender_mismatch".into(),
-                        detail: "relay only your own envelopes".into(),
-                    };
+                    return self.drop_relay("sender_mismatch", "relay only your own envelopes");
+                }
+                if let Err(reason) =
+                    relay_check(self.session_members(&envelope.session), &from, &to)
+                {
+                    let detail = format!(
+                        "session {} is not a live session of this coordinator with both \
+                         {from} and {to} in its committee",
+                        envelope.session
+                    );
+                    return self.drop_relay(reason, &detail);
                 }
                 if self
                     .roster
@@ -417,10 +428,7 @@ impl Task {
                     .and_then(|p| p.signer.as_ref())
                     .is_none()
                 {
-                    return Ack::Rejected {
-                        reason: "unknown_recipient".into(),
-                        detail: format!("{to} is not a signer"),
-                    };
+                    return self.drop_relay("unknown_recipient", &format!("{to} is not a signer"));
                 }
                 self.send(&to, Frame::Deliver(envelope));
                 Ack::Accepted
@@ -441,6 +449,34 @@ impl Task {
                 self.on_envelope(env);
                 Ack::Accepted
             }
+        }
+    }
+
+    /// The committee of a live session this coordinator runs: a DKG's participants,
+    /// or the signers of a job's current attempt.
+    fn session_members(&self, session: &SessionId) -> Option<&[NodeId]> {
+        if let Some(d) = self.dkgs.get(session) {
+            return Some(&d.participants);
+        }
+        let job = self
+            .session_job
+            .get(session)
+            .and_then(|id| self.jobs.get(id))?;
+        job.current
+            .as_ref()
+            .filter(|r| r.session == *session)
+            .map(|r| r.signers.as_slice())
+    }
+
+    /// Refuses to relay an envelope, counting it.
+    fn drop_relay(&mut self, reason: &'static str, detail: &str) -> Ack {
+        self.counters
+            .relays_dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(reason, detail, "relay refused");
+        Ack::Rejected {
+            reason: reason.into(),
+            detail: detail.into(),
         }
     }
 
@@ -751,6 +787,22 @@ impl Task {
     }
 }
 
+/// Whether an envelope from `from` to `to` may be relayed, given the committee of
+/// its session (`None`: no live session of this coordinator): only between two
+/// distinct members of a live session's committee.
+fn relay_check(members: Option<&[NodeId]>, from: &NodeId, to: &NodeId) -> Result<(), &'static str> {
+    let Some(members) = members else {
+        return Err("no_live_session");
+    };
+    if !members.contains(from) {
+        return Err("sender_not_in_session");
+    }
+    if !members.contains(to) || from == to {
+        return Err("recipient_not_in_session");
+    }
+    Ok(())
+}
+
 /// Why a job cannot continue: policy refusals take precedence (they say what to
 /// fix), otherwise too few reachable signers.
 fn give_up(job: &SignJob, available: usize, needed: usize) -> CoordinatorError {
@@ -765,5 +817,35 @@ fn give_up(job: &SignJob, available: usize, needed: usize) -> CoordinatorError {
             needed,
             attempts: job.attempts.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(i: u8) -> NodeId {
+        NodeIdentity::from_secret_bytes(&[i; 64]).node_id()
+    }
+
+    #[test]
+    fn relays_only_between_members_of_a_live_session() {
+        let (a, b, c) = (node(1), node(2), node(3));
+        let committee = [a, b];
+        assert_eq!(relay_check(Some(&committee), &a, &b), Ok(()));
+        assert_eq!(relay_check(Some(&committee), &b, &a), Ok(()));
+        assert_eq!(relay_check(None, &a, &b), Err("no_live_session"));
+        assert_eq!(
+            relay_check(Some(&committee), &c, &a),
+            Err("sender_not_in_session")
+        );
+        assert_eq!(
+            relay_check(Some(&committee), &a, &c),
+            Err("recipient_not_in_session")
+        );
+        assert_eq!(
+            relay_check(Some(&committee), &a, &a),
+            Err("recipient_not_in_session")
+        );
     }
 }

@@ -15,7 +15,7 @@ use quorate_coordinator::{
     config::Limits,
     protocol::{request::SignedRequest, Ciphersuite, KeyId},
     service::{serve_listener, ServiceSettings},
-    store::Store,
+    store::{Store, StoreOptions},
 };
 use rand_core::OsRng;
 use serde_json::Value;
@@ -44,7 +44,17 @@ impl Server {
         requests_per_minute: u32,
         client_key: Option<SigningKey>,
     ) -> Self {
-        let store = Arc::new(Store::open(dir.path().join("coordinator.redb")).expect("store"));
+        Self::start_custom(dir, requests_per_minute, client_key, |_| {}).await
+    }
+
+    /// Like [`Server::start_in`], with `adjust` changing the settings (limits, admin
+    /// token, more clients) before the server starts.
+    pub async fn start_custom(
+        dir: tempfile::TempDir,
+        requests_per_minute: u32,
+        client_key: Option<SigningKey>,
+        adjust: impl FnOnce(&mut ServiceSettings),
+    ) -> Self {
         let backend = Arc::new(LocalBackend::new(4));
         let client_key = client_key.unwrap_or_else(|| SigningKey::generate(&mut OsRng));
         let mut clients = ClientRegistry::new();
@@ -55,11 +65,20 @@ impl Server {
                 requests_per_minute,
             })
             .expect("register");
-        let settings = ServiceSettings {
+        let mut settings = ServiceSettings {
             clients,
             admin_token: Some(ADMIN.into()),
             limits: Limits::default(),
         };
+        adjust(&mut settings);
+        // Retention and the idempotency quota are the store's, as in `run`.
+        let store = Arc::new(
+            Store::open_with(
+                dir.path().join("coordinator.redb"),
+                StoreOptions::from(&settings.limits),
+            )
+            .expect("store"),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, rx) = oneshot::channel::<()>();
