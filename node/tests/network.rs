@@ -1381,3 +1381,54 @@ async fn coordinator_relays_only_within_its_live_sessions() {
         n.stop().await.expect("stop");
     }
 }
+
+/// Early messages are bounded in bytes as well as in count: a sender whose buffered
+/// messages would pass `max_pending_bytes_per_peer` is refused, naming it, while the
+/// count bound is far away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_messages_are_bounded_in_bytes_per_sender() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 14);
+    let ids = node_ids(&net);
+    let limits = LimitsConfig {
+        max_pending_bytes_per_peer: 4_000,
+        ..LimitsConfig::default()
+    };
+    let node = net.start_with(0, Routing::Direct, Metrics::default(), limits, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut mallory = RawPeer::new(&net, &net.mallory);
+    let mut total = 0;
+    let mut refused = false;
+    for k in 0u8..10 {
+        let env = Envelope::seal(
+            &net.mallory,
+            Ciphersuite::Ed25519,
+            KeyId([5; 16]),
+            SessionId([k; 32]),
+            Payload::SignShare {
+                share: vec![0; 1_000],
+            },
+        );
+        let size = env.encode().len();
+        let ack = mallory
+            .ask(&ids[0], Frame::Deliver(env))
+            .await
+            .expect("answer");
+        if total + size <= 4_000 {
+            assert_eq!(ack, Ack::Accepted, "message {k} fits");
+            total += size;
+        } else {
+            assert!(
+                matches!(&ack, Ack::Rejected { reason, detail }
+                    if reason == "busy" && detail.contains("bytes")
+                        && detail.contains(&net.mallory.node_id().to_string())),
+                "{ack:?}"
+            );
+            assert!(k >= 3, "refused by bytes, long before the count bound");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the byte bound was never reached");
+    node.stop().await.expect("stop");
+}
