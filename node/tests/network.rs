@@ -758,6 +758,11 @@ impl Cheater {
                         env.session,
                         Payload::DkgComplete {
                             public: share.public.clone(),
+                            attestation: quorate_protocol::attestation::attest(
+                                &self.identity,
+                                &share.public,
+                            )
+                            .expect("attest"),
                         },
                     );
                     self.shares.insert(share.public.key_id, share);

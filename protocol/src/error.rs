@@ -119,6 +119,9 @@ pub enum ProtocolError {
     /// A local cryptographic operation failed (never caused by a peer).
     #[error("local crypto failure: {0}")]
     Crypto(String),
+    /// Key attestations are missing, do not verify, or disagree with the key data.
+    #[error("key attestation: {0}")]
+    Attestation(String),
 }
 
 impl ProtocolError {
