@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{bail, Context};
 use quorate_coordinator::{
     api::model::{CreateKeyBody, KeyView, ParticipantsBody},
-    client::{verify_job, verify_key, Client, RequestBuilder, SignOptions},
+    client::{verify_job, verify_key, Client, ClientOptions, RequestBuilder, SignOptions},
     config::CoordinatorConfig,
 };
 use quorate_protocol::{roster::Roster, Ciphersuite, KeyId};
@@ -55,6 +55,13 @@ pub(crate) struct ClientArgs {
     /// under it.
     #[arg(long, env = "QUORATE_ROSTER_AUTHORITY")]
     roster_authority: Option<String>,
+    /// PEM CA bundle to trust for an https:// URL (only these CAs, not the web roots).
+    #[arg(long, env = "QUORATE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// PEM file with this client's TLS certificate chain and PKCS#8 key, for a
+    /// coordinator that requires client certificates.
+    #[arg(long, env = "QUORATE_CLIENT_CERT")]
+    client_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: ClientCmd,
 }
@@ -207,7 +214,25 @@ fn report_attestation(view: &KeyView, roster: Option<&Roster>) -> anyhow::Result
 
 async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
     let roster = pinned_roster(&args)?;
-    let client = Client::new(args.url.clone())?;
+    let mut options = ClientOptions::default();
+    if let Some(ca) = &args.ca_cert {
+        options = options.ca_cert_file(ca)?;
+    }
+    if let Some(id) = &args.client_cert {
+        options = options.client_identity_file(id)?;
+    }
+    if args.url.starts_with("http://") {
+        let loopback = args.url.strip_prefix("http://").is_some_and(|r| {
+            r.starts_with("127.") || r.starts_with("localhost") || r.starts_with("[::1]")
+        });
+        if !loopback {
+            eprintln!(
+                "WARNING: {} is plain HTTP: requests and answers travel unprotected",
+                args.url
+            );
+        }
+    }
+    let client = Client::with_options(args.url.clone(), options)?;
     match args.command {
         ClientCmd::Keygen { out } => {
             if out.exists() {

@@ -68,6 +68,9 @@ pub enum ClientError {
     /// or disagree with the key data the coordinator returned.
     #[error("key is not attested: {0}")]
     Unattested(String),
+    /// A TLS option (CA or client certificate) could not be used.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The job did not finish in time.
     #[error("job {0} did not finish in time")]
     Timeout(String),
@@ -204,6 +207,58 @@ impl SignOptions {
     }
 }
 
+/// How the client connects: TLS trust and identity, timeout.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    /// PEM CA bundle to trust for `https://` URLs. When set, **only** these CAs are
+    /// trusted (the built-in web roots are not); otherwise the built-in roots are.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain and its PKCS#8 private key in one buffer, for a
+    /// coordinator that requires client certificates.
+    pub client_identity_pem: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// Whole-request timeout (default 300 s).
+    pub timeout: Option<Duration>,
+}
+
+impl core::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(|c| c.len()))
+            .field(
+                "client_identity_pem",
+                &self.client_identity_pem.as_ref().map(|_| "<secret>"),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ClientOptions {
+    /// Trust only the CA(s) in this PEM file.
+    pub fn ca_cert_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self, ClientError> {
+        let p = path.as_ref();
+        self.ca_cert_pem =
+            Some(std::fs::read(p).map_err(|e| ClientError::Tls(format!("{}: {e}", p.display())))?);
+        Ok(self)
+    }
+
+    /// Present the client certificate chain and PKCS#8 key in this PEM file.
+    ///
+    /// # Security
+    /// Reads a TLS private key into memory (zeroized on drop).
+    pub fn client_identity_file(
+        mut self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, ClientError> {
+        let p = path.as_ref();
+        self.client_identity_pem =
+            Some(zeroize::Zeroizing::new(std::fs::read(p).map_err(|e| {
+                ClientError::Tls(format!("{}: {e}", p.display()))
+            })?));
+        Ok(self)
+    }
+}
+
 /// A client of one coordinator.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -213,12 +268,38 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the coordinator at `base_url` (e.g. `http://127.0.0.1:8080`).
+    /// A client of the coordinator at `base_url` (e.g. `https://coordinator:8443`),
+    /// trusting the built-in web roots for `https://`.
     pub fn new(base_url: impl Into<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(http)?;
+        Self::with_options(base_url, ClientOptions::default())
+    }
+
+    /// A client with TLS options (custom CA, client certificate): rustls, never the
+    /// platform's OpenSSL.
+    pub fn with_options(
+        base_url: impl Into<String>,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(options.timeout.unwrap_or(Duration::from_secs(300)));
+        if let Some(pem) = &options.ca_cert_pem {
+            let cas = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Tls(format!("CA certificate: {e}")))?;
+            if cas.is_empty() {
+                return Err(ClientError::Tls("CA file holds no certificate".into()));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for ca in cas {
+                builder = builder.add_root_certificate(ca);
+            }
+        }
+        if let Some(pem) = &options.client_identity_pem {
+            let id = reqwest::Identity::from_pem(pem)
+                .map_err(|e| ClientError::Tls(format!("client certificate: {e}")))?;
+            builder = builder.identity(id);
+        }
+        let http = builder.build().map_err(http)?;
         Ok(Self {
             http,
             base: base_url.into().trim_end_matches('/').to_owned(),

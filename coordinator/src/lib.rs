@@ -11,6 +11,7 @@ pub mod error;
 pub mod run;
 pub mod service;
 pub mod store;
+pub mod tls;
 pub mod types;
 
 pub use engine::{Engine, EngineConfig, NodeStatus};

@@ -34,11 +34,13 @@ pub async fn run(
     })?;
     let store = Arc::new(Store::open(config.store_path())?);
     let settings = config.service_settings()?;
+    let tls = config.tls_server_config()?;
     let result = service::serve(
         Arc::new(engine.clone()),
         store,
         settings,
         config.http_addr()?,
+        tls,
         shutdown,
     )
     .await;

@@ -144,3 +144,34 @@ fn identity_file_round_trips() {
     let e = c.identity().expect_err("bad identity file");
     assert!(e.to_string().contains("identity_file"), "{e}");
 }
+
+#[test]
+fn tls_section_resolves_paths_and_names_bad_fields() {
+    let c = CoordinatorConfig::parse(
+        &format!(
+            "{GOOD}\n[tls]\ncert = \"api.crt\"\nkey = \"/abs/api.key\"\nclient_ca = \"ca.crt\"\n"
+        ),
+        Path::new("/etc/quorate"),
+    )
+    .expect("parse");
+    let tls = c.tls.as_ref().expect("tls");
+    assert_eq!(tls.cert, Path::new("/etc/quorate/api.crt"));
+    assert_eq!(tls.key, Path::new("/abs/api.key"));
+    assert_eq!(
+        tls.client_ca.as_deref(),
+        Some(Path::new("/etc/quorate/ca.crt"))
+    );
+    // Missing files are reported when the server configuration is built.
+    let e = c.tls_server_config().expect_err("no such files");
+    assert!(e.to_string().contains("tls.cert"), "{e}");
+    assert!(CoordinatorConfig::parse(GOOD, Path::new("/etc/quorate"))
+        .expect("parse")
+        .tls
+        .is_none());
+    let e = config_error(&format!(
+        "{GOOD}\n[tls]\ncert = \"a\"\nkey = \"b\"\nca = \"c\"\n"
+    ));
+    assert!(e.contains("ca"), "{e}");
+    let e = config_error(&format!("{GOOD}\n[tls]\ncert = \"a\"\n"));
+    assert!(e.contains("key"), "{e}");
+}
