@@ -176,3 +176,72 @@ async fn client_refuses_key_when_its_pinned_roster_lists_other_nodes() {
     let m = unattested(server.api.get_attested_key(&key.key_id, &other).await);
     assert!(m.contains("not a signer"), "{m}");
 }
+
+/// unsigned LEB128, as postcard writes lengths and integers.
+fn varint(mut n: u64, out: &mut Vec<u8>) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+#[tokio::test]
+async fn attestations_verify_from_the_documented_json_fields_alone() {
+    // What a non-Rust integrator does from coordinator/README.md: rebuild the
+    // message from the JSON fields and check each signature with plain Ed25519.
+    let server = Server::start(600).await;
+    for suite in Ciphersuite::ALL {
+        let key = server.create_key(suite).await;
+        let v: Value = server.get_raw(&format!("/v1/keys/{}", key.key_id)).await.2;
+        let mut msg = b"quorate/key-attestation/v1\0".to_vec();
+        varint(1, &mut msg);
+        msg.extend(hex::decode(v["key_id"].as_str().expect("id")).expect("hex"));
+        let suite_tag = match v["ciphersuite"].as_str().expect("suite") {
+            "secp256k1" => 0,
+            "secp256k1-tr" => 1,
+            "ed25519" => 2,
+            other => panic!("suite {other}"),
+        };
+        varint(suite_tag, &mut msg);
+        varint(v["threshold"].as_u64().expect("t"), &mut msg);
+        let participants = v["participants"].as_array().expect("participants");
+        varint(participants.len() as u64, &mut msg);
+        for p in participants {
+            msg.extend(hex::decode(p["node"].as_str().expect("node")).expect("hex"));
+            varint(p["index"].as_u64().expect("index"), &mut msg);
+            let share = hex::decode(p["verifying_share"].as_str().expect("share")).expect("hex");
+            varint(share.len() as u64, &mut msg);
+            msg.extend(share);
+        }
+        let vk = hex::decode(v["verifying_key"].as_str().expect("vk")).expect("hex");
+        varint(vk.len() as u64, &mut msg);
+        msg.extend(vk);
+
+        let attestations = v["attestations"].as_array().expect("attestations");
+        assert_eq!(attestations.len(), participants.len());
+        for (a, p) in attestations.iter().zip(participants) {
+            assert_eq!(a["node"], p["node"], "index order");
+            let node: [u8; 32] = hex::decode(a["node"].as_str().expect("node"))
+                .expect("hex")
+                .try_into()
+                .expect("32 bytes");
+            let sig: [u8; 64] = hex::decode(a["signature"].as_str().expect("sig"))
+                .expect("hex")
+                .try_into()
+                .expect("64 bytes");
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&node).expect("key");
+            let sig = ed25519_dalek::Signature::from_bytes(&sig);
+            key.verify_strict(&msg, &sig)
+                .expect("documented message verifies");
+            let mut other = msg.clone();
+            let last = other.len() - 1;
+            other[last] ^= 1;
+            assert!(key.verify_strict(&other, &sig).is_err());
+        }
+    }
+}

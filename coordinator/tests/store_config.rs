@@ -175,3 +175,41 @@ fn tls_section_resolves_paths_and_names_bad_fields() {
     let e = config_error(&format!("{GOOD}\n[tls]\ncert = \"a\"\n"));
     assert!(e.contains("key"), "{e}");
 }
+
+#[test]
+fn key_records_from_before_attestations_load_without_attestations() {
+    use quorate_coordinator::protocol::{Ciphersuite, GroupPublic, KeyId};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    let public = GroupPublic {
+        suite: Ciphersuite::Ed25519,
+        key_id: KeyId([7; 16]),
+        threshold: 2,
+        members: Default::default(),
+        verifying_key: vec![1; 32],
+        public_key_package: vec![2; 8],
+    };
+    {
+        // The pre-attestation layout: public data, then the creation time.
+        let bytes = postcard::to_allocvec(&(&public, 1_767_225_600_000u64)).expect("encode");
+        let db = redb::Database::create(&path).expect("db");
+        let txn = db.begin_write().expect("txn");
+        {
+            let table: redb::TableDefinition<'_, &str, &[u8]> =
+                redb::TableDefinition::new("coordinator_keys");
+            let mut t = txn.open_table(table).expect("table");
+            t.insert(KeyId([7; 16]).to_string().as_str(), bytes.as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = Store::open(&path).expect("open");
+    let record = store.key(&KeyId([7; 16])).expect("read").expect("present");
+    assert_eq!(record.public, public);
+    assert_eq!(record.created_at_ms, 1_767_225_600_000);
+    assert!(
+        record.attestations.is_empty(),
+        "not attested: clients refuse it"
+    );
+    assert_eq!(store.keys().expect("list").len(), 1);
+}
