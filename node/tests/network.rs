@@ -306,6 +306,14 @@ async fn dkg(engine: &Engine, nodes: &[NodeId], suite: Ciphersuite, t: u16) -> K
             participants: Participants::Nodes(nodes.to_vec()),
         })
         .await
+        .inspect(|key| {
+            // Every member's attestation came with the key, and each verifies.
+            let body = quorate_protocol::AttestedKey::from_public(&key.public).expect("body");
+            assert_eq!(key.attestations.len(), nodes.len(), "one per member");
+            for a in &key.attestations {
+                a.verify(&body).expect("attestation verifies");
+            }
+        })
         .unwrap_or_else(|e| panic!("{suite} DKG: {e}"))
 }
 
@@ -632,10 +640,16 @@ struct Cheater {
     peer: RawPeer,
     sessions: std::collections::BTreeMap<SessionId, quorate_protocol::local::Party>,
     shares: std::collections::BTreeMap<KeyId, quorate_protocol::KeyShare>,
+    /// Report the key with an attestation of other data (a forged key claim).
+    forge_attestation: bool,
 }
 
 impl Cheater {
     fn spawn(net: &Net) -> tokio::sync::oneshot::Sender<()> {
+        Self::spawn_with(net, false)
+    }
+
+    fn spawn_with(net: &Net, forge_attestation: bool) -> tokio::sync::oneshot::Sender<()> {
         let mut peer = RawPeer::new(net, &net.mallory);
         let port = net.ports[net.ids.len()];
         peer.swarm
@@ -646,6 +660,7 @@ impl Cheater {
             peer,
             sessions: Default::default(),
             shares: Default::default(),
+            forge_attestation,
         };
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -758,11 +773,15 @@ impl Cheater {
                         env.session,
                         Payload::DkgComplete {
                             public: share.public.clone(),
-                            attestation: quorate_protocol::attestation::attest(
-                                &self.identity,
-                                &share.public,
-                            )
-                            .expect("attest"),
+                            attestation: {
+                                let mut attested = share.public.clone();
+                                if self.forge_attestation {
+                                    attested.threshold += 1;
+                                }
+                                quorate_protocol::attestation::AttestedKey::from_public(&attested)
+                                    .expect("body")
+                                    .sign(&self.identity)
+                            },
                         },
                     );
                     self.shares.insert(share.public.key_id, share);
@@ -820,6 +839,37 @@ async fn signer_sending_invalid_shares_is_named_and_excluded() {
     );
     let _ = stop.send(());
     let _ = metrics;
+    engine.shutdown().await;
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_whose_member_attests_other_data_is_refused_naming_the_member() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 11);
+    let (nodes, _metrics, engine) = started(&net, Routing::Direct).await;
+    let stop = Cheater::spawn_with(&net, true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut members = node_ids(&net);
+    members.push(net.mallory.node_id());
+    let err = engine
+        .create_key(KeySpec {
+            ciphersuite: Ciphersuite::Ed25519,
+            threshold: 2,
+            participants: Participants::Nodes(members),
+        })
+        .await
+        .expect_err("a key with a bad attestation is not kept");
+    match err {
+        quorate_coordinator::CoordinatorError::DkgFailed { culprits, reason } => {
+            assert_eq!(culprits, vec![net.mallory.node_id()], "{reason}");
+            assert!(reason.contains("attestation"), "{reason}");
+        }
+        other => panic!("expected DkgFailed, got {other}"),
+    }
+    let _ = stop.send(());
     engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
