@@ -221,10 +221,15 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
     if let Some(id) = &args.client_cert {
         options = options.client_identity_file(id)?;
     }
-    if args.url.starts_with("http://") {
-        let loopback = args.url.strip_prefix("http://").is_some_and(|r| {
-            r.starts_with("127.") || r.starts_with("localhost") || r.starts_with("[::1]")
-        });
+    let url = reqwest::Url::parse(&args.url).with_context(|| format!("--url {}", args.url))?;
+    if url.scheme() == "http" {
+        let host = url.host_str().unwrap_or_default();
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
         if !loopback {
             eprintln!(
                 "WARNING: {} is plain HTTP: requests and answers travel unprotected",
