@@ -57,9 +57,6 @@ struct TlsServer {
 
 impl TlsServer {
     async fn start(ca: &Ca, client_ca: Option<&Ca>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Store::open(dir.path().join("c.redb")).expect("store"));
-        let backend = Arc::new(LocalBackend::new(3));
         let (cert, key) = ca.issue(
             &["localhost", "127.0.0.1"],
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -67,6 +64,13 @@ impl TlsServer {
         let client_ca_pem = client_ca.map(Ca::pem);
         let tls = server_config(cert.as_bytes(), key.as_bytes(), client_ca_pem.as_deref())
             .expect("tls config");
+        Self::start_with(tls).await
+    }
+
+    async fn start_with(tls: Arc<rustls::ServerConfig>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Store::open(dir.path().join("c.redb")).expect("store"));
+        let backend = Arc::new(LocalBackend::new(3));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!(
             "https://127.0.0.1:{}",
@@ -176,4 +180,42 @@ fn tls_config_refuses_a_key_that_is_not_pem() {
     let (cert, _) = ca.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
     let err = server_config(cert.as_bytes(), b"not a key", None).expect_err("refused");
     assert!(err.to_string().contains("tls.key"), "{err}");
+}
+
+#[tokio::test]
+async fn tls_files_named_in_coordinator_toml_serve_a_client_configured_from_files() {
+    let ca = Ca::new("test server CA");
+    let clients = Ca::new("test client CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = ca.issue(
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    std::fs::write(dir.path().join("api.crt"), cert).expect("write");
+    std::fs::write(dir.path().join("api.key"), key).expect("write");
+    std::fs::write(dir.path().join("clients-ca.crt"), clients.pem()).expect("write");
+    std::fs::write(dir.path().join("ca.crt"), ca.pem()).expect("write");
+    let (ccert, ckey) = clients.issue(&["exchange-a"], ExtendedKeyUsagePurpose::ClientAuth);
+    std::fs::write(dir.path().join("me.pem"), format!("{ckey}{ccert}")).expect("write");
+    let config = quorate_coordinator::config::CoordinatorConfig::parse(
+        "identity_file = \"id\"\nroster = \"roster.toml\"\nhttp_listen = \"127.0.0.1:0\"\n\
+         data_dir = \"data\"\n[tls]\ncert = \"api.crt\"\nkey = \"api.key\"\nclient_ca = \"clients-ca.crt\"\n",
+        dir.path(),
+    )
+    .expect("config");
+    let tls = config
+        .tls_server_config()
+        .expect("tls")
+        .expect("configured");
+    let server = TlsServer::start_with(tls).await;
+    let options = ClientOptions::default()
+        .ca_cert_file(dir.path().join("ca.crt"))
+        .expect("ca")
+        .client_identity_file(dir.path().join("me.pem"))
+        .expect("identity");
+    let api = Client::with_options(server.url.clone(), options).expect("client");
+    assert_eq!(api.health().await.expect("health").status, "ok");
+    let missing = ClientOptions::default().ca_cert_file(dir.path().join("nope.crt"));
+    assert!(matches!(missing, Err(ClientError::Tls(_))));
+    server.stop().await;
 }
