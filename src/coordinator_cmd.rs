@@ -4,11 +4,11 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
 use quorate_coordinator::{
-    api::model::{CreateKeyBody, ParticipantsBody},
-    client::{verify_job, Client, RequestBuilder, SignOptions},
+    api::model::{CreateKeyBody, KeyView, ParticipantsBody},
+    client::{verify_job, verify_key, Client, ClientOptions, RequestBuilder, SignOptions},
     config::CoordinatorConfig,
 };
-use quorate_protocol::{Ciphersuite, KeyId};
+use quorate_protocol::{roster::Roster, Ciphersuite, KeyId};
 
 /// `quorate coordinator --config coordinator.toml`
 #[derive(clap::Args)]
@@ -47,6 +47,21 @@ pub(crate) struct ClientArgs {
     /// Coordinator base URL.
     #[arg(long, env = "QUORATE_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// Pinned roster file: keys are trusted only when every committee member listed
+    /// in it attested them. Required by `sign` and `verify`.
+    #[arg(long, env = "QUORATE_ROSTER")]
+    roster: Option<PathBuf>,
+    /// Roster authority key (32 bytes hex): when set, `<roster>.sig` must verify
+    /// under it.
+    #[arg(long, env = "QUORATE_ROSTER_AUTHORITY")]
+    roster_authority: Option<String>,
+    /// PEM CA bundle to trust for an https:// URL (only these CAs, not the web roots).
+    #[arg(long, env = "QUORATE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// PEM file with this client's TLS certificate chain and PKCS#8 key, for a
+    /// coordinator that requires client certificates.
+    #[arg(long, env = "QUORATE_CLIENT_CERT")]
+    client_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: ClientCmd,
 }
@@ -86,7 +101,8 @@ enum ClientCmd {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
-    /// Verify a signature with the key's public data from the coordinator.
+    /// Verify a signature under a key, after checking the key's attestations
+    /// against the pinned roster (refused without --roster).
     Verify {
         /// Key id (hex).
         #[arg(long)]
@@ -145,8 +161,83 @@ pub(crate) fn client(args: ClientArgs) -> anyhow::Result<()> {
     rt.block_on(client_async(args))
 }
 
+/// Loads the pinned roster (verifying its `.sig` when an authority key is given).
+fn pinned_roster(args: &ClientArgs) -> anyhow::Result<Option<Roster>> {
+    let Some(path) = &args.roster else {
+        if args.roster_authority.is_some() {
+            bail!("--roster-authority needs --roster");
+        }
+        return Ok(None);
+    };
+    let authority = match &args.roster_authority {
+        Some(h) => {
+            let mut k = [0u8; 32];
+            hex::decode_to_slice(h.trim(), &mut k)
+                .context("--roster-authority must be 32 bytes of hex")?;
+            Some(k)
+        }
+        None => None,
+    };
+    Ok(Some(Roster::load(path, authority.as_ref()).with_context(
+        || format!("pinned roster {}", path.display()),
+    )?))
+}
+
+/// The roster, or a refusal: `sign` and `verify` never use an unattested key.
+fn require_roster(roster: Option<&Roster>, what: &str) -> anyhow::Result<Roster> {
+    roster.cloned().with_context(|| {
+        format!(
+            "{what} needs a pinned roster to check the key's attestations: pass --roster \
+             (or QUORATE_ROSTER); a key is never taken on the coordinator's word"
+        )
+    })
+}
+
+/// Checks a key view when a roster is pinned; warns loudly when none is.
+fn report_attestation(view: &KeyView, roster: Option<&Roster>) -> anyhow::Result<()> {
+    match roster {
+        Some(r) => {
+            verify_key(view, r)?;
+            eprintln!(
+                "key {} attested by all {} committee members of the pinned roster",
+                view.key_id,
+                view.participants.len()
+            );
+        }
+        None => eprintln!(
+            "WARNING: key {} NOT verified (no --roster): this is only what the coordinator says",
+            view.key_id
+        ),
+    }
+    Ok(())
+}
+
 async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
-    let client = Client::new(args.url.clone())?;
+    let roster = pinned_roster(&args)?;
+    let mut options = ClientOptions::default();
+    if let Some(ca) = &args.ca_cert {
+        options = options.ca_cert_file(ca)?;
+    }
+    if let Some(id) = &args.client_cert {
+        options = options.client_identity_file(id)?;
+    }
+    let url = reqwest::Url::parse(&args.url).with_context(|| format!("--url {}", args.url))?;
+    if url.scheme() == "http" {
+        let host = url.host_str().unwrap_or_default();
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            eprintln!(
+                "WARNING: {} is plain HTTP: requests and answers travel unprotected",
+                args.url
+            );
+        }
+    }
+    let client = Client::with_options(args.url.clone(), options)?;
     match args.command {
         ClientCmd::Keygen { out } => {
             if out.exists() {
@@ -173,6 +264,7 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
                 .create_key(&body)
                 .await?;
             println!("{}", serde_json::to_string_pretty(&key)?);
+            report_attestation(&key, roster.as_ref())?;
         }
         ClientCmd::Keys(KeysCmd::List) => {
             for k in client.list_keys().await? {
@@ -187,10 +279,9 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
             }
         }
         ClientCmd::Keys(KeysCmd::Show { key }) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&client.get_key(&key).await?)?
-            );
+            let view = client.get_key(&key).await?;
+            println!("{}", serde_json::to_string_pretty(&view)?);
+            report_attestation(&view, roster.as_ref())?;
         }
         ClientCmd::Sign {
             key,
@@ -201,7 +292,10 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
             destination,
             idempotency_key,
         } => {
+            let roster = require_roster(roster.as_ref(), "sign")?;
             let sk = read_secret(&client_key)?;
+            // Check the key before asking for anything under it.
+            let attested = client.get_attested_key(&key, &roster).await?;
             let key_id = KeyId::from_hex(&key)?;
             let msgs = messages
                 .iter()
@@ -224,21 +318,21 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
                     Duration::from_secs(120),
                 )
                 .await?;
-            let view = client.get_key(&key).await?;
-            verify_job(&view, &signed.request, &job)?;
+            verify_job(&attested, &signed.request, &job)?;
             println!("{}", serde_json::to_string_pretty(&job)?);
-            eprintln!("every signature verified against key {key}");
+            eprintln!("every signature verified against attested key {key}");
         }
         ClientCmd::Verify {
             key,
             message,
             signature,
         } => {
-            let view = client.get_key(&key).await?;
-            let public = view.to_group_public()?;
+            let roster = require_roster(roster.as_ref(), "verify")?;
+            let attested = client.get_attested_key(&key, &roster).await?;
+            let public = attested.public();
             let msg = hex::decode(&message).context("--message is not hex")?;
             let sig = hex::decode(&signature).context("--signature is not hex")?;
-            quorate_coordinator::client::verify_signature(&public, &msg, &sig, None)?;
+            quorate_coordinator::client::verify_signature(public, &msg, &sig, None)?;
             println!("valid");
         }
     }

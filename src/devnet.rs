@@ -18,7 +18,7 @@ use std::{
 use anyhow::{bail, ensure, Context};
 use quorate_coordinator::{
     api::model::{CreateKeyBody, ParticipantsBody},
-    client::{verify_job, Client, RequestBuilder, SignOptions},
+    client::{verify_job, verify_key, Client, RequestBuilder, SignOptions},
     config::CoordinatorConfig,
 };
 use quorate_node::keystore::{KdfParams, Keystore, Passphrase};
@@ -358,10 +358,11 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         println!("\nquorate devnet is up: {} nodes in {} segments, threshold {}", l.n, args.segments, args.threshold);
         println!("coordinator API  {url}   (OpenAPI: {url}/openapi.json)");
         println!("data and logs    {}", dir.display());
+        println!("transport        plain HTTP on loopback (no TLS: a devnet only; configure [tls] in coordinator.toml for anything else)");
         println!("\ntry:");
-        println!("  export QUORATE_URL={url} QUORATE_ADMIN_TOKEN=$(cat {}/admin.token)", dir.display());
+        println!("  export QUORATE_URL={url} QUORATE_ADMIN_TOKEN=$(cat {}/admin.token) QUORATE_ROSTER={}/roster.toml", dir.display(), dir.display());
         println!("  quorate client keys create --ciphersuite secp256k1-tr --threshold {} --n {} --min-segments {}", args.threshold, l.n, args.segments);
-        println!("  quorate client sign --key <key id> --client-key {}/client.key --message $(printf 'hello' | sha256sum | cut -c1-64)", dir.display());
+        println!("  quorate client --roster {}/roster.toml sign --key <key id> --client-key {}/client.key --message $(printf 'hello' | sha256sum | cut -c1-64)", dir.display(), dir.display());
         println!("  curl -s {url}/v1/keys");
         if args.demo {
             demo(&url, &admin_token, &dir, args).await?;
@@ -387,6 +388,7 @@ async fn demo(url: &str, admin_token: &str, dir: &Path, args: &DevnetArgs) -> an
     let mut sk = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut sk).context("client.key")?;
     let client = ed25519_dalek::SigningKey::from_bytes(&sk);
+    let roster = quorate_protocol::roster::Roster::load(&dir.join("roster.toml"), None)?;
     let message: [u8; 32] = {
         use sha2::Digest;
         sha2::Sha256::digest(b"quorate devnet demo: withdraw 0.5 BTC").into()
@@ -409,6 +411,9 @@ async fn demo(url: &str, admin_token: &str, dir: &Path, args: &DevnetArgs) -> an
             .await
             .with_context(|| format!("{suite}: key generation"))?;
         let dkg_ms = started.elapsed().as_millis();
+        // A client trusts the key only once every member attested it (pinned roster).
+        let attested =
+            verify_key(&key, &roster).with_context(|| format!("{suite}: attestations"))?;
         let key_id = KeyId::from_hex(&key.key_id)?;
         let signed = RequestBuilder::new(key_id)
             .message(message.to_vec())
@@ -427,7 +432,7 @@ async fn demo(url: &str, admin_token: &str, dir: &Path, args: &DevnetArgs) -> an
             .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(60))
             .await?;
         let sign_ms = started.elapsed().as_millis();
-        verify_job(&key, &signed.request, &job)
+        verify_job(&attested, &signed.request, &job)
             .with_context(|| format!("{suite}: verification"))?;
         let sig = job
             .result

@@ -42,6 +42,16 @@ struct Devnet {
 }
 
 impl Devnet {
+    /// The key, verified against the devnet's roster (the client's pinned copy).
+    fn attested(
+        &self,
+        key: &quorate_coordinator::api::model::KeyView,
+    ) -> quorate_coordinator::client::AttestedKey {
+        let roster = quorate_protocol::roster::Roster::load(&self.data.join("roster.toml"), None)
+            .expect("devnet roster");
+        quorate_coordinator::client::verify_key(key, &roster).expect("key attested by every member")
+    }
+
     fn start() -> Self {
         let dir = tempfile::tempdir().expect("tmp");
         let data = dir.path().join("net");
@@ -270,7 +280,7 @@ async fn node_killed_mid_signing_is_routed_around_and_rejoins_after_restart() {
         .await
         .expect("job");
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
-    verify_job(&key, &signed.request, &job).expect("every signature verifies");
+    verify_job(&net.attested(&key), &signed.request, &job).expect("every signature verifies");
 
     let shares_before = std::fs::read_to_string(net.data.join("node2.audit.jsonl"))
         .expect("audit")
@@ -297,7 +307,7 @@ async fn node_killed_mid_signing_is_routed_around_and_rejoins_after_restart() {
         net.signal(n, "-CONT");
     }
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
-    verify_job(&key, &signed.request, &job).expect("verifies");
+    verify_job(&net.attested(&key), &signed.request, &job).expect("verifies");
     let node2_log = std::fs::read_to_string(net.data.join("node2.audit.jsonl")).expect("audit");
     assert!(
         node2_log.matches("share_contributed").count() > shares_before,
@@ -348,14 +358,15 @@ async fn coordinator_restart_answers_finished_jobs_and_fails_pending_ones() {
         .await
         .expect("finished job answered after restart");
     assert_eq!(again.status, JobStatus::Succeeded);
-    verify_job(&key, &first.request, &again).expect("answered job still verifies");
+    verify_job(&net.attested(&key), &first.request, &again).expect("answered job still verifies");
     let failed = api.job(&pending.id).await.expect("pending job answered");
     assert_eq!(failed.status, JobStatus::Failed, "{failed:?}");
     // And signing works again.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let signed = request(&net, &key.key_id, vec![vec![3; 32]]);
     let job = sign_until_done(&api, &key.key_id, &signed).await;
-    verify_job(&key, &signed.request, &job).expect("verifies after coordinator restart");
+    verify_job(&net.attested(&key), &signed.request, &job)
+        .expect("verifies after coordinator restart");
 }
 
 fn throw(addr: &str, bytes: &[u8]) {
@@ -411,7 +422,7 @@ async fn garbage_on_live_ports_crashes_nothing() {
     // Everything still works.
     let signed = request(&net, &key.key_id, vec![vec![5; 32]]);
     let job = sign_until_done(&api, &key.key_id, &signed).await;
-    verify_job(&key, &signed.request, &job).expect("verifies");
+    verify_job(&net.attested(&key), &signed.request, &job).expect("verifies");
     for i in 1..=5 {
         let pid = net.pid(&format!("node{i}"));
         assert!(
@@ -515,7 +526,7 @@ async fn policy_refusals_and_reloads_show_in_audit_logs_and_metrics() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let signed = over_limit(200_000_000);
     let job = sign_until_done(&api, &key.key_id, &signed).await;
-    verify_job(&key, &signed.request, &job).expect("signed after the reload");
+    verify_job(&net.attested(&key), &signed.request, &job).expect("signed after the reload");
     for i in 1..=5 {
         let log =
             std::fs::read_to_string(net.data.join(format!("node{i}.audit.jsonl"))).expect("audit");

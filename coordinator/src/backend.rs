@@ -12,8 +12,10 @@ use std::{
 };
 
 use quorate_protocol::{
+    attestation::attest,
     local::{identities, run_dkg, run_signing},
     request::SignedRequest,
+    roster::{Roster, RosterError},
     KeyId, KeyShare, NodeId, NodeIdentity, ProtocolError, SignTarget,
 };
 use rand_core::OsRng;
@@ -98,6 +100,21 @@ impl LocalBackend {
     /// The local nodes' ids, in index order.
     pub fn node_ids(&self) -> Vec<NodeId> {
         self.nodes.iter().map(|n| n.node_id()).collect()
+    }
+
+    /// A roster of the local nodes (FROST index = position + 1, one segment each),
+    /// for clients to pin: keys created with `spanning` participants are attested
+    /// under these indices.
+    pub fn roster(&self) -> Result<Roster, RosterError> {
+        let mut text = String::new();
+        for (i, n) in (1u16..).zip(&self.nodes) {
+            text.push_str(&format!(
+                "[[nodes]]\nname = \"local-{i}\"\nnode_id = \"{}\"\nseal_key = \"{}\"\nindex = {i}\nsegment = \"local-{i}\"\n\n",
+                n.node_id(),
+                hex::encode(n.public().seal_key),
+            ));
+        }
+        Roster::from_toml(&text)
     }
 
     fn select(
@@ -194,8 +211,16 @@ impl Backend for LocalBackend {
                 culprits: Vec::new(),
             }
         })?;
+        // Each local node attests the key it derived, as a real node does.
+        let attestations = members
+            .iter()
+            .zip(&shares)
+            .map(|(node, share)| attest(node, &share.public))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(protocol_to_spec)?;
         let record = KeyRecord {
             public,
+            attestations,
             created_at_ms: now_ms(),
         };
         let held: Shares = members.into_iter().zip(shares).collect();

@@ -1,22 +1,25 @@
 //! Typed async client for the coordinator's HTTP API: request building and client
-//! signing, key management, signature jobs and local signature verification.
+//! signing, key management, key attestation checks against a pinned roster, signature
+//! jobs and local signature verification.
 //!
 //! ```no_run
-//! # async fn demo(client_key: ed25519_dalek::SigningKey) -> Result<(), quorate_coordinator::client::ClientError> {
+//! # async fn demo(client_key: ed25519_dalek::SigningKey) -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
 //! use quorate_coordinator::client::{Client, RequestBuilder, SignOptions};
+//! use quorate_coordinator::protocol::roster::Roster;
 //!
+//! // The roster you pinned (and its `.sig`, checked under the authority key).
+//! let authority = [0u8; 32]; // the network's roster authority key
+//! let roster = Roster::load("roster.toml".as_ref(), Some(&authority))?;
 //! let api = Client::new("http://127.0.0.1:8080")?;
-//! let key = api.list_keys().await?.remove(0);
-//! let key_id = quorate_coordinator::protocol::KeyId::from_hex(&key.key_id)
-//!     .map_err(|e| quorate_coordinator::client::ClientError::Decode(e.to_string()))?;
-//! let signed = RequestBuilder::new(key_id)
+//! let key = api.get_attested_key("5b0e…c4", &roster).await?;
+//! let signed = RequestBuilder::new(key.public().key_id)
 //!     .message([7u8; 32])
 //!     .purpose("BTC", 50_000, "bc1q…", "payout 42")
 //!     .expires_in(Duration::from_secs(300))
 //!     .sign(&client_key);
 //! let job = api
-//!     .sign(&key.key_id, &signed, SignOptions::wait(Duration::from_secs(30)))
+//!     .sign(key.key_id(), &signed, SignOptions::wait(Duration::from_secs(30)))
 //!     .await?;
 //! let job = api.poll_until_done(&job.id, Duration::from_millis(200), Duration::from_secs(60)).await?;
 //! quorate_coordinator::client::verify_job(&key, &signed.request, &job)?;
@@ -27,8 +30,10 @@ use std::{collections::BTreeMap, time::Duration};
 
 use ed25519_dalek::SigningKey;
 use quorate_protocol::{
+    attestation::verify_attestations,
     request::{Purpose, SignedRequest, SigningRequest, REQUEST_VERSION},
-    Ciphersuite, GroupPublic, KeyId, NodeId,
+    roster::Roster,
+    Ciphersuite, GroupPublic, KeyAttestation, KeyId, NodeId,
 };
 use rand_core::{OsRng, RngCore};
 use reqwest::{header, Response, StatusCode};
@@ -40,6 +45,7 @@ use crate::{
         problem::{Problem, PROBLEM_CONTENT_TYPE},
     },
     backend::now_ms,
+    types::KeyRecord,
 };
 
 /// What the client can fail with.
@@ -58,6 +64,13 @@ pub enum ClientError {
     /// A signature or key did not verify locally.
     #[error("verification failed: {0}")]
     Verify(String),
+    /// A key's attestations are missing, do not verify against the pinned roster,
+    /// or disagree with the key data the coordinator returned.
+    #[error("key is not attested: {0}")]
+    Unattested(String),
+    /// A TLS option (CA or client certificate) could not be used.
+    #[error("tls: {0}")]
+    Tls(String),
     /// The job did not finish in time.
     #[error("job {0} did not finish in time")]
     Timeout(String),
@@ -197,6 +210,58 @@ impl SignOptions {
     }
 }
 
+/// How the client connects: TLS trust and identity, timeout.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    /// PEM CA bundle to trust for `https://` URLs. When set, **only** these CAs are
+    /// trusted (the built-in web roots are not); otherwise the built-in roots are.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// PEM client certificate chain and its PKCS#8 private key in one buffer, for a
+    /// coordinator that requires client certificates.
+    pub client_identity_pem: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// Whole-request timeout (default 300 s).
+    pub timeout: Option<Duration>,
+}
+
+impl core::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(|c| c.len()))
+            .field(
+                "client_identity_pem",
+                &self.client_identity_pem.as_ref().map(|_| "<secret>"),
+            )
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl ClientOptions {
+    /// Trust only the CA(s) in this PEM file.
+    pub fn ca_cert_file(mut self, path: impl AsRef<std::path::Path>) -> Result<Self, ClientError> {
+        let p = path.as_ref();
+        self.ca_cert_pem =
+            Some(std::fs::read(p).map_err(|e| ClientError::Tls(format!("{}: {e}", p.display())))?);
+        Ok(self)
+    }
+
+    /// Present the client certificate chain and PKCS#8 key in this PEM file.
+    ///
+    /// # Security
+    /// Reads a TLS private key into memory (zeroized on drop).
+    pub fn client_identity_file(
+        mut self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, ClientError> {
+        let p = path.as_ref();
+        self.client_identity_pem =
+            Some(zeroize::Zeroizing::new(std::fs::read(p).map_err(|e| {
+                ClientError::Tls(format!("{}: {e}", p.display()))
+            })?));
+        Ok(self)
+    }
+}
+
 /// A client of one coordinator.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -206,12 +271,38 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the coordinator at `base_url` (e.g. `http://127.0.0.1:8080`).
+    /// A client of the coordinator at `base_url` (e.g. `https://coordinator:8443`),
+    /// trusting the built-in web roots for `https://`.
     pub fn new(base_url: impl Into<String>) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .map_err(http)?;
+        Self::with_options(base_url, ClientOptions::default())
+    }
+
+    /// A client with TLS options (custom CA, client certificate): rustls, never the
+    /// platform's OpenSSL.
+    pub fn with_options(
+        base_url: impl Into<String>,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(options.timeout.unwrap_or(Duration::from_secs(300)));
+        if let Some(pem) = &options.ca_cert_pem {
+            let cas = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Tls(format!("CA certificate: {e}")))?;
+            if cas.is_empty() {
+                return Err(ClientError::Tls("CA file holds no certificate".into()));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for ca in cas {
+                builder = builder.add_root_certificate(ca);
+            }
+        }
+        if let Some(pem) = &options.client_identity_pem {
+            let id = reqwest::Identity::from_pem(pem)
+                .map_err(|e| ClientError::Tls(format!("client certificate: {e}")))?;
+            builder = builder.identity(id);
+        }
+        let http = builder.build().map_err(http)?;
         Ok(Self {
             http,
             base: base_url.into().trim_end_matches('/').to_owned(),
@@ -285,6 +376,23 @@ impl Client {
             .await
             .map_err(http)?;
         Self::decode(resp).await
+    }
+
+    /// `GET /v1/keys/{id}`, then [`verify_key`] against the pinned `roster`: the only
+    /// way to obtain a key [`verify_job`] accepts.
+    pub async fn get_attested_key(
+        &self,
+        key_id: &str,
+        roster: &Roster,
+    ) -> Result<AttestedKey, ClientError> {
+        let view = self.get_key(key_id).await?;
+        if !view.key_id.eq_ignore_ascii_case(key_id) {
+            return Err(ClientError::Unattested(format!(
+                "asked for key {key_id}, got {}",
+                view.key_id
+            )));
+        }
+        verify_key(&view, roster)
     }
 
     /// `POST /v1/keys/{id}/signatures`: submits a client-signed request. Returns the
@@ -405,6 +513,80 @@ impl KeyView {
     }
 }
 
+/// A key whose every committee member attested exactly the data returned, checked
+/// against a pinned roster by [`verify_key`]. Only this type is accepted by
+/// [`verify_job`]: nothing the coordinator says about a key is taken on its word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestedKey {
+    view: KeyView,
+    public: GroupPublic,
+}
+
+impl AttestedKey {
+    /// The key as the coordinator returned it (every field checked).
+    pub fn view(&self) -> &KeyView {
+        &self.view
+    }
+
+    /// The attested group public data.
+    pub fn public(&self) -> &GroupPublic {
+        &self.public
+    }
+
+    /// The key id (hex).
+    pub fn key_id(&self) -> &str {
+        &self.view.key_id
+    }
+}
+
+fn attestation_of(a: &crate::api::model::AttestationView) -> Result<KeyAttestation, ClientError> {
+    let node = NodeId::from_hex(&a.node).map_err(|e| ClientError::Decode(e.to_string()))?;
+    let mut sig = [0u8; 64];
+    hex::decode_to_slice(&a.signature, &mut sig)
+        .map_err(|_| ClientError::Decode("attestation signature is not 64 bytes of hex".into()))?;
+    Ok(KeyAttestation {
+        node,
+        signature: ed25519_dalek::Signature::from_bytes(&sig),
+    })
+}
+
+/// Verifies a key returned by the coordinator against a pinned `roster` (load it with
+/// [`Roster::load`], with the roster authority key where you have one):
+///
+/// - every field of the view (group key, native encodings, participants and their
+///   verifying shares) must be exactly what its `public_key_package` implies;
+/// - every committee member must be a signer of the roster under the same FROST
+///   index, and must have exactly one attestation, verifying (strict Ed25519) under
+///   its roster node id, over this key's [`AttestedKey`](quorate_protocol::AttestedKey)
+///   body; attestations by anyone else are refused.
+///
+/// A key attested by fewer than all members, or whose attestations disagree with the
+/// data returned, is refused with [`ClientError::Unattested`].
+pub fn verify_key(view: &KeyView, roster: &Roster) -> Result<AttestedKey, ClientError> {
+    let public = view.to_group_public()?;
+    let attestations = view
+        .attestations
+        .iter()
+        .map(attestation_of)
+        .collect::<Result<Vec<_>, _>>()?;
+    let record = KeyRecord {
+        public: public.clone(),
+        attestations: attestations.clone(),
+        created_at_ms: view.created_at_ms,
+    };
+    if KeyView::from_record(&record) != *view {
+        return Err(ClientError::Unattested(
+            "key fields disagree with the key's public key package".into(),
+        ));
+    }
+    verify_attestations(&public, &attestations, roster)
+        .map_err(|e| ClientError::Unattested(e.to_string()))?;
+    Ok(AttestedKey {
+        view: view.clone(),
+        public,
+    })
+}
+
 /// Verifies one signature over `message` under `key` (with the request's `tweak`):
 /// frost-core's verifier for the suite, and in addition an independent one where it
 /// exists (ed25519-dalek strict verification for Ed25519; libsecp256k1 BIP340 for
@@ -463,11 +645,16 @@ pub fn x_only(key: &[u8]) -> Result<[u8; 32], ClientError> {
         .ok_or_else(|| ClientError::Verify("not a secp256k1 key".into()))
 }
 
-/// Verifies a finished job against the request the client signed and the key it
-/// fetched: one signature per message, in order, each over exactly the requested
-/// message, each verifying under the key's output key for the request's tweak.
-pub fn verify_job(key: &KeyView, request: &SigningRequest, job: &Job) -> Result<(), ClientError> {
-    let public = key.to_group_public()?;
+/// Verifies a finished job against the request the client signed and the attested
+/// key (see [`verify_key`]): one signature per message, in order, each over exactly
+/// the requested message, each verifying under the key's output key for the
+/// request's tweak.
+pub fn verify_job(
+    key: &AttestedKey,
+    request: &SigningRequest,
+    job: &Job,
+) -> Result<(), ClientError> {
+    let public = key.public.clone();
     if public.key_id != request.key_id {
         return Err(ClientError::Verify(
             "job key differs from request key".into(),

@@ -35,6 +35,11 @@
 //! name = "exchange-a"
 //! public_key = "<32-byte Ed25519 public key hex>"
 //! requests_per_minute = 120
+//!
+//! [tls]                              # optional; without it: plain HTTP
+//! cert = "api.crt"                   # PEM chain, leaf first
+//! key = "api.key"                    # PEM private key
+//! client_ca = "clients-ca.crt"       # optional: require client certificates
 //! ```
 //!
 //! Relative paths are resolved against the directory of the configuration file.
@@ -77,6 +82,19 @@ fn default_dkg_timeout() -> u64 {
     60_000
 }
 
+/// `[tls]`: serve the HTTP API over TLS (rustls).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain of the API, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key of the certificate (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// PEM CA bundle: when set, clients must present a certificate chaining to it.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
 /// The coordinator's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +134,9 @@ pub struct CoordinatorConfig {
     /// Registered clients.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// TLS on the HTTP API; plain HTTP when absent (loopback and devnets only).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 fn cfg(msg: impl Into<String>) -> CoordinatorError {
@@ -142,6 +163,16 @@ impl CoordinatorConfig {
         for p in [&mut c.identity_file, &mut c.roster, &mut c.data_dir] {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        if let Some(t) = &mut c.tls {
+            for p in [&mut t.cert, &mut t.key]
+                .into_iter()
+                .chain(t.client_ca.as_mut())
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
             }
         }
         c.http_addr()?;
@@ -186,6 +217,16 @@ impl CoordinatorConfig {
         self.http_listen
             .parse()
             .map_err(|e| cfg(format!("http_listen: {e}")))
+    }
+
+    /// The TLS server configuration from `[tls]` (reads the PEM files), if configured.
+    pub fn tls_server_config(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, CoordinatorError> {
+        self.tls
+            .as_ref()
+            .map(|t| crate::tls::load_server_config(&t.cert, &t.key, t.client_ca.as_deref()))
+            .transpose()
     }
 
     /// The roster authority key, if configured.

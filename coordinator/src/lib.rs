@@ -12,6 +12,7 @@ pub mod run;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod tls;
 pub mod types;
 
 pub use engine::{Engine, EngineConfig, NodeStatus};

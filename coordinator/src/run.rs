@@ -42,11 +42,13 @@ pub async fn run(
         config.store_path(),
         StoreOptions::from(&config.limits),
     )?);
+    let tls = config.tls_server_config()?;
     let result = service::serve(
         Arc::new(engine.clone()),
         store,
         settings,
         config.http_addr()?,
+        tls,
         shutdown,
     )
     .await;

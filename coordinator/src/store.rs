@@ -269,8 +269,26 @@ impl Store {
         let v = t
             .get(key_id.to_string().as_str())
             .map_err(|e| self.err(e))?;
-        v.map(|v| postcard::from_bytes(v.value()).map_err(|e| self.err(e)))
-            .transpose()
+        v.map(|v| self.decode_key(v.value())).transpose()
+    }
+
+    /// Decodes a key record; records written before key attestations existed decode
+    /// with none (clients refuse such keys: they are not attested).
+    fn decode_key(&self, bytes: &[u8]) -> Result<KeyRecord, CoordinatorError> {
+        #[derive(serde::Deserialize)]
+        struct Unattested {
+            public: quorate_protocol::GroupPublic,
+            created_at_ms: u64,
+        }
+        postcard::from_bytes::<KeyRecord>(bytes).or_else(|e| {
+            postcard::from_bytes::<Unattested>(bytes)
+                .map(|old| KeyRecord {
+                    public: old.public,
+                    attestations: Vec::new(),
+                    created_at_ms: old.created_at_ms,
+                })
+                .map_err(|_| self.err(e))
+        })
     }
 
     /// Every key record, oldest first.
@@ -280,7 +298,7 @@ impl Store {
         let mut out: Vec<KeyRecord> = Vec::new();
         for item in t.iter().map_err(|e| self.err(e))? {
             let (_, v) = item.map_err(|e| self.err(e))?;
-            out.push(postcard::from_bytes(v.value()).map_err(|e| self.err(e))?);
+            out.push(self.decode_key(v.value())?);
         }
         out.sort_by_key(|k| (k.created_at_ms, k.key_id()));
         Ok(out)

@@ -1,6 +1,6 @@
 //! Types shared by the engine, the HTTP API and the client library.
 
-use quorate_protocol::{Ciphersuite, GroupPublic, KeyId, NodeId, SignatureBytes};
+use quorate_protocol::{Ciphersuite, GroupPublic, KeyAttestation, KeyId, NodeId, SignatureBytes};
 use serde::{Deserialize, Serialize};
 
 /// Which nodes hold shares of a new key.
@@ -34,6 +34,9 @@ pub struct KeySpec {
 pub struct KeyRecord {
     /// Group public data: suite, key id, threshold, members, verifying key and shares.
     pub public: GroupPublic,
+    /// Every committee member's attestation of `public`, in index order (relayed
+    /// from the nodes; the coordinator cannot make one).
+    pub attestations: Vec<KeyAttestation>,
     /// Unix ms when the DKG finished.
     pub created_at_ms: u64,
 }

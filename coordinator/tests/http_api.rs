@@ -70,7 +70,7 @@ async fn every_ciphersuite_creates_signs_batches_and_verifies() {
         assert_eq!(result.signatures.len(), 3);
         assert!(!result.attempts.is_empty());
         assert_eq!(result.attempts[0].outcome, "signed");
-        verify_job(&key, &signed.request, &job).expect("signatures verify");
+        verify_job(&server.attested(&key), &signed.request, &job).expect("signatures verify");
 
         // Verification is not vacuous: a flipped bit or a swapped message is caught.
         let mut bad = job.clone();
@@ -79,7 +79,7 @@ async fn every_ciphersuite_creates_signs_batches_and_verifies() {
         let last = raw.len() - 1;
         raw[last] ^= 1;
         sigs[1].signature = hex::encode(raw);
-        assert!(verify_job(&key, &signed.request, &bad).is_err());
+        assert!(verify_job(&server.attested(&key), &signed.request, &bad).is_err());
         let mut swapped = job.clone();
         swapped
             .result
@@ -87,7 +87,7 @@ async fn every_ciphersuite_creates_signs_batches_and_verifies() {
             .expect("result")
             .signatures
             .swap(0, 2);
-        assert!(verify_job(&key, &signed.request, &swapped).is_err());
+        assert!(verify_job(&server.attested(&key), &signed.request, &swapped).is_err());
     }
     let keys = server.api.list_keys().await.expect("list");
     assert_eq!(keys.len(), 3);
@@ -113,7 +113,7 @@ async fn taproot_tweak_signs_under_the_tweaked_output_key() {
         )
         .await
         .expect("sign");
-    verify_job(&key, &signed.request, &job).expect("verifies under tweaked key");
+    verify_job(&server.attested(&key), &signed.request, &job).expect("verifies under tweaked key");
     let sig = &job.result.as_ref().expect("result").signatures[0];
     assert_ne!(sig.verifying_key, key.verifying_key, "tweaked key differs");
     server.stop().await;
@@ -139,7 +139,7 @@ async fn async_job_is_polled_to_completion() {
         .expect("poll");
     assert_eq!(job.status, JobStatus::Succeeded);
     assert_eq!(job.request_hash, hex::encode(signed.request.hash()));
-    verify_job(&key, &signed.request, &job).expect("verify");
+    verify_job(&server.attested(&key), &signed.request, &job).expect("verify");
     // Unknown and malformed job ids.
     assert_problem(
         &server
@@ -413,7 +413,7 @@ async fn bad_inputs_get_the_right_problem_and_the_server_keeps_serving() {
         .sign(&key.key_id, &ok, SignOptions::wait(Duration::from_secs(60)))
         .await
         .expect("valid request still works");
-    verify_job(&key, &ok.request, &job).expect("verify");
+    verify_job(&server.attested(&key), &ok.request, &job).expect("verify");
     let health = server.api.health().await.expect("health");
     assert_eq!(health.status, "ok");
 
@@ -488,13 +488,18 @@ async fn finished_jobs_and_keys_are_answered_after_a_restart() {
         .await
         .expect("sign");
     assert_eq!(job.status, JobStatus::Succeeded);
+    // The client's pinned roster is the first run's nodes.
+    let attested = server.attested(&key);
     let (dir, client_key) = server.stop().await;
 
     let server = Server::start_in(dir, 600, Some(client_key)).await;
     let again = server.api.job(&job.id).await.expect("job after restart");
     assert_eq!(again, job);
     assert_eq!(server.api.get_key(&key.key_id).await.expect("key"), key);
-    verify_job(&key, &signed.request, &again).expect("verify");
+    // The stored key still carries its attestations after the restart.
+    let reloaded = server.api.get_key(&key.key_id).await.expect("key");
+    assert_eq!(reloaded.attestations.len(), 3);
+    verify_job(&attested, &signed.request, &again).expect("verify");
     server.stop().await;
 }
 

@@ -168,3 +168,72 @@ fn identity_file_round_trips() {
     let e = c.identity().expect_err("bad identity file");
     assert!(e.to_string().contains("identity_file"), "{e}");
 }
+
+#[test]
+fn tls_section_resolves_paths_and_names_bad_fields() {
+    let c = CoordinatorConfig::parse(
+        &format!(
+            "{GOOD}\n[tls]\ncert = \"api.crt\"\nkey = \"/abs/api.key\"\nclient_ca = \"ca.crt\"\n"
+        ),
+        Path::new("/etc/quorate"),
+    )
+    .expect("parse");
+    let tls = c.tls.as_ref().expect("tls");
+    assert_eq!(tls.cert, Path::new("/etc/quorate/api.crt"));
+    assert_eq!(tls.key, Path::new("/abs/api.key"));
+    assert_eq!(
+        tls.client_ca.as_deref(),
+        Some(Path::new("/etc/quorate/ca.crt"))
+    );
+    // Missing files are reported when the server configuration is built.
+    let e = c.tls_server_config().expect_err("no such files");
+    assert!(e.to_string().contains("tls.cert"), "{e}");
+    assert!(CoordinatorConfig::parse(GOOD, Path::new("/etc/quorate"))
+        .expect("parse")
+        .tls
+        .is_none());
+    let e = config_error(&format!(
+        "{GOOD}\n[tls]\ncert = \"a\"\nkey = \"b\"\nca = \"c\"\n"
+    ));
+    assert!(e.contains("ca"), "{e}");
+    let e = config_error(&format!("{GOOD}\n[tls]\ncert = \"a\"\n"));
+    assert!(e.contains("key"), "{e}");
+}
+
+#[test]
+fn key_records_from_before_attestations_load_without_attestations() {
+    use quorate_coordinator::protocol::{Ciphersuite, GroupPublic, KeyId};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("coordinator.redb");
+    let public = GroupPublic {
+        suite: Ciphersuite::Ed25519,
+        key_id: KeyId([7; 16]),
+        threshold: 2,
+        members: Default::default(),
+        verifying_key: vec![1; 32],
+        public_key_package: vec![2; 8],
+    };
+    {
+        // The pre-attestation layout: public data, then the creation time.
+        let bytes = postcard::to_allocvec(&(&public, 1_767_225_600_000u64)).expect("encode");
+        let db = redb::Database::create(&path).expect("db");
+        let txn = db.begin_write().expect("txn");
+        {
+            let table: redb::TableDefinition<'_, &str, &[u8]> =
+                redb::TableDefinition::new("coordinator_keys");
+            let mut t = txn.open_table(table).expect("table");
+            t.insert(KeyId([7; 16]).to_string().as_str(), bytes.as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let store = Store::open(&path).expect("open");
+    let record = store.key(&KeyId([7; 16])).expect("read").expect("present");
+    assert_eq!(record.public, public);
+    assert_eq!(record.created_at_ms, 1_767_225_600_000);
+    assert!(
+        record.attestations.is_empty(),
+        "not attested: clients refuse it"
+    );
+    assert_eq!(store.keys().expect("list").len(), 1);
+}

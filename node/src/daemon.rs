@@ -1072,19 +1072,28 @@ impl Node {
                             }),
                         );
                         tracing::info!(key = %key_id, %suite, "key generated and stored");
-                        // Tell the coordinator what we derived (public data only).
-                        let coordinator = session_coordinator;
-                        let report = Envelope::seal(
-                            &self.identity,
-                            suite,
-                            key_id,
-                            *id,
-                            Payload::DkgComplete {
-                                public: stored.share.public.clone(),
-                            },
-                        );
+                        // Tell the coordinator what we derived (public data only),
+                        // attested with our identity key for clients (invariant 9).
+                        let public = stored.share.public.clone();
                         self.keys.insert(key_id, stored);
-                        self.route(id, coordinator, report);
+                        match quorate_protocol::attestation::attest(&self.identity, &public) {
+                            Ok(attestation) => {
+                                let report = Envelope::seal(
+                                    &self.identity,
+                                    suite,
+                                    key_id,
+                                    *id,
+                                    Payload::DkgComplete {
+                                        public,
+                                        attestation,
+                                    },
+                                );
+                                self.route(id, session_coordinator, report);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, key = %key_id, "cannot attest key");
+                            }
+                        }
                     }
                     Err(e) => tracing::error!(error = %e, key = %key_id, "cannot store key share"),
                 }

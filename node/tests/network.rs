@@ -323,6 +323,14 @@ async fn dkg(engine: &Engine, nodes: &[NodeId], suite: Ciphersuite, t: u16) -> K
             participants: Participants::Nodes(nodes.to_vec()),
         })
         .await
+        .inspect(|key| {
+            // Every member's attestation came with the key, and each verifies.
+            let body = quorate_protocol::AttestedKey::from_public(&key.public).expect("body");
+            assert_eq!(key.attestations.len(), nodes.len(), "one per member");
+            for a in &key.attestations {
+                a.verify(&body).expect("attestation verifies");
+            }
+        })
         .unwrap_or_else(|e| panic!("{suite} DKG: {e}"))
 }
 
@@ -719,10 +727,20 @@ struct Cheater {
     shares: std::collections::BTreeMap<KeyId, quorate_protocol::KeyShare>,
     corrupt: bool,
     packages: Recorded,
+    /// Report the key with an attestation of other data (a forged key claim).
+    forge_attestation: bool,
 }
 
 impl Cheater {
     fn spawn(net: &Net, corrupt: bool) -> (tokio::sync::oneshot::Sender<()>, Recorded) {
+        Self::spawn_with(net, corrupt, false)
+    }
+
+    fn spawn_with(
+        net: &Net,
+        corrupt: bool,
+        forge_attestation: bool,
+    ) -> (tokio::sync::oneshot::Sender<()>, Recorded) {
         let mut peer = RawPeer::new(net, &net.mallory);
         let port = net.ports[net.ids.len()];
         peer.swarm
@@ -735,6 +753,7 @@ impl Cheater {
             shares: Default::default(),
             corrupt,
             packages: Recorded::default(),
+            forge_attestation,
         };
         let packages = me.packages.clone();
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
@@ -855,6 +874,15 @@ impl Cheater {
                         env.session,
                         Payload::DkgComplete {
                             public: share.public.clone(),
+                            attestation: {
+                                let mut attested = share.public.clone();
+                                if self.forge_attestation {
+                                    attested.threshold += 1;
+                                }
+                                quorate_protocol::attestation::AttestedKey::from_public(&attested)
+                                    .expect("body")
+                                    .sign(&self.identity)
+                            },
                         },
                     );
                     self.shares.insert(share.public.key_id, share);
@@ -912,6 +940,37 @@ async fn signer_sending_invalid_shares_is_named_and_excluded() {
     );
     let _ = stop.send(());
     let _ = metrics;
+    engine.shutdown().await;
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_whose_member_attests_other_data_is_refused_naming_the_member() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 11);
+    let (nodes, _metrics, engine) = started(&net, Routing::Direct).await;
+    let (stop, _) = Cheater::spawn_with(&net, false, true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut members = node_ids(&net);
+    members.push(net.mallory.node_id());
+    let err = engine
+        .create_key(KeySpec {
+            ciphersuite: Ciphersuite::Ed25519,
+            threshold: 2,
+            participants: Participants::Nodes(members),
+        })
+        .await
+        .expect_err("a key with a bad attestation is not kept");
+    match err {
+        quorate_coordinator::CoordinatorError::DkgFailed { culprits, reason } => {
+            assert_eq!(culprits, vec![net.mallory.node_id()], "{reason}");
+            assert!(reason.contains("attestation"), "{reason}");
+        }
+        other => panic!("expected DkgFailed, got {other}"),
+    }
+    let _ = stop.send(());
     engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");

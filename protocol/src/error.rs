@@ -7,7 +7,9 @@
 //! - **peer faults** (`Equivocation`, `Aborted`): the session is over and the error
 //!   names the culprits ([`ProtocolError::culprits`]);
 //! - **local refusals and bugs** (`NonceReused`, `RequestMismatch`, `InvalidParameters`,
-//!   `InvalidState`, `Crypto`): nothing a peer can be blamed for.
+//!   `InvalidState`, `Crypto`): nothing a peer can be blamed for;
+//! - **`Attestation`**: a key's attestations are missing, do not verify or disagree
+//!   with its data (a verifier's refusal to trust the key).
 
 use crate::{ids::NodeId, wire::Round};
 
@@ -132,6 +134,9 @@ pub enum ProtocolError {
     /// A local cryptographic operation failed (never caused by a peer).
     #[error("local crypto failure: {0}")]
     Crypto(String),
+    /// Key attestations are missing, do not verify, or disagree with the key data.
+    #[error("key attestation: {0}")]
+    Attestation(String),
 }
 
 impl ProtocolError {

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod attestation;
 #[cfg(feature = "byzantine")]
 pub mod byzantine;
 pub mod committee;
@@ -24,6 +25,7 @@ pub mod suite;
 pub mod wire;
 
 pub use aggregate::Aggregator;
+pub use attestation::{AttestedKey, KeyAttestation};
 pub use committee::{Committee, Member};
 pub use dkg::Dkg;
 pub use error::{Fault, ProtocolError};

@@ -4,7 +4,7 @@
 use quorate_protocol::{
     seal::SealedBox,
     wire::{EchoEntry, Header, PROTOCOL_VERSION},
-    Ciphersuite, Envelope, KeyId, NodeIdentity, Payload, Round, SessionId,
+    Ciphersuite, Envelope, KeyId, NodeId, NodeIdentity, Payload, Round, SessionId,
 };
 use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
 
@@ -122,6 +122,10 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                         .collect(),
                     verifying_key: vec![0x13; 32],
                     public_key_package: vec![0x14; 8],
+                },
+                attestation: quorate_protocol::KeyAttestation {
+                    node: NodeId([0x15; 32]),
+                    signature: ed25519_dalek::Signature::from_bytes(&[0x16; 64]),
                 },
             },
         ),

@@ -106,6 +106,16 @@ pub struct PublicKeyView {
     pub ed25519: Option<String>,
 }
 
+/// A committee member's key attestation (see the README's "Key attestations").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestationView {
+    /// The attesting node id (hex, 32 bytes).
+    pub node: String,
+    /// Ed25519 signature over `"quorate/key-attestation/v1\0" ‖ postcard(AttestedKey)`
+    /// (hex, 64 bytes).
+    pub signature: String,
+}
+
 /// `GET /v1/keys/{id}` and the `POST /v1/keys` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyView {
@@ -125,6 +135,9 @@ pub struct KeyView {
     pub public_key_package: String,
     /// Unix ms when the key was generated.
     pub created_at_ms: u64,
+    /// Every committee member's attestation of this key, in index order. Clients
+    /// must verify them against their pinned roster before trusting the key.
+    pub attestations: Vec<AttestationView>,
 }
 
 fn native(suite: Ciphersuite, vk: &[u8]) -> PublicKeyView {
@@ -205,6 +218,14 @@ impl KeyView {
             participants,
             public_key_package: hex::encode(&p.public_key_package),
             created_at_ms: record.created_at_ms,
+            attestations: record
+                .attestations
+                .iter()
+                .map(|a| AttestationView {
+                    node: a.node.to_string(),
+                    signature: hex::encode(a.signature.to_bytes()),
+                })
+                .collect(),
         }
     }
 }

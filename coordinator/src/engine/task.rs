@@ -12,8 +12,8 @@ use quorate_protocol::{
     request::SignedRequest,
     roster::Roster,
     wire::frame::{Ack, Frame},
-    Aggregator, Envelope, GroupPublic, Input, KeyId, NodeId, NodeIdentity, Output, Payload,
-    ProtocolError, SessionId, SignTarget, TimerId, Timestamp,
+    Aggregator, AttestedKey, Envelope, GroupPublic, Input, KeyAttestation, KeyId, NodeId,
+    NodeIdentity, Output, Payload, ProtocolError, SessionId, SignTarget, TimerId, Timestamp,
 };
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot};
@@ -43,7 +43,7 @@ fn random_session() -> SessionId {
 
 struct DkgRun {
     participants: Vec<NodeId>,
-    reports: BTreeMap<NodeId, GroupPublic>,
+    reports: BTreeMap<NodeId, (GroupPublic, KeyAttestation)>,
     deadline: Instant,
     reply: Option<oneshot::Sender<Result<KeyRecord, CoordinatorError>>>,
 }
@@ -481,9 +481,13 @@ impl Task {
     }
 
     fn on_envelope(&mut self, env: Envelope) {
-        if let Payload::DkgComplete { public } = &env.payload {
-            let public = public.clone();
-            self.on_dkg_report(env.session, env.sender, public);
+        if let Payload::DkgComplete {
+            public,
+            attestation,
+        } = &env.payload
+        {
+            let (public, attestation) = (public.clone(), attestation.clone());
+            self.on_dkg_report(env.session, env.sender, public, attestation);
             return;
         }
         let Some(job_id) = self.session_job.get(&env.session).copied() else {
@@ -504,26 +508,55 @@ impl Task {
 
     // ------------------------------------------------------------------ DKG
 
-    fn on_dkg_report(&mut self, session: SessionId, from: NodeId, public: GroupPublic) {
+    fn on_dkg_report(
+        &mut self,
+        session: SessionId,
+        from: NodeId,
+        public: GroupPublic,
+        attestation: KeyAttestation,
+    ) {
         let Some(run) = self.dkgs.get_mut(&session) else {
             return;
         };
         if !run.participants.contains(&from) {
             return;
         }
-        run.reports.insert(from, public);
+        // A report is only kept with its sender's own valid attestation of exactly
+        // this data; clients will check the same (invariant 9).
+        let attested = attestation.node == from
+            && AttestedKey::from_public(&public)
+                .and_then(|body| attestation.verify(&body))
+                .is_ok();
+        if !attested {
+            tracing::warn!(node = %from, "DKG report without a valid attestation");
+            let Some(run) = self.dkgs.remove(&session) else {
+                return;
+            };
+            if let Some(r) = run.reply {
+                let _ = r.send(Err(CoordinatorError::DkgFailed {
+                    reason: format!("{from} sent a key report without a valid attestation"),
+                    culprits: vec![from],
+                }));
+            }
+            return;
+        }
+        run.reports.insert(from, (public, attestation));
         if run.reports.len() < run.participants.len() {
             return;
         }
         let Some(run) = self.dkgs.remove(&session) else {
             return;
         };
-        let first = run.reports.values().next().cloned();
+        let first = run.reports.values().next().map(|(p, _)| p.clone());
         let result = match first {
-            Some(p) if run.reports.values().all(|r| *r == p) => {
+            Some(p) if run.reports.values().all(|(r, _)| *r == p) => {
                 tracing::info!(key = %p.key_id, suite = %p.suite, "key generated");
+                let mut attestations: Vec<KeyAttestation> =
+                    run.reports.into_values().map(|(_, a)| a).collect();
+                attestations.sort_by_key(|a| p.members.get(&a.node).copied());
                 Ok(KeyRecord {
                     public: p,
+                    attestations,
                     created_at_ms: unix_ms(),
                 })
             }

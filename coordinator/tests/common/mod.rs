@@ -11,9 +11,9 @@ use quorate_coordinator::{
         model::{CreateKeyBody, KeyView, ParticipantsBody},
     },
     backend::LocalBackend,
-    client::{Client, RequestBuilder},
+    client::{verify_key, AttestedKey, Client, RequestBuilder},
     config::Limits,
-    protocol::{request::SignedRequest, Ciphersuite, KeyId},
+    protocol::{request::SignedRequest, roster::Roster, Ciphersuite, KeyId},
     service::{serve_listener, ServiceSettings},
     store::{Store, StoreOptions},
 };
@@ -130,6 +130,16 @@ impl Server {
             })
             .await
             .expect("create key")
+    }
+
+    /// The client's pinned roster: the local backend's nodes.
+    pub fn roster(&self) -> Roster {
+        self.backend.roster().expect("roster")
+    }
+
+    /// The key, verified against the pinned roster.
+    pub fn attested(&self, key: &KeyView) -> AttestedKey {
+        verify_key(key, &self.roster()).expect("key attested by every member")
     }
 
     pub fn request(&self, key: &KeyView, messages: &[&[u8]]) -> SignedRequest {

@@ -117,6 +117,9 @@ pub enum Payload {
     DkgComplete {
         /// Group public data (verifying key and verifying shares).
         public: crate::key::GroupPublic,
+        /// The participant's signature over that data with its identity key
+        /// ([`crate::attestation`]), relayed to clients by the coordinator.
+        attestation: crate::attestation::KeyAttestation,
     },
 }
 
