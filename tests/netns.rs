@@ -83,6 +83,8 @@ fn client(ns: &str, dir: &Path, args: &[&str]) -> std::process::Output {
             "client",
             "--url",
             "http://127.0.0.1:8080",
+            "--roster",
+            "roster.toml",
         ])
         .args(args)
         .current_dir(dir)
