@@ -205,13 +205,51 @@ impl KdfParams {
         }
     }
 
-    /// Tiny parameters for tests (64 KiB, 1 pass). Never use for a real keystore.
+    /// Smallest memory cost accepted for a real keystore (19 MiB, OWASP's Argon2id
+    /// floor), at `init` and at unseal.
+    pub const MIN_M_COST_KIB: u32 = 19 * 1024;
+    /// Smallest pass count accepted for a real keystore.
+    pub const MIN_T_COST: u32 = 2;
+
+    /// Tiny parameters for tests (64 KiB, 1 pass). Never use for a real keystore: a
+    /// keystore made with them is marked `"insecure_test_kdf":true` in its header,
+    /// and unsealing it logs a warning.
     pub const fn insecure_for_tests() -> Self {
         Self {
             m_cost_kib: 64,
             t_cost: 1,
             p_cost: 1,
         }
+    }
+
+    /// Whether these parameters are below the documented floor
+    /// ([`Self::MIN_M_COST_KIB`], [`Self::MIN_T_COST`]).
+    pub const fn is_below_floor(&self) -> bool {
+        self.m_cost_kib < Self::MIN_M_COST_KIB || self.t_cost < Self::MIN_T_COST
+    }
+
+    /// Refuses parameters below the floor unless the keystore is marked as made with
+    /// the test-only KDF ([`Self::insecure_for_tests`]), which only logs a warning.
+    fn check_floor(&self, insecure_test_kdf: bool) -> Result<()> {
+        if !self.is_below_floor() {
+            return Ok(());
+        }
+        if insecure_test_kdf && *self == Self::insecure_for_tests() {
+            tracing::warn!(
+                m_cost_kib = self.m_cost_kib,
+                t_cost = self.t_cost,
+                "keystore uses the insecure test-only KDF; never use it for real keys"
+            );
+            return Ok(());
+        }
+        Err(KeystoreError::BadKdfParams(format!(
+            "m_cost_kib={} t_cost={} is below the minimum (m ≥ {} KiB, t ≥ {}); only the \
+             test-only preset may be weaker",
+            self.m_cost_kib,
+            self.t_cost,
+            Self::MIN_M_COST_KIB,
+            Self::MIN_T_COST
+        )))
     }
 
     fn validate(&self) -> Result<argon2::Params> {
@@ -383,6 +421,11 @@ struct Header {
     created_at_ms: u64,
     kdf: KdfHeader,
     salt: String,
+    /// Present (and `true`) only in keystores made with
+    /// [`KdfParams::insecure_for_tests`]; absent otherwise, so production headers are
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    insecure_test_kdf: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -403,6 +446,8 @@ struct Meta {
     created_at_ms: u64,
     kdf: KdfParams,
     salt: [u8; SALT_LEN],
+    /// Made with the test-only KDF preset (header `insecure_test_kdf`).
+    insecure_test_kdf: bool,
     /// SHA-256 of the header bytes; bound into every record's associated data.
     header_hash: [u8; 32],
 }
@@ -422,6 +467,7 @@ impl Meta {
                 p_cost: self.kdf.p_cost,
             },
             salt: hex::encode(self.salt),
+            insecure_test_kdf: self.insecure_test_kdf,
         })
         .map_err(|_| KeystoreError::Internal("header does not encode"))
     }
@@ -465,6 +511,7 @@ impl Meta {
             created_at_ms: h.created_at_ms,
             kdf,
             salt,
+            insecure_test_kdf: h.insecure_test_kdf,
             header_hash,
         })
     }
@@ -661,6 +708,8 @@ pub struct KeystoreStatus {
     pub created_at_ms: u64,
     /// Argon2id parameters.
     pub kdf: KdfParams,
+    /// Made with the insecure test-only KDF preset.
+    pub insecure_test_kdf: bool,
     /// Number of sealed records (canary, identity and keys).
     pub records: usize,
     /// Key ids present (from record names; hex).
@@ -754,6 +803,7 @@ impl Store {
             node_id: self.meta.node_id.to_string(),
             created_at_ms: self.meta.created_at_ms,
             kdf: self.meta.kdf,
+            insecure_test_kdf: self.meta.insecure_test_kdf,
             records,
             key_ids,
         })
@@ -809,6 +859,7 @@ impl SealedKeystore {
     /// demand and zeroized when the returned values are dropped.
     pub fn unseal(self, passphrase: &Passphrase) -> Result<Keystore> {
         let store = self.store;
+        store.meta.kdf.check_floor(store.meta.insecure_test_kdf)?;
         let key = derive_key(passphrase, &store.meta.salt, &store.meta.kdf)?;
         let sealer = Sealer::new(&key, &store.meta);
         drop(key);
@@ -895,6 +946,7 @@ impl Keystore {
     ) -> Result<Self> {
         let path = path.as_ref();
         kdf.validate()?;
+        kdf.check_floor(kdf == KdfParams::insecure_for_tests())?;
         let mut options = OpenOptions::new();
         options.read(true).write(true).create_new(true);
         #[cfg(unix)]
@@ -914,7 +966,16 @@ impl Keystore {
                 }
             }
         })?;
-        match Self::init_file(path, file, passphrase, identity, kdf, rng) {
+        let insecure_test_kdf = kdf.is_below_floor();
+        match Self::init_file(
+            path,
+            file,
+            passphrase,
+            identity,
+            kdf,
+            insecure_test_kdf,
+            rng,
+        ) {
             Ok(ks) => Ok(ks),
             Err(e) => {
                 // We created the file (create_new), so it is ours to remove.
@@ -930,6 +991,7 @@ impl Keystore {
         passphrase: &Passphrase,
         identity: &NodeIdentity,
         kdf: KdfParams,
+        insecure_test_kdf: bool,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self> {
         let backend = FileBackend::new(file).map_err(|e| db_error(path, e))?;
@@ -946,6 +1008,7 @@ impl Keystore {
             created_at_ms: now_ms(),
             kdf,
             salt,
+            insecure_test_kdf,
             header_hash: [0; 32],
         };
         let header = meta.encode()?;
@@ -1455,34 +1518,198 @@ mod tests {
         assert!(SealedKeystore::open(&text).is_err());
     }
 
+    /// Rewrites the header JSON with `edit`; recomputes `header_sha256` when
+    /// `fix_checksum` (an attacker who knows the format), else keeps the old one.
+    fn tamper_header(path: &Path, edit: impl FnOnce(&str) -> String, fix_checksum: bool) {
+        let db = Database::open(path).expect("open raw");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut t = txn.open_table(META).expect("table");
+            let v = t
+                .get(HEADER_KEY)
+                .expect("get")
+                .expect("some")
+                .value()
+                .to_vec();
+            let text = String::from_utf8(v).expect("json");
+            let edited = edit(&text);
+            assert_ne!(edited, text, "the edit changes the header");
+            t.insert(HEADER_KEY, edited.as_bytes()).expect("insert");
+            if fix_checksum {
+                let sum: [u8; 32] = Sha256::digest(edited.as_bytes()).into();
+                t.insert(HEADER_HASH_KEY, sum.as_slice()).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
     #[test]
-    fn header_tampering_is_detected() {
+    fn header_edit_without_checksum_is_corrupt_header() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, _, _) = populated(&dir);
-        // Change the KDF parameters but keep the checksum: corrupt header.
-        {
-            let db = Database::open(&path).expect("open raw");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut t = txn.open_table(META).expect("table");
-                let v = t
-                    .get(HEADER_KEY)
-                    .expect("get")
-                    .expect("some")
-                    .value()
-                    .to_vec();
-                let text = String::from_utf8(v).expect("json");
-                let edited = text.replace("\"t_cost\":1", "\"t_cost\":2");
-                assert_ne!(edited, text);
-                t.insert(HEADER_KEY, edited.as_bytes()).expect("insert");
-            }
-            txn.commit().expect("commit");
-        }
+        tamper_header(
+            &path,
+            |t| t.replace("\"created_at_ms\":", "\"created_at_ms\":1"),
+            false,
+        );
         let err = SealedKeystore::open(&path).expect_err("checksum");
         assert!(
             matches!(&err, KeystoreError::Corrupt { record, .. } if record == HEADER_KEY),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn header_edit_with_recomputed_checksum_fails_unseal() {
+        // Each edit keeps the header well-formed and its checksum right, so only the
+        // binding of the header hash into every record's associated data (and the
+        // KDF inputs) can catch it.
+        type Edit = fn(&str) -> String;
+        let edits: [(&str, Edit); 3] = [
+            ("created_at_ms", |t| {
+                t.replace("\"created_at_ms\":", "\"created_at_ms\":1")
+            }),
+            ("node_id", |t| {
+                let start = t.find("\"node_id\":\"").expect("node_id") + 11;
+                let mut out = t.to_owned();
+                out.replace_range(start..start + 64, &"cd".repeat(32));
+                out
+            }),
+            ("salt", |t| {
+                // Another 16 bytes of salt: same length, still hex.
+                let start = t.find("\"salt\":\"").expect("salt") + 8;
+                let mut out = t.to_owned();
+                out.replace_range(start..start + 32, &"ab".repeat(16));
+                out
+            }),
+        ];
+        for (field, edit) in edits {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (path, _, _) = populated(&dir);
+            tamper_header(&path, edit, true);
+            let sealed = SealedKeystore::open(&path).expect("checksum matches: opens");
+            let err = sealed
+                .unseal(&pass("correct horse"))
+                .expect_err("edited header must not unseal");
+            assert!(
+                matches!(err, KeystoreError::WrongPassphrase),
+                "{field}: {err:?}"
+            );
+        }
+        // Weakening the KDF of a test-preset keystore is caught by the floor first.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, _) = populated(&dir);
+        tamper_header(&path, |t| t.replace("\"t_cost\":1", "\"t_cost\":2"), true);
+        let err = SealedKeystore::open(&path)
+            .expect("opens")
+            .unseal(&pass("correct horse"))
+            .expect_err("edited KDF");
+        assert!(matches!(err, KeystoreError::BadKdfParams(_)), "{err:?}");
+    }
+
+    #[test]
+    fn init_refuses_kdf_below_the_floor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(10));
+        for weak in [
+            KdfParams {
+                m_cost_kib: KdfParams::MIN_M_COST_KIB - 1,
+                ..KdfParams::production()
+            },
+            KdfParams {
+                t_cost: 1,
+                ..KdfParams::production()
+            },
+        ] {
+            let path = dir.path().join("weak.redb");
+            let err = Keystore::init(
+                &path,
+                &pass("p"),
+                &id,
+                weak,
+                &mut ChaCha20Rng::seed_from_u64(11),
+            )
+            .expect_err("below the floor");
+            assert!(matches!(err, KeystoreError::BadKdfParams(_)), "{err:?}");
+            assert!(!path.exists(), "no file left behind");
+        }
+        // The floor itself is accepted, and its header carries no test marker.
+        let path = dir.path().join("floor.redb");
+        let floor = KdfParams {
+            m_cost_kib: KdfParams::MIN_M_COST_KIB,
+            t_cost: KdfParams::MIN_T_COST,
+            p_cost: 1,
+        };
+        let ks = Keystore::init(
+            &path,
+            &pass("p"),
+            &id,
+            floor,
+            &mut ChaCha20Rng::seed_from_u64(12),
+        )
+        .expect("floor");
+        assert!(!ks.status().expect("status").insecure_test_kdf);
+        drop(ks);
+        let header = {
+            let db = Database::open(&path).expect("raw");
+            let txn = db.begin_read().expect("txn");
+            let t = txn.open_table(META).expect("table");
+            let v = t
+                .get(HEADER_KEY)
+                .expect("get")
+                .expect("some")
+                .value()
+                .to_vec();
+            String::from_utf8(v).expect("utf8")
+        };
+        assert!(!header.contains("insecure_test_kdf"), "{header}");
+        SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("p"))
+            .expect("unseal at the floor");
+    }
+
+    #[test]
+    fn weak_kdf_without_test_marker_is_refused_at_unseal() {
+        // A keystore sealed under weak parameters whose header does not say it was
+        // made with the test preset (as a keystore from before the floor would be):
+        // the right passphrase would open it, but unseal refuses.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ks.redb");
+        let id = NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(13));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .expect("create");
+        drop(
+            Keystore::init_file(
+                &path,
+                file,
+                &pass("correct horse"),
+                &id,
+                KdfParams::insecure_for_tests(),
+                false,
+                &mut ChaCha20Rng::seed_from_u64(14),
+            )
+            .expect("init"),
+        );
+        let sealed = SealedKeystore::open(&path).expect("open");
+        assert!(!sealed.status().expect("status").insecure_test_kdf);
+        let err = sealed
+            .unseal(&pass("correct horse"))
+            .expect_err("weak KDF without marker");
+        assert!(
+            matches!(&err, KeystoreError::BadKdfParams(m) if m.contains("below the minimum")),
+            "{err:?}"
+        );
+        // The test preset made through `init` is marked and unseals (with a warning).
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let (marked, _, _) = populated(&dir2);
+        let sealed = SealedKeystore::open(&marked).expect("open");
+        assert!(sealed.status().expect("status").insecure_test_kdf);
+        sealed.unseal(&pass("correct horse")).expect("test preset");
     }
 
     #[test]
