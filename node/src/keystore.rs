@@ -18,6 +18,7 @@ use std::{
     fs::{self, OpenOptions},
     io,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use argon2::{Algorithm, Argon2, Version};
@@ -48,6 +49,11 @@ const HEADER_HASH_KEY: &str = "header_sha256";
 const CANARY_RECORD: &str = "canary";
 const IDENTITY_RECORD: &str = "identity";
 const KEY_PREFIX: &str = "key/";
+const AUDIT_ANCHOR_RECORD: &str = "audit_anchor";
+const AUDIT_SNAPSHOT_RECORD: &str = "audit_snapshot";
+const ROSTER_EPOCH_RECORD: &str = "roster_epoch";
+/// Plaintext length of the `audit_anchor` record.
+const ANCHOR_LEN: usize = 8 + 32 + 8;
 
 const CANARY_PLAINTEXT: &[u8] = b"quorate keystore canary v1";
 const AAD_DOMAIN: &[u8] = b"quorate/keystore/v1\0";
@@ -718,7 +724,7 @@ pub struct KeystoreStatus {
 
 /// Shared by the sealed and unsealed handles.
 struct Store {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     meta: Meta,
 }
@@ -752,7 +758,7 @@ impl Store {
         drop(meta_table);
         drop(txn);
         Ok(Self {
-            db,
+            db: Arc::new(db),
             path: path.to_path_buf(),
             meta,
         })
@@ -887,13 +893,22 @@ impl SealedKeystore {
 
         let ks = Keystore {
             store,
-            sealer,
+            sealer: Arc::new(sealer),
             identity,
         };
         // Authenticate every record now, so tampering is reported at unseal.
         for (name, sealed) in ks.store.records()? {
             match name.as_str() {
                 CANARY_RECORD | IDENTITY_RECORD => {}
+                AUDIT_ANCHOR_RECORD => {
+                    AuditAnchor::decode(&ks.sealer.open(&name, &sealed)?)?;
+                }
+                AUDIT_SNAPSHOT_RECORD => {
+                    ks.sealer.open(&name, &sealed)?;
+                }
+                ROSTER_EPOCH_RECORD => {
+                    decode_epoch(&ks.sealer.open(&name, &sealed)?)?;
+                }
                 n if n.starts_with(KEY_PREFIX) => {
                     ks.decode_key(n, &sealed)?;
                 }
@@ -901,6 +916,138 @@ impl SealedKeystore {
             }
         }
         Ok(ks)
+    }
+}
+
+/// The last audit-log entry the keystore vouches for (sealed record
+/// `audit_anchor`): written after every append, checked when the log is opened, so
+/// a log cut short or replaced by an older copy is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditAnchor {
+    /// Sequence number of the entry.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: [u8; 32],
+    /// Length of the log file up to and including that entry's newline.
+    pub end_offset: u64,
+}
+
+impl AuditAnchor {
+    /// `seq` (u64 BE) ‖ `hash` (32) ‖ `end_offset` (u64 BE): 48 bytes.
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Vec::with_capacity(ANCHOR_LEN + TAG_LEN);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&self.end_offset.to_be_bytes());
+        Zeroizing::new(out)
+    }
+
+    fn decode(plain: &[u8]) -> Result<Self> {
+        if plain.len() != ANCHOR_LEN {
+            return Err(corrupt(AUDIT_ANCHOR_RECORD, "anchor is not 48 bytes"));
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&plain[..8]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&plain[8..40]);
+        let mut end = [0u8; 8];
+        end.copy_from_slice(&plain[40..]);
+        Ok(Self {
+            seq: u64::from_be_bytes(seq),
+            hash,
+            end_offset: u64::from_be_bytes(end),
+        })
+    }
+}
+
+fn decode_epoch(plain: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = plain
+        .try_into()
+        .map_err(|_| corrupt(ROSTER_EPOCH_RECORD, "epoch is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// A handle on the keystore's node-state records (audit anchor, policy snapshot,
+/// roster epoch), for the audit log and start-up code. Cloneable; writes are
+/// committed (durable) before the setters return.
+#[derive(Clone)]
+pub struct StateStore {
+    db: Arc<Database>,
+    sealer: Arc<Sealer>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateStore {
+    fn err(&self, e: impl Into<redb::Error>) -> KeystoreError {
+        db_error(&self.path, e)
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let Some(v) = table.get(name).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        self.sealer.open(name, v.value()).map(Some)
+    }
+
+    fn put(&self, name: &str, plain: Zeroizing<Vec<u8>>) -> Result<()> {
+        let sealed = self.sealer.seal(name, plain, &mut OsRng)?;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            table
+                .insert(name, sealed.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The anchored audit entry, if one was ever written.
+    pub fn audit_anchor(&self) -> Result<Option<AuditAnchor>> {
+        self.get(AUDIT_ANCHOR_RECORD)?
+            .map(|p| AuditAnchor::decode(&p))
+            .transpose()
+    }
+
+    /// Records `anchor` (sealed, committed).
+    pub fn set_audit_anchor(&self, anchor: &AuditAnchor) -> Result<()> {
+        self.put(AUDIT_ANCHOR_RECORD, anchor.encode())
+    }
+
+    /// The policy-state snapshot's plaintext, if any (see `recovery`).
+    ///
+    /// # Security
+    /// Not secret, but authenticated: only this keystore's key could have sealed it.
+    pub fn audit_snapshot(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        self.get(AUDIT_SNAPSHOT_RECORD)
+    }
+
+    /// Replaces the policy-state snapshot (sealed, committed).
+    pub fn set_audit_snapshot(&self, plain: Vec<u8>) -> Result<()> {
+        self.put(AUDIT_SNAPSHOT_RECORD, Zeroizing::new(plain))
+    }
+
+    /// The highest roster epoch this node has accepted (0 if none yet).
+    pub fn roster_epoch(&self) -> Result<u64> {
+        self.get(ROSTER_EPOCH_RECORD)?
+            .map_or(Ok(0), |p| decode_epoch(&p))
+    }
+
+    /// Records `epoch` as the highest roster epoch accepted.
+    pub fn set_roster_epoch(&self, epoch: u64) -> Result<()> {
+        self.put(
+            ROSTER_EPOCH_RECORD,
+            Zeroizing::new(epoch.to_be_bytes().to_vec()),
+        )
     }
 }
 
@@ -914,7 +1061,7 @@ fn decode_identity(plain: &[u8]) -> Result<NodeIdentity> {
 /// An unsealed keystore: the node identity in memory, key shares decrypted on demand.
 pub struct Keystore {
     store: Store,
-    sealer: Sealer,
+    sealer: Arc<Sealer>,
     identity: NodeIdentity,
 }
 
@@ -1044,11 +1191,11 @@ impl Keystore {
         txn.commit().map_err(|e| db_error(path, e))?;
         Ok(Self {
             store: Store {
-                db,
+                db: Arc::new(db),
                 path: path.to_path_buf(),
                 meta,
             },
-            sealer,
+            sealer: Arc::new(sealer),
             identity: identity.clone(),
         })
     }
@@ -1080,6 +1227,15 @@ impl Keystore {
     /// Public status.
     pub fn status(&self) -> Result<KeystoreStatus> {
         self.store.status(false)
+    }
+
+    /// The node-state records (audit anchor, policy snapshot, roster epoch).
+    pub fn state(&self) -> StateStore {
+        StateStore {
+            db: self.store.db.clone(),
+            sealer: self.sealer.clone(),
+            path: self.store.path.clone(),
+        }
     }
 
     /// Seals and stores a key share (durably: the write is committed and synced before

@@ -306,7 +306,8 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
         }
     };
     let mut audit =
-        AuditLog::open(&config.audit_log, keystore.identity()).map_err(|e| e.to_string())?;
+        AuditLog::open_anchored(&config.audit_log, keystore.identity(), keystore.state())
+            .map_err(|e| e.to_string())?;
     audit
         .append(
             AuditKind::Unsealed,
