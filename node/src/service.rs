@@ -316,6 +316,9 @@ pub async fn run(config: NodeConfig) -> Result<(), String> {
         .map_err(|e| format!("audit log unusable, refusing to run: {e}"))?;
     let roster =
         Roster::load(&config.roster, config.authority().as_ref()).map_err(|e| e.to_string())?;
+    roster
+        .accept_epoch(&keystore.state())
+        .map_err(|e| e.to_string())?;
     let policy = Policy::from_file(&config.policy).map_err(|e| e.to_string())?;
     let listen = config
         .listen
