@@ -131,6 +131,10 @@ pub enum AuditError {
         #[source]
         source: KeystoreError,
     },
+    /// The policy-state snapshot in the keystore is unusable or does not bind to
+    /// this log.
+    #[error("audit snapshot: {0}")]
+    Snapshot(String),
     /// A line could not be read while exporting.
     #[error("audit log line {line}: {reason}")]
     BadLine {
@@ -949,6 +953,11 @@ impl AuditLog {
     /// The next sequence number.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Length of the log file (the end of the last entry).
+    pub fn end_offset(&self) -> u64 {
+        self.len
     }
 
     /// Hash of the last entry (zeros if empty).
