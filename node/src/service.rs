@@ -67,7 +67,11 @@ impl UnsealThrottle {
 /// What one unseal attempt came to.
 enum UnsealOutcome {
     Unsealed,
-    WrongPassphrase,
+    /// Wrong; (consecutive failures, delay before the next attempt).
+    WrongPassphrase(u32, Duration),
+    /// Refused without trying: still inside the backoff (an attempt queued by a
+    /// caller that did not wait for its answer).
+    Throttled(Duration),
     /// Any other failure (corrupt keystore, weak KDF): the node stops, fail closed.
     Failed(String),
 }
@@ -78,7 +82,18 @@ type Attempt = (Passphrase, oneshot::Sender<UnsealOutcome>);
 struct UnsealGate {
     /// `Some` while the node waits for a passphrase.
     attempts: Option<mpsc::Sender<Attempt>>,
-    throttle: UnsealThrottle,
+    /// Shared with the unseal loop, which records failures itself, so a caller that
+    /// hangs up mid-attempt cannot skip the backoff.
+    throttle: Arc<std::sync::Mutex<UnsealThrottle>>,
+}
+
+impl UnsealGate {
+    fn throttle(&self) -> std::sync::MutexGuard<'_, UnsealThrottle> {
+        // The throttle holds no invariant a panic could break: use it regardless.
+        self.throttle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 #[derive(Clone)]
@@ -124,6 +139,14 @@ fn retry_after(code: StatusCode, wait: Duration, body: serde_json::Value) -> Res
     (code, [(header::RETRY_AFTER, secs.to_string())], Json(body)).into_response()
 }
 
+fn too_many(wait: Duration) -> Response {
+    retry_after(
+        StatusCode::TOO_MANY_REQUESTS,
+        wait,
+        json!({ "error": "too many wrong passphrases; retry later" }),
+    )
+}
+
 /// `POST /unseal`: one attempt at a time; a wrong passphrase answers 403 and the
 /// node stays sealed, later attempts back off exponentially (429 + `Retry-After`).
 ///
@@ -148,15 +171,9 @@ async fn unseal(State(s): State<AdminState>, body: String) -> Response {
         )
             .into_response();
     };
-    if let Err(wait) = gate.throttle.check(Instant::now()) {
-        return retry_after(
-            StatusCode::TOO_MANY_REQUESTS,
-            wait,
-            json!({
-                "error": "too many wrong passphrases; retry later",
-                "failures": gate.throttle.failures(),
-            }),
-        );
+    let throttled = gate.throttle().check(Instant::now());
+    if let Err(wait) = throttled {
+        return too_many(wait);
     }
     let passphrase = match Passphrase::new(body.trim_end_matches('\n').to_string()) {
         Ok(p) => p,
@@ -182,23 +199,16 @@ async fn unseal(State(s): State<AdminState>, body: String) -> Response {
             gate.attempts = None;
             (StatusCode::OK, Json(json!({ "status": "unsealed" }))).into_response()
         }
-        Ok(UnsealOutcome::WrongPassphrase) => {
-            let wait = gate.throttle.record_failure(Instant::now());
-            tracing::warn!(
-                failures = gate.throttle.failures(),
-                retry_after_secs = wait.as_secs(),
-                "unseal: wrong passphrase; the node stays sealed"
-            );
-            retry_after(
-                StatusCode::FORBIDDEN,
-                wait,
-                json!({
-                    "error": "wrong passphrase; the node stays sealed",
-                    "failures": gate.throttle.failures(),
-                    "retry_after_secs": wait.as_secs(),
-                }),
-            )
-        }
+        Ok(UnsealOutcome::WrongPassphrase(failures, wait)) => retry_after(
+            StatusCode::FORBIDDEN,
+            wait,
+            json!({
+                "error": "wrong passphrase; the node stays sealed",
+                "failures": failures,
+                "retry_after_secs": wait.as_secs(),
+            }),
+        ),
+        Ok(UnsealOutcome::Throttled(wait)) => too_many(wait),
         Ok(UnsealOutcome::Failed(reason)) => {
             gate.attempts = None;
             (
@@ -231,11 +241,25 @@ async fn admin_unseal(
     mut sealed: SealedKeystore,
 ) -> Result<Keystore, String> {
     let (tx, mut rx) = mpsc::channel::<Attempt>(1);
-    gate.lock().await.attempts = Some(tx);
+    let throttle = {
+        let mut g = gate.lock().await;
+        g.attempts = Some(tx);
+        g.throttle.clone()
+    };
+    let lock = |t: &std::sync::Mutex<UnsealThrottle>| {
+        t.lock()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    };
     loop {
         let Some((passphrase, reply)) = rx.recv().await else {
             return Err("unseal channel closed".into());
         };
+        // Checked here too: the handler's check may predate a failure still running.
+        if let Err(wait) = lock(&throttle).check(Instant::now()) {
+            let _ = reply.send(UnsealOutcome::Throttled(wait));
+            continue;
+        }
         let result = tokio::task::spawn_blocking(move || sealed.unseal(&passphrase))
             .await
             .map_err(|e| format!("unseal task failed: {e}"))?;
@@ -254,7 +278,19 @@ async fn admin_unseal(
                         return Err(msg);
                     }
                 }
-                let _ = reply.send(UnsealOutcome::WrongPassphrase);
+                let (failures, wait) = {
+                    let mut t = throttle
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let wait = t.record_failure(Instant::now());
+                    (t.failures(), wait)
+                };
+                tracing::warn!(
+                    failures,
+                    retry_after_secs = wait.as_secs(),
+                    "unseal: wrong passphrase; the node stays sealed"
+                );
+                let _ = reply.send(UnsealOutcome::WrongPassphrase(failures, wait));
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -404,9 +440,14 @@ mod tests {
         assert!(t.check(now + MAX_UNSEAL_BACKOFF).is_ok());
     }
 
-    #[tokio::test]
-    async fn wrong_passphrase_answers_403_keeps_node_sealed_and_throttles() {
-        let dir = tempfile::tempdir().expect("tempdir");
+    /// A keystore with passphrase "right", an admin server and the unseal loop.
+    async fn sealed_node(
+        dir: &tempfile::TempDir,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<Result<Keystore, String>>,
+        quorate_protocol::NodeIdentity,
+    ) {
         let path = dir.path().join("ks.redb");
         let id = quorate_protocol::NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(1));
         drop(
@@ -433,13 +474,35 @@ mod tests {
         let sealed = SealedKeystore::open(&path).expect("open");
         let waiter = {
             let gate = gate.clone();
-            let path = path.clone();
             tokio::spawn(async move { admin_unseal(&gate, &path, sealed).await })
         };
         while gate.lock().await.attempts.is_none() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        (addr, waiter, id)
+    }
 
+    #[tokio::test]
+    async fn hanging_up_mid_attempt_does_not_skip_the_backoff() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, waiter, _) = sealed_node(&dir).await;
+        {
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.write_all(b"POST /unseal HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nwrong")
+                .await
+                .expect("write");
+            // Dropped without reading the answer.
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (code, retry, _) = post(addr, "/unseal", "right").await;
+        assert_eq!((code, retry), (429, Some(1)), "the failure was counted");
+        assert!(!waiter.is_finished());
+    }
+
+    #[tokio::test]
+    async fn wrong_passphrase_answers_403_keeps_node_sealed_and_throttles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (addr, waiter, id) = sealed_node(&dir).await;
         let (code, retry, body) = post(addr, "/unseal", "wrong\n").await;
         assert_eq!((code, retry), (403, Some(1)), "{body}");
         assert!(body.contains("wrong passphrase"), "{body}");
@@ -450,7 +513,7 @@ mod tests {
         // Even the right passphrase waits out the backoff.
         let (code, retry, _) = post(addr, "/unseal", "right").await;
         assert_eq!(code, 429);
-        assert!(retry.is_some_and(|s| (1..=1).contains(&s)), "{retry:?}");
+        assert_eq!(retry, Some(1));
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let (code, retry, _) = post(addr, "/unseal", "still wrong").await;
         assert_eq!((code, retry), (403, Some(2)), "the delay doubles");
