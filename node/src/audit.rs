@@ -560,8 +560,12 @@ pub fn verify_reader(
     reader: impl BufRead,
     expected_node: Option<NodeId>,
 ) -> Result<VerifyReport, io::Error> {
-    Ok(scan(reader, expected_node, None)?.report)
+    Ok(scan(reader, expected_node, None, None)?.report)
 }
+
+/// A verified point of the chain to resume verification from: (seq, hash, end
+/// offset of that entry's line). The reader must be positioned at the offset.
+type Checkpoint = (u64, [u8; 32], u64);
 
 /// Streams the log (one line in memory at a time), verifying as [`verify_reader`],
 /// and remembers the hash of entry `watch` and where the good prefix ends.
@@ -569,6 +573,7 @@ fn scan(
     mut reader: impl BufRead,
     expected_node: Option<NodeId>,
     watch: Option<u64>,
+    start: Option<Checkpoint>,
 ) -> Result<Scan, io::Error> {
     let mut good_end = 0u64;
     let mut torn_tail = false;
@@ -580,8 +585,19 @@ fn scan(
         last_time_ms: None,
         first_bad: None,
     };
-    let mut buf = Vec::new();
     let mut line_no = 0usize;
+    if let Some((seq, hash, end)) = start {
+        // One entry per line: the checkpoint's entry is line seq + 1.
+        report.entries = seq + 1;
+        report.node = expected_node;
+        report.last_hash = Some(hash);
+        line_no = usize::try_from(seq + 1).unwrap_or(usize::MAX);
+        good_end = end;
+        if watch == Some(seq) {
+            watched = Some((hash, end));
+        }
+    }
+    let mut buf = Vec::new();
     while let Some(read) = read_line(&mut reader, &mut buf)? {
         line_no += 1;
         torn_tail = !read.terminated && buf.len() <= MAX_LINE;
@@ -757,6 +773,20 @@ impl fmt::Debug for AuditLog {
     }
 }
 
+/// Whether `offset` is within the file and just after a newline (or 0).
+fn at_line_boundary(file: &mut File, offset: u64) -> io::Result<bool> {
+    if offset == 0 {
+        return Ok(true);
+    }
+    if file.metadata()?.len() < offset {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    file.seek(io::SeekFrom::Start(offset - 1))?;
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
 /// The Ed25519 key the node identity signs with, for audit signatures.
 ///
 /// # Security
@@ -792,7 +822,9 @@ impl AuditLog {
     /// verify) *after* the anchored entry is the unsynced tail of a crashed write:
     /// it is cut away and a `torn_tail_repaired` entry is appended. A torn line at
     /// or before the anchor, or a bad line anywhere else, is refused. Every later
-    /// append updates the anchor before it returns.
+    /// append updates the anchor before it returns. When the keystore holds a
+    /// policy snapshot (see `recovery`), verification resumes at the snapshot's
+    /// entry instead of the start (the prefix is checked by [`verify`]).
     ///
     /// # Security
     /// As [`Self::open`]. The anchor is sealed in the keystore, so only this node
@@ -838,8 +870,29 @@ impl AuditLog {
             Some(st) => st.audit_anchor().map_err(anchor_err)?,
             None => None,
         };
-        let scanned =
-            scan(BufReader::new(&mut file), Some(node), anchor.map(|a| a.seq)).map_err(io_err)?;
+        // Resume verification at the snapshot (a point verified at an earlier start
+        // and sealed in the keystore) when the file still has a line boundary there;
+        // otherwise verify from the start.
+        let checkpoint = match &state {
+            Some(st) => st
+                .audit_snapshot()
+                .map_err(anchor_err)?
+                .and_then(|b| crate::recovery::snapshot_checkpoint(&b)),
+            None => None,
+        };
+        let checkpoint = match checkpoint {
+            Some(cp) if at_line_boundary(&mut file, cp.2).map_err(io_err)? => Some(cp),
+            _ => None,
+        };
+        file.seek(io::SeekFrom::Start(checkpoint.map_or(0, |c| c.2)))
+            .map_err(io_err)?;
+        let scanned = scan(
+            BufReader::new(&mut file),
+            Some(node),
+            anchor.map(|a| a.seq),
+            checkpoint,
+        )
+        .map_err(io_err)?;
         let report = scanned.report;
         let mut repaired = None;
         if let Some(bad) = report.first_bad {

@@ -163,13 +163,54 @@ impl ReplayState {
 
 /// A snapshot: the replay state after the entry `seq` (hash `hash`, ending at byte
 /// `end_offset` of the log).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Snapshot {
-    version: u8,
     seq: u64,
     hash: [u8; 32],
     end_offset: u64,
     state: ReplayState,
+}
+
+/// Length of the fixed snapshot header: version ‖ seq ‖ hash ‖ end offset.
+const SNAPSHOT_HEADER_LEN: usize = 1 + 8 + 32 + 8;
+
+impl Snapshot {
+    /// `SNAPSHOT_VERSION` (u8) ‖ seq (u64 BE) ‖ hash (32) ‖ end_offset (u64 BE) ‖
+    /// postcard(`ReplayState`).
+    fn encode(&self) -> Result<Vec<u8>, AuditError> {
+        let mut out = Vec::with_capacity(SNAPSHOT_HEADER_LEN + 64);
+        out.push(SNAPSHOT_VERSION);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&self.end_offset.to_be_bytes());
+        postcard::to_extend(&self.state, out)
+            .map_err(|e| AuditError::Snapshot(format!("does not encode: {e}")))
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, AuditError> {
+        let (seq, hash, end_offset) = snapshot_checkpoint(bytes)
+            .ok_or_else(|| AuditError::Snapshot("unknown version or short header".into()))?;
+        let state = postcard::from_bytes(&bytes[SNAPSHOT_HEADER_LEN..])
+            .map_err(|e| AuditError::Snapshot(format!("does not decode: {e}")))?;
+        Ok(Self {
+            seq,
+            hash,
+            end_offset,
+            state,
+        })
+    }
+}
+
+/// The (seq, hash, end offset) a snapshot was taken at, read from its fixed
+/// header without decoding the state (the audit log starts verifying there).
+pub(crate) fn snapshot_checkpoint(bytes: &[u8]) -> Option<(u64, [u8; 32], u64)> {
+    if bytes.len() < SNAPSHOT_HEADER_LEN || bytes[0] != SNAPSHOT_VERSION {
+        return None;
+    }
+    let seq = u64::from_be_bytes(bytes[1..9].try_into().ok()?);
+    let hash: [u8; 32] = bytes[9..41].try_into().ok()?;
+    let end = u64::from_be_bytes(bytes[41..49].try_into().ok()?);
+    Some((seq, hash, end))
 }
 
 fn hex32(v: &Value) -> Option<[u8; 32]> {
@@ -282,12 +323,7 @@ pub fn restore_from_log(
     let snapshot = store
         .audit_snapshot()
         .map_err(anchor_err)?
-        .map(|plain| {
-            postcard::from_bytes::<Snapshot>(&plain)
-                .ok()
-                .filter(|s| s.version == SNAPSHOT_VERSION)
-                .ok_or_else(|| AuditError::Snapshot("does not decode".into()))
-        })
+        .map(|plain| Snapshot::decode(&plain))
         .transpose()?;
     let (mut state, offset, mut expect) = match snapshot {
         Some(s) => (s.state, s.end_offset, Some((s.seq, s.hash))),
@@ -320,15 +356,14 @@ pub fn restore_from_log(
     if let Some(last) = log.next_seq().checked_sub(1) {
         state.prune(now_ms);
         let snapshot = Snapshot {
-            version: SNAPSHOT_VERSION,
             seq: last,
             hash: log.last_hash(),
             end_offset: log.end_offset(),
             state,
         };
-        let bytes = postcard::to_allocvec(&snapshot)
-            .map_err(|e| AuditError::Snapshot(format!("does not encode: {e}")))?;
-        store.set_audit_snapshot(bytes).map_err(anchor_err)?;
+        store
+            .set_audit_snapshot(snapshot.encode()?)
+            .map_err(anchor_err)?;
     }
     Ok(result)
 }
@@ -442,7 +477,7 @@ mod tests {
         // The snapshot sits at the end of the log now; a second start reads none of
         // the entries above and still restores the same state.
         let plain = ks.state().audit_snapshot().expect("read").expect("written");
-        let s: Snapshot = postcard::from_bytes(&plain).expect("decodes");
+        let s = Snapshot::decode(&plain).expect("decodes");
         assert_eq!((s.seq, s.hash), (9, log.last_hash()));
         assert_eq!(s.end_offset, std::fs::metadata(&path).expect("meta").len());
         assert_eq!(
@@ -487,6 +522,62 @@ mod tests {
     }
 
     #[test]
+    fn open_verifies_from_the_snapshot_and_still_catches_truncation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ks, path) = setup(&dir);
+        let mut log = AuditLog::open_anchored(&path, ks.identity(), ks.state()).expect("open");
+        request(&mut log, 1, NOW - 60_000, 200, true, 600_000);
+        request(&mut log, 2, NOW - 50_000, 300, true, 600_000);
+        restore_from_log(&log, &mut engine(), NOW).expect("start: snapshot at seq 3");
+        request(&mut log, 3, NOW - 40_000, 400, true, 600_000);
+        drop(log);
+        let lines: Vec<String> = std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let write = |ls: &[String]| {
+            std::fs::write(&path, format!("{}\n", ls.join("\n"))).expect("write");
+        };
+
+        // An entry after the snapshot is verified at open.
+        let mut edited = lines.clone();
+        edited[4] = edited[4].replace("\"amount\":400", "\"amount\":401");
+        assert_ne!(edited[4], lines[4]);
+        write(&edited);
+        assert!(matches!(
+            AuditLog::open_anchored(&path, ks.identity(), ks.state()),
+            Err(AuditError::Invalid { line: 5, .. })
+        ));
+
+        // One before it is not re-read at start-up (its effect is in the sealed
+        // snapshot); `quorate audit verify` still reports it.
+        let mut edited = lines.clone();
+        edited[0] = edited[0].replace("\"amount\":200", "\"amount\":201");
+        assert_ne!(edited[0], lines[0]);
+        write(&edited);
+        let log = AuditLog::open_anchored(&path, ks.identity(), ks.state()).expect("opens");
+        drop(log);
+        let bad = crate::audit::verify(&path, None)
+            .expect("verify")
+            .first_bad
+            .expect("reported");
+        assert_eq!(bad.line, 1);
+
+        // Cut below the snapshot: verification falls back to the start and the
+        // anchor catches the truncation.
+        write(&lines[..2]);
+        assert!(matches!(
+            AuditLog::open_anchored(&path, ks.identity(), ks.state()),
+            Err(AuditError::Truncated {
+                expected_seq: 5,
+                found_entries: 2,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn snapshot_not_bound_to_the_log_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (ks, path) = setup(&dir);
@@ -495,10 +586,10 @@ mod tests {
         restore_from_log(&log, &mut engine(), NOW).expect("start");
         // A snapshot claiming another hash for its entry (e.g. from another log).
         let plain = ks.state().audit_snapshot().expect("read").expect("written");
-        let mut s: Snapshot = postcard::from_bytes(&plain).expect("decodes");
+        let mut s = Snapshot::decode(&plain).expect("decodes");
         s.hash = [0xaa; 32];
         ks.state()
-            .set_audit_snapshot(postcard::to_allocvec(&s).expect("enc"))
+            .set_audit_snapshot(s.encode().expect("enc"))
             .expect("write");
         let err = restore_from_log(&log, &mut engine(), NOW).expect_err("unbound");
         assert!(matches!(err, AuditError::Snapshot(_)), "{err:?}");
