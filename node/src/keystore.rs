@@ -63,6 +63,8 @@ const TAG_LEN: usize = 16;
 const SALT_LEN: usize = 16;
 /// Largest sealed record accepted (checked before decryption allocates).
 const MAX_RECORD_LEN: usize = 1 << 20;
+/// Largest policy-snapshot plaintext sealed or accepted (`audit_snapshot`).
+pub const MAX_SNAPSHOT_LEN: usize = 128 << 20;
 /// Largest header accepted.
 const MAX_HEADER_LEN: usize = 4096;
 /// Largest passphrase file read.
@@ -598,7 +600,12 @@ impl Sealer {
     /// # Security
     /// Returns secret plaintext in a zeroizing buffer.
     fn open(&self, record: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed.len() > MAX_RECORD_LEN {
+        let max = if record == AUDIT_SNAPSHOT_RECORD {
+            MAX_SNAPSHOT_LEN + 1 + NONCE_LEN + TAG_LEN
+        } else {
+            MAX_RECORD_LEN
+        };
+        if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed.len() > max {
             return Err(corrupt(record, "sealed record has an impossible length"));
         }
         if sealed[0] != RECORD_VERSION {
@@ -1031,8 +1038,12 @@ impl StateStore {
         self.get(AUDIT_SNAPSHOT_RECORD)
     }
 
-    /// Replaces the policy-state snapshot (sealed, committed).
+    /// Replaces the policy-state snapshot (sealed, committed). Refuses one larger
+    /// than [`MAX_SNAPSHOT_LEN`].
     pub fn set_audit_snapshot(&self, plain: Vec<u8>) -> Result<()> {
+        if plain.len() > MAX_SNAPSHOT_LEN {
+            return Err(KeystoreError::Internal("policy snapshot is too large"));
+        }
         self.put(AUDIT_SNAPSHOT_RECORD, Zeroizing::new(plain))
     }
 
@@ -1866,6 +1877,58 @@ mod tests {
         let sealed = SealedKeystore::open(&marked).expect("open");
         assert!(sealed.status().expect("status").insecure_test_kdf);
         sealed.unseal(&pass("correct horse")).expect("test preset");
+    }
+
+    #[test]
+    fn node_state_records_round_trip_and_unseal_accepts_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, _) = populated(&dir);
+        let ks = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect("unseal");
+        let st = ks.state();
+        assert_eq!(st.audit_anchor().expect("anchor"), None);
+        assert_eq!(st.roster_epoch().expect("epoch"), 0);
+        let anchor = AuditAnchor {
+            seq: 41,
+            hash: [9; 32],
+            end_offset: 12_345,
+        };
+        st.set_audit_anchor(&anchor).expect("anchor");
+        st.set_roster_epoch(7).expect("epoch");
+        // A snapshot larger than the 1 MiB limit of other records.
+        let big = vec![0x5a; 3 << 20];
+        st.set_audit_snapshot(big.clone()).expect("snapshot");
+        assert!(st
+            .set_audit_snapshot(vec![0; MAX_SNAPSHOT_LEN + 1])
+            .is_err());
+        drop((st, ks));
+        let ks = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect("unseal checks the new records too");
+        let st = ks.state();
+        assert_eq!(st.audit_anchor().expect("anchor"), Some(anchor));
+        assert_eq!(st.roster_epoch().expect("epoch"), 7);
+        assert_eq!(
+            st.audit_snapshot()
+                .expect("snapshot")
+                .expect("some")
+                .as_slice(),
+            big.as_slice()
+        );
+        drop((st, ks));
+        // A tampered anchor fails unseal, naming the record.
+        tamper_record(&path, AUDIT_ANCHOR_RECORD, |v| v[20] ^= 1);
+        let err = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect_err("tampered anchor");
+        assert!(
+            matches!(&err, KeystoreError::Corrupt { record, .. } if record == AUDIT_ANCHOR_RECORD),
+            "{err:?}"
+        );
     }
 
     #[test]

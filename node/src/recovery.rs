@@ -126,12 +126,19 @@ impl ReplayState {
     }
 
     /// Drops what can no longer matter at `now_ms` (or later): allowed requests
-    /// older than the longest window any policy may set, whose nonce and approval
-    /// have expired; pending requests that have expired (or carry no expiry).
-    fn prune(&mut self, now_ms: u64) {
-        let horizon = now_ms.saturating_sub(u64::from(MAX_WINDOW_HOURS) * HOUR_MS);
+    /// outside their client's window in `engine`'s policy (the longest window any
+    /// policy may set for clients it does not know) whose nonce and approval have
+    /// expired, as the engine itself forgets them; pending requests that have
+    /// expired (or carry no expiry).
+    fn prune(&mut self, now_ms: u64, engine: &PolicyEngine) {
+        let window = |client: &[u8; 32]| {
+            engine
+                .policy()
+                .client_by_key(client)
+                .map_or(u64::from(MAX_WINDOW_HOURS) * HOUR_MS, |c| c.window_ms)
+        };
         self.allowed.retain(|a| {
-            a.time_ms > horizon
+            a.time_ms > now_ms.saturating_sub(window(&a.received.client))
                 || a.received.nonce.is_some_and(|(_, exp)| exp >= now_ms)
                 || a.received
                     .approval
@@ -354,16 +361,25 @@ pub fn restore_from_log(
     }
     let result = state.restore(engine, now_ms);
     if let Some(last) = log.next_seq().checked_sub(1) {
-        state.prune(now_ms);
+        state.prune(now_ms, engine);
         let snapshot = Snapshot {
             seq: last,
             hash: log.last_hash(),
             end_offset: log.end_offset(),
             state,
         };
-        store
-            .set_audit_snapshot(snapshot.encode()?)
-            .map_err(anchor_err)?;
+        let bytes = snapshot.encode()?;
+        if bytes.len() > crate::keystore::MAX_SNAPSHOT_LEN {
+            // Still correct without it: the next start replays from the older
+            // snapshot (or the start of the log).
+            tracing::warn!(
+                bytes = bytes.len(),
+                limit = crate::keystore::MAX_SNAPSHOT_LEN,
+                "policy snapshot too large to seal; keeping the previous one"
+            );
+        } else {
+            store.set_audit_snapshot(bytes).map_err(anchor_err)?;
+        }
     }
     Ok(result)
 }
@@ -483,7 +499,7 @@ mod tests {
         assert_eq!(
             s.state.allowed.len(),
             3,
-            "the request outside every window is pruned"
+            "the request outside the client's 24 h window is pruned"
         );
         let mut again = engine();
         let (_, approvals) = restore_from_log(&log, &mut again, NOW).expect("second start");
