@@ -106,7 +106,15 @@ fn random_hex(n: usize) -> String {
 /// Creates identities, keystores, roster, policy and configs (first run only).
 fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
     let dir = &l.dir;
-    let mut roster = String::new();
+    // The devnet is its own roster authority: the roster is signed (epoch 1) and
+    // every node and the coordinator require the signature.
+    let authority = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    write_private(
+        &dir.join("roster-authority.key"),
+        &hex::encode(authority.to_bytes()),
+    )?;
+    let authority_pub = hex::encode(authority.verifying_key().to_bytes());
+    let mut roster = String::from("epoch = 1\n\n");
     let client = ed25519_dalek::SigningKey::generate(&mut OsRng);
     write_private(&dir.join("client.key"), &hex::encode(client.to_bytes()))?;
     let client_pub = hex::encode(client.verifying_key().to_bytes());
@@ -137,7 +145,7 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
         std::fs::write(
             dir.join(format!("{name}.toml")),
             format!(
-                "keystore = \"{name}.keystore\"\npassphrase = {{ file = \"{name}.pass\" }}\nroster = \"roster.toml\"\npolicy = \"policy.toml\"\naudit_log = \"{name}.audit.jsonl\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nadmin = \"127.0.0.1:{}\"\n",
+                "keystore = \"{name}.keystore\"\npassphrase = {{ file = \"{name}.pass\" }}\nroster = \"roster.toml\"\nroster_authority = \"{authority_pub}\"\npolicy = \"policy.toml\"\naudit_log = \"{name}.audit.jsonl\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nadmin = \"127.0.0.1:{}\"\n",
                 l.node_port(i),
                 l.admin_port(i)
             ),
@@ -151,7 +159,9 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
         coordinator.node_id(),
         l.base_port
     )?;
+    let (_, signature) = quorate_protocol::roster::sign_roster(roster.as_bytes(), &authority)?;
     std::fs::write(dir.join("roster.toml"), roster)?;
+    std::fs::write(dir.join("roster.toml.sig"), hex::encode(signature))?;
     std::fs::write(
         dir.join("policy.toml"),
         format!(
@@ -161,7 +171,7 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
     std::fs::write(
         dir.join("coordinator.toml"),
         format!(
-            "identity_file = \"coordinator.identity\"\nroster = \"roster.toml\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nhttp_listen = \"127.0.0.1:{}\"\nadmin_token_env = \"QUORATE_ADMIN_TOKEN\"\ndata_dir = \"coordinator-data\"\n\n[[clients]]\nname = \"devnet-client\"\npublic_key = \"{client_pub}\"\nrequests_per_minute = 600\n",
+            "identity_file = \"coordinator.identity\"\nroster = \"roster.toml\"\nroster_authority = \"{authority_pub}\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nhttp_listen = \"127.0.0.1:{}\"\nadmin_token_env = \"QUORATE_ADMIN_TOKEN\"\ndata_dir = \"coordinator-data\"\n\n[[clients]]\nname = \"devnet-client\"\npublic_key = \"{client_pub}\"\nrequests_per_minute = 600\n",
             l.base_port, l.http_port
         ),
     )?;
