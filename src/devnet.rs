@@ -464,3 +464,40 @@ fn log_tail(path: &Path, lines: usize) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_roster_is_signed_and_every_config_requires_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Layout {
+            dir: dir.path().to_path_buf(),
+            n: 3,
+            base_port: 17000,
+            http_port: 17080,
+        };
+        generate(&l, 2).expect("generate");
+        let node = quorate_node::config::NodeConfig::load(&dir.path().join("node1.toml"))
+            .expect("node config");
+        let authority = node.authority().expect("nodes require a signed roster");
+        let coordinator = quorate_coordinator::config::CoordinatorConfig::load(
+            dir.path().join("coordinator.toml"),
+        )
+        .expect("coordinator config");
+        assert_eq!(
+            coordinator.roster_authority_key().expect("key"),
+            Some(authority)
+        );
+        let path = dir.path().join("roster.toml");
+        let roster =
+            quorate_protocol::roster::Roster::load(&path, Some(&authority)).expect("signed");
+        assert_eq!(roster.epoch(), 1);
+        assert_eq!(roster.signers().count(), 3);
+        // The signature covers the file: an edit is refused.
+        let text = std::fs::read_to_string(&path).expect("read");
+        std::fs::write(&path, text.replace("segment-1", "segment-9")).expect("write");
+        assert!(quorate_protocol::roster::Roster::load(&path, Some(&authority)).is_err());
+    }
+}
