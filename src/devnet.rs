@@ -106,7 +106,15 @@ fn random_hex(n: usize) -> String {
 /// Creates identities, keystores, roster, policy and configs (first run only).
 fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
     let dir = &l.dir;
-    let mut roster = String::new();
+    // The devnet is its own roster authority: the roster is signed (epoch 1) and
+    // every node and the coordinator require the signature.
+    let authority = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    write_private(
+        &dir.join("roster-authority.key"),
+        &hex::encode(authority.to_bytes()),
+    )?;
+    let authority_pub = hex::encode(authority.verifying_key().to_bytes());
+    let mut roster = String::from("epoch = 1\n\n");
     let client = ed25519_dalek::SigningKey::generate(&mut OsRng);
     write_private(&dir.join("client.key"), &hex::encode(client.to_bytes()))?;
     let client_pub = hex::encode(client.verifying_key().to_bytes());
@@ -137,7 +145,7 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
         std::fs::write(
             dir.join(format!("{name}.toml")),
             format!(
-                "keystore = \"{name}.keystore\"\npassphrase = {{ file = \"{name}.pass\" }}\nroster = \"roster.toml\"\npolicy = \"policy.toml\"\naudit_log = \"{name}.audit.jsonl\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nadmin = \"127.0.0.1:{}\"\n\n# The devnet's own floor for keys it generates (production defaults: 2 and 1).\n[limits]\nmin_dkg_threshold = 2\nmin_dkg_segments = 1\n",
+                "keystore = \"{name}.keystore\"\npassphrase = {{ file = \"{name}.pass\" }}\nroster = \"roster.toml\"\nroster_authority = \"{authority_pub}\"\npolicy = \"policy.toml\"\naudit_log = \"{name}.audit.jsonl\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nadmin = \"127.0.0.1:{}\"\n\n# The devnet's own floor for keys it generates (production defaults: 2 and 1).\n[limits]\nmin_dkg_threshold = 2\nmin_dkg_segments = 1\n",
                 l.node_port(i),
                 l.admin_port(i)
             ),
@@ -151,7 +159,9 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
         coordinator.node_id(),
         l.base_port
     )?;
+    let (_, signature) = quorate_protocol::roster::sign_roster(roster.as_bytes(), &authority)?;
     std::fs::write(dir.join("roster.toml"), roster)?;
+    std::fs::write(dir.join("roster.toml.sig"), hex::encode(signature))?;
     std::fs::write(
         dir.join("policy.toml"),
         format!(
@@ -161,7 +171,7 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
     std::fs::write(
         dir.join("coordinator.toml"),
         format!(
-            "identity_file = \"coordinator.identity\"\nroster = \"roster.toml\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nhttp_listen = \"127.0.0.1:{}\"\nadmin_token_env = \"QUORATE_ADMIN_TOKEN\"\ndata_dir = \"coordinator-data\"\n\n[[clients]]\nname = \"devnet-client\"\npublic_key = \"{client_pub}\"\nrequests_per_minute = 600\n",
+            "identity_file = \"coordinator.identity\"\nroster = \"roster.toml\"\nroster_authority = \"{authority_pub}\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nhttp_listen = \"127.0.0.1:{}\"\nadmin_token_env = \"QUORATE_ADMIN_TOKEN\"\ndata_dir = \"coordinator-data\"\n\n[[clients]]\nname = \"devnet-client\"\npublic_key = \"{client_pub}\"\nrequests_per_minute = 600\n",
             l.base_port, l.http_port
         ),
     )?;
@@ -458,4 +468,41 @@ fn log_tail(path: &Path, lines: usize) -> String {
         .map(|l| format!("    {l}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_roster_is_signed_and_every_config_requires_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Layout {
+            dir: dir.path().to_path_buf(),
+            n: 3,
+            base_port: 17000,
+            http_port: 17080,
+        };
+        generate(&l, 2).expect("generate");
+        let node = quorate_node::config::NodeConfig::load(&dir.path().join("node1.toml"))
+            .expect("node config");
+        let authority = node.authority().expect("nodes require a signed roster");
+        let coordinator = quorate_coordinator::config::CoordinatorConfig::load(
+            dir.path().join("coordinator.toml"),
+        )
+        .expect("coordinator config");
+        assert_eq!(
+            coordinator.roster_authority_key().expect("key"),
+            Some(authority)
+        );
+        let path = dir.path().join("roster.toml");
+        let roster =
+            quorate_protocol::roster::Roster::load(&path, Some(&authority)).expect("signed");
+        assert_eq!(roster.epoch(), 1);
+        assert_eq!(roster.signers().count(), 3);
+        // The signature covers the file: an edit is refused.
+        let text = std::fs::read_to_string(&path).expect("read");
+        std::fs::write(&path, text.replace("segment-1", "segment-9")).expect("write");
+        assert!(quorate_protocol::roster::Roster::load(&path, Some(&authority)).is_err());
+    }
 }

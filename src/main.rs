@@ -28,6 +28,9 @@ enum Command {
     /// Verify and export audit logs.
     #[command(subcommand)]
     Audit(node_cmd::AuditCmd),
+    /// Roster authority: create its key, sign and verify rosters.
+    #[command(subcommand)]
+    Roster(node_cmd::RosterCmd),
     /// Run the coordinator (HTTP API for exchanges + libp2p engine).
     Coordinator(coordinator_cmd::CoordinatorArgs),
     /// Talk to a coordinator: keys, signing, verification.
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Command::Node(args) => node_cmd::node(&args),
         Command::Keystore(cmd) => node_cmd::keystore(cmd),
         Command::Audit(cmd) => node_cmd::audit(cmd),
+        Command::Roster(cmd) => node_cmd::roster(cmd),
         Command::Coordinator(args) => coordinator_cmd::coordinator(&args),
         Command::Client(args) => coordinator_cmd::client(args),
         #[cfg(feature = "sim")]

@@ -66,6 +66,35 @@ pub(crate) enum KeystoreCmd {
     },
 }
 
+/// `quorate roster …` (the roster authority's tools).
+#[derive(clap::Subcommand)]
+pub(crate) enum RosterCmd {
+    /// Create a roster authority key (hex Ed25519 secret, mode 0600; refuses to
+    /// overwrite) and print its public key for `roster_authority`.
+    Keygen {
+        /// Secret key file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a roster: writes `<roster>.sig`, the hex Ed25519 signature of
+    /// "quorate/roster/v1\0" ‖ epoch (u64 big-endian) ‖ the file's bytes.
+    Sign {
+        /// Roster file.
+        roster: PathBuf,
+        /// Roster authority secret key file (from `quorate roster keygen`).
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Check a roster and its `.sig` against the authority public key.
+    Verify {
+        /// Roster file.
+        roster: PathBuf,
+        /// Roster authority public key (hex).
+        #[arg(long)]
+        authority: String,
+    },
+}
+
 /// `quorate audit …`
 #[derive(clap::Subcommand)]
 pub(crate) enum AuditCmd {
@@ -125,6 +154,64 @@ pub(crate) fn keystore(cmd: KeystoreCmd) -> anyhow::Result<()> {
             for k in ks.keys()? {
                 println!("{}", serde_json::to_string(&k.summary())?);
             }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn roster(cmd: RosterCmd) -> anyhow::Result<()> {
+    use quorate_protocol::roster::{self, Roster};
+    match cmd {
+        RosterCmd::Keygen { out } => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let secret = zeroize::Zeroizing::new(hex::encode(key.to_bytes()));
+            std::io::Write::write_all(&mut f, secret.as_bytes())?;
+            println!(
+                "roster_authority = \"{}\"",
+                hex::encode(key.verifying_key().to_bytes())
+            );
+        }
+        RosterCmd::Sign { roster: path, key } => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&key)
+                    .with_context(|| format!("cannot read {}", key.display()))?,
+            );
+            let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+            hex::decode_to_slice(text.trim(), seed.as_mut())
+                .context("the key file must hold 32 bytes of hex")?;
+            let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let (epoch, sig) = roster::sign_roster(&bytes, &key)?;
+            let mut sig_path = path.clone().into_os_string();
+            sig_path.push(".sig");
+            std::fs::write(&sig_path, hex::encode(sig))?;
+            println!(
+                "signed {} (epoch {epoch}): {}",
+                path.display(),
+                PathBuf::from(sig_path).display()
+            );
+        }
+        RosterCmd::Verify {
+            roster: path,
+            authority,
+        } => {
+            let mut pk = [0u8; 32];
+            hex::decode_to_slice(&authority, &mut pk).context("--authority: 32 bytes of hex")?;
+            let r = Roster::load(&path, Some(&pk))?;
+            println!(
+                "ok: epoch {}, {} nodes, {} coordinators, signature valid",
+                r.epoch(),
+                r.signers().count(),
+                r.coordinators().count()
+            );
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ fn example_roster_node_and_coordinator_configs_load() {
     )
     .expect("example roster is valid");
     assert_eq!(roster.signers().count(), 5);
+    assert_eq!(roster.epoch(), 1);
     assert_eq!(roster.coordinators().count(), 1);
     let segments: std::collections::BTreeSet<_> = roster
         .signers()

@@ -31,7 +31,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::policy::Rule;
+use crate::{
+    keystore::{AuditAnchor, KeystoreError, StateStore},
+    policy::Rule,
+};
 
 /// Entry format version.
 pub const AUDIT_VERSION: u16 = 1;
@@ -88,6 +91,50 @@ pub enum AuditError {
     /// The details cannot be recorded faithfully.
     #[error("audit details rejected: {0}")]
     Details(String),
+    /// The log ends before the entry the keystore anchored: entries were cut from
+    /// the end, or the log was replaced by an older copy. Refusing to start.
+    #[error(
+        "audit log {path} is shorter than its anchor: the keystore expects an entry with seq \
+         {expected_seq} but the log holds {found_entries} entries (seq 0..{found_entries}); it \
+         was truncated or rolled back; refusing to start"
+    )]
+    Truncated {
+        /// The path.
+        path: PathBuf,
+        /// The anchored seq.
+        expected_seq: u64,
+        /// Entries found (the last seq found is one less).
+        found_entries: u64,
+    },
+    /// The log holds an entry at the anchored seq, but not the anchored one.
+    #[error(
+        "audit log {path} does not contain the anchored entry: seq {seq} should have hash \
+         {expected} but has {found}; the log was replaced or rolled back; refusing to start"
+    )]
+    AnchorMismatch {
+        /// The path.
+        path: PathBuf,
+        /// The anchored seq.
+        seq: u64,
+        /// Anchored hash (hex).
+        expected: String,
+        /// Hash found (hex).
+        found: String,
+    },
+    /// Reading or writing the anchor in the keystore failed. After an append this
+    /// closes the log for appends: do not sign.
+    #[error("audit log {path}: anchor in the keystore: {source}")]
+    Anchor {
+        /// The log.
+        path: PathBuf,
+        /// The keystore error.
+        #[source]
+        source: KeystoreError,
+    },
+    /// The policy-state snapshot in the keystore is unusable or does not bind to
+    /// this log.
+    #[error("audit snapshot: {0}")]
+    Snapshot(String),
     /// A line could not be read while exporting.
     #[error("audit log line {line}: {reason}")]
     BadLine {
@@ -226,6 +273,12 @@ pub enum AuditKind {
     },
     /// The node is shutting down.
     NodeStopped,
+    /// At open, a torn final line after the anchored entry (a write interrupted by a
+    /// crash before it was synced, so never acted on) was cut away.
+    TornTailRepaired {
+        /// Bytes removed.
+        removed_bytes: u64,
+    },
 }
 
 /// One entry, as written.
@@ -481,8 +534,15 @@ fn check_line(line: &[u8]) -> Result<Checked, (Option<u64>, BadReason)> {
     })
 }
 
+/// One line as read: its length on disk and whether it ended with a newline.
+#[derive(Clone, Copy)]
+struct LineRead {
+    bytes: u64,
+    terminated: bool,
+}
+
 /// Reads one line of at most [`MAX_LINE`] bytes; `Ok(None)` at end of file.
-fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<()>> {
+fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<LineRead>> {
     buf.clear();
     let n = reader
         .by_ref()
@@ -491,18 +551,52 @@ fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Option<
     if n == 0 {
         return Ok(None);
     }
-    if buf.last() == Some(&b'\n') {
+    let terminated = buf.last() == Some(&b'\n');
+    if terminated {
         buf.pop();
     }
-    Ok(Some(()))
+    Ok(Some(LineRead {
+        bytes: n as u64,
+        terminated,
+    }))
+}
+
+/// A verification pass with the extra facts opening an anchored log needs.
+struct Scan {
+    report: VerifyReport,
+    /// Bytes up to the end of the last good line.
+    good_end: u64,
+    /// The first bad line is the last line of the file and has no newline: the
+    /// shape of a write interrupted by a crash.
+    torn_tail: bool,
+    /// Hash and end offset of the entry with the watched seq, if it verified.
+    watched: Option<([u8; 32], u64)>,
 }
 
 /// Verifies a log read from `reader`. `expected_node`, if given, must have written
 /// every entry; otherwise every entry must be by the first entry's node.
 pub fn verify_reader(
-    mut reader: impl BufRead,
+    reader: impl BufRead,
     expected_node: Option<NodeId>,
 ) -> Result<VerifyReport, io::Error> {
+    Ok(scan(reader, expected_node, None, None)?.report)
+}
+
+/// A verified point of the chain to resume verification from: (seq, hash, end
+/// offset of that entry's line). The reader must be positioned at the offset.
+type Checkpoint = (u64, [u8; 32], u64);
+
+/// Streams the log (one line in memory at a time), verifying as [`verify_reader`],
+/// and remembers the hash of entry `watch` and where the good prefix ends.
+fn scan(
+    mut reader: impl BufRead,
+    expected_node: Option<NodeId>,
+    watch: Option<u64>,
+    start: Option<Checkpoint>,
+) -> Result<Scan, io::Error> {
+    let mut good_end = 0u64;
+    let mut torn_tail = false;
+    let mut watched = None;
     let mut report = VerifyReport {
         entries: 0,
         node: None,
@@ -510,10 +604,22 @@ pub fn verify_reader(
         last_time_ms: None,
         first_bad: None,
     };
-    let mut buf = Vec::new();
     let mut line_no = 0usize;
-    while read_line(&mut reader, &mut buf)?.is_some() {
+    if let Some((seq, hash, end)) = start {
+        // One entry per line: the checkpoint's entry is line seq + 1.
+        report.entries = seq + 1;
+        report.node = expected_node;
+        report.last_hash = Some(hash);
+        line_no = usize::try_from(seq + 1).unwrap_or(usize::MAX);
+        good_end = end;
+        if watch == Some(seq) {
+            watched = Some((hash, end));
+        }
+    }
+    let mut buf = Vec::new();
+    while let Some(read) = read_line(&mut reader, &mut buf)? {
         line_no += 1;
+        torn_tail = !read.terminated && buf.len() <= MAX_LINE;
         let bad = |seq, reason| BadEntry {
             line: line_no,
             seq,
@@ -577,8 +683,17 @@ pub fn verify_reader(
         report.entries += 1;
         report.last_hash = Some(checked.hash);
         report.last_time_ms = Some(checked.time_ms);
+        good_end += read.bytes;
+        if watch == Some(checked.seq) {
+            watched = Some((checked.hash, good_end));
+        }
     }
-    Ok(report)
+    Ok(Scan {
+        torn_tail: torn_tail && report.first_bad.is_some(),
+        report,
+        good_end,
+        watched,
+    })
 }
 
 /// Verifies the log at `path` end to end (`quorate audit verify`): every entry's
@@ -660,6 +775,10 @@ pub struct AuditLog {
     next_seq: u64,
     prev_hash: [u8; 32],
     poisoned: bool,
+    /// File length (end of the last entry).
+    len: u64,
+    /// Where every append is anchored (the keystore), if opened anchored.
+    state: Option<StateStore>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -671,6 +790,20 @@ impl fmt::Debug for AuditLog {
             .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether `offset` is within the file and just after a newline (or 0).
+fn at_line_boundary(file: &mut File, offset: u64) -> io::Result<bool> {
+    if offset == 0 {
+        return Ok(true);
+    }
+    if file.metadata()?.len() < offset {
+        return Ok(false);
+    }
+    let mut last = [0u8; 1];
+    file.seek(io::SeekFrom::Start(offset - 1))?;
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
 }
 
 /// The Ed25519 key the node identity signs with, for audit signatures.
@@ -698,7 +831,38 @@ impl AuditLog {
     /// Derives the node's Ed25519 signing key from `identity` (see the module docs);
     /// it is held in memory, zeroized on drop, and used only for audit signatures.
     pub fn open(path: impl AsRef<Path>, identity: &NodeIdentity) -> Result<Self, AuditError> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_inner(path.as_ref(), identity, None)
+    }
+
+    /// As [`Self::open`], and anchors the log in the keystore: the log must contain
+    /// the entry recorded in `state` (same seq and hash), else it was truncated or
+    /// rolled back and the open fails ([`AuditError::Truncated`],
+    /// [`AuditError::AnchorMismatch`]). A torn final line (no newline, does not
+    /// verify) *after* the anchored entry is the unsynced tail of a crashed write:
+    /// it is cut away and a `torn_tail_repaired` entry is appended. A torn line at
+    /// or before the anchor, or a bad line anywhere else, is refused. Every later
+    /// append updates the anchor before it returns. When the keystore holds a
+    /// policy snapshot (see `recovery`), verification resumes at the snapshot's
+    /// entry instead of the start (the prefix is checked by [`verify`]).
+    ///
+    /// # Security
+    /// As [`Self::open`]. The anchor is sealed in the keystore, so only this node
+    /// can move it; rolling back the keystore file *and* the log together to an
+    /// older consistent pair is not detected (that needs state outside the host).
+    pub fn open_anchored(
+        path: impl AsRef<Path>,
+        identity: &NodeIdentity,
+        state: StateStore,
+    ) -> Result<Self, AuditError> {
+        Self::open_inner(path.as_ref(), identity, Some(state))
+    }
+
+    fn open_inner(
+        path: &Path,
+        identity: &NodeIdentity,
+        state: Option<StateStore>,
+    ) -> Result<Self, AuditError> {
+        let path = path.to_path_buf();
         let io_err = |source| AuditError::Io {
             path: path.clone(),
             source,
@@ -717,13 +881,85 @@ impl AuditLog {
         })?;
         file.rewind().map_err(io_err)?;
         let node = identity.node_id();
-        let report = verify_reader(BufReader::new(&mut file), Some(node)).map_err(io_err)?;
+        let anchor_err = |source| AuditError::Anchor {
+            path: path.clone(),
+            source,
+        };
+        let anchor = match &state {
+            Some(st) => st.audit_anchor().map_err(anchor_err)?,
+            None => None,
+        };
+        // Resume verification at the snapshot (a point verified at an earlier start
+        // and sealed in the keystore) when the file still has a line boundary there;
+        // otherwise verify from the start.
+        let checkpoint = match &state {
+            Some(st) => st
+                .audit_snapshot()
+                .map_err(anchor_err)?
+                .and_then(|b| crate::recovery::snapshot_checkpoint(&b)),
+            None => None,
+        };
+        let checkpoint = match checkpoint {
+            Some(cp) if at_line_boundary(&mut file, cp.2).map_err(io_err)? => Some(cp),
+            _ => None,
+        };
+        file.seek(io::SeekFrom::Start(checkpoint.map_or(0, |c| c.2)))
+            .map_err(io_err)?;
+        let scanned = scan(
+            BufReader::new(&mut file),
+            Some(node),
+            anchor.map(|a| a.seq),
+            checkpoint,
+        )
+        .map_err(io_err)?;
+        let report = scanned.report;
+        let mut repaired = None;
         if let Some(bad) = report.first_bad {
-            return Err(AuditError::Invalid {
-                path,
-                line: bad.line,
-                reason: bad.reason,
-            });
+            // Only the unsynced tail may be cut: a torn last line after the anchored
+            // entry (or, before any anchor exists, in an otherwise empty log).
+            let after_anchor = match anchor {
+                Some(a) => a.seq < report.entries,
+                None => state.is_some() && report.entries == 0,
+            };
+            if !(scanned.torn_tail && after_anchor) {
+                return Err(AuditError::Invalid {
+                    path,
+                    line: bad.line,
+                    reason: bad.reason,
+                });
+            }
+            let len = file.metadata().map_err(io_err)?.len();
+            file.set_len(scanned.good_end)
+                .and_then(|()| file.sync_all())
+                .map_err(io_err)?;
+            let removed = len - scanned.good_end;
+            tracing::warn!(
+                path = %path.display(),
+                removed_bytes = removed,
+                after_seq = report.entries.checked_sub(1),
+                "audit log: cut a torn final line (a write interrupted before it was synced)"
+            );
+            repaired = Some(removed);
+        }
+        if let Some(a) = anchor {
+            if report.entries <= a.seq {
+                return Err(AuditError::Truncated {
+                    path,
+                    expected_seq: a.seq,
+                    found_entries: report.entries,
+                });
+            }
+            match scanned.watched {
+                Some((hash, end)) if hash == a.hash && end == a.end_offset => {}
+                found => {
+                    return Err(AuditError::AnchorMismatch {
+                        path,
+                        seq: a.seq,
+                        expected: hex::encode(a.hash),
+                        found: found.map_or_else(|| "none".into(), |(h, _)| hex::encode(h)),
+                    })
+                }
+            }
         }
         // A complete last entry without its newline (edited by hand): terminate it so
         // the next entry starts on its own line. A torn entry never gets here: it
@@ -739,7 +975,8 @@ impl AuditLog {
                     .map_err(io_err)?;
             }
         }
-        Ok(Self {
+        let len = file.metadata().map_err(io_err)?.len();
+        let mut log = Self {
             path,
             file,
             signing: audit_signing_key(identity),
@@ -747,7 +984,37 @@ impl AuditLog {
             next_seq: report.entries,
             prev_hash: report.last_hash.unwrap_or([0; 32]),
             poisoned: false,
-        })
+            len,
+            state,
+        };
+        // Bring the anchor up to the end of the log (entries synced after the last
+        // anchor update, or a log anchored for the first time).
+        if let (Some(st), Some(last)) = (&log.state, report.entries.checked_sub(1)) {
+            let current = AuditAnchor {
+                seq: last,
+                hash: log.prev_hash,
+                end_offset: log.len,
+            };
+            if anchor != Some(current) {
+                st.set_audit_anchor(&current)
+                    .map_err(|source| AuditError::Anchor {
+                        path: log.path.clone(),
+                        source,
+                    })?;
+            }
+        }
+        if let Some(removed_bytes) = repaired {
+            log.append(
+                AuditKind::TornTailRepaired { removed_bytes },
+                Value::Object(Map::new()),
+            )?;
+        }
+        Ok(log)
+    }
+
+    /// The anchor store, when the log was opened anchored.
+    pub fn state(&self) -> Option<&StateStore> {
+        self.state.as_ref()
     }
 
     /// Test hook: later appends write to `file` instead (e.g. `/dev/full`, to see what
@@ -765,6 +1032,11 @@ impl AuditLog {
     /// The next sequence number.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Length of the log file (the end of the last entry).
+    pub fn end_offset(&self) -> u64 {
+        self.len
     }
 
     /// Hash of the last entry (zeros if empty).
@@ -837,6 +1109,23 @@ impl AuditLog {
         }
         self.next_seq += 1;
         self.prev_hash = entry.hash;
+        self.len += line.len() as u64;
+        if let Some(st) = &self.state {
+            let anchor = AuditAnchor {
+                seq: entry.seq,
+                hash: entry.hash,
+                end_offset: self.len,
+            };
+            if let Err(source) = st.set_audit_anchor(&anchor) {
+                // The entry is on disk (the next open re-anchors it), but a node that
+                // cannot anchor its log must not act: fail closed.
+                self.poisoned = true;
+                return Err(AuditError::Anchor {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        }
         Ok(entry)
     }
 }
@@ -1221,6 +1510,194 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
             format!("{}\n", lines(&path)[4])
+        );
+    }
+
+    /// A keystore (test KDF) and an anchored log with five entries, closed again.
+    fn anchored(dir: &tempfile::TempDir, seed: u64) -> (PathBuf, crate::keystore::Keystore) {
+        use crate::keystore::{KdfParams, Keystore, Passphrase};
+        let id = identity(seed);
+        let ks = Keystore::init(
+            dir.path().join("ks.redb"),
+            &Passphrase::new("p").expect("pass"),
+            &id,
+            KdfParams::insecure_for_tests(),
+            &mut ChaCha20Rng::seed_from_u64(seed + 1000),
+        )
+        .expect("keystore");
+        let path = dir.path().join("audit.jsonl");
+        let mut log = AuditLog::open_anchored(&path, ks.identity(), ks.state()).expect("open");
+        for i in 0..5u64 {
+            log.append_at(1000 + i, AuditKind::Unsealed, json!({ "i": i }))
+                .expect("append");
+        }
+        (path, ks)
+    }
+
+    fn reopen(path: &Path, ks: &crate::keystore::Keystore) -> Result<AuditLog, AuditError> {
+        AuditLog::open_anchored(path, ks.identity(), ks.state())
+    }
+
+    #[test]
+    fn every_append_moves_the_anchor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 20);
+        let anchor = ks.state().audit_anchor().expect("read").expect("anchored");
+        let entries = read_entries(&path).expect("entries");
+        assert_eq!(anchor.seq, 4);
+        assert_eq!(anchor.hash, entries[4].hash);
+        assert_eq!(
+            anchor.end_offset,
+            std::fs::metadata(&path).expect("meta").len()
+        );
+        let mut log = reopen(&path, &ks).expect("reopen");
+        let e = log
+            .append(AuditKind::NodeStopped, Value::Null)
+            .expect("append");
+        let anchor = ks.state().audit_anchor().expect("read").expect("anchored");
+        assert_eq!((anchor.seq, anchor.hash), (5, e.hash));
+    }
+
+    #[test]
+    fn truncated_tail_is_refused_naming_expected_and_found_seq() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 21);
+        let l = lines(&path);
+        write_lines(&path, &l[..3]);
+        assert!(
+            verify(&path, None).expect("verify").is_valid(),
+            "still a valid chain"
+        );
+        let err = reopen(&path, &ks).expect_err("truncated");
+        assert!(
+            matches!(
+                err,
+                AuditError::Truncated {
+                    expected_seq: 4,
+                    found_entries: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("seq 4") && msg.contains("3 entries"), "{msg}");
+        // An emptied log is refused as well.
+        std::fs::write(&path, "").expect("write");
+        assert!(matches!(
+            reopen(&path, &ks),
+            Err(AuditError::Truncated {
+                found_entries: 0,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rollback_to_an_older_copy_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 22);
+        let old = std::fs::read(&path).expect("read");
+        let mut log = reopen(&path, &ks).expect("reopen");
+        for _ in 0..3 {
+            log.append(AuditKind::PolicyReloaded, Value::Null)
+                .expect("append");
+        }
+        drop(log);
+        std::fs::write(&path, &old).expect("restore old copy");
+        let err = reopen(&path, &ks).expect_err("rolled back");
+        assert!(
+            matches!(
+                err,
+                AuditError::Truncated {
+                    expected_seq: 7,
+                    found_entries: 5,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // An old copy grown back to the anchored length with other entries (signed
+        // by the same key, written without the anchor) does not contain the anchor.
+        let mut forked = AuditLog::open(&path, ks.identity()).expect("unanchored");
+        for _ in 0..3 {
+            forked
+                .append(AuditKind::NodeStopped, Value::Null)
+                .expect("append");
+        }
+        drop(forked);
+        let err = reopen(&path, &ks).expect_err("forked");
+        assert!(
+            matches!(err, AuditError::AnchorMismatch { seq: 7, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn torn_unsynced_tail_is_repaired_and_the_log_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 23);
+        let torn = "{\"details\":{},\"hash\":\"00";
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.push_str(torn);
+        std::fs::write(&path, &text).expect("write");
+        // Unanchored, the log is refused as before (nothing tells the tail apart).
+        assert!(matches!(
+            AuditLog::open(&path, ks.identity()),
+            Err(AuditError::Invalid { line: 6, .. })
+        ));
+        let log = reopen(&path, &ks).expect("repaired");
+        assert_eq!(log.next_seq(), 6, "five entries and the repair record");
+        drop(log);
+        let report = verify(&path, Some(ks.node_id())).expect("verify");
+        assert!(report.is_valid(), "{report:?}");
+        let entries = read_entries(&path).expect("entries");
+        assert_eq!(
+            entries[5].kind,
+            AuditKind::TornTailRepaired {
+                removed_bytes: torn.len() as u64
+            }
+        );
+        let anchor = ks.state().audit_anchor().expect("read").expect("anchored");
+        assert_eq!((anchor.seq, anchor.hash), (5, entries[5].hash));
+    }
+
+    #[test]
+    fn torn_line_at_or_before_the_anchor_is_refused() {
+        // In the middle: a cut line followed by good lines.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 24);
+        let mut l = lines(&path);
+        l[2].truncate(40);
+        write_lines(&path, &l);
+        let before = std::fs::read(&path).expect("read");
+        assert!(matches!(
+            reopen(&path, &ks),
+            Err(AuditError::Invalid { line: 3, .. })
+        ));
+        assert_eq!(std::fs::read(&path).expect("read"), before, "nothing cut");
+        // At the end, but it is the anchored (synced) entry itself.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 25);
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.truncate(text.len() - 30);
+        std::fs::write(&path, &text).expect("write");
+        let err = reopen(&path, &ks).expect_err("anchored entry torn");
+        assert!(
+            matches!(
+                err,
+                AuditError::Invalid {
+                    line: 5,
+                    reason: BadReason::Malformed(_),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            text,
+            "nothing cut"
         );
     }
 

@@ -230,7 +230,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
     // Window usage and request nonces survive restarts: replay them from the log.
     let mut policy = parts.policy;
     let (restored, approvals) =
-        crate::recovery::restore_policy_state(parts.audit.path(), &mut policy, unix_ms())
+        crate::recovery::restore_from_log(&parts.audit, &mut policy, unix_ms())
             .map_err(|e| format!("cannot restore policy state from the audit log: {e}"))?;
     if restored.allowed > 0 {
         tracing::info!(

@@ -18,6 +18,7 @@ use std::{
     fs::{self, OpenOptions},
     io,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use argon2::{Algorithm, Argon2, Version};
@@ -51,6 +52,11 @@ const KEY_PREFIX: &str = "key/";
 /// Records of DKG runs this node started: `dkg-session/<hex>` and `dkg-key/<hex>`.
 const DKG_SESSION_PREFIX: &str = "dkg-session/";
 const DKG_KEY_PREFIX: &str = "dkg-key/";
+const AUDIT_ANCHOR_RECORD: &str = "audit_anchor";
+const AUDIT_SNAPSHOT_RECORD: &str = "audit_snapshot";
+const ROSTER_EPOCH_RECORD: &str = "roster_epoch";
+/// Plaintext length of the `audit_anchor` record.
+const ANCHOR_LEN: usize = 8 + 32 + 8;
 
 const CANARY_PLAINTEXT: &[u8] = b"quorate keystore canary v1";
 const AAD_DOMAIN: &[u8] = b"quorate/keystore/v1\0";
@@ -60,6 +66,8 @@ const TAG_LEN: usize = 16;
 const SALT_LEN: usize = 16;
 /// Largest sealed record accepted (checked before decryption allocates).
 const MAX_RECORD_LEN: usize = 1 << 20;
+/// Largest policy-snapshot plaintext sealed or accepted (`audit_snapshot`).
+pub const MAX_SNAPSHOT_LEN: usize = 128 << 20;
 /// Largest header accepted.
 const MAX_HEADER_LEN: usize = 4096;
 /// Largest passphrase file read.
@@ -208,13 +216,51 @@ impl KdfParams {
         }
     }
 
-    /// Tiny parameters for tests (64 KiB, 1 pass). Never use for a real keystore.
+    /// Smallest memory cost accepted for a real keystore (19 MiB, OWASP's Argon2id
+    /// floor), at `init` and at unseal.
+    pub const MIN_M_COST_KIB: u32 = 19 * 1024;
+    /// Smallest pass count accepted for a real keystore.
+    pub const MIN_T_COST: u32 = 2;
+
+    /// Tiny parameters for tests (64 KiB, 1 pass). Never use for a real keystore: a
+    /// keystore made with them is marked `"insecure_test_kdf":true` in its header,
+    /// and unsealing it logs a warning.
     pub const fn insecure_for_tests() -> Self {
         Self {
             m_cost_kib: 64,
             t_cost: 1,
             p_cost: 1,
         }
+    }
+
+    /// Whether these parameters are below the documented floor
+    /// ([`Self::MIN_M_COST_KIB`], [`Self::MIN_T_COST`]).
+    pub const fn is_below_floor(&self) -> bool {
+        self.m_cost_kib < Self::MIN_M_COST_KIB || self.t_cost < Self::MIN_T_COST
+    }
+
+    /// Refuses parameters below the floor unless the keystore is marked as made with
+    /// the test-only KDF ([`Self::insecure_for_tests`]), which only logs a warning.
+    fn check_floor(&self, insecure_test_kdf: bool) -> Result<()> {
+        if !self.is_below_floor() {
+            return Ok(());
+        }
+        if insecure_test_kdf && *self == Self::insecure_for_tests() {
+            tracing::warn!(
+                m_cost_kib = self.m_cost_kib,
+                t_cost = self.t_cost,
+                "keystore uses the insecure test-only KDF; never use it for real keys"
+            );
+            return Ok(());
+        }
+        Err(KeystoreError::BadKdfParams(format!(
+            "m_cost_kib={} t_cost={} is below the minimum (m ≥ {} KiB, t ≥ {}); only the \
+             test-only preset may be weaker",
+            self.m_cost_kib,
+            self.t_cost,
+            Self::MIN_M_COST_KIB,
+            Self::MIN_T_COST
+        )))
     }
 
     fn validate(&self) -> Result<argon2::Params> {
@@ -386,6 +432,11 @@ struct Header {
     created_at_ms: u64,
     kdf: KdfHeader,
     salt: String,
+    /// Present (and `true`) only in keystores made with
+    /// [`KdfParams::insecure_for_tests`]; absent otherwise, so production headers are
+    /// unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    insecure_test_kdf: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -406,6 +457,8 @@ struct Meta {
     created_at_ms: u64,
     kdf: KdfParams,
     salt: [u8; SALT_LEN],
+    /// Made with the test-only KDF preset (header `insecure_test_kdf`).
+    insecure_test_kdf: bool,
     /// SHA-256 of the header bytes; bound into every record's associated data.
     header_hash: [u8; 32],
 }
@@ -425,6 +478,7 @@ impl Meta {
                 p_cost: self.kdf.p_cost,
             },
             salt: hex::encode(self.salt),
+            insecure_test_kdf: self.insecure_test_kdf,
         })
         .map_err(|_| KeystoreError::Internal("header does not encode"))
     }
@@ -468,6 +522,7 @@ impl Meta {
             created_at_ms: h.created_at_ms,
             kdf,
             salt,
+            insecure_test_kdf: h.insecure_test_kdf,
             header_hash,
         })
     }
@@ -548,7 +603,12 @@ impl Sealer {
     /// # Security
     /// Returns secret plaintext in a zeroizing buffer.
     fn open(&self, record: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
-        if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed.len() > MAX_RECORD_LEN {
+        let max = if record == AUDIT_SNAPSHOT_RECORD {
+            MAX_SNAPSHOT_LEN + 1 + NONCE_LEN + TAG_LEN
+        } else {
+            MAX_RECORD_LEN
+        };
+        if sealed.len() < 1 + NONCE_LEN + TAG_LEN || sealed.len() > max {
             return Err(corrupt(record, "sealed record has an impossible length"));
         }
         if sealed[0] != RECORD_VERSION {
@@ -664,6 +724,8 @@ pub struct KeystoreStatus {
     pub created_at_ms: u64,
     /// Argon2id parameters.
     pub kdf: KdfParams,
+    /// Made with the insecure test-only KDF preset.
+    pub insecure_test_kdf: bool,
     /// Number of sealed records (canary, identity and keys).
     pub records: usize,
     /// Key ids present (from record names; hex).
@@ -672,7 +734,7 @@ pub struct KeystoreStatus {
 
 /// Shared by the sealed and unsealed handles.
 struct Store {
-    db: Database,
+    db: Arc<Database>,
     path: PathBuf,
     meta: Meta,
 }
@@ -706,7 +768,7 @@ impl Store {
         drop(meta_table);
         drop(txn);
         Ok(Self {
-            db,
+            db: Arc::new(db),
             path: path.to_path_buf(),
             meta,
         })
@@ -757,6 +819,7 @@ impl Store {
             node_id: self.meta.node_id.to_string(),
             created_at_ms: self.meta.created_at_ms,
             kdf: self.meta.kdf,
+            insecure_test_kdf: self.meta.insecure_test_kdf,
             records,
             key_ids,
         })
@@ -812,6 +875,7 @@ impl SealedKeystore {
     /// demand and zeroized when the returned values are dropped.
     pub fn unseal(self, passphrase: &Passphrase) -> Result<Keystore> {
         let store = self.store;
+        store.meta.kdf.check_floor(store.meta.insecure_test_kdf)?;
         let key = derive_key(passphrase, &store.meta.salt, &store.meta.kdf)?;
         let sealer = Sealer::new(&key, &store.meta);
         drop(key);
@@ -839,13 +903,22 @@ impl SealedKeystore {
 
         let ks = Keystore {
             store,
-            sealer,
+            sealer: Arc::new(sealer),
             identity,
         };
         // Authenticate every record now, so tampering is reported at unseal.
         for (name, sealed) in ks.store.records()? {
             match name.as_str() {
                 CANARY_RECORD | IDENTITY_RECORD => {}
+                AUDIT_ANCHOR_RECORD => {
+                    AuditAnchor::decode(&ks.sealer.open(&name, &sealed)?)?;
+                }
+                AUDIT_SNAPSHOT_RECORD => {
+                    ks.sealer.open(&name, &sealed)?;
+                }
+                ROSTER_EPOCH_RECORD => {
+                    decode_epoch(&ks.sealer.open(&name, &sealed)?)?;
+                }
                 n if n.starts_with(KEY_PREFIX) => {
                     ks.decode_key(n, &sealed)?;
                 }
@@ -859,6 +932,142 @@ impl SealedKeystore {
     }
 }
 
+/// The last audit-log entry the keystore vouches for (sealed record
+/// `audit_anchor`): written after every append, checked when the log is opened, so
+/// a log cut short or replaced by an older copy is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditAnchor {
+    /// Sequence number of the entry.
+    pub seq: u64,
+    /// Its hash.
+    pub hash: [u8; 32],
+    /// Length of the log file up to and including that entry's newline.
+    pub end_offset: u64,
+}
+
+impl AuditAnchor {
+    /// `seq` (u64 BE) ‖ `hash` (32) ‖ `end_offset` (u64 BE): 48 bytes.
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Vec::with_capacity(ANCHOR_LEN + TAG_LEN);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.hash);
+        out.extend_from_slice(&self.end_offset.to_be_bytes());
+        Zeroizing::new(out)
+    }
+
+    fn decode(plain: &[u8]) -> Result<Self> {
+        if plain.len() != ANCHOR_LEN {
+            return Err(corrupt(AUDIT_ANCHOR_RECORD, "anchor is not 48 bytes"));
+        }
+        let mut seq = [0u8; 8];
+        seq.copy_from_slice(&plain[..8]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&plain[8..40]);
+        let mut end = [0u8; 8];
+        end.copy_from_slice(&plain[40..]);
+        Ok(Self {
+            seq: u64::from_be_bytes(seq),
+            hash,
+            end_offset: u64::from_be_bytes(end),
+        })
+    }
+}
+
+fn decode_epoch(plain: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = plain
+        .try_into()
+        .map_err(|_| corrupt(ROSTER_EPOCH_RECORD, "epoch is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// A handle on the keystore's node-state records (audit anchor, policy snapshot,
+/// roster epoch), for the audit log and start-up code. Cloneable; writes are
+/// committed (durable) before the setters return.
+#[derive(Clone)]
+pub struct StateStore {
+    db: Arc<Database>,
+    sealer: Arc<Sealer>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateStore {
+    fn err(&self, e: impl Into<redb::Error>) -> KeystoreError {
+        db_error(&self.path, e)
+    }
+
+    fn get(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let Some(v) = table.get(name).map_err(|e| self.err(e))? else {
+            return Ok(None);
+        };
+        self.sealer.open(name, v.value()).map(Some)
+    }
+
+    fn put(&self, name: &str, plain: Zeroizing<Vec<u8>>) -> Result<()> {
+        let sealed = self.sealer.seal(name, plain, &mut OsRng)?;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            table
+                .insert(name, sealed.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The anchored audit entry, if one was ever written.
+    pub fn audit_anchor(&self) -> Result<Option<AuditAnchor>> {
+        self.get(AUDIT_ANCHOR_RECORD)?
+            .map(|p| AuditAnchor::decode(&p))
+            .transpose()
+    }
+
+    /// Records `anchor` (sealed, committed).
+    pub fn set_audit_anchor(&self, anchor: &AuditAnchor) -> Result<()> {
+        self.put(AUDIT_ANCHOR_RECORD, anchor.encode())
+    }
+
+    /// The policy-state snapshot's plaintext, if any (see `recovery`).
+    ///
+    /// # Security
+    /// Not secret, but authenticated: only this keystore's key could have sealed it.
+    pub fn audit_snapshot(&self) -> Result<Option<Zeroizing<Vec<u8>>>> {
+        self.get(AUDIT_SNAPSHOT_RECORD)
+    }
+
+    /// Replaces the policy-state snapshot (sealed, committed). Refuses one larger
+    /// than [`MAX_SNAPSHOT_LEN`].
+    pub fn set_audit_snapshot(&self, plain: Vec<u8>) -> Result<()> {
+        if plain.len() > MAX_SNAPSHOT_LEN {
+            return Err(KeystoreError::Internal("policy snapshot is too large"));
+        }
+        self.put(AUDIT_SNAPSHOT_RECORD, Zeroizing::new(plain))
+    }
+
+    /// The highest roster epoch this node has accepted (0 if none yet).
+    pub fn roster_epoch(&self) -> Result<u64> {
+        self.get(ROSTER_EPOCH_RECORD)?
+            .map_or(Ok(0), |p| decode_epoch(&p))
+    }
+
+    /// Records `epoch` as the highest roster epoch accepted.
+    pub fn set_roster_epoch(&self, epoch: u64) -> Result<()> {
+        self.put(
+            ROSTER_EPOCH_RECORD,
+            Zeroizing::new(epoch.to_be_bytes().to_vec()),
+        )
+    }
+}
+
 fn decode_identity(plain: &[u8]) -> Result<NodeIdentity> {
     let bytes: &[u8; 64] = plain
         .try_into()
@@ -869,7 +1078,7 @@ fn decode_identity(plain: &[u8]) -> Result<NodeIdentity> {
 /// An unsealed keystore: the node identity in memory, key shares decrypted on demand.
 pub struct Keystore {
     store: Store,
-    sealer: Sealer,
+    sealer: Arc<Sealer>,
     identity: NodeIdentity,
 }
 
@@ -901,6 +1110,7 @@ impl Keystore {
     ) -> Result<Self> {
         let path = path.as_ref();
         kdf.validate()?;
+        kdf.check_floor(kdf == KdfParams::insecure_for_tests())?;
         let mut options = OpenOptions::new();
         options.read(true).write(true).create_new(true);
         #[cfg(unix)]
@@ -920,7 +1130,16 @@ impl Keystore {
                 }
             }
         })?;
-        match Self::init_file(path, file, passphrase, identity, kdf, rng) {
+        let insecure_test_kdf = kdf.is_below_floor();
+        match Self::init_file(
+            path,
+            file,
+            passphrase,
+            identity,
+            kdf,
+            insecure_test_kdf,
+            rng,
+        ) {
             Ok(ks) => Ok(ks),
             Err(e) => {
                 // We created the file (create_new), so it is ours to remove.
@@ -936,6 +1155,7 @@ impl Keystore {
         passphrase: &Passphrase,
         identity: &NodeIdentity,
         kdf: KdfParams,
+        insecure_test_kdf: bool,
         rng: &mut impl CryptoRngCore,
     ) -> Result<Self> {
         let backend = FileBackend::new(file).map_err(|e| db_error(path, e))?;
@@ -952,6 +1172,7 @@ impl Keystore {
             created_at_ms: now_ms(),
             kdf,
             salt,
+            insecure_test_kdf,
             header_hash: [0; 32],
         };
         let header = meta.encode()?;
@@ -987,11 +1208,11 @@ impl Keystore {
         txn.commit().map_err(|e| db_error(path, e))?;
         Ok(Self {
             store: Store {
-                db,
+                db: Arc::new(db),
                 path: path.to_path_buf(),
                 meta,
             },
-            sealer,
+            sealer: Arc::new(sealer),
             identity: identity.clone(),
         })
     }
@@ -1023,6 +1244,15 @@ impl Keystore {
     /// Public status.
     pub fn status(&self) -> Result<KeystoreStatus> {
         self.store.status(false)
+    }
+
+    /// The node-state records (audit anchor, policy snapshot, roster epoch).
+    pub fn state(&self) -> StateStore {
+        StateStore {
+            db: self.store.db.clone(),
+            sealer: self.sealer.clone(),
+            path: self.store.path.clone(),
+        }
     }
 
     /// Seals and stores a key share (durably: the write is committed and synced before
@@ -1534,32 +1764,248 @@ mod tests {
         assert!(SealedKeystore::open(&text).is_err());
     }
 
+    /// Rewrites the header JSON with `edit`; recomputes `header_sha256` when
+    /// `fix_checksum` (an attacker who knows the format), else keeps the old one.
+    fn tamper_header(path: &Path, edit: impl FnOnce(&str) -> String, fix_checksum: bool) {
+        let db = Database::open(path).expect("open raw");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut t = txn.open_table(META).expect("table");
+            let v = t
+                .get(HEADER_KEY)
+                .expect("get")
+                .expect("some")
+                .value()
+                .to_vec();
+            let text = String::from_utf8(v).expect("json");
+            let edited = edit(&text);
+            assert_ne!(edited, text, "the edit changes the header");
+            t.insert(HEADER_KEY, edited.as_bytes()).expect("insert");
+            if fix_checksum {
+                let sum: [u8; 32] = Sha256::digest(edited.as_bytes()).into();
+                t.insert(HEADER_HASH_KEY, sum.as_slice()).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    }
+
     #[test]
-    fn header_tampering_is_detected() {
+    fn header_edit_without_checksum_is_corrupt_header() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, _, _) = populated(&dir);
-        // Change the KDF parameters but keep the checksum: corrupt header.
-        {
-            let db = Database::open(&path).expect("open raw");
-            let txn = db.begin_write().expect("txn");
-            {
-                let mut t = txn.open_table(META).expect("table");
-                let v = t
-                    .get(HEADER_KEY)
-                    .expect("get")
-                    .expect("some")
-                    .value()
-                    .to_vec();
-                let text = String::from_utf8(v).expect("json");
-                let edited = text.replace("\"t_cost\":1", "\"t_cost\":2");
-                assert_ne!(edited, text);
-                t.insert(HEADER_KEY, edited.as_bytes()).expect("insert");
-            }
-            txn.commit().expect("commit");
-        }
+        tamper_header(
+            &path,
+            |t| t.replace("\"created_at_ms\":", "\"created_at_ms\":1"),
+            false,
+        );
         let err = SealedKeystore::open(&path).expect_err("checksum");
         assert!(
             matches!(&err, KeystoreError::Corrupt { record, .. } if record == HEADER_KEY),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn header_edit_with_recomputed_checksum_fails_unseal() {
+        // Each edit keeps the header well-formed and its checksum right, so only the
+        // binding of the header hash into every record's associated data (and the
+        // KDF inputs) can catch it.
+        type Edit = fn(&str) -> String;
+        let edits: [(&str, Edit); 3] = [
+            ("created_at_ms", |t| {
+                t.replace("\"created_at_ms\":", "\"created_at_ms\":1")
+            }),
+            ("node_id", |t| {
+                let start = t.find("\"node_id\":\"").expect("node_id") + 11;
+                let mut out = t.to_owned();
+                out.replace_range(start..start + 64, &"cd".repeat(32));
+                out
+            }),
+            ("salt", |t| {
+                // Another 16 bytes of salt: same length, still hex.
+                let start = t.find("\"salt\":\"").expect("salt") + 8;
+                let mut out = t.to_owned();
+                out.replace_range(start..start + 32, &"ab".repeat(16));
+                out
+            }),
+        ];
+        for (field, edit) in edits {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (path, _, _) = populated(&dir);
+            tamper_header(&path, edit, true);
+            let sealed = SealedKeystore::open(&path).expect("checksum matches: opens");
+            let err = sealed
+                .unseal(&pass("correct horse"))
+                .expect_err("edited header must not unseal");
+            assert!(
+                matches!(err, KeystoreError::WrongPassphrase),
+                "{field}: {err:?}"
+            );
+        }
+        // Weakening the KDF of a test-preset keystore is caught by the floor first.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, _) = populated(&dir);
+        tamper_header(&path, |t| t.replace("\"t_cost\":1", "\"t_cost\":2"), true);
+        let err = SealedKeystore::open(&path)
+            .expect("opens")
+            .unseal(&pass("correct horse"))
+            .expect_err("edited KDF");
+        assert!(matches!(err, KeystoreError::BadKdfParams(_)), "{err:?}");
+    }
+
+    #[test]
+    fn init_refuses_kdf_below_the_floor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(10));
+        for weak in [
+            KdfParams {
+                m_cost_kib: KdfParams::MIN_M_COST_KIB - 1,
+                ..KdfParams::production()
+            },
+            KdfParams {
+                t_cost: 1,
+                ..KdfParams::production()
+            },
+        ] {
+            let path = dir.path().join("weak.redb");
+            let err = Keystore::init(
+                &path,
+                &pass("p"),
+                &id,
+                weak,
+                &mut ChaCha20Rng::seed_from_u64(11),
+            )
+            .expect_err("below the floor");
+            assert!(matches!(err, KeystoreError::BadKdfParams(_)), "{err:?}");
+            assert!(!path.exists(), "no file left behind");
+        }
+        // The floor itself is accepted, and its header carries no test marker.
+        let path = dir.path().join("floor.redb");
+        let floor = KdfParams {
+            m_cost_kib: KdfParams::MIN_M_COST_KIB,
+            t_cost: KdfParams::MIN_T_COST,
+            p_cost: 1,
+        };
+        let ks = Keystore::init(
+            &path,
+            &pass("p"),
+            &id,
+            floor,
+            &mut ChaCha20Rng::seed_from_u64(12),
+        )
+        .expect("floor");
+        assert!(!ks.status().expect("status").insecure_test_kdf);
+        drop(ks);
+        let header = {
+            let db = Database::open(&path).expect("raw");
+            let txn = db.begin_read().expect("txn");
+            let t = txn.open_table(META).expect("table");
+            let v = t
+                .get(HEADER_KEY)
+                .expect("get")
+                .expect("some")
+                .value()
+                .to_vec();
+            String::from_utf8(v).expect("utf8")
+        };
+        assert!(!header.contains("insecure_test_kdf"), "{header}");
+        SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("p"))
+            .expect("unseal at the floor");
+    }
+
+    #[test]
+    fn weak_kdf_without_test_marker_is_refused_at_unseal() {
+        // A keystore sealed under weak parameters whose header does not say it was
+        // made with the test preset (as a keystore from before the floor would be):
+        // the right passphrase would open it, but unseal refuses.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ks.redb");
+        let id = NodeIdentity::generate(&mut ChaCha20Rng::seed_from_u64(13));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .expect("create");
+        drop(
+            Keystore::init_file(
+                &path,
+                file,
+                &pass("correct horse"),
+                &id,
+                KdfParams::insecure_for_tests(),
+                false,
+                &mut ChaCha20Rng::seed_from_u64(14),
+            )
+            .expect("init"),
+        );
+        let sealed = SealedKeystore::open(&path).expect("open");
+        assert!(!sealed.status().expect("status").insecure_test_kdf);
+        let err = sealed
+            .unseal(&pass("correct horse"))
+            .expect_err("weak KDF without marker");
+        assert!(
+            matches!(&err, KeystoreError::BadKdfParams(m) if m.contains("below the minimum")),
+            "{err:?}"
+        );
+        // The test preset made through `init` is marked and unseals (with a warning).
+        let dir2 = tempfile::tempdir().expect("tempdir");
+        let (marked, _, _) = populated(&dir2);
+        let sealed = SealedKeystore::open(&marked).expect("open");
+        assert!(sealed.status().expect("status").insecure_test_kdf);
+        sealed.unseal(&pass("correct horse")).expect("test preset");
+    }
+
+    #[test]
+    fn node_state_records_round_trip_and_unseal_accepts_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, _) = populated(&dir);
+        let ks = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect("unseal");
+        let st = ks.state();
+        assert_eq!(st.audit_anchor().expect("anchor"), None);
+        assert_eq!(st.roster_epoch().expect("epoch"), 0);
+        let anchor = AuditAnchor {
+            seq: 41,
+            hash: [9; 32],
+            end_offset: 12_345,
+        };
+        st.set_audit_anchor(&anchor).expect("anchor");
+        st.set_roster_epoch(7).expect("epoch");
+        // A snapshot larger than the 1 MiB limit of other records.
+        let big = vec![0x5a; 3 << 20];
+        st.set_audit_snapshot(big.clone()).expect("snapshot");
+        assert!(st
+            .set_audit_snapshot(vec![0; MAX_SNAPSHOT_LEN + 1])
+            .is_err());
+        drop((st, ks));
+        let ks = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect("unseal checks the new records too");
+        let st = ks.state();
+        assert_eq!(st.audit_anchor().expect("anchor"), Some(anchor));
+        assert_eq!(st.roster_epoch().expect("epoch"), 7);
+        assert_eq!(
+            st.audit_snapshot()
+                .expect("snapshot")
+                .expect("some")
+                .as_slice(),
+            big.as_slice()
+        );
+        drop((st, ks));
+        // A tampered anchor fails unseal, naming the record.
+        tamper_record(&path, AUDIT_ANCHOR_RECORD, |v| v[20] ^= 1);
+        let err = SealedKeystore::open(&path)
+            .expect("open")
+            .unseal(&pass("correct horse"))
+            .expect_err("tampered anchor");
+        assert!(
+            matches!(&err, KeystoreError::Corrupt { record, .. } if record == AUDIT_ANCHOR_RECORD),
             "{err:?}"
         );
     }

@@ -34,4 +34,7 @@ pub enum NodeError {
     /// Signing policy.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// Roster (invalid, badly signed or older than one accepted before).
+    #[error(transparent)]
+    Roster(#[from] quorate_protocol::roster::RosterError),
 }

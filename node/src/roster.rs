@@ -10,6 +10,8 @@ use quorate_protocol::{
     Committee, NodeId, ProtocolError,
 };
 
+use crate::{keystore::StateStore, NodeError};
+
 /// The libp2p peer id of a node id (the same Ed25519 key).
 pub fn peer_id(node: &NodeId) -> Result<PeerId, RosterError> {
     let key = libp2p::identity::ed25519::PublicKey::try_from_bytes(node.as_bytes())
@@ -73,6 +75,18 @@ impl Roster {
         Self::new(RosterData::load(path, authority)?)
     }
 
+    /// Refuses the roster if its epoch is lower than the highest one this node
+    /// accepted before (kept sealed in the keystore), else records its epoch as the
+    /// new highest: a node never goes back to an older roster.
+    pub fn accept_epoch(&self, state: &StateStore) -> Result<(), NodeError> {
+        let last = state.roster_epoch()?;
+        self.data.check_epoch(last)?;
+        if self.data.epoch() > last {
+            state.set_roster_epoch(self.data.epoch())?;
+        }
+        Ok(())
+    }
+
     /// The network-wide roster.
     pub fn data(&self) -> &RosterData {
         &self.data
@@ -122,6 +136,51 @@ mod tests {
         );
         let err = Roster::from_toml(&text).expect_err("bad address");
         assert!(err.to_string().contains("c: address"), "{err}");
+    }
+
+    #[test]
+    fn roster_epoch_is_persisted_and_never_goes_back() {
+        use crate::keystore::{KdfParams, Keystore, Passphrase};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = quorate_protocol::NodeIdentity::generate(&mut rand_core::OsRng);
+        let ks = Keystore::init(
+            dir.path().join("ks.redb"),
+            &Passphrase::new("p").expect("pass"),
+            &id,
+            KdfParams::insecure_for_tests(),
+            &mut rand_core::OsRng,
+        )
+        .expect("keystore");
+        let roster = |epoch: u64| {
+            Roster::from_toml(&format!(
+                "epoch = {epoch}\n[[coordinators]]\nname = \"c\"\nnode_id = \"{}\"\n",
+                id.node_id()
+            ))
+            .expect("roster")
+        };
+        roster(3).accept_epoch(&ks.state()).expect("first");
+        assert_eq!(ks.state().roster_epoch().expect("epoch"), 3);
+        roster(3).accept_epoch(&ks.state()).expect("equal");
+        let err = roster(2).accept_epoch(&ks.state()).expect_err("lower");
+        assert!(
+            matches!(
+                err,
+                NodeError::Roster(RosterError::StaleEpoch {
+                    epoch: 2,
+                    last_accepted: 3
+                })
+            ),
+            "{err:?}"
+        );
+        roster(9).accept_epoch(&ks.state()).expect("higher");
+        // Survives reopening the keystore.
+        drop(ks);
+        let ks = crate::keystore::SealedKeystore::open(dir.path().join("ks.redb"))
+            .expect("open")
+            .unseal(&Passphrase::new("p").expect("pass"))
+            .expect("unseal");
+        assert_eq!(ks.state().roster_epoch().expect("epoch"), 9);
+        assert!(roster(8).accept_epoch(&ks.state()).is_err());
     }
 
     #[test]

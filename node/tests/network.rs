@@ -196,7 +196,8 @@ impl Net {
             .expect("open")
             .unseal(&pass)
             .expect("unseal");
-        let audit = AuditLog::open(self.audit_path(i), ks.identity()).expect("audit");
+        let audit =
+            AuditLog::open_anchored(self.audit_path(i), ks.identity(), ks.state()).expect("audit");
         daemon::spawn(NodeParts {
             keystore: ks,
             roster: Roster::from_toml(&self.roster_text).expect("roster"),

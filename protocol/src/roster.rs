@@ -18,8 +18,18 @@
 //! addresses = ["/ip4/10.0.0.2/tcp/7300"]
 //! ```
 //!
-//! The signature is a detached file `<roster>.sig` holding the hex Ed25519 signature
-//! of the roster file's bytes by the authority key named in the node config.
+//! The roster carries an `epoch` (top-level `epoch = N`, default 0), raised by the
+//! authority for every new roster. The signature is a detached file `<roster>.sig`
+//! holding the hex Ed25519 signature, by the authority key named in the node config,
+//! of
+//!
+//! ```text
+//! "quorate/roster/v1\0" ‖ epoch (u64 big-endian) ‖ the roster file's bytes
+//! ```
+//!
+//! ([`signing_message`]): domain-separated from every other use of an Ed25519 key,
+//! and bound to the epoch, so nodes can refuse an older roster ([`Roster::epoch`]).
+//! A signature over the bare file bytes (the format before epochs) is refused.
 
 use std::{collections::BTreeSet, path::Path};
 
@@ -49,6 +59,33 @@ pub enum RosterError {
     /// Missing or wrong authority signature.
     #[error("roster signature: {0}")]
     Signature(String),
+    /// The roster is older than one this node already accepted (a rollback).
+    #[error(
+        "roster epoch {epoch} is lower than epoch {last_accepted} this node already accepted; \
+         refusing an older roster"
+    )]
+    StaleEpoch {
+        /// The roster's epoch.
+        epoch: u64,
+        /// The highest epoch accepted before.
+        last_accepted: u64,
+    },
+}
+
+/// Domain of the roster signature.
+pub const SIGNATURE_DOMAIN: &[u8] = b"quorate/roster/v1\0";
+
+/// Largest roster file read (checked before reading it whole).
+pub const MAX_ROSTER_LEN: u64 = 4 << 20;
+
+/// The bytes the roster authority signs: `"quorate/roster/v1\0" ‖ epoch (u64 BE) ‖
+/// file bytes`.
+pub fn signing_message(epoch: u64, file: &[u8]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNATURE_DOMAIN.len() + 8 + file.len());
+    m.extend_from_slice(SIGNATURE_DOMAIN);
+    m.extend_from_slice(&epoch.to_be_bytes());
+    m.extend_from_slice(file);
+    m
 }
 
 /// A signer node.
@@ -87,6 +124,9 @@ pub struct RosterCoordinator {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RosterFile {
+    /// Roster version, raised for every new roster; part of the signed message.
+    #[serde(default)]
+    pub epoch: u64,
     /// Signer nodes.
     #[serde(default)]
     pub nodes: Vec<RosterNode>,
@@ -111,6 +151,7 @@ pub struct Peer {
 /// A validated roster.
 #[derive(Debug, Clone)]
 pub struct Roster {
+    epoch: u64,
     peers: Vec<Peer>,
 }
 
@@ -166,7 +207,10 @@ impl Roster {
                 )));
             }
         }
-        let roster = Self { peers };
+        let roster = Self {
+            epoch: file.epoch,
+            peers,
+        };
         if roster.signers().count() >= 2 {
             // Index rules (non-zero, distinct) and key validity, as the protocol checks them.
             roster
@@ -176,12 +220,24 @@ impl Roster {
         Ok(roster)
     }
 
-    /// Reads a roster file, verifying its detached signature when `authority` is set.
+    /// Reads a roster file, verifying its detached signature (over
+    /// [`signing_message`] with the file's epoch) when `authority` is set.
     pub fn load(path: &Path, authority: Option<&[u8; 32]>) -> Result<Self, RosterError> {
-        let bytes = std::fs::read(path).map_err(|source| RosterError::Io {
+        let io_err = |source| RosterError::Io {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let len = std::fs::metadata(path).map_err(io_err)?.len();
+        if len > MAX_ROSTER_LEN {
+            return Err(RosterError::Invalid(format!(
+                "roster file is {len} bytes; the limit is {MAX_ROSTER_LEN}"
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(io_err)?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| RosterError::Parse("roster is not UTF-8".into()))?;
+        // Parsed (not yet trusted) to learn the epoch the signature must cover.
+        let roster = Self::from_toml(text)?;
         if let Some(authority) = authority {
             let sig_path = path.with_extension(match path.extension() {
                 Some(e) => format!("{}.sig", e.to_string_lossy()),
@@ -190,11 +246,30 @@ impl Roster {
             let sig_hex = std::fs::read_to_string(&sig_path).map_err(|e| {
                 RosterError::Signature(format!("cannot read {}: {e}", sig_path.display()))
             })?;
-            verify_signature(&bytes, sig_hex.trim(), authority)?;
+            verify_signature(
+                &signing_message(roster.epoch, &bytes),
+                sig_hex.trim(),
+                authority,
+            )?;
         }
-        let text = String::from_utf8(bytes)
-            .map_err(|_| RosterError::Parse("roster is not UTF-8".into()))?;
-        Self::from_toml(&text)
+        Ok(roster)
+    }
+
+    /// The roster's epoch (0 when the file has none).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Refuses this roster if its epoch is lower than `last_accepted` (the highest
+    /// epoch the caller accepted before); equal or higher is accepted.
+    pub fn check_epoch(&self, last_accepted: u64) -> Result<(), RosterError> {
+        if self.epoch < last_accepted {
+            return Err(RosterError::StaleEpoch {
+                epoch: self.epoch,
+                last_accepted,
+            });
+        }
+        Ok(())
     }
 
     /// Every peer.
@@ -239,7 +314,29 @@ impl Roster {
     }
 }
 
-/// Checks a hex Ed25519 signature of `bytes` by `authority`.
+/// Signs a roster file for the authority: parses it (an invalid roster is refused),
+/// and signs [`signing_message`] with the file's epoch. Returns the epoch and the
+/// signature, to be written hex-encoded to `<roster>.sig`.
+///
+/// # Security
+/// Uses the roster authority's secret key; the caller keeps it offline and zeroizes
+/// it (`SigningKey` zeroizes on drop).
+pub fn sign_roster(
+    file: &[u8],
+    authority: &ed25519_dalek::SigningKey,
+) -> Result<(u64, [u8; 64]), RosterError> {
+    use ed25519_dalek::Signer as _;
+    let text =
+        std::str::from_utf8(file).map_err(|_| RosterError::Parse("roster is not UTF-8".into()))?;
+    let epoch = Roster::from_toml(text)?.epoch();
+    Ok((
+        epoch,
+        authority.sign(&signing_message(epoch, file)).to_bytes(),
+    ))
+}
+
+/// Checks a hex Ed25519 signature of `bytes` by `authority` (for a roster, `bytes`
+/// is [`signing_message`]).
 pub fn verify_signature(
     bytes: &[u8],
     sig_hex: &str,
@@ -307,11 +404,16 @@ mod tests {
             .contains("segmnet"));
     }
 
+    fn write_sig(dir: &Path, sig: &ed25519_dalek::Signature) {
+        std::fs::write(dir.join("roster.toml.sig"), hex::encode(sig.to_bytes())).expect("write");
+    }
+
     #[test]
     fn signed_roster_is_verified() {
         use ed25519_dalek::Signer as _;
         let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let (_, text) = sample(2, &mut rng);
+        let (_, body) = sample(2, &mut rng);
+        let text = format!("epoch = 7\n\n{body}");
         let authority = ed25519_dalek::SigningKey::generate(&mut rng);
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("roster.toml");
@@ -321,17 +423,80 @@ mod tests {
             Roster::load(&path, Some(&pk)),
             Err(RosterError::Signature(_))
         ));
-        let sig = authority.sign(text.as_bytes());
-        std::fs::write(
-            dir.path().join("roster.toml.sig"),
-            hex::encode(sig.to_bytes()),
-        )
-        .expect("write");
-        Roster::load(&path, Some(&pk)).expect("valid signature");
+        write_sig(
+            dir.path(),
+            &authority.sign(&signing_message(7, text.as_bytes())),
+        );
+        let roster = Roster::load(&path, Some(&pk)).expect("valid signature");
+        assert_eq!(roster.epoch(), 7);
         std::fs::write(&path, text.replace("s0", "s9")).expect("tamper");
         assert!(matches!(
             Roster::load(&path, Some(&pk)),
             Err(RosterError::Signature(_))
         ));
+    }
+
+    #[test]
+    fn old_format_roster_signature_is_refused() {
+        use ed25519_dalek::Signer as _;
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let (_, body) = sample(2, &mut rng);
+        let text = format!("epoch = 3\n{body}");
+        let authority = ed25519_dalek::SigningKey::generate(&mut rng);
+        let pk = authority.verifying_key().to_bytes();
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("roster.toml");
+        std::fs::write(&path, &text).expect("write");
+        // The bare file bytes, as signed before epochs.
+        write_sig(dir.path(), &authority.sign(text.as_bytes()));
+        assert!(matches!(
+            Roster::load(&path, Some(&pk)),
+            Err(RosterError::Signature(_))
+        ));
+        // Signed for another epoch than the file says: refused too.
+        write_sig(
+            dir.path(),
+            &authority.sign(&signing_message(4, text.as_bytes())),
+        );
+        assert!(matches!(
+            Roster::load(&path, Some(&pk)),
+            Err(RosterError::Signature(_))
+        ));
+        write_sig(
+            dir.path(),
+            &authority.sign(&signing_message(3, text.as_bytes())),
+        );
+        Roster::load(&path, Some(&pk)).expect("right epoch and domain");
+        // `sign_roster` produces exactly that signature.
+        let (epoch, sig) = sign_roster(text.as_bytes(), &authority).expect("sign");
+        assert_eq!(epoch, 3);
+        std::fs::write(dir.path().join("roster.toml.sig"), hex::encode(sig)).expect("write");
+        Roster::load(&path, Some(&pk)).expect("sign_roster output verifies");
+        assert!(
+            sign_roster(b"nodes = 3", &authority).is_err(),
+            "invalid roster"
+        );
+        // The message layout, byte by byte.
+        let m = signing_message(0x0102, b"xy");
+        assert_eq!(&m[..18], b"quorate/roster/v1\0");
+        assert_eq!(&m[18..26], &[0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(&m[26..], b"xy");
+    }
+
+    #[test]
+    fn lower_roster_epoch_is_refused_equal_or_higher_accepted() {
+        let mut rng = ChaCha20Rng::seed_from_u64(5);
+        let (_, body) = sample(2, &mut rng);
+        let roster = Roster::from_toml(&format!("epoch = 5\n{body}")).expect("roster");
+        assert!(matches!(
+            roster.check_epoch(6),
+            Err(RosterError::StaleEpoch {
+                epoch: 5,
+                last_accepted: 6
+            })
+        ));
+        roster.check_epoch(5).expect("equal");
+        roster.check_epoch(0).expect("higher");
+        assert_eq!(Roster::from_toml(&body).expect("roster").epoch(), 0);
     }
 }
