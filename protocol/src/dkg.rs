@@ -248,6 +248,16 @@ impl<C: Suite> Session<C> {
                 self.start(rng, &mut out)?;
             }
             Input::Message(env) => {
+                // A share sealed for another node is refused before the inbox records
+                // anything: a relay that shows us someone else's share must not make
+                // the sender's real share to us look like equivocation.
+                if let Payload::DkgRound2 { recipient, .. } = &env.payload {
+                    if *recipient != self.me {
+                        return Err(ProtocolError::WrongContext(
+                            "round-2 share for another node",
+                        ));
+                    }
+                }
                 let committee = &self.config.committee;
                 let me = self.me;
                 let admit = self.inbox.admit(&env, &DKG_ROUNDS, |n| {
@@ -389,14 +399,8 @@ impl<C: Suite> Session<C> {
                 }
                 self.echoes.insert(sender, entries);
             }
-            Payload::DkgRound2 {
-                recipient, sealed, ..
-            } => {
-                if recipient != self.me {
-                    return Err(ProtocolError::WrongContext(
-                        "round-2 share for another node",
-                    ));
-                }
+            // Addressed to us: checked before admission (see `step`).
+            Payload::DkgRound2 { sealed, .. } => {
                 self.round2.insert(sender, sealed);
             }
             Payload::DkgConfirm {

@@ -1255,3 +1255,46 @@ fn coordinator_sending_two_parameter_sets_blames_only_the_coordinator() {
         assert_nobody_finished_dkg(&net);
     }
 }
+
+/// A relay (the coordinator) shows B the share A sealed for C, then delivers A's
+/// genuine share for B. The misdirected one is refused without being recorded, so
+/// the genuine one is not mistaken for equivocation (which would have had B
+/// quarantine honest A), and the DKG completes for everyone.
+#[test]
+fn misdirected_round2_share_does_not_frame_its_sender_as_an_equivocator() {
+    let mut rng = rng(42);
+    let ids = local::identities(3, &mut rng);
+    let (a, c, b) = (ids[0].node_id(), ids[1].node_id(), ids[2].node_id());
+    let mut net = dkg_net(&ids, Ciphersuite::Ed25519, 2, &mut rng);
+    let mut stolen: Option<Envelope> = None;
+    let mut shown = false;
+    net.run(&mut rng, &mut |to, env| {
+        if let Payload::DkgRound2 { recipient, .. } = &env.payload {
+            if env.sender == a && *recipient == c {
+                stolen = Some(env.clone());
+            }
+            if env.sender == a && *recipient == b && *to == b {
+                if let Some(s) = stolen.clone() {
+                    shown = true;
+                    return vec![s, env];
+                }
+            }
+        }
+        vec![env]
+    });
+    assert!(shown, "the misdirected share was delivered first");
+    assert!(
+        net.errors
+            .iter()
+            .all(|(_, e)| !matches!(e, ProtocolError::Equivocation { .. })),
+        "{:?}",
+        net.errors
+    );
+    assert!(fatal_errors(&net).is_empty(), "{:?}", net.errors);
+    let keys = net
+        .outcomes
+        .values()
+        .filter(|o| matches!(o, Outcome::Key(_)))
+        .count();
+    assert_eq!(keys, 3, "every participant finished");
+}
