@@ -163,6 +163,10 @@ struct Node {
     /// Per sender: buffered messages and their bytes.
     pending_by_sender: BTreeMap<NodeId, (usize, usize)>,
     approvals: BTreeMap<[u8; 32], Approval>,
+    /// Requests refused by policy recently, by request hash: the same request again
+    /// is refused from here, without another audit record (a coordinator replaying
+    /// one refused request cannot fill the disk). Bounded, entries live 60 s.
+    refused: RefusedCache,
     quarantined: BTreeSet<NodeId>,
     /// Frames in flight, kept until answered so a failed send can be retried.
     in_flight: BTreeMap<request_response::OutboundRequestId, (PeerId, Frame, u32)>,
@@ -261,6 +265,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         pending_bytes: 0,
         pending_by_sender: BTreeMap::new(),
         approvals,
+        refused: RefusedCache::default(),
         quarantined: BTreeSet::new(),
         in_flight: BTreeMap::new(),
         resend: Vec::new(),
@@ -434,7 +439,7 @@ impl Node {
                     },
                 ..
             } => {
-                tracing::warn!(%peer, %reason, %detail, "peer rejected our message");
+                tracing::warn!(%peer, ?reason, ?detail, "peer rejected our message");
             }
             request_response::Event::OutboundFailure {
                 peer,
@@ -725,19 +730,20 @@ impl Node {
         hash: [u8; 32],
         now_ms: u64,
     ) -> Result<(), Ack> {
+        // Nothing unauthenticated reaches the log, and a request refused a moment ago
+        // is not recorded again: both are answered `policy:<rule>` and counted under
+        // `quorate_rejected_messages_total` only, so `quorate_policy_refusals_total`
+        // stays equal to the refusals in the audit log.
         if let Err(Decision::Refuse { rule, detail }) = self.policy.authenticate(signed) {
-            // Unauthenticated input goes into the log only as fixed-size fields.
-            self.record_or_refuse(
-                AuditKind::PolicyDecision {
-                    allowed: false,
-                    rule: Some(rule),
-                },
-                json!({
-                    "request_hash": hex::encode(hash),
-                    "client": hex::encode(signed.request.client),
-                }),
-            )?;
-            return Err(self.refusal(rule, &detail));
+            tracing::warn!(
+                rule = rule.name(),
+                ?detail,
+                "unauthenticated request refused"
+            );
+            return Err(reject(&format!("policy:{}", rule.name()), detail));
+        }
+        if let Some((rule, detail)) = self.refused.get(&hash, now_ms) {
+            return Err(reject(&format!("policy:{}", rule.name()), detail));
         }
         let r = &signed.request;
         self.record_or_refuse(
@@ -772,6 +778,7 @@ impl Node {
             json!({ "request_hash": hex::encode(hash), "detail": detail }),
         )?;
         if let Some(rule) = rule {
+            self.refused.insert(hash, rule, detail.clone(), now_ms);
             return Err(self.refusal(rule, &detail));
         }
         self.approvals.insert(
@@ -809,7 +816,7 @@ impl Node {
                 label: rule.name().into(),
             })
             .inc();
-        tracing::warn!(rule = rule.name(), %detail, "request refused by policy");
+        tracing::warn!(rule = rule.name(), ?detail, "request refused by policy");
         reject(&format!("policy:{}", rule.name()), detail)
     }
 
@@ -1241,6 +1248,40 @@ impl Node {
     }
 }
 
+/// Recently refused requests (see `Node::refused`).
+#[derive(Default)]
+struct RefusedCache {
+    by_hash: BTreeMap<[u8; 32], (u64, crate::policy::Rule, String)>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl RefusedCache {
+    const CAPACITY: usize = 4096;
+    const TTL_MS: u64 = 60_000;
+
+    fn get(&self, hash: &[u8; 32], now_ms: u64) -> Option<(crate::policy::Rule, String)> {
+        self.by_hash
+            .get(hash)
+            .filter(|(until, ..)| *until > now_ms)
+            .map(|(_, rule, detail)| (*rule, detail.clone()))
+    }
+
+    fn insert(&mut self, hash: [u8; 32], rule: crate::policy::Rule, detail: String, now_ms: u64) {
+        if self.order.len() >= Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.by_hash.remove(&old);
+            }
+        }
+        if self
+            .by_hash
+            .insert(hash, (now_ms + Self::TTL_MS, rule, detail))
+            .is_none()
+        {
+            self.order.push_back(hash);
+        }
+    }
+}
+
 /// The `share_contributed` record a signing session's next step needs, if any.
 fn share_record(session: &Session, id: &SessionId) -> Option<(AuditKind, serde_json::Value)> {
     let context = session.request?;
@@ -1269,7 +1310,11 @@ fn release(
     let shares = outputs
         .iter()
         .any(|o| matches!(o, Output::Done(Outcome::Share(_))));
-    if let (true, Some((kind, details))) = (shares, share_record) {
+    if shares {
+        // A share with nothing to cite is a bug: fail closed rather than send it.
+        let (kind, details) = share_record.ok_or_else(|| {
+            crate::audit::AuditError::Details("signature share without a signing request".into())
+        })?;
         audit.append(kind, details)?;
     }
     Ok(outputs)
@@ -1341,12 +1386,40 @@ mod tests {
     }
 
     #[test]
+    fn a_share_without_a_request_to_cite_is_not_released() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (id, steps) = share_step();
+        let mut audit = AuditLog::open(dir.path().join("a.jsonl"), &id).expect("open");
+        assert!(release(&mut audit, None, steps).is_err());
+        assert_eq!(audit.next_seq(), 0);
+    }
+
+    #[test]
+    fn refused_requests_are_remembered_for_a_minute_and_bounded() {
+        let mut cache = RefusedCache::default();
+        let rule = crate::policy::Rule::AmountLimit;
+        cache.insert([1; 32], rule, "too much".into(), 1_000);
+        assert_eq!(cache.get(&[1; 32], 2_000), Some((rule, "too much".into())));
+        assert_eq!(cache.get(&[1; 32], 1_000 + RefusedCache::TTL_MS), None);
+        for i in 0..RefusedCache::CAPACITY as u32 + 10 {
+            let mut h = [0u8; 32];
+            h[..4].copy_from_slice(&i.to_le_bytes());
+            cache.insert(h, rule, String::new(), 1_000);
+        }
+        assert_eq!(cache.by_hash.len(), RefusedCache::CAPACITY);
+        assert_eq!(cache.order.len(), RefusedCache::CAPACITY);
+    }
+
+    #[test]
     fn steps_without_a_share_need_no_record() {
         let dir = tempfile::tempdir().expect("tmp");
         let (id, _) = share_step();
         let mut audit = AuditLog::open(dir.path().join("a.jsonl"), &id).expect("open");
-        let out = release(&mut audit, record(), Vec::new()).expect("released");
-        assert!(out.is_empty());
+        // A signer's round-1 step: its commitments go out, no record is needed.
+        let (_, mut steps) = share_step();
+        steps.retain(|o| matches!(o, Output::Send { .. }));
+        let out = release(&mut audit, record(), steps).expect("released");
+        assert_eq!(out.len(), 1);
         assert_eq!(audit.next_seq(), 0);
     }
 }

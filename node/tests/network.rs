@@ -1213,8 +1213,8 @@ async fn oversized_request_fields_are_refused_alone_and_never_silence_a_node() {
     for h in nodes {
         h.stop().await.expect("stop");
     }
-    // Nothing the attacker chose reached any audit log: the refusals are recorded
-    // with fixed-size fields only.
+    // Nothing the attacker chose reached any audit log: requests refused before
+    // authentication write nothing.
     for i in 0..3 {
         let text = std::fs::read_to_string(net.audit_path(i)).expect("audit");
         assert!(!text.contains("\\u0001"), "node {i} logged attacker bytes");
