@@ -18,6 +18,8 @@ use crate::{error::ProtocolError, ids::KeyId};
 pub const REQUEST_VERSION: u16 = 1;
 /// Largest encoded signed request accepted.
 pub const MAX_REQUEST_SIZE: usize = 64 * 1024;
+/// Most approvals one signed request may carry.
+pub const MAX_APPROVALS: usize = 32;
 /// Most messages one request may ask to sign.
 pub const MAX_MESSAGES: usize = 256;
 /// Longest message one request may ask to sign (bytes).
@@ -91,14 +93,28 @@ fn invalid(field: &str, why: String) -> ProtocolError {
 }
 
 /// Printable UTF-8 of at most `max` bytes: no control characters (C0, DEL, C1),
-/// no line or paragraph separators, no bidirectional overrides.
+/// no line or paragraph separators, no bidirectional overrides, no invisible format
+/// characters (zero-width spaces and joiners, word joiner, BOM, interlinear
+/// annotation, tag characters) that would make two destinations look alike.
 fn check_text(field: &str, s: &str, max: usize) -> Result<(), ProtocolError> {
     if s.len() > max {
         return Err(invalid(field, format!("{} bytes; at most {max}", s.len())));
     }
     let bad = |c: char| {
         c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            || matches!(
+                c,
+                '\u{ad}'
+                    | '\u{61c}'
+                    | '\u{180e}'
+                    | '\u{200b}'..='\u{200f}'
+                    | '\u{2028}'..='\u{202e}'
+                    | '\u{2060}'..='\u{2064}'
+                    | '\u{2066}'..='\u{206f}'
+                    | '\u{feff}'
+                    | '\u{fff9}'..='\u{fffb}'
+                    | '\u{e0000}'..='\u{e007f}'
+            )
     };
     if let Some((at, c)) = s.char_indices().find(|(_, c)| bad(*c)) {
         return Err(invalid(
@@ -216,9 +232,19 @@ impl SignedRequest {
         });
     }
 
-    /// Verifies the shape and the client's signature (strict Ed25519).
+    /// Verifies the shape (including at most [`MAX_APPROVALS`] approvals) and the
+    /// client's signature (strict Ed25519).
     pub fn verify_client(&self) -> Result<(), ProtocolError> {
         self.request.validate()?;
+        if self.approvals.len() > MAX_APPROVALS {
+            return Err(invalid(
+                "approvals",
+                format!(
+                    "{} approvals; at most {MAX_APPROVALS}",
+                    self.approvals.len()
+                ),
+            ));
+        }
         let key = VerifyingKey::from_bytes(&self.request.client)
             .map_err(|_| ProtocolError::Malformed("client key is not an Ed25519 point"))?;
         key.verify_strict(&self.request.hash(), &self.signature)
@@ -229,9 +255,11 @@ impl SignedRequest {
     pub fn valid_approvers(&self, allowed: &[[u8; 32]]) -> Vec<[u8; 32]> {
         let mut msg = APPROVAL_DOMAIN.to_vec();
         msg.extend_from_slice(&self.request.hash());
+        // At most MAX_APPROVALS signature checks (verify_client refuses more).
         let mut ok: Vec<[u8; 32]> = self
             .approvals
             .iter()
+            .take(MAX_APPROVALS)
             .filter(|a| allowed.contains(&a.approver))
             .filter(|a| {
                 VerifyingKey::from_bytes(&a.approver)
@@ -398,6 +426,18 @@ mod tests {
             (|p| p.memo = "m".repeat(MAX_MEMO_LEN + 1), "purpose.memo"),
             (|p| p.memo = "pay \u{202e}evil".into(), "purpose.memo"),
             (|p| p.memo = "\u{7f}".into(), "purpose.memo"),
+            (
+                |p| p.destination = "bc1q\u{200b}abc".into(),
+                "purpose.destination",
+            ),
+            (
+                |p| p.destination = "bc1q\u{feff}abc".into(),
+                "purpose.destination",
+            ),
+            (
+                |p| p.destination = "bc1q\u{e0041}".into(),
+                "purpose.destination",
+            ),
         ] {
             match at(f) {
                 Err(ProtocolError::InvalidRequest(m)) => {
@@ -418,6 +458,25 @@ mod tests {
         r.messages = vec![vec![1; MAX_MESSAGE_LEN]; 4];
         match r.validate() {
             Err(ProtocolError::InvalidRequest(m)) => assert!(m.starts_with("request:"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn more_than_the_approval_bound_is_refused() {
+        let mut rng = ChaCha20Rng::seed_from_u64(6);
+        let client = SigningKey::generate(&mut rng);
+        let approver = SigningKey::generate(&mut rng);
+        let mut signed = request(&client).sign(&client);
+        for _ in 0..MAX_APPROVALS {
+            signed.approve(&approver);
+        }
+        assert_eq!(signed.verify_client(), Ok(()));
+        let allowed = [approver.verifying_key().to_bytes()];
+        assert_eq!(signed.valid_approvers(&allowed), allowed.to_vec());
+        signed.approve(&approver);
+        match signed.verify_client() {
+            Err(ProtocolError::InvalidRequest(m)) => assert!(m.starts_with("approvals:"), "{m}"),
             other => panic!("{other:?}"),
         }
     }
