@@ -412,11 +412,18 @@ impl Task {
                 if envelope.sender != from {
                     return self.drop_relay("sender_mismatch", "relay only your own envelopes");
                 }
-                if let Err(reason) =
-                    relay_check(self.session_members(&envelope.session), &from, &to)
-                {
+                let sealed_to = match &envelope.payload {
+                    Payload::DkgRound2 { recipient, .. } => Some(*recipient),
+                    _ => None,
+                };
+                if let Err(reason) = relay_check(
+                    self.relay_members(&envelope.session),
+                    &from,
+                    &to,
+                    sealed_to.as_ref(),
+                ) {
                     let detail = format!(
-                        "session {} is not a live session of this coordinator with both \
+                        "session {} is not a live DKG of this coordinator with both \
                          {from} and {to} in its committee",
                         envelope.session
                     );
@@ -452,20 +459,11 @@ impl Task {
         }
     }
 
-    /// The committee of a live session this coordinator runs: a DKG's participants,
-    /// or the signers of a job's current attempt.
-    fn session_members(&self, session: &SessionId) -> Option<&[NodeId]> {
-        if let Some(d) = self.dkgs.get(session) {
-            return Some(&d.participants);
-        }
-        let job = self
-            .session_job
-            .get(session)
-            .and_then(|id| self.jobs.get(id))?;
-        job.current
-            .as_ref()
-            .filter(|r| r.session == *session)
-            .map(|r| r.signers.as_slice())
+    /// The committee of a live DKG this coordinator runs: the only sessions whose
+    /// members talk to each other (signers talk to the coordinator alone), so the only
+    /// ones it relays for.
+    fn relay_members(&self, session: &SessionId) -> Option<&[NodeId]> {
+        self.dkgs.get(session).map(|d| d.participants.as_slice())
     }
 
     /// Refuses to relay an envelope, counting it.
@@ -821,9 +819,15 @@ impl Task {
 }
 
 /// Whether an envelope from `from` to `to` may be relayed, given the committee of
-/// its session (`None`: no live session of this coordinator): only between two
-/// distinct members of a live session's committee.
-fn relay_check(members: Option<&[NodeId]>, from: &NodeId, to: &NodeId) -> Result<(), &'static str> {
+/// its session (`None`: no live DKG of this coordinator): only between two distinct
+/// members of a live DKG's committee, and a sealed share (`sealed_to`) only to the
+/// node it is sealed to.
+fn relay_check(
+    members: Option<&[NodeId]>,
+    from: &NodeId,
+    to: &NodeId,
+    sealed_to: Option<&NodeId>,
+) -> Result<(), &'static str> {
     let Some(members) = members else {
         return Err("no_live_session");
     };
@@ -832,6 +836,9 @@ fn relay_check(members: Option<&[NodeId]>, from: &NodeId, to: &NodeId) -> Result
     }
     if !members.contains(to) || from == to {
         return Err("recipient_not_in_session");
+    }
+    if sealed_to.is_some_and(|r| r != to) {
+        return Err("recipient_mismatch");
     }
     Ok(())
 }
@@ -865,20 +872,27 @@ mod tests {
     fn relays_only_between_members_of_a_live_session() {
         let (a, b, c) = (node(1), node(2), node(3));
         let committee = [a, b];
-        assert_eq!(relay_check(Some(&committee), &a, &b), Ok(()));
-        assert_eq!(relay_check(Some(&committee), &b, &a), Ok(()));
-        assert_eq!(relay_check(None, &a, &b), Err("no_live_session"));
+        assert_eq!(relay_check(Some(&committee), &a, &b, None), Ok(()));
+        assert_eq!(relay_check(Some(&committee), &b, &a, None), Ok(()));
+        assert_eq!(relay_check(None, &a, &b, None), Err("no_live_session"));
         assert_eq!(
-            relay_check(Some(&committee), &c, &a),
+            relay_check(Some(&committee), &c, &a, None),
             Err("sender_not_in_session")
         );
         assert_eq!(
-            relay_check(Some(&committee), &a, &c),
+            relay_check(Some(&committee), &a, &c, None),
             Err("recipient_not_in_session")
         );
         assert_eq!(
-            relay_check(Some(&committee), &a, &a),
+            relay_check(Some(&committee), &a, &a, None),
             Err("recipient_not_in_session")
+        );
+        // A share sealed to b goes to b only.
+        assert_eq!(relay_check(Some(&committee), &a, &b, Some(&b)), Ok(()));
+        let three = [a, b, c];
+        assert_eq!(
+            relay_check(Some(&three), &a, &c, Some(&b)),
+            Err("recipient_mismatch")
         );
     }
 }
