@@ -574,6 +574,7 @@ impl Node {
             committee: committee.clone(),
             timeout_ms: (*timeout_ms).min(self.limits.session_timeout_ms.saturating_mul(4)),
             coordinator: env.sender,
+            start: Some(env.clone()),
         };
         let dkg = match Dkg::new(self.identity.clone(), config) {
             Ok(d) => d,

@@ -816,6 +816,7 @@ impl Cheater {
                         committee: committee.clone(),
                         timeout_ms: *timeout_ms,
                         coordinator: env.sender,
+                        start: Some(env.clone()),
                     },
                 )
                 .expect("dkg");

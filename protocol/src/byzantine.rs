@@ -38,10 +38,18 @@ pub fn equivocate_round1(
         p.serialize().map_err(|e| ProtocolError::Crypto(e.to_string()))?
     });
     let params = dkg_params(env);
+    let start = match &env.payload {
+        Payload::DkgRound1 { start, .. } => start.clone(),
+        _ => Vec::new(),
+    };
     Ok(resign(
         identity,
         env,
-        Payload::DkgRound1 { params, package },
+        Payload::DkgRound1 {
+            params,
+            start,
+            package,
+        },
     ))
 }
 
@@ -66,7 +74,12 @@ pub fn bad_proof_of_knowledge(
     n: u16,
     rng: &mut impl CryptoRngCore,
 ) -> Result<Envelope, ProtocolError> {
-    let Payload::DkgRound1 { params, package } = &env.payload else {
+    let Payload::DkgRound1 {
+        params,
+        start,
+        package,
+    } = &env.payload
+    else {
         return Err(ProtocolError::InvalidParameters(
             "not a round-1 message".into(),
         ));
@@ -80,11 +93,15 @@ pub fn bad_proof_of_knowledge(
             .serialize()
             .map_err(|e| ProtocolError::Crypto(e.to_string()))?
     });
-    let params = *params;
+    let (params, start) = (*params, start.clone());
     Ok(resign(
         identity,
         env,
-        Payload::DkgRound1 { params, package },
+        Payload::DkgRound1 {
+            params,
+            start,
+            package,
+        },
     ))
 }
 

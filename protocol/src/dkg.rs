@@ -52,6 +52,12 @@ pub struct DkgConfig {
     /// The coordinator that started the run (blamed when participants' parameters
     /// differ). Runs without a coordinator (tests, simulator) name any fixed id.
     pub coordinator: NodeId,
+    /// The coordinator's signed `DkgStart` envelope this run was started by. Sent in
+    /// round 1 as proof of the sender's parameters: a participant whose parameters
+    /// differ from ours either proves the coordinator signed two different starts or
+    /// is itself blamed. `None` (tests, simulator): a difference blames
+    /// `coordinator` unproven.
+    pub start: Option<Envelope>,
 }
 
 const PARAMS_DOMAIN: &[u8] = b"quorate/dkg-params/v1\0";
@@ -63,20 +69,31 @@ impl DkgConfig {
     /// parameters for one session find out from the first message they exchange,
     /// before any content check could blame the sender.
     pub fn params_hash(&self) -> [u8; 32] {
-        let fields = (
+        params_hash(
             self.suite,
             self.key_id,
             self.session,
             self.threshold,
             &self.committee,
             self.coordinator,
-        );
-        let mut h = Sha256::new();
-        h.update(PARAMS_DOMAIN);
-        // Fixed-size fields and a validated committee: encoding cannot fail.
-        h.update(postcard::to_allocvec(&fields).unwrap_or_default());
-        h.finalize().into()
+        )
     }
+}
+
+fn params_hash(
+    suite: Ciphersuite,
+    key_id: KeyId,
+    session: SessionId,
+    threshold: u16,
+    committee: &Committee,
+    coordinator: NodeId,
+) -> [u8; 32] {
+    let fields = (suite, key_id, session, threshold, committee, coordinator);
+    let mut h = Sha256::new();
+    h.update(PARAMS_DOMAIN);
+    // Fixed-size fields and a validated committee: encoding cannot fail.
+    h.update(postcard::to_allocvec(&fields).unwrap_or_default());
+    h.finalize().into()
 }
 
 /// What a DKG participant ends with.
@@ -329,6 +346,12 @@ impl<C: Suite> Session<C> {
         let env = self.broadcast(
             Payload::DkgRound1 {
                 params: self.params,
+                start: self
+                    .config
+                    .start
+                    .as_ref()
+                    .map(Envelope::encode)
+                    .unwrap_or_default(),
                 package: bytes,
             },
             out,
@@ -346,25 +369,75 @@ impl<C: Suite> Session<C> {
         Ok(())
     }
 
-    /// An authenticated message made under other parameters than ours: the coordinator
-    /// gave its sender and us different `DkgStart`s for one session. The run is over
-    /// and the coordinator, not the sender, is blamed (a sender cannot be checked
-    /// against parameters it was never given).
+    /// An authenticated message made under other parameters than ours. With start
+    /// proofs (nodes): a round-1 message whose coordinator-signed start verifies and
+    /// gives the sender's parameters proves the coordinator signed two different
+    /// starts (`ParametersDiffer`, the coordinator blamed); a proof that is missing,
+    /// forged, from another signer or for other parameters blames the sender
+    /// (`UnbackedParameters`), as does a later message whose parameters differ from
+    /// the sender's own accepted round 1. A later message before the sender's round 1
+    /// is dropped (its round 1 decides). Without proofs (tests, simulator) the
+    /// coordinator is blamed unproven.
     fn check_params(&self, env: &Envelope) -> Result<(), ProtocolError> {
-        let params = match &env.payload {
-            Payload::DkgRound1 { params, .. }
-            | Payload::DkgEcho { params, .. }
+        let (params, start) = match &env.payload {
+            Payload::DkgRound1 { params, start, .. } => (params, Some(start)),
+            Payload::DkgEcho { params, .. }
             | Payload::DkgRound2 { params, .. }
-            | Payload::DkgConfirm { params, .. } => params,
+            | Payload::DkgConfirm { params, .. } => (params, None),
             _ => return Err(ProtocolError::UnexpectedRound { got: env.round }),
         };
-        if *params != self.params {
-            return Err(ProtocolError::ParametersDiffer {
-                coordinator: self.config.coordinator,
-                peer: env.sender,
-            });
+        if *params == self.params {
+            return Ok(());
         }
-        Ok(())
+        let coordinator_split = ProtocolError::ParametersDiffer {
+            coordinator: self.config.coordinator,
+            peer: env.sender,
+        };
+        if self.config.start.is_none() {
+            return Err(coordinator_split);
+        }
+        match start {
+            Some(proof) if self.proven_params(proof) == Some(*params) => Err(coordinator_split),
+            Some(_) => Err(ProtocolError::aborted(
+                env.sender,
+                Fault::UnbackedParameters,
+            )),
+            None if self.round1.contains_key(&env.sender) => Err(ProtocolError::aborted(
+                env.sender,
+                Fault::UnbackedParameters,
+            )),
+            None => Err(ProtocolError::WrongContext("DKG parameters differ")),
+        }
+    }
+
+    /// The parameters hash of a `DkgStart` for this session, key and suite signed by
+    /// our coordinator, if `bytes` is one.
+    fn proven_params(&self, bytes: &[u8]) -> Option<[u8; 32]> {
+        let start = Envelope::decode(bytes).ok()?;
+        if start.sender != self.config.coordinator
+            || start.session != self.config.session
+            || start.key != self.config.key_id
+            || start.suite != self.config.suite
+        {
+            return None;
+        }
+        start.verify().ok()?;
+        let Payload::DkgStart {
+            threshold,
+            committee,
+            ..
+        } = &start.payload
+        else {
+            return None;
+        };
+        Some(params_hash(
+            start.suite,
+            start.key,
+            start.session,
+            *threshold,
+            committee,
+            start.sender,
+        ))
     }
 
     /// Validates a newly admitted message's content and files it by round.

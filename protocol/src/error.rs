@@ -41,6 +41,11 @@ pub enum Fault {
     /// The participant sent nothing for the current round before the deadline.
     #[error("no message before the deadline")]
     Timeout,
+    /// A DKG message under other parameters than ours that the sender cannot back
+    /// with the coordinator's signed start (missing, forged or other parameters), or
+    /// that contradicts its own round 1.
+    #[error("DKG parameters not backed by the coordinator's signed start")]
+    UnbackedParameters,
     /// The signing package omitted or altered the signer's own commitment.
     #[error("signing package does not carry our commitment")]
     CommitmentAltered,

@@ -248,6 +248,7 @@ pub fn run_dkg(
                 committee: committee.clone(),
                 timeout_ms: 60_000,
                 coordinator: crate::ids::NodeId([0; 32]),
+                start: None,
             },
         )?;
         net.add(id.node_id(), Party::Dkg(dkg));

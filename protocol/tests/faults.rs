@@ -32,6 +32,7 @@ fn dkg_net(ids: &[Arc<NodeIdentity>], suite: Ciphersuite, t: u16, rng: &mut ChaC
             committee: committee.clone(),
             timeout_ms: 1_000,
             coordinator: quorate_protocol::NodeId([0; 32]),
+            start: None,
         };
         net.add(
             id.node_id(),
@@ -137,6 +138,7 @@ fn duplicate_delivery_is_counted_and_produces_nothing() {
         committee: committee.clone(),
         timeout_ms: 1_000,
         coordinator: quorate_protocol::NodeId([0; 32]),
+        start: None,
     };
     let mut a = Dkg::new(ids[0].clone(), config(0)).expect("dkg");
     let mut b = Dkg::new(ids[1].clone(), config(1)).expect("dkg");
@@ -455,6 +457,7 @@ fn wrong_round_is_rejected() {
             committee,
             timeout_ms: 1,
             coordinator: quorate_protocol::NodeId([0; 32]),
+            start: None,
         },
     )
     .expect("dkg");
@@ -481,6 +484,7 @@ fn wrong_round_is_rejected() {
         SESSION,
         Payload::DkgRound1 {
             params: [0; 32],
+            start: Vec::new(),
             package: vec![],
         },
     );
@@ -531,6 +535,7 @@ fn spoofed_sender_is_rejected() {
         SESSION,
         Payload::DkgRound1 {
             params: [0; 32],
+            start: Vec::new(),
             package: vec![],
         },
     );
@@ -560,6 +565,7 @@ fn unknown_sender_is_rejected() {
             committee,
             timeout_ms: 1,
             coordinator: quorate_protocol::NodeId([0; 32]),
+            start: None,
         },
     )
     .expect("dkg");
@@ -570,6 +576,7 @@ fn unknown_sender_is_rejected() {
         SESSION,
         Payload::DkgRound1 {
             params: [0; 32],
+            start: Vec::new(),
             package: vec![],
         },
     );
@@ -607,6 +614,7 @@ fn round2_share_addressed_to_another_node_is_rejected() {
             committee: local::committee_of(&ids).expect("committee"),
             timeout_ms: 1,
             coordinator: quorate_protocol::NodeId([0; 32]),
+            start: None,
         },
     )
     .expect("dkg");
@@ -661,7 +669,12 @@ fn identity_and_non_canonical_elements_in_dkg_are_rejected_with_culprit() {
             let len = element_len(suite);
             net.run(&mut rng, &mut |_, env| {
                 if env.sender == cheat.node_id() {
-                    if let Payload::DkgRound1 { params, package } = &env.payload {
+                    if let Payload::DkgRound1 {
+                        params,
+                        start,
+                        package,
+                    } = &env.payload
+                    {
                         // Replace the second coefficient commitment with the bad encoding.
                         let mut p = package.clone();
                         let pos = commitment_position(suite, &p);
@@ -671,6 +684,7 @@ fn identity_and_non_canonical_elements_in_dkg_are_rejected_with_culprit() {
                             &env,
                             Payload::DkgRound1 {
                                 params: *params,
+                                start: start.clone(),
                                 package: p,
                             },
                         )];
@@ -813,6 +827,7 @@ fn threshold_outside_committee_is_rejected() {
             committee: local::committee_of(&ids).expect("committee"),
             timeout_ms: 1,
             coordinator: quorate_protocol::NodeId([0; 32]),
+            start: None,
         };
         assert!(
             matches!(
@@ -1223,6 +1238,7 @@ fn coordinator_sending_two_parameter_sets_blames_only_the_coordinator() {
                 },
                 timeout_ms: 1_000,
                 coordinator,
+                start: None,
             };
             net.add(
                 id.node_id(),
@@ -1297,4 +1313,116 @@ fn misdirected_round2_share_does_not_frame_its_sender_as_an_equivocator() {
         .filter(|o| matches!(o, Outcome::Key(_)))
         .count();
     assert_eq!(keys, 3, "every participant finished");
+}
+
+/// Nodes that run with the coordinator's signed `DkgStart` as proof: `starts[i]` is
+/// what participant `i` was started with.
+fn dkg_net_with_starts(
+    ids: &[Arc<NodeIdentity>],
+    coordinator: &NodeIdentity,
+    starts: &[(u16, Committee)],
+    rng: &mut ChaCha20Rng,
+) -> Net {
+    let mut net = Net::new();
+    for (id, (t, committee)) in ids.iter().zip(starts) {
+        let start = Envelope::seal(
+            coordinator,
+            Ciphersuite::Secp256k1,
+            KEY,
+            SESSION,
+            Payload::DkgStart {
+                threshold: *t,
+                committee: committee.clone(),
+                timeout_ms: 1_000,
+            },
+        );
+        let config = DkgConfig {
+            suite: Ciphersuite::Secp256k1,
+            key_id: KEY,
+            session: SESSION,
+            threshold: *t,
+            committee: committee.clone(),
+            timeout_ms: 1_000,
+            coordinator: coordinator.node_id(),
+            start: Some(start),
+        };
+        net.add(
+            id.node_id(),
+            Party::Dkg(Dkg::new(id.clone(), config).expect("dkg")),
+        );
+    }
+    for id in ids {
+        net.input(id.node_id(), Input::Start, rng);
+    }
+    net
+}
+
+/// With start proofs, a member that claims other parameters than the coordinator
+/// signed for it is named itself — the honest coordinator is not blamed.
+#[test]
+fn member_claiming_other_dkg_parameters_is_blamed_not_the_coordinator() {
+    let mut rng = rng(43);
+    let ids = local::identities(4, &mut rng);
+    let coordinator = NodeIdentity::generate(&mut rng);
+    let committee = local::committee_of(&ids).expect("committee");
+    let starts = vec![(3, committee); 4];
+    let mut net = dkg_net_with_starts(&ids, &coordinator, &starts, &mut rng);
+    let liar = ids[3].clone();
+    net.run(&mut rng, &mut |_, env| {
+        if env.sender == liar.node_id() {
+            if let Payload::DkgRound1 { start, package, .. } = &env.payload {
+                let payload = Payload::DkgRound1 {
+                    params: [0x99; 32],
+                    start: start.clone(),
+                    package: package.clone(),
+                };
+                return vec![byzantine::forge(&liar, &env, payload)];
+            }
+        }
+        vec![env]
+    });
+    let fatal = fatal_errors(&net);
+    assert!(!fatal.is_empty());
+    for (_, e) in &fatal {
+        assert_eq!(
+            *e,
+            ProtocolError::Aborted {
+                culprits: vec![liar.node_id()],
+                fault: Fault::UnbackedParameters
+            }
+        );
+    }
+    assert_nobody_finished_dkg(&net);
+}
+
+/// With start proofs, a coordinator that signed two different starts for one
+/// session is proven at fault by the first round-1 message across the split.
+#[test]
+fn coordinator_signing_two_starts_is_proven_and_blamed() {
+    let mut rng = rng(44);
+    let ids = local::identities(5, &mut rng);
+    let coordinator = NodeIdentity::generate(&mut rng);
+    let committee = local::committee_of(&ids).expect("committee");
+    let starts: Vec<(u16, Committee)> = (0..5)
+        .map(|i| (if i < 3 { 2 } else { 3 }, committee.clone()))
+        .collect();
+    let mut net = dkg_net_with_starts(&ids, &coordinator, &starts, &mut rng);
+    net.run(&mut rng, &mut |_, env| vec![env]);
+    let fatal = fatal_errors(&net);
+    assert!(!fatal.is_empty(), "the split went unnoticed");
+    for (at, e) in &fatal {
+        assert!(
+            matches!(e, ProtocolError::ParametersDiffer { .. }),
+            "{at:?}: {e:?}"
+        );
+        assert_eq!(e.culprits(), vec![coordinator.node_id()]);
+    }
+    assert!(
+        net.errors
+            .iter()
+            .all(|(_, e)| e.culprits().iter().all(|c| *c == coordinator.node_id())),
+        "{:?}",
+        net.errors
+    );
+    assert_nobody_finished_dkg(&net);
 }

@@ -45,6 +45,7 @@ fn payloads() -> Vec<(&'static str, Payload)> {
             "dkg_round1",
             Payload::DkgRound1 {
                 params: [0x11; 32],
+                start: vec![0x22; 4],
                 package: vec![1, 2, 3],
             },
         ),

@@ -49,6 +49,9 @@ pub enum Payload {
     DkgRound1 {
         /// [`DkgConfig::params_hash`](crate::dkg::DkgConfig::params_hash) of the sender's run.
         params: [u8; 32],
+        /// The coordinator's signed `DkgStart` envelope the sender runs under (encoded;
+        /// empty in runs without a coordinator): proof of `params`.
+        start: Vec<u8>,
         /// Serialized `frost_core::keys::dkg::round1::Package`.
         package: Vec<u8>,
     },

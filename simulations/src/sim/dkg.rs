@@ -32,6 +32,7 @@ impl World {
             committee: self.committees[committee].clone(),
             timeout_ms: self.scenario.dkg.timeout_ms,
             coordinator: quorate_protocol::NodeId([0; 32]),
+            start: None,
         };
         let members: Vec<usize> = self.topo.members(committee).collect();
         self.runs.insert(
