@@ -669,7 +669,7 @@ impl Node {
         let hash = signed.request.hash();
         let now_ms = unix_ms();
         if self.approvals.contains_key(&hash) {
-            self.recheck_approval(&signed, &key, now_ms)?;
+            self.recheck_approval(&signed, &key, hash, now_ms)?;
         } else {
             self.decide_new_request(&signed, &key, hash, now_ms)?;
         }
@@ -797,14 +797,30 @@ impl Node {
 
     /// A request allowed earlier must still pass the current policy (a reload may
     /// have revoked the client, its key or its limits since).
+    /// A refusing re-check is recorded (once: repeats within a minute are refused
+    /// from the refused cache without a record).
     fn recheck_approval(
         &mut self,
         signed: &SignedRequest,
         key: &StoredKey,
+        hash: [u8; 32],
         now_ms: u64,
     ) -> Result<(), Ack> {
+        if let Some((rule, detail)) = self.refused.get(&hash, now_ms) {
+            return Err(reject(&format!("policy:{}", rule.name()), detail));
+        }
         match self.policy.recheck(signed, &key.share.public, now_ms) {
-            Decision::Refuse { rule, detail } => Err(self.refusal(rule, &detail)),
+            Decision::Refuse { rule, detail } => {
+                self.record_or_refuse(
+                    AuditKind::PolicyDecision {
+                        allowed: false,
+                        rule: Some(rule),
+                    },
+                    json!({ "request_hash": hex::encode(hash), "detail": detail, "recheck": true }),
+                )?;
+                self.refused.insert(hash, rule, detail.clone(), now_ms);
+                Err(self.refusal(rule, &detail))
+            }
             _ => Ok(()),
         }
     }

@@ -1393,7 +1393,19 @@ async fn cached_approval_is_rechecked_after_a_policy_reload_revokes_the_client()
         .await
         .expect("answer");
     assert!(rejected(&ack, "policy:unknown_client"), "{ack:?}");
+    // Asked again: refused from memory, not recorded twice.
+    let ack = raw
+        .ask(&ids[0], ask(0x63, vec![8; 32]))
+        .await
+        .expect("answer");
+    assert!(rejected(&ack, "policy:unknown_client"), "{ack:?}");
     node.stop().await.expect("stop");
+    let rechecks = audit::read_entries(&net.audit_path(0))
+        .expect("audit")
+        .into_iter()
+        .filter(|e| e.details.get("recheck").is_some())
+        .count();
+    assert_eq!(rechecks, 1, "the refusing re-check is audited once");
     for n in nodes {
         n.stop().await.expect("stop");
     }
