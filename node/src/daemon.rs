@@ -741,11 +741,9 @@ impl Node {
                 ?detail,
                 "unauthenticated request refused"
             );
-            return Err(reject(&format!("policy:{}", rule.name()), detail));
+            return Err(unrecorded_refusal(rule, detail));
         }
-        if let Some((rule, detail)) = self.refused.get(&hash, now_ms) {
-            return Err(reject(&format!("policy:{}", rule.name()), detail));
-        }
+        self.not_refused_recently(&hash, now_ms)?;
         let r = &signed.request;
         self.record_or_refuse(
             AuditKind::RequestReceived {
@@ -806,9 +804,7 @@ impl Node {
         hash: [u8; 32],
         now_ms: u64,
     ) -> Result<(), Ack> {
-        if let Some((rule, detail)) = self.refused.get(&hash, now_ms) {
-            return Err(reject(&format!("policy:{}", rule.name()), detail));
-        }
+        self.not_refused_recently(&hash, now_ms)?;
         match self.policy.recheck(signed, &key.share.public, now_ms) {
             Decision::Refuse { rule, detail } => {
                 self.record_or_refuse(
@@ -822,6 +818,15 @@ impl Node {
                 Err(self.refusal(rule, &detail))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// A request refused by policy less than a minute ago is refused again from
+    /// memory, without another record.
+    fn not_refused_recently(&self, hash: &[u8; 32], now_ms: u64) -> Result<(), Ack> {
+        match self.refused.get(hash, now_ms) {
+            Some((rule, detail)) => Err(unrecorded_refusal(rule, detail)),
+            None => Ok(()),
         }
     }
 
@@ -1263,6 +1268,12 @@ impl Node {
             self.finished.clear();
         }
     }
+}
+
+/// A policy refusal that writes no audit record (unauthenticated, or repeated):
+/// answered `policy:<rule>`, counted only under `quorate_rejected_messages_total`.
+fn unrecorded_refusal(rule: crate::policy::Rule, detail: String) -> Ack {
+    reject(&format!("policy:{}", rule.name()), detail)
 }
 
 /// Recently refused requests (see `Node::refused`).
