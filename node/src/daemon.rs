@@ -1017,10 +1017,12 @@ impl Node {
             return;
         };
         let result = session.party.handle(now, input, &mut OsRng);
-        let share_record = share_record(session, id);
+        let request = session.request;
+        let key_id = session.key_id;
         match result {
             Ok(outputs) => {
-                let outputs = match release(&mut self.audit, share_record, outputs) {
+                let record = || share_record(request, key_id, id);
+                let outputs = match release(&mut self.audit, record, outputs) {
                     Ok(outputs) => outputs,
                     Err(e) => {
                         if e.is_log_failure() {
@@ -1310,12 +1312,17 @@ impl RefusedCache {
     }
 }
 
-/// The `share_contributed` record a signing session's next step needs, if any.
-fn share_record(session: &Session, id: &SessionId) -> Option<(AuditKind, serde_json::Value)> {
-    let context = session.request?;
+/// The `share_contributed` record of a signing session's share (`None` for a session
+/// that signs no client request).
+fn share_record(
+    request: Option<SignContext>,
+    key_id: KeyId,
+    id: &SessionId,
+) -> Option<(AuditKind, serde_json::Value)> {
+    let context = request?;
     Some((
         AuditKind::ShareContributed {
-            key_id: session.key_id,
+            key_id,
             session: *id,
         },
         json!({
@@ -1330,9 +1337,12 @@ fn share_record(session: &Session, id: &SessionId) -> Option<(AuditKind, serde_j
 /// hash, message hash, session) is appended and synced; if that fails, nothing of
 /// the step is released and the share never leaves the node (no signature without
 /// an audit record).
+///
+/// `share_record` is called only for a step that produces a share (most steps do
+/// not: this is the message path).
 fn release(
     audit: &mut AuditLog,
-    share_record: Option<(AuditKind, serde_json::Value)>,
+    share_record: impl FnOnce() -> Option<(AuditKind, serde_json::Value)>,
     outputs: Vec<Output<Outcome>>,
 ) -> Result<Vec<Output<Outcome>>, crate::audit::AuditError> {
     let shares = outputs
@@ -1340,7 +1350,7 @@ fn release(
         .any(|o| matches!(o, Output::Done(Outcome::Share(_))));
     if shares {
         // A share with nothing to cite is a bug: fail closed rather than send it.
-        let (kind, details) = share_record.ok_or_else(|| {
+        let (kind, details) = share_record().ok_or_else(|| {
             crate::audit::AuditError::Details("signature share without a signing request".into())
         })?;
         audit.append(kind, details)?;
@@ -1394,7 +1404,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (id, steps) = share_step();
         let mut audit = AuditLog::open(dir.path().join("a.jsonl"), &id).expect("open");
-        let out = release(&mut audit, record(), steps).expect("released");
+        let out = release(&mut audit, record, steps).expect("released");
         assert!(out.iter().any(|o| matches!(o, Output::Send { .. })));
         assert_eq!(audit.next_seq(), 1, "the record was written first");
     }
@@ -1409,7 +1419,7 @@ mod tests {
             .open("/dev/full")
             .expect("/dev/full");
         audit.redirect_writes_for_test(full);
-        let err = release(&mut audit, record(), steps).expect_err("nothing released");
+        let err = release(&mut audit, record, steps).expect_err("nothing released");
         assert!(err.is_log_failure(), "{err}");
     }
 
@@ -1418,7 +1428,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let (id, steps) = share_step();
         let mut audit = AuditLog::open(dir.path().join("a.jsonl"), &id).expect("open");
-        assert!(release(&mut audit, None, steps).is_err());
+        assert!(release(&mut audit, || None, steps).is_err());
         assert_eq!(audit.next_seq(), 0);
     }
 
@@ -1446,7 +1456,13 @@ mod tests {
         // A signer's round-1 step: its commitments go out, no record is needed.
         let (_, mut steps) = share_step();
         steps.retain(|o| matches!(o, Output::Send { .. }));
-        let out = release(&mut audit, record(), steps).expect("released");
+        // The record is not even built for such a step (the message path).
+        let out = release(
+            &mut audit,
+            || unreachable!("record built for a non-share step"),
+            steps,
+        )
+        .expect("released");
         assert_eq!(out.len(), 1);
         assert_eq!(audit.next_seq(), 0);
     }
