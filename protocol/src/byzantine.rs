@@ -37,12 +37,18 @@ pub fn equivocate_round1(
             .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
         p.serialize().map_err(|e| ProtocolError::Crypto(e.to_string()))?
     });
-    let params = dkg_params(env);
-    let start = match &env.payload {
-        Payload::DkgRound1 { start, .. } => start.clone(),
-        _ => Vec::new(),
+    Ok(with_round1_package(identity, env, package))
+}
+
+/// `env` (an honest round-1 message) re-signed with another `package` but its own
+/// `params` and `start`, so a byzantine variant fails on its content, not on its
+/// parameters.
+fn with_round1_package(identity: &NodeIdentity, env: &Envelope, package: Vec<u8>) -> Envelope {
+    let (params, start) = match &env.payload {
+        Payload::DkgRound1 { params, start, .. } => (*params, start.clone()),
+        _ => ([0; 32], Vec::new()),
     };
-    Ok(resign(
+    resign(
         identity,
         env,
         Payload::DkgRound1 {
@@ -50,19 +56,7 @@ pub fn equivocate_round1(
             start,
             package,
         },
-    ))
-}
-
-/// The `params` hash an honest DKG message carries (zeros for other payloads), so a
-/// byzantine variant fails on its content, not on its parameters.
-fn dkg_params(env: &Envelope) -> [u8; 32] {
-    match &env.payload {
-        Payload::DkgRound1 { params, .. }
-        | Payload::DkgEcho { params, .. }
-        | Payload::DkgRound2 { params, .. }
-        | Payload::DkgConfirm { params, .. } => *params,
-        _ => [0; 32],
-    }
+    )
 }
 
 /// The same round-1 commitments with a proof of knowledge that does not verify.
@@ -74,12 +68,7 @@ pub fn bad_proof_of_knowledge(
     n: u16,
     rng: &mut impl CryptoRngCore,
 ) -> Result<Envelope, ProtocolError> {
-    let Payload::DkgRound1 {
-        params,
-        start,
-        package,
-    } = &env.payload
-    else {
+    let Payload::DkgRound1 { package, .. } = &env.payload else {
         return Err(ProtocolError::InvalidParameters(
             "not a round-1 message".into(),
         ));
@@ -93,16 +82,7 @@ pub fn bad_proof_of_knowledge(
             .serialize()
             .map_err(|e| ProtocolError::Crypto(e.to_string()))?
     });
-    let (params, start) = (*params, start.clone());
-    Ok(resign(
-        identity,
-        env,
-        Payload::DkgRound1 {
-            params,
-            start,
-            package,
-        },
-    ))
+    Ok(with_round1_package(identity, env, package))
 }
 
 /// A round-2 share replaced by a random scalar, sealed correctly to the recipient:
