@@ -912,11 +912,8 @@ impl PolicyEngine {
             Err(refused) => return refused,
         };
         let r = &req.request;
-        if now_ms > r.expires_at_ms {
-            return refuse(
-                Rule::Expired,
-                format!("expired at {} ms, now {now_ms} ms", r.expires_at_ms),
-            );
+        if let Err(refused) = Self::expiry_rule(r, now_ms) {
+            return refused;
         }
         let Some(client) = self.policy.client_by_key(&r.client) else {
             return refuse(Rule::UnknownClient, "client is no longer registered");
@@ -927,17 +924,22 @@ impl PolicyEngine {
         }
     }
 
-    fn lifetime_rules(
-        client: &ClientPolicy,
-        r: &SigningRequest,
-        now_ms: u64,
-    ) -> Result<(), Decision> {
+    fn expiry_rule(r: &SigningRequest, now_ms: u64) -> Result<(), Decision> {
         if now_ms > r.expires_at_ms {
             return Err(refuse(
                 Rule::Expired,
                 format!("expired at {} ms, now {now_ms} ms", r.expires_at_ms),
             ));
         }
+        Ok(())
+    }
+
+    fn lifetime_rules(
+        client: &ClientPolicy,
+        r: &SigningRequest,
+        now_ms: u64,
+    ) -> Result<(), Decision> {
+        Self::expiry_rule(r, now_ms)?;
         let lifetime = r.expires_at_ms - now_ms;
         if lifetime > client.max_lifetime_ms {
             return Err(refuse(
