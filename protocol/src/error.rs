@@ -142,6 +142,51 @@ pub enum ProtocolError {
     /// Key attestations are missing, do not verify, or disagree with the key data.
     #[error("key attestation: {0}")]
     Attestation(String),
+    /// A netting input or round operation was refused by the caller's own checks
+    /// (CSV, unknown instrument or counterparty, value outside the round's bounds).
+    #[error("netting input: {0}")]
+    NettingInput(String),
+    /// A party's input bundle is inconsistent or forged: the party is to blame.
+    #[error("bundle of party {party:?} refused: {reason}")]
+    BadBundle {
+        /// The party at fault.
+        party: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A bundle signed after the round's cut-off.
+    #[error("bundle of party {party:?} signed at {signed_at} after the cut-off {cutoff}")]
+    LateBundle {
+        /// The party.
+        party: String,
+        /// When it signed (Unix seconds).
+        signed_at: u64,
+        /// The round's cut-off.
+        cutoff: u64,
+    },
+    /// A net in this asset could leave the i64 range; nothing is opened.
+    #[error("nets in asset {asset:?} could overflow i64")]
+    NettingOverflow {
+        /// The asset.
+        asset: String,
+    },
+    /// Fewer than `t` node shares match the commitments; the named nodes' shares
+    /// were missing, malformed or off the committed polynomial.
+    #[error("opening failed: {reason} (culprits {culprits:?})")]
+    OpeningFailed {
+        /// What went wrong.
+        reason: String,
+        /// Nodes proven at fault.
+        culprits: Vec<NodeId>,
+    },
+    /// Per asset the multilateral nets must sum to zero; they do not.
+    #[error("conservation check failed in asset {asset:?}: nets sum to {imbalance}")]
+    ConservationFailed {
+        /// The asset.
+        asset: String,
+        /// The sum of nets.
+        imbalance: i128,
+    },
 }
 
 impl ProtocolError {
@@ -151,6 +196,7 @@ impl ProtocolError {
             Self::Equivocation { culprit, .. } => vec![*culprit],
             Self::Aborted { culprits, .. } => culprits.clone(),
             Self::ParametersDiffer { coordinator, .. } => vec![*coordinator],
+            Self::OpeningFailed { culprits, .. } => culprits.clone(),
             _ => Vec::new(),
         }
     }

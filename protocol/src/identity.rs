@@ -92,6 +92,19 @@ impl NodeIdentity {
     pub(crate) fn sealing_secret(&self) -> &x25519_dalek::StaticSecret {
         &self.sealing
     }
+
+    /// Opens a box sealed to this node's X25519 key with associated data `aad`
+    /// (`None` when it was not sealed to us in this context or was altered).
+    ///
+    /// # Security
+    /// Returns the secret plaintext in a zeroizing buffer.
+    pub fn open_sealed(
+        &self,
+        aad: &[u8],
+        sealed: &crate::seal::SealedBox,
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        crate::seal::open(&self.sealing, aad, sealed)
+    }
 }
 
 /// Verifies an Ed25519 signature by `node` (strict: rejects small-order keys and

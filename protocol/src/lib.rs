@@ -15,6 +15,7 @@ pub mod inbox;
 pub mod key;
 pub mod local;
 pub mod machine;
+pub mod netting;
 pub mod request;
 pub mod roster;
 #[cfg(feature = "round2-cache")]

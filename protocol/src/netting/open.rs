@@ -1,0 +1,445 @@
+//! Openings: each node's signed output message, and reconstruction from any `t`
+//! shares that match the outputs' homomorphic commitments, naming every node whose
+//! shares do not.
+//!
+//! A [`NodeOutputs`] carries, per participating party, the node's shares of that
+//! party's private outputs sealed to the party's X25519 key, plus its shares of the
+//! public outputs (the multilateral nets) in the clear. Byte formats:
+//!
+//! ```text
+//! share record   = value share (32, canonical LE scalar) ‖ blinding share (32)
+//! party box      = seal(party seal_key, aad, share record per party output)
+//! aad            = "quorate/netting/output-shares/v1\0" ‖ round id ‖ spec digest
+//!                  ‖ inputs digest ‖ node id ‖ party index (u32)
+//! signed digest  = H("quorate/netting/outputs/v1\0" ‖ round id ‖ spec digest
+//!                  ‖ inputs digest ‖ node id ‖ box count (u32)
+//!                  ‖ per box: party (u32) ‖ box digest ‖ H(public share records))
+//! ```
+//!
+//! Opening: with random weights `w_o`, the target `T = Σ_o w_o·Com(o)` is one
+//! multiscalar multiplication over the input commitments. For a `t`-subset `S` of
+//! the responses, Lagrange interpolation at 0 gives `(v_o, β_o)` and the subset is
+//! right iff `(Σ w_o v_o)·G + (Σ w_o β_o)·H == T`; every other response must lie on
+//! the polynomial `S` defines. Subsets are tried in order until one passes (at most
+//! [`super::round::MAX_SUBSETS`]), so up to `n − t` lying nodes are named and the
+//! values still open.
+
+use curve25519_dalek::{RistrettoPoint, Scalar};
+use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{
+    amount,
+    bundle::box_digest,
+    outputs::{self, OutputDef},
+    pedersen,
+    round::{RoundId, RoundSpec},
+    verify::{Accepted, ShareVector},
+};
+use crate::{error::ProtocolError, identity::NodeIdentity, ids::NodeId, seal::{self, SealedBox}};
+
+/// One node's outputs for a closed round, signed by the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeOutputs {
+    /// Round.
+    pub round: RoundId,
+    /// Round definition digest.
+    pub spec_digest: [u8; 32],
+    /// [`inputs_digest`] of the bundles the node computed on.
+    pub inputs_digest: [u8; 32],
+    /// The node.
+    pub node: NodeId,
+    /// Per participating party (index), its private output shares sealed to it.
+    pub party_boxes: Vec<(u32, SealedBox)>,
+    /// Share records of [`outputs::public_outputs`], concatenated.
+    pub public: Vec<u8>,
+    /// Ed25519 signature by the node over [`NodeOutputs::digest`].
+    pub signature: Vec<u8>,
+}
+
+/// Digest of the inputs a round is computed on: per party, whether it submitted and
+/// its bundle digest.
+pub fn inputs_digest(spec: &RoundSpec, bundles: &[Option<[u8; 32]>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"quorate/netting/inputs/v1\0");
+    h.update(spec.digest());
+    h.update((bundles.len() as u32).to_be_bytes());
+    for b in bundles {
+        match b {
+            Some(d) => {
+                h.update([1]);
+                h.update(d);
+            }
+            None => h.update([0]),
+        }
+    }
+    h.finalize().into()
+}
+
+fn output_aad(spec: &RoundSpec, inputs: &[u8; 32], node: &NodeId, party: u32) -> Vec<u8> {
+    let mut aad = b"quorate/netting/output-shares/v1\0".to_vec();
+    aad.extend_from_slice(&spec.id.0);
+    aad.extend_from_slice(&spec.digest());
+    aad.extend_from_slice(inputs);
+    aad.extend_from_slice(node.as_bytes());
+    aad.extend_from_slice(&party.to_be_bytes());
+    aad
+}
+
+fn records(shares: &[(Scalar, Scalar)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(shares.len() * 64);
+    for (v, b) in shares {
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b.as_bytes());
+    }
+    out
+}
+
+fn parse_records(bytes: &[u8], count: usize) -> Option<Vec<(Scalar, Scalar)>> {
+    if bytes.len() != count * 64 {
+        return None;
+    }
+    bytes
+        .chunks_exact(64)
+        .map(|c| {
+            let mut a = [0u8; 32];
+            let mut b = [0u8; 32];
+            a.copy_from_slice(&c[..32]);
+            b.copy_from_slice(&c[32..]);
+            let v = Option::<Scalar>::from(Scalar::from_canonical_bytes(a))?;
+            let r = Option::<Scalar>::from(Scalar::from_canonical_bytes(b))?;
+            Some((v, r))
+        })
+        .collect()
+}
+
+/// A node's outputs without the sealed boxes (their digests instead): what the
+/// coordinator forwards to the other nodes for the settlement, still verifiable
+/// against the node's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicOutputs {
+    /// Round.
+    pub round: RoundId,
+    /// Round definition digest.
+    pub spec_digest: [u8; 32],
+    /// Inputs digest.
+    pub inputs_digest: [u8; 32],
+    /// The node.
+    pub node: NodeId,
+    /// (party, digest of its sealed box).
+    pub box_digests: Vec<(u32, [u8; 32])>,
+    /// Public share records.
+    pub public: Vec<u8>,
+    /// The node's signature.
+    pub signature: Vec<u8>,
+}
+
+impl PublicOutputs {
+    /// The digest the node signed (same as [`NodeOutputs::digest`]).
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"quorate/netting/outputs/v1\0");
+        h.update(self.round.0);
+        h.update(self.spec_digest);
+        h.update(self.inputs_digest);
+        h.update(self.node.as_bytes());
+        h.update((self.box_digests.len() as u32).to_be_bytes());
+        for (p, d) in &self.box_digests {
+            h.update(p.to_be_bytes());
+            h.update(d);
+        }
+        h.update(Sha256::digest(&self.public));
+        h.finalize().into()
+    }
+
+    /// Checks the node's signature and that the message is for this round and inputs.
+    pub fn check(&self, spec: &RoundSpec, inputs: &[u8; 32]) -> Result<(), ProtocolError> {
+        if spec.committee.get(&self.node).is_none() {
+            return Err(ProtocolError::UnknownSender(self.node));
+        }
+        if self.round != spec.id || self.spec_digest != spec.digest() || &self.inputs_digest != inputs {
+            return Err(ProtocolError::WrongContext("netting outputs of other inputs"));
+        }
+        let sig = ed25519_dalek::Signature::from_slice(&self.signature)
+            .map_err(|_| ProtocolError::BadSignature { claimed: self.node })?;
+        crate::identity::verify(&self.node, &self.digest(), &sig)
+    }
+}
+
+impl NodeOutputs {
+    /// The view without sealed boxes.
+    pub fn public_view(&self) -> PublicOutputs {
+        PublicOutputs {
+            round: self.round,
+            spec_digest: self.spec_digest,
+            inputs_digest: self.inputs_digest,
+            node: self.node,
+            box_digests: self
+                .party_boxes
+                .iter()
+                .map(|(p, b)| (*p, box_digest(&self.node, b)))
+                .collect(),
+            public: self.public.clone(),
+            signature: self.signature.clone(),
+        }
+    }
+
+    /// The digest the node signs.
+    pub fn digest(&self) -> [u8; 32] {
+        self.public_view().digest()
+    }
+
+    /// Computes, seals and signs this node's outputs.
+    ///
+    /// # Security
+    /// Reads the node's secret input shares; the private output shares leave only
+    /// sealed to their owner. The public shares are of values the round publishes.
+    pub fn produce(
+        spec: &RoundSpec,
+        identity: &NodeIdentity,
+        accepted: &[Option<&Accepted>],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Self, ProtocolError> {
+        let participants: Vec<bool> = accepted.iter().map(Option::is_some).collect();
+        let digests: Vec<Option<[u8; 32]>> = accepted.iter().map(|a| a.map(|a| a.digest)).collect();
+        let inputs = inputs_digest(spec, &digests);
+        let shares: Vec<Option<&ShareVector>> = accepted.iter().map(|a| a.map(|a| &a.shares)).collect();
+        let node = identity.node_id();
+        let mut party_boxes = Vec::new();
+        for (p, party) in spec.parties.iter().enumerate() {
+            if !participants[p] {
+                continue;
+            }
+            let defs = outputs::party_outputs(spec, &participants, p);
+            let plain = zeroize::Zeroizing::new(records(&outputs::evaluate(&defs, &shares)));
+            let aad = output_aad(spec, &inputs, &node, p as u32);
+            party_boxes.push((p as u32, seal::seal(rng, &party.seal_key, &aad, &plain)?));
+        }
+        let public = records(&outputs::evaluate(
+            &outputs::public_outputs(spec, &participants),
+            &shares,
+        ));
+        let mut out = Self {
+            round: spec.id,
+            spec_digest: spec.digest(),
+            inputs_digest: inputs,
+            node,
+            party_boxes,
+            public,
+            signature: Vec::new(),
+        };
+        out.signature = identity.sign(&out.digest()).to_bytes().to_vec();
+        Ok(out)
+    }
+
+    /// Checks the node's signature and that the message is for this round and inputs.
+    pub fn check(&self, spec: &RoundSpec, inputs: &[u8; 32]) -> Result<(), ProtocolError> {
+        self.public_view().check(spec, inputs)
+    }
+}
+
+/// Opened values with the nodes whose shares failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    /// The values, in the order of the output definitions.
+    pub values: Vec<i64>,
+    /// Nodes whose shares were missing, malformed or off the committed polynomial.
+    pub culprits: Vec<NodeId>,
+}
+
+/// One node's shares of a list of outputs (`None`: missing or malformed).
+pub struct Response {
+    /// The node.
+    pub node: NodeId,
+    /// Its evaluation point (roster index).
+    pub index: u16,
+    /// Its `(value, blinding)` shares, one per output.
+    pub shares: Option<Vec<(Scalar, Scalar)>>,
+}
+
+fn lagrange(xs: &[Scalar], at: &Scalar) -> Vec<Scalar> {
+    (0..xs.len())
+        .map(|i| {
+            let mut num = Scalar::ONE;
+            let mut den = Scalar::ONE;
+            for j in 0..xs.len() {
+                if i != j {
+                    num *= at - xs[j];
+                    den *= xs[i] - xs[j];
+                }
+            }
+            num * den.invert()
+        })
+        .collect()
+}
+
+/// Reconstructs `defs` from node responses and checks them against the outputs'
+/// commitments (computed from the input commitments `commitments[party]`).
+pub fn open_verified(
+    spec: &RoundSpec,
+    defs: &[OutputDef],
+    commitments: &[Option<&[RistrettoPoint]>],
+    responses: &[Response],
+    rng: &mut impl CryptoRngCore,
+) -> Result<Opening, ProtocolError> {
+    let t = usize::from(spec.threshold);
+    let mut culprits: Vec<NodeId> = Vec::new();
+    let mut good: Vec<(&Response, &Vec<(Scalar, Scalar)>)> = Vec::new();
+    for r in responses {
+        match &r.shares {
+            Some(s) if s.len() == defs.len() && spec.committee.get(&r.node).map(|m| m.index) == Some(r.index) => {
+                good.push((r, s))
+            }
+            _ => culprits.push(r.node),
+        }
+    }
+    if good.len() < t {
+        return Err(ProtocolError::OpeningFailed {
+            reason: format!("{} usable shares, {t} needed", good.len()),
+            culprits,
+        });
+    }
+    let weights: Vec<Scalar> = defs.iter().map(|_| Scalar::random(&mut *rng)).collect();
+    let mut coeffs: Vec<Vec<Scalar>> = commitments
+        .iter()
+        .map(|c| vec![Scalar::ZERO; c.map_or(0, <[RistrettoPoint]>::len)])
+        .collect();
+    outputs::fold_commitment_weights(defs, &weights, &mut coeffs);
+    let target = {
+        use curve25519_dalek::traits::VartimeMultiscalarMul;
+        let (s, p): (Vec<Scalar>, Vec<RistrettoPoint>) = coeffs
+            .iter()
+            .zip(commitments)
+            .filter_map(|(c, pts)| pts.map(|pts| c.iter().copied().zip(pts.iter().copied())))
+            .flatten()
+            .unzip();
+        RistrettoPoint::vartime_multiscalar_mul(s, p)
+    };
+    let xs_all: Vec<Scalar> = good.iter().map(|(r, _)| Scalar::from(u64::from(r.index))).collect();
+    let mut tried: u64 = 0;
+    let mut subset: Vec<usize> = (0..t).collect();
+    loop {
+        tried += 1;
+        let xs: Vec<Scalar> = subset.iter().map(|&i| xs_all[i]).collect();
+        let l0 = lagrange(&xs, &Scalar::ZERO);
+        let mut values = Vec::with_capacity(defs.len());
+        let (mut wv, mut wb) = (Scalar::ZERO, Scalar::ZERO);
+        for (o, w) in weights.iter().enumerate() {
+            let (mut v, mut b) = (Scalar::ZERO, Scalar::ZERO);
+            for (k, &i) in subset.iter().enumerate() {
+                v += l0[k] * good[i].1[o].0;
+                b += l0[k] * good[i].1[o].1;
+            }
+            wv += w * v;
+            wb += w * b;
+            values.push(v);
+        }
+        if pedersen::vartime_is_zero(&wv, &wb, [-Scalar::ONE], [target]) {
+            for (i, (r, s)) in good.iter().enumerate() {
+                if subset.contains(&i) {
+                    continue;
+                }
+                let li = lagrange(&xs, &xs_all[i]);
+                let on_poly = (0..defs.len()).all(|o| {
+                    let (mut v, mut b) = (Scalar::ZERO, Scalar::ZERO);
+                    for (k, &j) in subset.iter().enumerate() {
+                        v += li[k] * good[j].1[o].0;
+                        b += li[k] * good[j].1[o].1;
+                    }
+                    v == s[o].0 && b == s[o].1
+                });
+                if !on_poly {
+                    culprits.push(r.node);
+                }
+            }
+            let mut ints = Vec::with_capacity(values.len());
+            for (v, d) in values.iter().zip(defs) {
+                ints.push(amount::to_i64(v).ok_or_else(|| ProtocolError::NettingOverflow {
+                    asset: describe(spec, d),
+                })?);
+            }
+            culprits.sort();
+            culprits.dedup();
+            return Ok(Opening { values: ints, culprits });
+        }
+        if tried >= super::round::MAX_SUBSETS || !next_subset(&mut subset, good.len()) {
+            return Err(ProtocolError::OpeningFailed {
+                reason: format!("no {t} of {} shares match the commitments", good.len()),
+                culprits,
+            });
+        }
+    }
+}
+
+fn describe(spec: &RoundSpec, d: &OutputDef) -> String {
+    let assets = spec.assets();
+    match &d.kind {
+        outputs::OutputKind::Bilateral { asset, .. } | outputs::OutputKind::Multilateral { asset } => {
+            assets.get(*asset as usize).cloned().unwrap_or_default()
+        }
+        outputs::OutputKind::ReconcileQuantity { instrument, .. }
+        | outputs::OutputKind::ReconcileCash { instrument, .. } => spec
+            .instruments
+            .get(*instrument as usize)
+            .map(|i| i.asset.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// Advances a sorted k-subset of 0..n in lexicographic order; false after the last.
+fn next_subset(s: &mut [usize], n: usize) -> bool {
+    let k = s.len();
+    for i in (0..k).rev() {
+        if s[i] < n - k + i {
+            s[i] += 1;
+            for j in i + 1..k {
+                s[j] = s[j - 1] + 1;
+            }
+            return true;
+        }
+    }
+    false
+}
+
+/// Reads the public share records of each node's outputs into responses.
+pub fn public_responses(spec: &RoundSpec, defs: usize, outputs: &[PublicOutputs]) -> Vec<Response> {
+    outputs
+        .iter()
+        .map(|o| Response {
+            node: o.node,
+            index: spec.committee.get(&o.node).map_or(0, |m| m.index),
+            shares: parse_records(&o.public, defs),
+        })
+        .collect()
+}
+
+/// Opens party `party`'s sealed boxes in each node's outputs into responses.
+///
+/// # Security
+/// `secret` is the party's X25519 key; the opened shares are of its private results.
+pub fn party_responses(
+    spec: &RoundSpec,
+    party: u32,
+    secret: &x25519_dalek::StaticSecret,
+    defs: usize,
+    outputs: &[NodeOutputs],
+) -> Vec<Response> {
+    outputs
+        .iter()
+        .map(|o| {
+            let aad = output_aad(spec, &o.inputs_digest, &o.node, party);
+            let shares = o
+                .party_boxes
+                .iter()
+                .find(|(p, _)| *p == party)
+                .and_then(|(_, b)| seal::open(secret, &aad, b))
+                .and_then(|plain| parse_records(&plain, defs));
+            Response {
+                node: o.node,
+                index: spec.committee.get(&o.node).map_or(0, |m| m.index),
+                shares,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,105 @@
+//! Party side: turn the nodes' signed outputs into the party's own verified result.
+
+use curve25519_dalek::RistrettoPoint;
+use rand_core::CryptoRngCore;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    open::{self, NodeOutputs},
+    outputs::{self, OutputKind},
+    round::RoundSpec,
+};
+use crate::{error::ProtocolError, ids::NodeId};
+
+/// A bilateral net.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BilateralNet {
+    /// Counterparty.
+    pub counterparty: String,
+    /// Asset.
+    pub asset: String,
+    /// Net (positive: the party receives).
+    pub net: i64,
+}
+
+/// A reconciliation mismatch: both sides' bookings of one instrument do not cancel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mismatch {
+    /// Counterparty.
+    pub counterparty: String,
+    /// Instrument.
+    pub instrument: String,
+    /// Our quantity plus theirs (0 when they agree).
+    pub quantity_difference: i64,
+    /// Our cash plus theirs.
+    pub cash_difference: i64,
+}
+
+/// A party's verified result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyResult {
+    /// Party name.
+    pub party: String,
+    /// Bilateral nets per counterparty and asset.
+    pub bilateral: Vec<BilateralNet>,
+    /// Multilateral net per asset.
+    pub multilateral: Vec<(String, i64)>,
+    /// Reconciliation mismatches (only the two counterparties ever see these).
+    pub mismatches: Vec<Mismatch>,
+    /// Nodes whose output shares failed verification.
+    pub culprits: Vec<NodeId>,
+}
+
+/// Opens and verifies party `party`'s result. `commitments[p]` are the input
+/// commitments of every participating party (from their signed headers).
+///
+/// # Security
+/// `secret` is the party's X25519 key.
+pub fn open_result(
+    spec: &RoundSpec,
+    participants: &[bool],
+    party: usize,
+    secret: &x25519_dalek::StaticSecret,
+    commitments: &[Option<&[RistrettoPoint]>],
+    node_outputs: &[NodeOutputs],
+    rng: &mut impl CryptoRngCore,
+) -> Result<PartyResult, ProtocolError> {
+    let defs = outputs::party_outputs(spec, participants, party);
+    let responses = open::party_responses(spec, party as u32, secret, defs.len(), node_outputs);
+    let opening = open::open_verified(spec, &defs, commitments, &responses, rng)?;
+    let assets = spec.assets();
+    let name = |q: u32| spec.parties[q as usize].name.clone();
+    let mut r = PartyResult {
+        party: spec.parties[party].name.clone(),
+        bilateral: Vec::new(),
+        multilateral: Vec::new(),
+        mismatches: Vec::new(),
+        culprits: opening.culprits,
+    };
+    let mut pending: Option<(u32, u32, i64)> = None;
+    for (d, v) in defs.iter().zip(opening.values) {
+        match d.kind {
+            OutputKind::Bilateral { counterparty, asset } => r.bilateral.push(BilateralNet {
+                counterparty: name(counterparty),
+                asset: assets[asset as usize].clone(),
+                net: v,
+            }),
+            OutputKind::Multilateral { asset } => r.multilateral.push((assets[asset as usize].clone(), v)),
+            OutputKind::ReconcileQuantity { counterparty, instrument } => {
+                pending = Some((counterparty, instrument, v));
+            }
+            OutputKind::ReconcileCash { counterparty, instrument } => {
+                let q = pending.take().map_or(0, |(_, _, q)| q);
+                if q != 0 || v != 0 {
+                    r.mismatches.push(Mismatch {
+                        counterparty: name(counterparty),
+                        instrument: spec.instruments[instrument as usize].name.clone(),
+                        quantity_difference: q,
+                        cash_difference: v,
+                    });
+                }
+            }
+        }
+    }
+    Ok(r)
+}

@@ -1,0 +1,172 @@
+//! A node's state for one round, driven by the daemon: accept bundles until the
+//! cut-off, compute and sign outputs on close, and build the settlement batch from
+//! every node's verified public openings. No I/O and no clock: the caller passes
+//! the time and persists what [`NodeRound::accept_bundle`] returns.
+
+use curve25519_dalek::RistrettoPoint;
+use rand_core::CryptoRngCore;
+
+use super::{
+    bundle::BundleHeader,
+    open::{self, NodeOutputs, PublicOutputs},
+    outputs,
+    round::RoundSpec,
+    settlement::SettlementBatch,
+    verify::{self, Accepted},
+};
+use crate::{error::ProtocolError, identity::NodeIdentity, seal::SealedBox};
+
+/// What a bundle submission did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// First bundle of this party: verified and kept.
+    New([u8; 32]),
+    /// The same bundle again (a retry): nothing changes.
+    Duplicate([u8; 32]),
+}
+
+/// One node's view of one round.
+#[derive(Debug)]
+pub struct NodeRound {
+    spec: RoundSpec,
+    accepted: Vec<Option<Accepted>>,
+    closed: Option<(Vec<bool>, [u8; 32])>,
+}
+
+impl NodeRound {
+    /// Starts a round after validating its definition.
+    pub fn new(spec: RoundSpec) -> Result<Self, ProtocolError> {
+        spec.validate()?;
+        let n = spec.parties.len();
+        Ok(Self {
+            spec,
+            accepted: (0..n).map(|_| None).collect(),
+            closed: None,
+        })
+    }
+
+    /// The definition.
+    pub fn spec(&self) -> &RoundSpec {
+        &self.spec
+    }
+
+    /// Verifies and keeps a party's bundle. A second, different bundle from the
+    /// same party is refused naming it; the same bundle again is a no-op; a bundle
+    /// arriving after the cut-off or after close is refused.
+    ///
+    /// # Security
+    /// Opens the node's shares of the party's secret inputs (kept in zeroizing memory).
+    pub fn accept_bundle(
+        &mut self,
+        now_unix: u64,
+        identity: &NodeIdentity,
+        header: &BundleHeader,
+        sealed: &SealedBox,
+    ) -> Result<Admitted, ProtocolError> {
+        let name = verify::party_name(&self.spec, header.party);
+        if let Some(Some(prev)) = self.accepted.get(header.party as usize) {
+            return if prev.digest == header.digest() {
+                Ok(Admitted::Duplicate(prev.digest))
+            } else {
+                Err(ProtocolError::BadBundle {
+                    party: name,
+                    reason: "a second, different bundle for this round".into(),
+                })
+            };
+        }
+        if self.closed.is_some() || now_unix > self.spec.cutoff {
+            return Err(ProtocolError::LateBundle {
+                party: name,
+                signed_at: now_unix,
+                cutoff: self.spec.cutoff,
+            });
+        }
+        let acc = verify::accept(&self.spec, identity, header, sealed)?;
+        let digest = acc.digest;
+        self.accepted[header.party as usize] = Some(acc);
+        Ok(Admitted::New(digest))
+    }
+
+    /// Bundle digests held, per party.
+    pub fn held(&self) -> Vec<Option<[u8; 32]>> {
+        self.accepted.iter().map(|a| a.as_ref().map(|a| a.digest)).collect()
+    }
+
+    /// Closes the round on the inputs the coordinator lists (`expected[p]`: the
+    /// bundle digest it saw from party `p`, if any) and returns this node's signed
+    /// outputs. Refuses when this node holds other bundles than listed, naming the
+    /// first party that differs, so every node computes on the same inputs.
+    pub fn close(
+        &mut self,
+        identity: &NodeIdentity,
+        expected: &[Option<[u8; 32]>],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<NodeOutputs, ProtocolError> {
+        let held = self.held();
+        if expected.len() != held.len() {
+            return Err(ProtocolError::NettingInput("close lists another number of parties".into()));
+        }
+        if let Some(p) = (0..held.len()).find(|&p| held[p] != expected[p]) {
+            return Err(ProtocolError::NettingInput(format!(
+                "close lists other inputs for party {:?} than this node holds",
+                self.spec.parties[p].name
+            )));
+        }
+        let refs: Vec<Option<&Accepted>> = self.accepted.iter().map(Option::as_ref).collect();
+        let out = NodeOutputs::produce(&self.spec, identity, &refs, rng)?;
+        self.closed = Some((refs.iter().map(Option::is_some).collect(), out.inputs_digest));
+        Ok(out)
+    }
+
+    /// Verifies the nodes' public openings, opens the multilateral nets and builds
+    /// the settlement batch (conservation checked). Names nodes whose shares fail.
+    pub fn settlement(
+        &self,
+        views: &[PublicOutputs],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(SettlementBatch, Vec<crate::NodeId>), ProtocolError> {
+        let (participants, inputs) = self
+            .closed
+            .clone()
+            .ok_or(ProtocolError::InvalidState("settlement before close"))?;
+        let commitments: Vec<Option<&[RistrettoPoint]>> = self
+            .accepted
+            .iter()
+            .map(|a| a.as_ref().map(|a| a.commitments.as_slice()))
+            .collect();
+        settle(&self.spec, &participants, inputs, &commitments, views, rng)
+    }
+}
+
+/// Verifies public openings against the input commitments and builds the batch;
+/// used by nodes (from their own commitments) and by anyone holding the headers.
+pub fn settle(
+    spec: &RoundSpec,
+    participants: &[bool],
+    inputs: [u8; 32],
+    commitments: &[Option<&[RistrettoPoint]>],
+    views: &[PublicOutputs],
+    rng: &mut impl CryptoRngCore,
+) -> Result<(SettlementBatch, Vec<crate::NodeId>), ProtocolError> {
+    let mut forged = Vec::new();
+    let valid: Vec<PublicOutputs> = views
+        .iter()
+        .filter(|v| match v.check(spec, &inputs) {
+            Ok(()) => true,
+            Err(_) => {
+                forged.push(v.node);
+                false
+            }
+        })
+        .cloned()
+        .collect();
+    let defs = outputs::public_outputs(spec, participants);
+    let responses = open::public_responses(spec, defs.len(), &valid);
+    let opening = open::open_verified(spec, &defs, commitments, &responses, rng)?;
+    let batch = SettlementBatch::build(spec, participants, inputs, &opening.values)?;
+    let mut culprits = opening.culprits;
+    culprits.extend(forged);
+    culprits.sort();
+    culprits.dedup();
+    Ok((batch, culprits))
+}
