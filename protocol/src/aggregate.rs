@@ -57,6 +57,25 @@ impl Aggregator {
         Ok(Self { inner })
     }
 
+    /// Creates an attempt whose signers are asked with `start` instead of the
+    /// client's `SignRequest`: a [`Payload::SettleRequest`], for payloads a node
+    /// builds and checks itself (netting settlements). `config.request` is unused.
+    pub fn with_request_payload(
+        identity: Arc<NodeIdentity>,
+        public: &GroupPublic,
+        config: AggregatorConfig,
+        start: Payload,
+    ) -> Result<Self, ProtocolError> {
+        if !matches!(start, Payload::SettleRequest { .. }) {
+            return Err(ProtocolError::InvalidParameters(
+                "only a SettleRequest can replace the client request".into(),
+            ));
+        }
+        let mut me = Self::new(identity, public, config)?;
+        crate::suite::with_inner!(&mut me.inner, s => s.start = Some(start));
+        Ok(me)
+    }
+
     /// Feeds one input.
     pub fn handle(
         &mut self,
@@ -99,6 +118,7 @@ struct Session<C: Suite> {
     commitments: BTreeMap<NodeId, SigningCommitments<C>>,
     package: Option<SigningPackage<C>>,
     shares: BTreeMap<NodeId, SignatureShare<C>>,
+    start: Option<Payload>,
 }
 
 impl<C: Suite> Session<C> {
@@ -140,6 +160,7 @@ impl<C: Suite> Session<C> {
             commitments: BTreeMap::new(),
             package: None,
             shares: BTreeMap::new(),
+            start: None,
         })
     }
 
@@ -186,11 +207,12 @@ impl<C: Suite> Session<C> {
                     timer: TimerId::Deadline,
                     at: now.plus_ms(self.config.timeout_ms),
                 });
-                let env = self.envelope(Payload::SignRequest {
+                let payload = self.start.clone().unwrap_or_else(|| Payload::SignRequest {
                     request: self.config.request.clone(),
                     message: self.config.target.message.clone(),
                     tweak: self.config.target.tweak,
                 });
+                let env = self.envelope(payload);
                 for node in self.ids.keys() {
                     out.push(Output::Send {
                         to: *node,

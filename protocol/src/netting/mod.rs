@@ -33,7 +33,7 @@ pub mod verify;
 
 pub use bundle::{BundleHeader, InputBundle};
 pub use input::{PartyInput, Position};
-pub use open::NodeOutputs;
+pub use open::{NodeOutputs, PartyOutputs, PublicOutputs};
 pub use result::PartyResult;
 pub use round::{Bounds, Instrument, InstrumentKind, Party, RoundId, RoundSpec};
 pub use settlement::{SettlementBatch, Transfer};

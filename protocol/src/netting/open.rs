@@ -2,18 +2,16 @@
 //! shares that match the outputs' homomorphic commitments, naming every node whose
 //! shares do not.
 //!
-//! A [`NodeOutputs`] carries, per participating party, the node's shares of that
-//! party's private outputs sealed to the party's X25519 key, plus its shares of the
-//! public outputs (the multilateral nets) in the clear. Byte formats:
+//! A node's [`NodeOutputs`] are one signed [`PartyOutputs`] per participating
+//! party (its shares of that party's private outputs, sealed to the party's X25519
+//! key) and one signed [`PublicOutputs`] (its shares of the multilateral nets, in
+//! the clear). Byte formats:
 //!
 //! ```text
-//! share record   = value share (32, canonical LE scalar) ‖ blinding share (32)
-//! party box      = seal(party seal_key, aad, share record per party output)
-//! aad            = "quorate/netting/output-shares/v1\0" ‖ round id ‖ spec digest
-//!                  ‖ inputs digest ‖ node id ‖ party index (u32)
-//! signed digest  = H("quorate/netting/outputs/v1\0" ‖ round id ‖ spec digest
-//!                  ‖ inputs digest ‖ node id ‖ box count (u32)
-//!                  ‖ per box: party (u32) ‖ box digest ‖ H(public share records))
+//! share record = value share (32, canonical LE scalar) ‖ blinding share (32)
+//! party box    = seal(party seal_key, aad, share record per party output)
+//! aad          = "quorate/netting/output-shares/v1\0" ‖ round id ‖ spec digest
+//!                ‖ inputs digest ‖ node id ‖ party index (u32)
 //! ```
 //!
 //! Opening: with random weights `w_o`, the target `T = Σ_o w_o·Com(o)` is one
@@ -39,9 +37,9 @@ use super::{
 };
 use crate::{error::ProtocolError, identity::NodeIdentity, ids::NodeId, seal::{self, SealedBox}};
 
-/// One node's outputs for a closed round, signed by the node.
+/// A node's shares of the public outputs (the multilateral nets), signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeOutputs {
+pub struct PublicOutputs {
     /// Round.
     pub round: RoundId,
     /// Round definition digest.
@@ -50,12 +48,38 @@ pub struct NodeOutputs {
     pub inputs_digest: [u8; 32],
     /// The node.
     pub node: NodeId,
-    /// Per participating party (index), its private output shares sealed to it.
-    pub party_boxes: Vec<(u32, SealedBox)>,
     /// Share records of [`outputs::public_outputs`], concatenated.
     pub public: Vec<u8>,
-    /// Ed25519 signature by the node over [`NodeOutputs::digest`].
+    /// Ed25519 signature by the node over [`PublicOutputs::digest`].
     pub signature: Vec<u8>,
+}
+
+/// A node's shares of one party's private outputs, sealed to the party, signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartyOutputs {
+    /// Round.
+    pub round: RoundId,
+    /// Round definition digest.
+    pub spec_digest: [u8; 32],
+    /// Inputs digest.
+    pub inputs_digest: [u8; 32],
+    /// The node.
+    pub node: NodeId,
+    /// The party (index).
+    pub party: u32,
+    /// Share records of [`outputs::party_outputs`], sealed to the party.
+    pub sealed: SealedBox,
+    /// Ed25519 signature by the node over [`PartyOutputs::digest`].
+    pub signature: Vec<u8>,
+}
+
+/// Everything one node produces when a round closes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeOutputs {
+    /// Public openings.
+    pub public: PublicOutputs,
+    /// One sealed message per participating party.
+    pub parties: Vec<PartyOutputs>,
 }
 
 /// Digest of the inputs a round is computed on: per party, whether it submitted and
@@ -114,82 +138,68 @@ fn parse_records(bytes: &[u8], count: usize) -> Option<Vec<(Scalar, Scalar)>> {
         .collect()
 }
 
-/// A node's outputs without the sealed boxes (their digests instead): what the
-/// coordinator forwards to the other nodes for the settlement, still verifiable
-/// against the node's signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublicOutputs {
-    /// Round.
-    pub round: RoundId,
-    /// Round definition digest.
-    pub spec_digest: [u8; 32],
-    /// Inputs digest.
-    pub inputs_digest: [u8; 32],
-    /// The node.
-    pub node: NodeId,
-    /// (party, digest of its sealed box).
-    pub box_digests: Vec<(u32, [u8; 32])>,
-    /// Public share records.
-    pub public: Vec<u8>,
-    /// The node's signature.
-    pub signature: Vec<u8>,
+fn check_context(
+    spec: &RoundSpec,
+    inputs: &[u8; 32],
+    (round, spec_digest, their_inputs, node): (&RoundId, &[u8; 32], &[u8; 32], &NodeId),
+    digest: &[u8; 32],
+    signature: &[u8],
+) -> Result<(), ProtocolError> {
+    if spec.committee.get(node).is_none() {
+        return Err(ProtocolError::UnknownSender(*node));
+    }
+    if round != &spec.id || spec_digest != &spec.digest() || their_inputs != inputs {
+        return Err(ProtocolError::WrongContext("netting outputs of other inputs"));
+    }
+    let sig = ed25519_dalek::Signature::from_slice(signature)
+        .map_err(|_| ProtocolError::BadSignature { claimed: *node })?;
+    crate::identity::verify(node, digest, &sig)
 }
 
 impl PublicOutputs {
-    /// The digest the node signed (same as [`NodeOutputs::digest`]).
+    /// `H("quorate/netting/public-outputs/v1\0" ‖ round ‖ spec digest ‖ inputs digest
+    /// ‖ node ‖ H(public))`, what the node signs.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"quorate/netting/outputs/v1\0");
+        h.update(b"quorate/netting/public-outputs/v1\0");
         h.update(self.round.0);
         h.update(self.spec_digest);
         h.update(self.inputs_digest);
         h.update(self.node.as_bytes());
-        h.update((self.box_digests.len() as u32).to_be_bytes());
-        for (p, d) in &self.box_digests {
-            h.update(p.to_be_bytes());
-            h.update(d);
-        }
         h.update(Sha256::digest(&self.public));
         h.finalize().into()
     }
 
     /// Checks the node's signature and that the message is for this round and inputs.
     pub fn check(&self, spec: &RoundSpec, inputs: &[u8; 32]) -> Result<(), ProtocolError> {
-        if spec.committee.get(&self.node).is_none() {
-            return Err(ProtocolError::UnknownSender(self.node));
-        }
-        if self.round != spec.id || self.spec_digest != spec.digest() || &self.inputs_digest != inputs {
-            return Err(ProtocolError::WrongContext("netting outputs of other inputs"));
-        }
-        let sig = ed25519_dalek::Signature::from_slice(&self.signature)
-            .map_err(|_| ProtocolError::BadSignature { claimed: self.node })?;
-        crate::identity::verify(&self.node, &self.digest(), &sig)
+        let ctx = (&self.round, &self.spec_digest, &self.inputs_digest, &self.node);
+        check_context(spec, inputs, ctx, &self.digest(), &self.signature)
+    }
+}
+
+impl PartyOutputs {
+    /// `H("quorate/netting/party-outputs/v1\0" ‖ round ‖ spec digest ‖ inputs digest
+    /// ‖ node ‖ party (u32) ‖ box digest)`, what the node signs.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"quorate/netting/party-outputs/v1\0");
+        h.update(self.round.0);
+        h.update(self.spec_digest);
+        h.update(self.inputs_digest);
+        h.update(self.node.as_bytes());
+        h.update(self.party.to_be_bytes());
+        h.update(box_digest(&self.node, &self.sealed));
+        h.finalize().into()
+    }
+
+    /// Checks the node's signature and that the message is for this round and inputs.
+    pub fn check(&self, spec: &RoundSpec, inputs: &[u8; 32]) -> Result<(), ProtocolError> {
+        let ctx = (&self.round, &self.spec_digest, &self.inputs_digest, &self.node);
+        check_context(spec, inputs, ctx, &self.digest(), &self.signature)
     }
 }
 
 impl NodeOutputs {
-    /// The view without sealed boxes.
-    pub fn public_view(&self) -> PublicOutputs {
-        PublicOutputs {
-            round: self.round,
-            spec_digest: self.spec_digest,
-            inputs_digest: self.inputs_digest,
-            node: self.node,
-            box_digests: self
-                .party_boxes
-                .iter()
-                .map(|(p, b)| (*p, box_digest(&self.node, b)))
-                .collect(),
-            public: self.public.clone(),
-            signature: self.signature.clone(),
-        }
-    }
-
-    /// The digest the node signs.
-    pub fn digest(&self) -> [u8; 32] {
-        self.public_view().digest()
-    }
-
     /// Computes, seals and signs this node's outputs.
     ///
     /// # Security
@@ -206,7 +216,8 @@ impl NodeOutputs {
         let inputs = inputs_digest(spec, &digests);
         let shares: Vec<Option<&ShareVector>> = accepted.iter().map(|a| a.map(|a| &a.shares)).collect();
         let node = identity.node_id();
-        let mut party_boxes = Vec::new();
+        let spec_digest = spec.digest();
+        let mut parties = Vec::new();
         for (p, party) in spec.parties.iter().enumerate() {
             if !participants[p] {
                 continue;
@@ -214,28 +225,31 @@ impl NodeOutputs {
             let defs = outputs::party_outputs(spec, &participants, p);
             let plain = zeroize::Zeroizing::new(records(&outputs::evaluate(&defs, &shares)));
             let aad = output_aad(spec, &inputs, &node, p as u32);
-            party_boxes.push((p as u32, seal::seal(rng, &party.seal_key, &aad, &plain)?));
+            let mut msg = PartyOutputs {
+                round: spec.id,
+                spec_digest,
+                inputs_digest: inputs,
+                node,
+                party: p as u32,
+                sealed: seal::seal(rng, &party.seal_key, &aad, &plain)?,
+                signature: Vec::new(),
+            };
+            msg.signature = identity.sign(&msg.digest()).to_bytes().to_vec();
+            parties.push(msg);
         }
-        let public = records(&outputs::evaluate(
-            &outputs::public_outputs(spec, &participants),
-            &shares,
-        ));
-        let mut out = Self {
+        let mut public = PublicOutputs {
             round: spec.id,
-            spec_digest: spec.digest(),
+            spec_digest,
             inputs_digest: inputs,
             node,
-            party_boxes,
-            public,
+            public: records(&outputs::evaluate(
+                &outputs::public_outputs(spec, &participants),
+                &shares,
+            )),
             signature: Vec::new(),
         };
-        out.signature = identity.sign(&out.digest()).to_bytes().to_vec();
-        Ok(out)
-    }
-
-    /// Checks the node's signature and that the message is for this round and inputs.
-    pub fn check(&self, spec: &RoundSpec, inputs: &[u8; 32]) -> Result<(), ProtocolError> {
-        self.public_view().check(spec, inputs)
+        public.signature = identity.sign(&public.digest()).to_bytes().to_vec();
+        Ok(Self { public, parties })
     }
 }
 
@@ -414,7 +428,8 @@ pub fn public_responses(spec: &RoundSpec, defs: usize, outputs: &[PublicOutputs]
         .collect()
 }
 
-/// Opens party `party`'s sealed boxes in each node's outputs into responses.
+/// Opens party `party`'s sealed messages (one per node, already checked with
+/// [`PartyOutputs::check`]) into responses.
 ///
 /// # Security
 /// `secret` is the party's X25519 key; the opened shares are of its private results.
@@ -423,17 +438,15 @@ pub fn party_responses(
     party: u32,
     secret: &x25519_dalek::StaticSecret,
     defs: usize,
-    outputs: &[NodeOutputs],
+    outputs: &[PartyOutputs],
 ) -> Vec<Response> {
     outputs
         .iter()
         .map(|o| {
             let aad = output_aad(spec, &o.inputs_digest, &o.node, party);
-            let shares = o
-                .party_boxes
-                .iter()
-                .find(|(p, _)| *p == party)
-                .and_then(|(_, b)| seal::open(secret, &aad, b))
+            let shares = (o.party == party)
+                .then(|| seal::open(secret, &aad, &o.sealed))
+                .flatten()
                 .and_then(|plain| parse_records(&plain, defs));
             Response {
                 node: o.node,

@@ -5,7 +5,7 @@ use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    open::{self, NodeOutputs},
+    open::{self, PartyOutputs},
     outputs::{self, OutputKind},
     round::RoundSpec,
 };
@@ -50,8 +50,10 @@ pub struct PartyResult {
     pub culprits: Vec<NodeId>,
 }
 
-/// Opens and verifies party `party`'s result. `commitments[p]` are the input
-/// commitments of every participating party (from their signed headers).
+/// Opens and verifies party `party`'s result from the nodes' messages for it.
+/// `commitments[p]` are the input commitments of every participating party (from
+/// their signed headers). Messages whose signature or context fails are counted
+/// against their node.
 ///
 /// # Security
 /// `secret` is the party's X25519 key.
@@ -61,12 +63,28 @@ pub fn open_result(
     party: usize,
     secret: &x25519_dalek::StaticSecret,
     commitments: &[Option<&[RistrettoPoint]>],
-    node_outputs: &[NodeOutputs],
+    inputs: &[u8; 32],
+    node_outputs: &[PartyOutputs],
     rng: &mut impl CryptoRngCore,
 ) -> Result<PartyResult, ProtocolError> {
     let defs = outputs::party_outputs(spec, participants, party);
-    let responses = open::party_responses(spec, party as u32, secret, defs.len(), node_outputs);
-    let opening = open::open_verified(spec, &defs, commitments, &responses, rng)?;
+    let mut forged = Vec::new();
+    let valid: Vec<PartyOutputs> = node_outputs
+        .iter()
+        .filter(|o| {
+            let ok = o.check(spec, inputs).is_ok() && o.party == party as u32;
+            if !ok {
+                forged.push(o.node);
+            }
+            ok
+        })
+        .cloned()
+        .collect();
+    let responses = open::party_responses(spec, party as u32, secret, defs.len(), &valid);
+    let mut opening = open::open_verified(spec, &defs, commitments, &responses, rng)?;
+    opening.culprits.extend(forged);
+    opening.culprits.sort();
+    opening.culprits.dedup();
     let assets = spec.assets();
     let name = |q: u32| spec.parties[q as usize].name.clone();
     let mut r = PartyResult {

@@ -294,6 +294,50 @@ impl RoundSpec {
     }
 }
 
+/// A client's signature authorising a round: Ed25519 over
+/// `"quorate/netting/round-auth/v1\0" ‖ spec digest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundAuthorization {
+    /// The client's Ed25519 public key (must be a client in node policy allowed
+    /// netting rounds on the round's key).
+    pub client: [u8; 32],
+    /// The signature.
+    pub signature: Vec<u8>,
+}
+
+fn auth_message(spec: &RoundSpec) -> Vec<u8> {
+    let mut m = b"quorate/netting/round-auth/v1\0".to_vec();
+    m.extend_from_slice(&spec.digest());
+    m
+}
+
+impl RoundSpec {
+    /// Signs the round as its creating client.
+    pub fn authorize(&self, client: &ed25519_dalek::SigningKey) -> RoundAuthorization {
+        use ed25519_dalek::Signer as _;
+        RoundAuthorization {
+            client: client.verifying_key().to_bytes(),
+            signature: client.sign(&auth_message(self)).to_bytes().to_vec(),
+        }
+    }
+
+    /// Checks a client's authorisation of this round (strict Ed25519).
+    pub fn verify_authorization(&self, auth: &RoundAuthorization) -> Result<(), ProtocolError> {
+        let bad = || ProtocolError::InvalidRequest("round authorisation does not verify".into());
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&auth.client).map_err(|_| bad())?;
+        let sig = ed25519_dalek::Signature::from_slice(&auth.signature).map_err(|_| bad())?;
+        key.verify_strict(&auth_message(self), &sig).map_err(|_| bad())
+    }
+
+    /// The session id every netting envelope of this round carries.
+    pub fn session(&self) -> crate::ids::SessionId {
+        let mut h = Sha256::new();
+        h.update(b"quorate/netting/session/v1\0");
+        h.update(self.id.0);
+        crate::ids::SessionId(h.finalize().into())
+    }
+}
+
 /// `n choose k`, saturating.
 pub(crate) fn subsets(n: u64, k: u64) -> u64 {
     let k = k.min(n.saturating_sub(k));
@@ -305,4 +349,24 @@ pub(crate) fn subsets(n: u64, k: u64) -> u64 {
         }
     }
     r as u64
+}
+
+/// What a party signs to fetch its result from a coordinator:
+/// `"quorate/netting/result-request/v1\0" ‖ round id (16) ‖ party name ‖ 0x00 ‖ at_ms (u64 BE)`.
+pub fn result_request_message(round: &RoundId, party: &str, at_ms: u64) -> Vec<u8> {
+    let mut m = b"quorate/netting/result-request/v1\0".to_vec();
+    m.extend_from_slice(&round.0);
+    m.extend_from_slice(party.as_bytes());
+    m.push(0);
+    m.extend_from_slice(&at_ms.to_be_bytes());
+    m
+}
+
+/// What the creating client signs to close a round at a coordinator:
+/// `"quorate/netting/close/v1\0" ‖ round id (16) ‖ at_ms (u64 BE)`.
+pub fn close_message(round: &RoundId, at_ms: u64) -> Vec<u8> {
+    let mut m = b"quorate/netting/close/v1\0".to_vec();
+    m.extend_from_slice(&round.0);
+    m.extend_from_slice(&at_ms.to_be_bytes());
+    m
 }

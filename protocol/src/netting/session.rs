@@ -114,7 +114,7 @@ impl NodeRound {
         }
         let refs: Vec<Option<&Accepted>> = self.accepted.iter().map(Option::as_ref).collect();
         let out = NodeOutputs::produce(&self.spec, identity, &refs, rng)?;
-        self.closed = Some((refs.iter().map(Option::is_some).collect(), out.inputs_digest));
+        self.closed = Some((refs.iter().map(Option::is_some).collect(), out.public.inputs_digest));
         Ok(out)
     }
 

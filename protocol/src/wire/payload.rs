@@ -27,6 +27,18 @@ pub enum Round {
     DkgStart,
     /// A participant reports the finished key's public data to the coordinator.
     DkgComplete,
+    /// Netting: a coordinator announces a client-authorised round.
+    NettingRound,
+    /// Netting: one party's bundle header and this node's sealed shares.
+    NettingBundle,
+    /// Netting: the coordinator closes a round on the listed inputs.
+    NettingClose,
+    /// Netting: a node's signed shares of the public outputs.
+    NettingPublic,
+    /// Netting: a node's signed, sealed shares of one party's outputs.
+    NettingParty,
+    /// Netting: the coordinator asks a signer to sign a round's settlement batch.
+    SettleRequest,
 }
 
 /// One row of a DKG echo: what `sender`'s round-1 message hashed to, with the
@@ -124,6 +136,48 @@ pub enum Payload {
         /// ([`crate::attestation`]), relayed to clients by the coordinator.
         attestation: crate::attestation::KeyAttestation,
     },
+    /// A netting round, with the authorising client's signature over its digest.
+    NettingRound {
+        /// The round definition.
+        spec: crate::netting::RoundSpec,
+        /// The creating client's authorisation.
+        authorization: crate::netting::round::RoundAuthorization,
+    },
+    /// One party's bundle: the public header and the recipient node's sealed box.
+    NettingBundle {
+        /// The party-signed header.
+        header: crate::netting::BundleHeader,
+        /// This node's shares, sealed to it.
+        sealed: SealedBox,
+    },
+    /// Close a round on these inputs: per party, the bundle digest the coordinator
+    /// holds (`None`: no bundle).
+    NettingClose {
+        /// Round.
+        round: crate::netting::RoundId,
+        /// Per party, in round order.
+        inputs: Vec<Option<[u8; 32]>>,
+    },
+    /// A node's signed shares of the public outputs.
+    NettingPublic {
+        /// The outputs.
+        outputs: crate::netting::PublicOutputs,
+    },
+    /// A node's signed shares of one party's private outputs (sealed to the party).
+    NettingParty {
+        /// The outputs.
+        outputs: crate::netting::PartyOutputs,
+    },
+    /// Asks a signer to sign a round's settlement batch, which it rebuilds from the
+    /// nodes' public outputs; `message` must equal the batch's message.
+    SettleRequest {
+        /// Round.
+        round: crate::netting::RoundId,
+        /// Every node's public outputs the coordinator received.
+        views: Vec<crate::netting::PublicOutputs>,
+        /// The 32-byte settlement message ([`crate::netting::SettlementBatch::message`]).
+        message: Vec<u8>,
+    },
 }
 
 impl Payload {
@@ -140,6 +194,12 @@ impl Payload {
             Self::SignShare { .. } => Round::SignShare,
             Self::DkgStart { .. } => Round::DkgStart,
             Self::DkgComplete { .. } => Round::DkgComplete,
+            Self::NettingRound { .. } => Round::NettingRound,
+            Self::NettingBundle { .. } => Round::NettingBundle,
+            Self::NettingClose { .. } => Round::NettingClose,
+            Self::NettingPublic { .. } => Round::NettingPublic,
+            Self::NettingParty { .. } => Round::NettingParty,
+            Self::SettleRequest { .. } => Round::SettleRequest,
         }
     }
 }
