@@ -4,11 +4,10 @@
 //! Byte formats (all hashes SHA-256, integers big-endian, `‖` concatenation):
 //!
 //! ```text
-//! core    = H("quorate/netting/bundle-core/v1\0" ‖ round id (16) ‖ spec digest (32)
-//!             ‖ party index (u32) ‖ signed_at (u64) ‖ value count (u32)
-//!             ‖ commitments (32 each) ‖ box count (u32) ‖ box digests (32 each))
-//! digest  = H("quorate/netting/bundle/v1\0" ‖ core ‖ aggregate count (u32)
-//!             ‖ aggregate commitments (32 each))
+//! digest  = H("quorate/netting/bundle/v1\0" ‖ round id (16) ‖ spec digest (32)
+//!             ‖ party index (u32) ‖ signed_at (u64) ‖ commitment count (u32)
+//!             ‖ commitments (32 each, value-major: C_{e,0..t−1} for e = 0, 1, …)
+//!             ‖ box count (u32) ‖ box digests (32 each))
 //! box digest = H("quorate/netting/box/v1\0" ‖ node id (32) ‖ ephemeral (32) ‖ ciphertext)
 //! signature  = Ed25519(party sign_key, digest)
 //! ```
@@ -34,11 +33,9 @@ pub struct BundleHeader {
     pub party: u32,
     /// When the party signed (Unix seconds); must not be after the cut-off.
     pub signed_at: u64,
-    /// `C_e = x_e·G + b_e·H` per value (compressed Ristretto).
+    /// `C_{e,k} = a_{e,k}·G + b_{e,k}·H` per value `e` and coefficient `k < t`
+    /// (compressed Ristretto, index `e·t + k`; `a_{e,0}` is the value).
     pub commitments: Vec<[u8; 32]>,
-    /// `D_k`, k = 1..t−1: commitments to the coefficients of the random linear
-    /// combination of the sharing polynomials (see `share`).
-    pub aggregate: Vec<[u8; 32]>,
     /// One digest per committee member, in committee order, of its sealed box.
     pub box_digests: Vec<[u8; 32]>,
     /// Ed25519 signature by the party over [`BundleHeader::digest`].
@@ -75,10 +72,10 @@ pub(crate) fn box_aad(spec: &RoundSpec, party: u32, node: &NodeId) -> Vec<u8> {
 }
 
 impl BundleHeader {
-    /// The Fiat–Shamir input: everything fixed before the aggregate commitments.
-    pub fn core_digest(&self) -> [u8; 32] {
+    /// The digest the party signs; identifies the bundle everywhere.
+    pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"quorate/netting/bundle-core/v1\0");
+        h.update(b"quorate/netting/bundle/v1\0");
         h.update(self.round.0);
         h.update(self.spec_digest);
         h.update(self.party.to_be_bytes());
@@ -94,35 +91,24 @@ impl BundleHeader {
         h.finalize().into()
     }
 
-    /// The digest the party signs; identifies the bundle everywhere.
-    pub fn digest(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(b"quorate/netting/bundle/v1\0");
-        h.update(self.core_digest());
-        h.update((self.aggregate.len() as u32).to_be_bytes());
-        for d in &self.aggregate {
-            h.update(d);
-        }
-        h.finalize().into()
-    }
-
     /// Checks shape against the round (sizes, party, spec, cut-off) and the
     /// party's signature. Errors name the party.
     pub fn check(&self, spec: &RoundSpec) -> Result<(), ProtocolError> {
-        let party = spec
-            .parties
-            .get(self.party as usize)
-            .ok_or_else(|| ProtocolError::NettingInput(format!(
+        let party = spec.parties.get(self.party as usize).ok_or_else(|| {
+            ProtocolError::NettingInput(format!(
                 "bundle for party index {} of a {}-party round",
                 self.party,
                 spec.parties.len()
-            )))?;
+            ))
+        })?;
         let fault = |reason: String| ProtocolError::BadBundle {
             party: party.name.clone(),
             reason,
         };
         if self.round != spec.id || self.spec_digest != spec.digest() {
-            return Err(fault("bundle is for another round or round definition".into()));
+            return Err(fault(
+                "bundle is for another round or round definition".into(),
+            ));
         }
         if self.signed_at > spec.cutoff {
             return Err(ProtocolError::LateBundle {
@@ -131,18 +117,11 @@ impl BundleHeader {
                 cutoff: spec.cutoff,
             });
         }
-        if self.commitments.len() != spec.values_per_party() {
+        let want = spec.values_per_party() * usize::from(spec.threshold);
+        if self.commitments.len() != want {
             return Err(fault(format!(
-                "{} commitments, the round needs {}",
-                self.commitments.len(),
-                spec.values_per_party()
-            )));
-        }
-        if self.aggregate.len() != usize::from(spec.threshold) - 1 {
-            return Err(fault(format!(
-                "{} aggregate commitments, the round needs {}",
-                self.aggregate.len(),
-                spec.threshold - 1
+                "{} commitments, the round needs {want} (t per value)",
+                self.commitments.len()
             )));
         }
         if self.box_digests.len() != spec.committee.len() {

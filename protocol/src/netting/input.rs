@@ -39,7 +39,11 @@ pub struct Position {
 
 impl core::fmt::Debug for Position {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Position({} / {}, <secret>)", self.counterparty, self.instrument)
+        write!(
+            f,
+            "Position({} / {}, <secret>)",
+            self.counterparty, self.instrument
+        )
     }
 }
 
@@ -52,7 +56,11 @@ pub struct PartyInput {
 
 impl core::fmt::Debug for PartyInput {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "PartyInput({} positions, <secret>)", self.positions.len())
+        write!(
+            f,
+            "PartyInput({} positions, <secret>)",
+            self.positions.len()
+        )
     }
 }
 
@@ -122,7 +130,11 @@ impl PartyInput {
     ///
     /// # Security
     /// Returns the party's secret amounts in a zeroizing buffer.
-    pub fn to_values(&self, spec: &RoundSpec, party: usize) -> Result<Zeroizing<Vec<i64>>, ProtocolError> {
+    pub fn to_values(
+        &self,
+        spec: &RoundSpec,
+        party: usize,
+    ) -> Result<Zeroizing<Vec<i64>>, ProtocolError> {
         let bad = |m: String| Err(ProtocolError::NettingInput(m));
         let mut values = Zeroizing::new(vec![0i64; spec.values_per_party()]);
         let mut seen = BTreeSet::new();
@@ -134,7 +146,10 @@ impl PartyInput {
                 ));
             };
             if cp == party {
-                return bad(format!("a position against yourself ({:?})", pos.counterparty));
+                return bad(format!(
+                    "a position against yourself ({:?})",
+                    pos.counterparty
+                ));
             }
             let Some(inst) = spec.instrument_index(&pos.instrument) else {
                 return bad(format!(

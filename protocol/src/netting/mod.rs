@@ -38,3 +38,5 @@ pub use result::PartyResult;
 pub use round::{Bounds, Instrument, InstrumentKind, Party, RoundId, RoundSpec};
 pub use settlement::{SettlementBatch, Transfer};
 pub use verify::Accepted;
+#[cfg(test)]
+mod tests;

@@ -14,13 +14,13 @@
 //!                ‖ inputs digest ‖ node id ‖ party index (u32)
 //! ```
 //!
-//! Opening: with random weights `w_o`, the target `T = Σ_o w_o·Com(o)` is one
-//! multiscalar multiplication over the input commitments. For a `t`-subset `S` of
-//! the responses, Lagrange interpolation at 0 gives `(v_o, β_o)` and the subset is
-//! right iff `(Σ w_o v_o)·G + (Σ w_o β_o)·H == T`; every other response must lie on
-//! the polynomial `S` defines. Subsets are tried in order until one passes (at most
-//! [`super::round::MAX_SUBSETS`]), so up to `n − t` lying nodes are named and the
-//! values still open.
+//! Opening: an output `o = Σ λ_e x_e` has coefficient commitments
+//! `Com_k(o) = Σ λ_e C_{e,k}`. With random weights `w_o`, the verifier computes
+//! `T_k = Σ_o w_o·Com_k(o)` once (`t` multiscalar multiplications over the input
+//! commitments) and checks each node `j` on its own:
+//! `(Σ_o w_o s_{o,j})·G + (Σ_o w_o r_{o,j})·H == Σ_k j^k T_k`. A node whose shares
+//! fail is named; the values open by Lagrange interpolation from any `t` nodes that
+//! pass, so up to `n − t` lying or silent nodes cannot stop or alter an opening.
 
 use curve25519_dalek::{RistrettoPoint, Scalar};
 use rand_core::CryptoRngCore;
@@ -35,7 +35,12 @@ use super::{
     round::{RoundId, RoundSpec},
     verify::{Accepted, ShareVector},
 };
-use crate::{error::ProtocolError, identity::NodeIdentity, ids::NodeId, seal::{self, SealedBox}};
+use crate::{
+    error::ProtocolError,
+    identity::NodeIdentity,
+    ids::NodeId,
+    seal::{self, SealedBox},
+};
 
 /// A node's shares of the public outputs (the multilateral nets), signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,7 +154,9 @@ fn check_context(
         return Err(ProtocolError::UnknownSender(*node));
     }
     if round != &spec.id || spec_digest != &spec.digest() || their_inputs != inputs {
-        return Err(ProtocolError::WrongContext("netting outputs of other inputs"));
+        return Err(ProtocolError::WrongContext(
+            "netting outputs of other inputs",
+        ));
     }
     let sig = ed25519_dalek::Signature::from_slice(signature)
         .map_err(|_| ProtocolError::BadSignature { claimed: *node })?;
@@ -172,7 +179,12 @@ impl PublicOutputs {
 
     /// Checks the node's signature and that the message is for this round and inputs.
     pub fn check(&self, spec: &RoundSpec, inputs: &[u8; 32]) -> Result<(), ProtocolError> {
-        let ctx = (&self.round, &self.spec_digest, &self.inputs_digest, &self.node);
+        let ctx = (
+            &self.round,
+            &self.spec_digest,
+            &self.inputs_digest,
+            &self.node,
+        );
         check_context(spec, inputs, ctx, &self.digest(), &self.signature)
     }
 }
@@ -194,7 +206,12 @@ impl PartyOutputs {
 
     /// Checks the node's signature and that the message is for this round and inputs.
     pub fn check(&self, spec: &RoundSpec, inputs: &[u8; 32]) -> Result<(), ProtocolError> {
-        let ctx = (&self.round, &self.spec_digest, &self.inputs_digest, &self.node);
+        let ctx = (
+            &self.round,
+            &self.spec_digest,
+            &self.inputs_digest,
+            &self.node,
+        );
         check_context(spec, inputs, ctx, &self.digest(), &self.signature)
     }
 }
@@ -214,7 +231,8 @@ impl NodeOutputs {
         let participants: Vec<bool> = accepted.iter().map(Option::is_some).collect();
         let digests: Vec<Option<[u8; 32]>> = accepted.iter().map(|a| a.map(|a| a.digest)).collect();
         let inputs = inputs_digest(spec, &digests);
-        let shares: Vec<Option<&ShareVector>> = accepted.iter().map(|a| a.map(|a| &a.shares)).collect();
+        let shares: Vec<Option<&ShareVector>> =
+            accepted.iter().map(|a| a.map(|a| &a.shares)).collect();
         let node = identity.node_id();
         let spec_digest = spec.digest();
         let mut parties = Vec::new();
@@ -288,8 +306,10 @@ fn lagrange(xs: &[Scalar], at: &Scalar) -> Vec<Scalar> {
         .collect()
 }
 
-/// Reconstructs `defs` from node responses and checks them against the outputs'
-/// commitments (computed from the input commitments `commitments[party]`).
+/// Reconstructs `defs` from node responses, checking every node's shares against
+/// the outputs' commitments (computed from the input commitments
+/// `commitments[party]`, `t` per value): a node whose shares fail is named, and the
+/// values open from any `t` nodes whose shares pass.
 pub fn open_verified(
     spec: &RoundSpec,
     defs: &[OutputDef],
@@ -297,99 +317,93 @@ pub fn open_verified(
     responses: &[Response],
     rng: &mut impl CryptoRngCore,
 ) -> Result<Opening, ProtocolError> {
+    use curve25519_dalek::traits::VartimeMultiscalarMul;
     let t = usize::from(spec.threshold);
     let mut culprits: Vec<NodeId> = Vec::new();
-    let mut good: Vec<(&Response, &Vec<(Scalar, Scalar)>)> = Vec::new();
-    for r in responses {
-        match &r.shares {
-            Some(s) if s.len() == defs.len() && spec.committee.get(&r.node).map(|m| m.index) == Some(r.index) => {
-                good.push((r, s))
-            }
-            _ => culprits.push(r.node),
-        }
-    }
-    if good.len() < t {
-        return Err(ProtocolError::OpeningFailed {
-            reason: format!("{} usable shares, {t} needed", good.len()),
-            culprits,
-        });
-    }
     let weights: Vec<Scalar> = defs.iter().map(|_| Scalar::random(&mut *rng)).collect();
     let mut coeffs: Vec<Vec<Scalar>> = commitments
         .iter()
-        .map(|c| vec![Scalar::ZERO; c.map_or(0, <[RistrettoPoint]>::len)])
+        .map(|c| vec![Scalar::ZERO; c.map_or(0, |c| c.len() / t)])
         .collect();
     outputs::fold_commitment_weights(defs, &weights, &mut coeffs);
-    let target = {
-        use curve25519_dalek::traits::VartimeMultiscalarMul;
-        let (s, p): (Vec<Scalar>, Vec<RistrettoPoint>) = coeffs
-            .iter()
-            .zip(commitments)
-            .filter_map(|(c, pts)| pts.map(|pts| c.iter().copied().zip(pts.iter().copied())))
-            .flatten()
-            .unzip();
-        RistrettoPoint::vartime_multiscalar_mul(s, p)
-    };
-    let xs_all: Vec<Scalar> = good.iter().map(|(r, _)| Scalar::from(u64::from(r.index))).collect();
-    let mut tried: u64 = 0;
-    let mut subset: Vec<usize> = (0..t).collect();
-    loop {
-        tried += 1;
-        let xs: Vec<Scalar> = subset.iter().map(|&i| xs_all[i]).collect();
-        let l0 = lagrange(&xs, &Scalar::ZERO);
-        let mut values = Vec::with_capacity(defs.len());
-        let (mut wv, mut wb) = (Scalar::ZERO, Scalar::ZERO);
-        for (o, w) in weights.iter().enumerate() {
-            let (mut v, mut b) = (Scalar::ZERO, Scalar::ZERO);
-            for (k, &i) in subset.iter().enumerate() {
-                v += l0[k] * good[i].1[o].0;
-                b += l0[k] * good[i].1[o].1;
+    // T_k = Σ_o w_o·Com_k(o): the weighted output commitment, coefficient k.
+    let targets: Vec<RistrettoPoint> = (0..t)
+        .map(|k| {
+            let (s, p): (Vec<Scalar>, Vec<RistrettoPoint>) = coeffs
+                .iter()
+                .zip(commitments)
+                .filter_map(|(c, pts)| {
+                    pts.map(|pts| c.iter().enumerate().map(move |(e, m)| (*m, pts[e * t + k])))
+                })
+                .flatten()
+                .unzip();
+            RistrettoPoint::vartime_multiscalar_mul(s, p)
+        })
+        .collect();
+    let mut good: Vec<(Scalar, &Vec<(Scalar, Scalar)>)> = Vec::new();
+    for r in responses {
+        let shares = match &r.shares {
+            Some(s)
+                if s.len() == defs.len()
+                    && spec.committee.get(&r.node).map(|m| m.index) == Some(r.index) =>
+            {
+                s
             }
+            _ => {
+                culprits.push(r.node);
+                continue;
+            }
+        };
+        let x = Scalar::from(u64::from(r.index));
+        let (mut wv, mut wb) = (Scalar::ZERO, Scalar::ZERO);
+        for (w, (v, b)) in weights.iter().zip(shares) {
             wv += w * v;
             wb += w * b;
-            values.push(v);
         }
-        if pedersen::vartime_is_zero(&wv, &wb, [-Scalar::ONE], [target]) {
-            for (i, (r, s)) in good.iter().enumerate() {
-                if subset.contains(&i) {
-                    continue;
-                }
-                let li = lagrange(&xs, &xs_all[i]);
-                let on_poly = (0..defs.len()).all(|o| {
-                    let (mut v, mut b) = (Scalar::ZERO, Scalar::ZERO);
-                    for (k, &j) in subset.iter().enumerate() {
-                        v += li[k] * good[j].1[o].0;
-                        b += li[k] * good[j].1[o].1;
-                    }
-                    v == s[o].0 && b == s[o].1
-                });
-                if !on_poly {
-                    culprits.push(r.node);
-                }
-            }
-            let mut ints = Vec::with_capacity(values.len());
-            for (v, d) in values.iter().zip(defs) {
-                ints.push(amount::to_i64(v).ok_or_else(|| ProtocolError::NettingOverflow {
-                    asset: describe(spec, d),
-                })?);
-            }
-            culprits.sort();
-            culprits.dedup();
-            return Ok(Opening { values: ints, culprits });
+        let mut xp = Scalar::ONE;
+        let mut powers = Vec::with_capacity(t);
+        for _ in 0..t {
+            powers.push(-xp);
+            xp *= x;
         }
-        if tried >= super::round::MAX_SUBSETS || !next_subset(&mut subset, good.len()) {
-            return Err(ProtocolError::OpeningFailed {
-                reason: format!("no {t} of {} shares match the commitments", good.len()),
-                culprits,
-            });
+        if pedersen::vartime_is_zero(&wv, &wb, powers, targets.iter().copied()) {
+            if !good.iter().any(|(gx, _)| *gx == x) {
+                good.push((x, shares));
+            }
+        } else {
+            culprits.push(r.node);
         }
     }
+    culprits.sort();
+    culprits.dedup();
+    if good.len() < t {
+        return Err(ProtocolError::OpeningFailed {
+            reason: format!("{} nodes' shares verify, {t} needed", good.len()),
+            culprits,
+        });
+    }
+    let xs: Vec<Scalar> = good[..t].iter().map(|(x, _)| *x).collect();
+    let l0 = lagrange(&xs, &Scalar::ZERO);
+    let mut values = Vec::with_capacity(defs.len());
+    for (o, d) in defs.iter().enumerate() {
+        let mut v = Scalar::ZERO;
+        for (k, (_, s)) in good[..t].iter().enumerate() {
+            v += l0[k] * s[o].0;
+        }
+        values.push(
+            amount::to_i64(&v).ok_or_else(|| ProtocolError::NettingOverflow {
+                asset: describe(spec, d),
+            })?,
+        );
+    }
+    Ok(Opening { values, culprits })
 }
 
 fn describe(spec: &RoundSpec, d: &OutputDef) -> String {
     let assets = spec.assets();
     match &d.kind {
-        outputs::OutputKind::Bilateral { asset, .. } | outputs::OutputKind::Multilateral { asset } => {
+        outputs::OutputKind::Bilateral { asset, .. }
+        | outputs::OutputKind::Multilateral { asset } => {
             assets.get(*asset as usize).cloned().unwrap_or_default()
         }
         outputs::OutputKind::ReconcileQuantity { instrument, .. }
@@ -399,21 +413,6 @@ fn describe(spec: &RoundSpec, d: &OutputDef) -> String {
             .map(|i| i.asset.clone())
             .unwrap_or_default(),
     }
-}
-
-/// Advances a sorted k-subset of 0..n in lexicographic order; false after the last.
-fn next_subset(s: &mut [usize], n: usize) -> bool {
-    let k = s.len();
-    for i in (0..k).rev() {
-        if s[i] < n - k + i {
-            s[i] += 1;
-            for j in i + 1..k {
-                s[j] = s[j - 1] + 1;
-            }
-            return true;
-        }
-    }
-    false
 }
 
 /// Reads the public share records of each node's outputs into responses.

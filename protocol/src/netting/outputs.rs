@@ -86,7 +86,8 @@ pub fn party_outputs(spec: &RoundSpec, participants: &[bool], p: usize) -> Vec<O
         .filter(|&q| q != p && participants.get(q).copied().unwrap_or(false))
         .collect();
     let owner = p as u32;
-    let idx = |cp: usize, i: usize, field: usize| spec.value_index(p, cp, i, field).unwrap_or(0) as u32;
+    let idx =
+        |cp: usize, i: usize, field: usize| spec.value_index(p, cp, i, field).unwrap_or(0) as u32;
     let mut out = Vec::new();
     let mut multi: Vec<Vec<Term>> = vec![Vec::new(); assets.len()];
     for &q in &cps {
@@ -96,35 +97,64 @@ pub fn party_outputs(spec: &RoundSpec, participants: &[bool], p: usize) -> Vec<O
                 if asset_of[i] as usize != a {
                     continue;
                 }
-                terms.push(Term { party: owner, index: idx(q, i, 0), coefficient: inst.unit() });
-                terms.push(Term { party: owner, index: idx(q, i, 1), coefficient: 1 });
+                terms.push(Term {
+                    party: owner,
+                    index: idx(q, i, 0),
+                    coefficient: inst.unit(),
+                });
+                terms.push(Term {
+                    party: owner,
+                    index: idx(q, i, 1),
+                    coefficient: 1,
+                });
             }
             terms_multi.extend_from_slice(&terms);
             out.push(OutputDef {
                 owner,
-                kind: OutputKind::Bilateral { counterparty: q as u32, asset: a as u32 },
+                kind: OutputKind::Bilateral {
+                    counterparty: q as u32,
+                    asset: a as u32,
+                },
                 terms,
             });
         }
     }
     for (a, terms) in multi.into_iter().enumerate() {
-        out.push(OutputDef { owner, kind: OutputKind::Multilateral { asset: a as u32 }, terms });
+        out.push(OutputDef {
+            owner,
+            kind: OutputKind::Multilateral { asset: a as u32 },
+            terms,
+        });
     }
     for &q in &cps {
         for i in 0..spec.instruments.len() {
             for field in 0..2 {
                 let other = spec.value_index(q, p, i, field).unwrap_or(0) as u32;
                 let kind = if field == 0 {
-                    OutputKind::ReconcileQuantity { counterparty: q as u32, instrument: i as u32 }
+                    OutputKind::ReconcileQuantity {
+                        counterparty: q as u32,
+                        instrument: i as u32,
+                    }
                 } else {
-                    OutputKind::ReconcileCash { counterparty: q as u32, instrument: i as u32 }
+                    OutputKind::ReconcileCash {
+                        counterparty: q as u32,
+                        instrument: i as u32,
+                    }
                 };
                 out.push(OutputDef {
                     owner,
                     kind,
                     terms: vec![
-                        Term { party: owner, index: idx(q, i, field), coefficient: 1 },
-                        Term { party: q as u32, index: other, coefficient: 1 },
+                        Term {
+                            party: owner,
+                            index: idx(q, i, field),
+                            coefficient: 1,
+                        },
+                        Term {
+                            party: q as u32,
+                            index: other,
+                            coefficient: 1,
+                        },
                     ],
                 });
             }

@@ -57,12 +57,16 @@ pub fn vartime_is_zero(
     scalars: impl IntoIterator<Item = Scalar>,
     points: impl IntoIterator<Item = RistrettoPoint>,
 ) -> bool {
-    let sum = RistrettoPoint::vartime_multiscalar_mul(
-        scalars.into_iter().chain([*g, *h_coeff]),
-        points
-            .into_iter()
-            .chain([curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT, h()]),
-    );
+    // Collected: dalek's multiscalar multiplication checks exact iterator lengths.
+    let s: Vec<Scalar> = scalars.into_iter().chain([*g, *h_coeff]).collect();
+    let p: Vec<RistrettoPoint> = points
+        .into_iter()
+        .chain([curve25519_dalek::constants::RISTRETTO_BASEPOINT_POINT, h()])
+        .collect();
+    if s.len() != p.len() {
+        return false;
+    }
+    let sum = RistrettoPoint::vartime_multiscalar_mul(s, p);
     sum == RistrettoPoint::identity()
 }
 
@@ -83,12 +87,7 @@ mod tests {
         let (ra, rb) = (Scalar::from(3u64), Scalar::from(5u64));
         let sum = commit(&a, &ra) + commit(&b, &rb);
         assert_eq!(sum, commit(&(a + b), &(ra + rb)));
-        assert!(vartime_is_zero(
-            &(a + b),
-            &(ra + rb),
-            [-Scalar::ONE],
-            [sum]
-        ));
+        assert!(vartime_is_zero(&(a + b), &(ra + rb), [-Scalar::ONE], [sum]));
         assert!(!vartime_is_zero(&(a + b), &ra, [-Scalar::ONE], [sum]));
     }
 

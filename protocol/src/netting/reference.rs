@@ -20,17 +20,20 @@ pub struct PlainResult {
 
 /// Nets every participating party (`inputs[p]` is `None` for a party that did not
 /// submit; positions against it are left out).
-pub fn compute(spec: &RoundSpec, inputs: &[Option<PartyInput>]) -> Result<Vec<Option<PlainResult>>, ProtocolError> {
+pub fn compute(
+    spec: &RoundSpec,
+    inputs: &[Option<PartyInput>],
+) -> Result<Vec<Option<PlainResult>>, ProtocolError> {
     let mut book: BTreeMap<(usize, usize, usize), (i128, i128)> = BTreeMap::new();
     for (p, input) in inputs.iter().enumerate() {
         let Some(input) = input else { continue };
         for pos in &input.positions {
-            let q = spec
-                .party_index(&pos.counterparty)
-                .ok_or_else(|| ProtocolError::NettingInput(format!("unknown party {}", pos.counterparty)))?;
-            let i = spec
-                .instrument_index(&pos.instrument)
-                .ok_or_else(|| ProtocolError::NettingInput(format!("unknown instrument {}", pos.instrument)))?;
+            let q = spec.party_index(&pos.counterparty).ok_or_else(|| {
+                ProtocolError::NettingInput(format!("unknown party {}", pos.counterparty))
+            })?;
+            let i = spec.instrument_index(&pos.instrument).ok_or_else(|| {
+                ProtocolError::NettingInput(format!("unknown instrument {}", pos.instrument))
+            })?;
             book.insert((p, q, i), (i128::from(pos.quantity), i128::from(pos.cash)));
         }
     }
@@ -53,11 +56,14 @@ pub fn compute(spec: &RoundSpec, inputs: &[Option<PartyInput>]) -> Result<Vec<Op
             for (i, inst) in spec.instruments.iter().enumerate() {
                 let (qty, cash) = book.get(&(p, q, i)).copied().unwrap_or((0, 0));
                 let flow = inst.unit() * qty + cash;
-                *r.bilateral.entry((qn.clone(), inst.asset.clone())).or_default() += flow;
+                *r.bilateral
+                    .entry((qn.clone(), inst.asset.clone()))
+                    .or_default() += flow;
                 *r.multilateral.entry(inst.asset.clone()).or_default() += flow;
                 let (oq, oc) = book.get(&(q, p, i)).copied().unwrap_or((0, 0));
                 if qty + oq != 0 || cash + oc != 0 {
-                    r.mismatches.insert((qn.clone(), inst.name.clone()), (qty + oq, cash + oc));
+                    r.mismatches
+                        .insert((qn.clone(), inst.name.clone()), (qty + oq, cash + oc));
                 }
             }
         }

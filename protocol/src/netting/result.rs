@@ -50,23 +50,36 @@ pub struct PartyResult {
     pub culprits: Vec<NodeId>,
 }
 
+/// The public data of a closed round a party verifies its result against.
+#[derive(Debug, Clone, Copy)]
+pub struct Published<'a> {
+    /// Which parties' bundles the round was computed on.
+    pub participants: &'a [bool],
+    /// Digest of those bundles (`open::inputs_digest`).
+    pub inputs_digest: [u8; 32],
+    /// Per party, the decompressed commitments of its (signature-checked) header.
+    pub commitments: &'a [Option<&'a [RistrettoPoint]>],
+}
+
 /// Opens and verifies party `party`'s result from the nodes' messages for it.
-/// `commitments[p]` are the input commitments of every participating party (from
-/// their signed headers). Messages whose signature or context fails are counted
+/// Messages whose signature or context fails are counted
 /// against their node.
 ///
 /// # Security
 /// `secret` is the party's X25519 key.
 pub fn open_result(
     spec: &RoundSpec,
-    participants: &[bool],
+    published: &Published<'_>,
     party: usize,
     secret: &x25519_dalek::StaticSecret,
-    commitments: &[Option<&[RistrettoPoint]>],
-    inputs: &[u8; 32],
     node_outputs: &[PartyOutputs],
     rng: &mut impl CryptoRngCore,
 ) -> Result<PartyResult, ProtocolError> {
+    let (participants, inputs, commitments) = (
+        published.participants,
+        &published.inputs_digest,
+        published.commitments,
+    );
     let defs = outputs::party_outputs(spec, participants, party);
     let mut forged = Vec::new();
     let valid: Vec<PartyOutputs> = node_outputs
@@ -97,16 +110,27 @@ pub fn open_result(
     let mut pending: Option<(u32, u32, i64)> = None;
     for (d, v) in defs.iter().zip(opening.values) {
         match d.kind {
-            OutputKind::Bilateral { counterparty, asset } => r.bilateral.push(BilateralNet {
+            OutputKind::Bilateral {
+                counterparty,
+                asset,
+            } => r.bilateral.push(BilateralNet {
                 counterparty: name(counterparty),
                 asset: assets[asset as usize].clone(),
                 net: v,
             }),
-            OutputKind::Multilateral { asset } => r.multilateral.push((assets[asset as usize].clone(), v)),
-            OutputKind::ReconcileQuantity { counterparty, instrument } => {
+            OutputKind::Multilateral { asset } => {
+                r.multilateral.push((assets[asset as usize].clone(), v))
+            }
+            OutputKind::ReconcileQuantity {
+                counterparty,
+                instrument,
+            } => {
                 pending = Some((counterparty, instrument, v));
             }
-            OutputKind::ReconcileCash { counterparty, instrument } => {
+            OutputKind::ReconcileCash {
+                counterparty,
+                instrument,
+            } => {
                 let q = pending.take().map_or(0, |(_, _, q)| q);
                 if q != 0 || v != 0 {
                     r.mismatches.push(Mismatch {

@@ -25,8 +25,6 @@ pub const MAX_INSTRUMENTS: usize = 256;
 pub const MAX_VALUES_PER_PARTY: usize = 1 << 16;
 /// Longest party, instrument or asset name.
 pub const MAX_NAME: usize = 64;
-/// Most `t`-subsets an opening may try when it has to find a liar.
-pub const MAX_SUBSETS: u64 = 20_000;
 
 /// A round id: 16 random bytes chosen by the round's creator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -208,11 +206,8 @@ impl RoundSpec {
         let t = usize::from(self.threshold);
         let n = self.committee.len();
         if t < 2 || t > n {
-            return bad(format!("threshold {t} must be 2..={n} (the committee size)"));
-        }
-        if subsets(n as u64, t as u64) > MAX_SUBSETS {
             return bad(format!(
-                "a {t}-of-{n} committee has more than {MAX_SUBSETS} {t}-subsets to search for a liar"
+                "threshold {t} must be 2..={n} (the committee size)"
             ));
         }
         let b = self.bounds;
@@ -268,7 +263,13 @@ impl RoundSpec {
 
     /// Position of (counterparty, instrument, field) in party `p`'s value vector;
     /// `field` is 0 for quantity, 1 for cash. `None` when `cp == p`.
-    pub fn value_index(&self, p: usize, cp: usize, instrument: usize, field: usize) -> Option<usize> {
+    pub fn value_index(
+        &self,
+        p: usize,
+        cp: usize,
+        instrument: usize,
+        field: usize,
+    ) -> Option<usize> {
         if cp == p || cp >= self.parties.len() {
             return None;
         }
@@ -326,7 +327,8 @@ impl RoundSpec {
         let bad = || ProtocolError::InvalidRequest("round authorisation does not verify".into());
         let key = ed25519_dalek::VerifyingKey::from_bytes(&auth.client).map_err(|_| bad())?;
         let sig = ed25519_dalek::Signature::from_slice(&auth.signature).map_err(|_| bad())?;
-        key.verify_strict(&auth_message(self), &sig).map_err(|_| bad())
+        key.verify_strict(&auth_message(self), &sig)
+            .map_err(|_| bad())
     }
 
     /// The session id every netting envelope of this round carries.
@@ -336,19 +338,6 @@ impl RoundSpec {
         h.update(self.id.0);
         crate::ids::SessionId(h.finalize().into())
     }
-}
-
-/// `n choose k`, saturating.
-pub(crate) fn subsets(n: u64, k: u64) -> u64 {
-    let k = k.min(n.saturating_sub(k));
-    let mut r: u128 = 1;
-    for i in 0..k {
-        r = r * u128::from(n - i) / u128::from(i + 1);
-        if r > u128::from(u64::MAX) {
-            return u64::MAX;
-        }
-    }
-    r as u64
 }
 
 /// What a party signs to fetch its result from a coordinator:

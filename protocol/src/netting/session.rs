@@ -89,7 +89,10 @@ impl NodeRound {
 
     /// Bundle digests held, per party.
     pub fn held(&self) -> Vec<Option<[u8; 32]>> {
-        self.accepted.iter().map(|a| a.as_ref().map(|a| a.digest)).collect()
+        self.accepted
+            .iter()
+            .map(|a| a.as_ref().map(|a| a.digest))
+            .collect()
     }
 
     /// Closes the round on the inputs the coordinator lists (`expected[p]`: the
@@ -104,7 +107,9 @@ impl NodeRound {
     ) -> Result<NodeOutputs, ProtocolError> {
         let held = self.held();
         if expected.len() != held.len() {
-            return Err(ProtocolError::NettingInput("close lists another number of parties".into()));
+            return Err(ProtocolError::NettingInput(
+                "close lists another number of parties".into(),
+            ));
         }
         if let Some(p) = (0..held.len()).find(|&p| held[p] != expected[p]) {
             return Err(ProtocolError::NettingInput(format!(
@@ -114,7 +119,10 @@ impl NodeRound {
         }
         let refs: Vec<Option<&Accepted>> = self.accepted.iter().map(Option::as_ref).collect();
         let out = NodeOutputs::produce(&self.spec, identity, &refs, rng)?;
-        self.closed = Some((refs.iter().map(Option::is_some).collect(), out.public.inputs_digest));
+        self.closed = Some((
+            refs.iter().map(Option::is_some).collect(),
+            out.public.inputs_digest,
+        ));
         Ok(out)
     }
 

@@ -56,7 +56,9 @@ impl SettlementBatch {
     ) -> Result<Self, ProtocolError> {
         let defs = outputs::public_outputs(spec, participants);
         if defs.len() != nets.len() {
-            return Err(ProtocolError::InvalidState("nets do not match the public outputs"));
+            return Err(ProtocolError::InvalidState(
+                "nets do not match the public outputs",
+            ));
         }
         let assets = spec.assets();
         let mut sums = vec![0i128; assets.len()];

@@ -3,13 +3,12 @@
 //!
 //! For every value `x_e` the party draws `f_e(z) = x_e + a_{e,1} z + … + a_{e,t−1}
 //! z^{t−1}` and a blinding polynomial `g_e(z) = b_{e,0} + … + b_{e,t−1} z^{t−1}`;
-//! node `j` (its roster index) receives `(f_e(j), g_e(j))`. Only the constant terms
-//! are committed one by one (`C_e = x_e·G + b_{e,0}·H`). Consistency of all the
-//! other coefficients is proven in one go: the Fiat–Shamir weights `ρ_e` (from the
-//! core digest, which fixes every commitment and every sealed box) combine the
-//! polynomials into `F = Σ ρ_e f_e`, `R = Σ ρ_e g_e`, and the party commits to their
-//! higher coefficients `D_k = F_k·G + R_k·H`. A node then checks its shares against
-//! `Σ ρ_e C_e + Σ_k j^k D_k` with one multiscalar multiplication (see `verify`).
+//! node `j` (its roster index) receives `(f_e(j), g_e(j))`. Every coefficient pair is
+//! committed (`C_{e,k} = a_{e,k}·G + b_{e,k}·H`, with `a_{e,0} = x_e`), so each
+//! node's share of each value — and of every linear combination of values — can be
+//! checked on its own: `f(j)·G + g(j)·H == Σ_k j^k C_k`. Commitments are computed
+//! with constant-time fixed-base tables for `G` and `H`; nodes check all their
+//! shares of a bundle with one multiscalar multiplication (see `verify`).
 //!
 //! Share box plaintext: for each value in order, `f_e(j)` ‖ `g_e(j)`, 32-byte
 //! canonical little-endian scalars (64 bytes per value).
@@ -17,7 +16,6 @@
 use curve25519_dalek::Scalar;
 use ed25519_dalek::{Signer as _, SigningKey};
 use rand_core::CryptoRngCore;
-use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;
 
 use super::{
@@ -28,19 +26,6 @@ use super::{
     round::RoundSpec,
 };
 use crate::{error::ProtocolError, seal};
-
-/// The Fiat–Shamir weights `ρ_e` for a bundle's core digest.
-pub(crate) fn weights(core: &[u8; 32], count: usize) -> Vec<Scalar> {
-    (0..count as u64)
-        .map(|e| {
-            let mut h = Sha512::new();
-            h.update(b"quorate/netting/rho/v1\0");
-            h.update(core);
-            h.update(e.to_be_bytes());
-            Scalar::from_bytes_mod_order_wide(&h.finalize().into())
-        })
-        .collect()
-}
 
 /// Builds, seals and signs party `party`'s bundle for `input`.
 ///
@@ -87,12 +72,10 @@ pub fn deal(
             blinds.push(Scalar::random(&mut *rng));
         }
     }
-    let commitments: Vec<[u8; 32]> = (0..count)
-        .map(|e| {
-            pedersen::commit(&coeffs[e * t], &blinds[e * t])
-                .compress()
-                .to_bytes()
-        })
+    let commitments: Vec<[u8; 32]> = coeffs
+        .iter()
+        .zip(blinds.iter())
+        .map(|(a, b)| pedersen::commit(a, b).compress().to_bytes())
         .collect();
 
     let members = spec.committee.members();
@@ -116,7 +99,6 @@ pub fn deal(
         party: party as u32,
         signed_at,
         commitments,
-        aggregate: Vec::new(),
         box_digests: members
             .iter()
             .zip(&boxes)
@@ -124,18 +106,6 @@ pub fn deal(
             .collect(),
         signature: Vec::new(),
     };
-    let rho = weights(&header.core_digest(), count);
-    for k in 1..t {
-        let mut fk = Scalar::ZERO;
-        let mut rk = Scalar::ZERO;
-        for (e, r) in rho.iter().enumerate() {
-            fk += r * coeffs[e * t + k];
-            rk += r * blinds[e * t + k];
-        }
-        header
-            .aggregate
-            .push(pedersen::commit(&fk, &rk).compress().to_bytes());
-    }
     header.signature = sign_key.sign(&header.digest()).to_bytes().to_vec();
     Ok(InputBundle { header, boxes })
 }

@@ -1,18 +1,17 @@
 //! Node side: open this node's share box and check every share against the party's
 //! commitments with one random-linear-combination check.
 //!
-//! Node `j` holds `(s_e, r_e) = (f_e(j), g_e(j))`. With the bundle's weights `ρ_e`
-//! it checks
+//! Node `j` holds `(s_e, r_e) = (f_e(j), g_e(j))`. With weights `ρ_e` derived by
+//! hashing the bundle digest (which fixes every commitment and sealed box) and the
+//! node's id, it checks
 //!
 //! ```text
-//! (Σ ρ_e s_e)·G + (Σ ρ_e r_e)·H  ==  Σ ρ_e C_e + Σ_{k=1}^{t−1} j^k D_k
+//! (Σ_e ρ_e s_e)·G + (Σ_e ρ_e r_e)·H  ==  Σ_e Σ_k ρ_e j^k C_{e,k}
 //! ```
 //!
-//! as one multiscalar multiplication over the `E + t − 1` commitments. Because `ρ`
-//! is derived after every commitment and sealed box is fixed, a bundle in which any
-//! honest node's share of any value is off its committed polynomial passes with
-//! probability at most 1/ℓ; when all honest nodes (at least `t`) accept, every
-//! value has one well-defined sharing consistent with its commitment `C_e`.
+//! as one multiscalar multiplication over the bundle's `E·t` commitments instead of
+//! `E` separate checks. If any share is off its committed polynomial the check
+//! passes with probability at most 1/ℓ (the party fixed everything before `ρ`).
 
 use curve25519_dalek::{RistrettoPoint, Scalar};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -21,9 +20,23 @@ use super::{
     bundle::{box_aad, box_digest, BundleHeader},
     pedersen,
     round::RoundSpec,
-    share::weights,
 };
 use crate::{error::ProtocolError, identity::NodeIdentity, seal::SealedBox};
+
+/// Weights `ρ_e` for node `node`'s check of the bundle with `digest`.
+fn weights(digest: &[u8; 32], node: &crate::ids::NodeId, count: usize) -> Vec<Scalar> {
+    use sha2::{Digest, Sha512};
+    (0..count as u64)
+        .map(|e| {
+            let mut h = Sha512::new();
+            h.update(b"quorate/netting/share-check/v1\0");
+            h.update(digest);
+            h.update(node.as_bytes());
+            h.update(e.to_be_bytes());
+            Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+        })
+        .collect()
+}
 
 /// One node's verified shares of one party's values.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -47,14 +60,17 @@ pub struct Accepted {
     pub party: u32,
     /// [`BundleHeader::digest`].
     pub digest: [u8; 32],
-    /// Decompressed value commitments `C_e`.
+    /// Decompressed commitments `C_{e,k}` (index `e·t + k`).
     pub commitments: Vec<RistrettoPoint>,
     /// This node's shares.
     pub shares: ShareVector,
 }
 
 /// Decompresses a header's value commitments, naming the party on a bad point.
-pub fn commitments(spec: &RoundSpec, header: &BundleHeader) -> Result<Vec<RistrettoPoint>, ProtocolError> {
+pub fn commitments(
+    spec: &RoundSpec,
+    header: &BundleHeader,
+) -> Result<Vec<RistrettoPoint>, ProtocolError> {
     header
         .commitments
         .iter()
@@ -96,14 +112,19 @@ pub fn accept(
         .enumerate()
         .find(|(_, m)| m.node == me)
         .ok_or_else(|| {
-            ProtocolError::NettingInput(format!("this node is not in round {}'s committee", spec.id))
+            ProtocolError::NettingInput(format!(
+                "this node is not in round {}'s committee",
+                spec.id
+            ))
         })?;
     let fault = |reason: String| ProtocolError::BadBundle {
         party: party_name(spec, header.party),
         reason,
     };
     if header.box_digests[position] != box_digest(&me, sealed) {
-        return Err(fault("this node's share box does not match the signed digest".into()));
+        return Err(fault(
+            "this node's share box does not match the signed digest".into(),
+        ));
     }
     let plain = identity
         .open_sealed(&box_aad(spec, header.party, &me), sealed)
@@ -137,31 +158,27 @@ pub fn accept(
         shares.blinds.push(r);
     }
     let points = commitments(spec, header)?;
-    let aggregate: Vec<RistrettoPoint> = header
-        .aggregate
-        .iter()
-        .map(|d| pedersen::decompress(d))
-        .collect::<Option<_>>()
-        .ok_or_else(|| fault("an aggregate commitment is not a valid point".into()))?;
-    let rho = weights(&header.core_digest(), count);
+    let t = usize::from(spec.threshold);
+    let rho = weights(&header.digest(), &me, count);
     let mut sv = Scalar::ZERO;
     let mut sr = Scalar::ZERO;
-    for e in 0..count {
-        sv += rho[e] * shares.values[e];
-        sr += rho[e] * shares.blinds[e];
+    for ((r, v), b) in rho.iter().zip(&shares.values).zip(&shares.blinds) {
+        sv += r * v;
+        sr += r * b;
     }
     let x = Scalar::from(u64::from(member.index));
-    let mut powers = Vec::with_capacity(aggregate.len());
-    let mut xp = x;
-    for _ in 0..aggregate.len() {
-        powers.push(-xp);
+    let mut powers = Vec::with_capacity(t);
+    let mut xp = Scalar::ONE;
+    for _ in 0..t {
+        powers.push(xp);
         xp *= x;
     }
     let ok = pedersen::vartime_is_zero(
         &sv,
         &sr,
-        rho.iter().map(|r| -r).chain(powers),
-        points.iter().copied().chain(aggregate),
+        rho.iter()
+            .flat_map(|r| powers.iter().map(move |p| -(r * p))),
+        points.iter().copied(),
     );
     if !ok {
         return Err(fault(
