@@ -22,8 +22,15 @@ use rand_core::OsRng;
 
 use crate::{
     error::CoordinatorError,
+    netting::{BundleOutcome, CloseOutcome, NodeAck, RoundOpen, SettleOutcome, SettleRequest},
     types::{Attempt, KeyRecord, KeySpec, MessageSignature, Participants, SignResult},
 };
+
+mod netting;
+
+fn no_netting() -> CoordinatorError {
+    CoordinatorError::Transport("this backend does not run netting rounds".into())
+}
 
 /// Runs key generation and signing for the API.
 pub trait Backend: Send + Sync + 'static {
@@ -44,6 +51,46 @@ pub trait Backend: Send + Sync + 'static {
     /// its committee); exported as `quorate_coordinator_relays_dropped_total`.
     fn relays_dropped(&self) -> u64 {
         0
+    }
+
+    /// Announces a netting round to its committee; every member's answer, in
+    /// committee order.
+    fn netting_open(
+        &self,
+        open: RoundOpen,
+    ) -> impl Future<Output = Result<Vec<NodeAck>, CoordinatorError>> + Send {
+        let _ = open;
+        async { Err(no_netting()) }
+    }
+
+    /// Forwards one party's bundle (node at committee position `i` gets
+    /// `bundle.boxes[i]`); every member's answer.
+    fn netting_bundle(
+        &self,
+        round: quorate_protocol::netting::RoundId,
+        bundle: quorate_protocol::netting::InputBundle,
+    ) -> impl Future<Output = Result<BundleOutcome, CoordinatorError>> + Send {
+        let _ = (round, bundle);
+        async { Err(no_netting()) }
+    }
+
+    /// Closes a round on the bundles every member accepted and returns every
+    /// member's verified outputs.
+    fn netting_close(
+        &self,
+        round: quorate_protocol::netting::RoundId,
+    ) -> impl Future<Output = Result<CloseOutcome, CoordinatorError>> + Send {
+        let _ = round;
+        async { Err(no_netting()) }
+    }
+
+    /// Threshold-signs a closed round's settlement batch.
+    fn netting_settle(
+        &self,
+        request: SettleRequest,
+    ) -> impl Future<Output = Result<SettleOutcome, CoordinatorError>> + Send {
+        let _ = request;
+        async { Err(no_netting()) }
     }
 }
 
@@ -70,6 +117,7 @@ pub struct LocalBackend {
     coordinator: Arc<NodeIdentity>,
     nodes: Vec<Arc<NodeIdentity>>,
     keys: Mutex<HashMap<KeyId, Shares>>,
+    rounds: netting::LocalRounds,
 }
 
 impl core::fmt::Debug for LocalBackend {
@@ -94,6 +142,7 @@ impl LocalBackend {
             coordinator,
             nodes,
             keys: Mutex::new(HashMap::new()),
+            rounds: netting::LocalRounds::default(),
         }
     }
 
@@ -287,5 +336,31 @@ impl Backend for LocalBackend {
         .await
         .map_err(|e| CoordinatorError::Transport(format!("signing task failed: {e}")))??;
         Ok(result)
+    }
+
+    async fn netting_open(&self, open: RoundOpen) -> Result<Vec<NodeAck>, CoordinatorError> {
+        self.local_open(open)
+    }
+
+    async fn netting_bundle(
+        &self,
+        round: quorate_protocol::netting::RoundId,
+        bundle: quorate_protocol::netting::InputBundle,
+    ) -> Result<BundleOutcome, CoordinatorError> {
+        self.local_bundle(round, bundle).await
+    }
+
+    async fn netting_close(
+        &self,
+        round: quorate_protocol::netting::RoundId,
+    ) -> Result<CloseOutcome, CoordinatorError> {
+        self.local_close(round).await
+    }
+
+    async fn netting_settle(
+        &self,
+        request: SettleRequest,
+    ) -> Result<SettleOutcome, CoordinatorError> {
+        self.local_settle(request).await
     }
 }

@@ -1,6 +1,6 @@
 //! Typed async client for the coordinator's HTTP API: request building and client
 //! signing, key management, key attestation checks against a pinned roster, signature
-//! jobs and local signature verification.
+//! jobs, local signature verification, and netting rounds ([`netting`]).
 //!
 //! ```no_run
 //! # async fn demo(client_key: ed25519_dalek::SigningKey) -> Result<(), Box<dyn std::error::Error>> {
@@ -38,6 +38,10 @@ use quorate_protocol::{
 use rand_core::{OsRng, RngCore};
 use reqwest::{header, Response, StatusCode};
 use serde::de::DeserializeOwned;
+
+pub mod netting;
+
+pub use netting::{committee_of, verify_result, verify_settlement, RoundBuilder};
 
 use crate::{
     api::{

@@ -64,6 +64,20 @@ pub enum CoordinatorError {
         /// The time it was checked.
         now_ms: u64,
     },
+    /// A netting round definition cannot be used (fails validation, or its
+    /// committee is not the settlement key's members); the message says why.
+    #[error("invalid netting round: {0}")]
+    InvalidRound(String),
+    /// No live netting round with this id.
+    #[error("unknown netting round {0}")]
+    UnknownRound(String),
+    /// The operation does not fit the round's state (closed, another definition
+    /// under the same id, another bundle for the party).
+    #[error("netting round conflict: {0}")]
+    RoundConflict(String),
+    /// A bound on concurrent work is reached; retry later.
+    #[error("busy: {0}")]
+    Busy(String),
     /// Configuration is invalid; the message names the field.
     #[error("configuration: {0}")]
     Config(String),

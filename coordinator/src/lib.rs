@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod netting;
 pub mod run;
 pub mod service;
 pub mod settings;

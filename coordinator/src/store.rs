@@ -1,4 +1,4 @@
-//! Embedded (redb) store for key records, jobs and idempotency keys.
+//! Embedded (redb) store for key records, jobs, idempotency keys and netting rounds.
 //!
 //! Holds public data only: key records (group public keys), job states and results,
 //! and idempotency keys. No key material is ever stored here.
@@ -28,6 +28,8 @@ use crate::{
     settings::Limits,
     types::KeyRecord,
 };
+
+mod netting;
 
 const KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("coordinator_keys");
 const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("coordinator_jobs");
@@ -233,6 +235,13 @@ impl Store {
                 per_client.insert(client, n + 1).map_err(|e| self.err(e))?;
             }
             while prune_jobs(&mut job_exp, &mut jobs, now, &self.path)? == PRUNE_BATCH {}
+        }
+        let rounds = netting::recover_rounds(&txn, now, &self.path)?;
+        if rounds > 0 {
+            tracing::warn!(
+                rounds,
+                "netting rounds left live by the previous process marked failed"
+            );
         }
         txn.commit().map_err(|e| self.err(e))?;
         Ok(failed)

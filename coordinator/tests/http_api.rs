@@ -514,6 +514,12 @@ async fn openapi_document_describes_every_route_and_problem() {
         ("/v1/keys/{id}", &["get"][..]),
         ("/v1/keys/{id}/signatures", &["post"][..]),
         ("/v1/jobs/{id}", &["get"][..]),
+        ("/v1/netting/rounds", &["post"][..]),
+        ("/v1/netting/rounds/{id}", &["get"][..]),
+        ("/v1/netting/rounds/{id}/bundles", &["post"][..]),
+        ("/v1/netting/rounds/{id}/close", &["post"][..]),
+        ("/v1/netting/rounds/{id}/results/{party}", &["get"][..]),
+        ("/v1/netting/rounds/{id}/settlement", &["get"][..]),
         ("/health", &["get"][..]),
         ("/metrics", &["get"][..]),
         ("/openapi.json", &["get"][..]),
@@ -531,7 +537,7 @@ async fn openapi_document_describes_every_route_and_problem() {
             assert!(op["responses"].is_object(), "{m} {path} has responses");
         }
     }
-    assert_eq!(paths.len(), 7, "no undocumented extra paths");
+    assert_eq!(paths.len(), 13, "no undocumented extra paths");
     let schemas = doc["components"]["schemas"].as_object().expect("schemas");
     for s in [
         "Problem",
@@ -543,6 +549,15 @@ async fn openapi_document_describes_every_route_and_problem() {
         "Health",
         "SigningRequest",
         "SignedRequest",
+        "RoundSpec",
+        "CreateRoundBody",
+        "Round",
+        "BundleBody",
+        "BundleAnswer",
+        "CloseBody",
+        "RoundResult",
+        "SettlementBatch",
+        "Settlement",
     ] {
         assert!(schemas.contains_key(s), "schema {s}");
     }

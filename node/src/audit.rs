@@ -279,6 +279,39 @@ pub enum AuditKind {
         /// Bytes removed.
         removed_bytes: u64,
     },
+    /// A client-authorised netting round was accepted; `details` carries `client`
+    /// (key hex), `client_name`, `spec_digest`, `key_id`, `parties` and `cutoff`.
+    NettingRoundAccepted {
+        /// Round id (hex).
+        round: String,
+    },
+    /// A party's input bundle was verified and kept; `details` carries `party`
+    /// (name) and `digest` (bundle digest hex).
+    NettingBundleAccepted {
+        /// Round id (hex).
+        round: String,
+    },
+    /// A party's input bundle was refused; `details` carries `party` (name or
+    /// `#index`), `reason` (`netting:<code>`) and `detail`.
+    NettingBundleRefused {
+        /// Round id (hex).
+        round: String,
+    },
+    /// A round was closed and this node's outputs signed; `details` carries
+    /// `inputs_digest` and `participants`.
+    NettingClosed {
+        /// Round id (hex).
+        round: String,
+    },
+    /// This node agreed to sign a round's settlement batch, before its signer
+    /// started; `details` carries `message` (hex), `attempt` and `key_id`.
+    SettlementApproved {
+        /// Round id (hex).
+        round: String,
+        /// The signing session.
+        #[serde(with = "hex_id")]
+        session: SessionId,
+    },
 }
 
 /// One entry, as written.

@@ -27,6 +27,8 @@
 //! max_connections_outgoing = 256
 //! max_pending_incoming = 64
 //! max_pending_outgoing = 64
+//! max_netting_rounds = 16               # netting rounds held at once
+//! netting_retention_secs = 86400        # a round is forgotten this long after its cut-off
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -101,6 +103,10 @@ pub struct LimitsConfig {
     pub max_pending_incoming: u32,
     /// libp2p: outbound connections still handshaking.
     pub max_pending_outgoing: u32,
+    /// Netting rounds held at once (open or closed, until forgotten).
+    pub max_netting_rounds: usize,
+    /// Seconds after a round's cut-off until it is forgotten (memory and keystore).
+    pub netting_retention_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -120,6 +126,8 @@ impl Default for LimitsConfig {
             max_connections_outgoing: 256,
             max_pending_incoming: 64,
             max_pending_outgoing: 64,
+            max_netting_rounds: 16,
+            netting_retention_secs: 86_400,
         }
     }
 }

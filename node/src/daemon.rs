@@ -35,6 +35,7 @@ use crate::{
     config::{LimitsConfig, Routing},
     keystore::{Keystore, StoredKey},
     metrics::{Label, Metrics, SessionLabels},
+    netting::{self, Netting},
     policy::{Decision, PolicyEngine},
     recovery::{message_hash, Approval},
     roster::Roster,
@@ -168,6 +169,8 @@ struct Node {
     /// one refused request cannot fill the disk). Bounded, entries live 60 s.
     refused: RefusedCache,
     quarantined: BTreeSet<NodeId>,
+    /// Netting rounds held (restored from the keystore at start-up).
+    netting: Netting,
     /// Frames in flight, kept until answered so a failed send can be retried.
     in_flight: BTreeMap<request_response::OutboundRequestId, (PeerId, Frame, u32)>,
     /// Frames waiting to be re-sent after a failure (bounded backoff).
@@ -243,6 +246,8 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
             "policy state restored from the audit log"
         );
     }
+    let netting = Netting::load(parts.keystore.state(), &identity, &parts.limits)
+        .map_err(|e| format!("cannot restore netting rounds from the keystore: {e}"))?;
     let (control_tx, control_rx) = mpsc::channel(16);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut node = Node {
@@ -267,6 +272,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         approvals,
         refused: RefusedCache::default(),
         quarantined: BTreeSet::new(),
+        netting,
         in_flight: BTreeMap::new(),
         resend: Vec::new(),
         epoch: Instant::now(),
@@ -496,8 +502,102 @@ impl Node {
         match &env.payload {
             Payload::DkgStart { .. } => self.on_dkg_start(env),
             Payload::SignRequest { .. } => self.on_sign_request(env),
+            Payload::NettingRound { .. }
+            | Payload::NettingBundle { .. }
+            | Payload::NettingClose { .. }
+            | Payload::NettingPublic { .. }
+            | Payload::NettingParty { .. } => self.on_netting(&env),
+            Payload::SettleRequest { .. } => self.on_settle_request(env),
             _ => self.on_protocol_message(env),
         }
+    }
+
+    /// The netting module's view of this node for one message.
+    fn netting_ctx(&mut self) -> (&mut Netting, netting::Ctx<'_>) {
+        (
+            &mut self.netting,
+            netting::Ctx {
+                identity: &self.identity,
+                roster: &self.roster,
+                policy: self.policy.policy(),
+                keys: &self.keys,
+                audit: &mut self.audit,
+                audit_failed: &mut self.audit_failed,
+                now_unix: unix_ms() / 1000,
+            },
+        )
+    }
+
+    /// A netting round, bundle or close (see `netting`); outputs after a close go
+    /// to the coordinator that sent it, each in its own envelope.
+    fn on_netting(&mut self, env: &Envelope) -> Ack {
+        let (netting, mut ctx) = self.netting_ctx();
+        let handled = netting.on_message(&mut ctx, env);
+        for msg in handled.deliver {
+            let session = msg.session;
+            self.route(&session, env.sender, msg);
+        }
+        handled.ack
+    }
+
+    /// A coordinator asks this node to sign a round's settlement batch: session
+    /// admission, the netting checks (which store the attempt and write
+    /// `settlement_approved`), then a signer whose share is released only after its
+    /// `share_contributed` record.
+    fn on_settle_request(&mut self, env: Envelope) -> Ack {
+        if let Err(ack) = self.admit_coordinator_session(&env, "request signatures") {
+            return ack;
+        }
+        let Payload::SettleRequest {
+            round,
+            views,
+            message,
+        } = &env.payload
+        else {
+            return reject("malformed", "not a settle request");
+        };
+        let (netting, mut ctx) = self.netting_ctx();
+        let approved = match netting.on_settle(&mut ctx, &env, round, views, message) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(round = %round, error = %e, "settlement refused");
+                return e.ack();
+            }
+        };
+        let Some(key) = self.keys.get(&approved.key_id) else {
+            return reject(
+                "unknown_key",
+                format!("no share of key {}", approved.key_id),
+            );
+        };
+        let signer = match Signer::new(
+            self.identity.clone(),
+            &key.share,
+            SignerConfig {
+                session: env.session,
+                coordinator: env.sender,
+                target: SignTarget {
+                    message: approved.message,
+                    tweak: None,
+                },
+                timeout_ms: self.limits.session_timeout_ms,
+            },
+        ) {
+            Ok(s) => s,
+            Err(e) => return reject("bad_parameters", e.to_string()),
+        };
+        self.start_session(
+            env.session,
+            Party::Signer(signer),
+            "settle",
+            env.sender,
+            env.key,
+            Some(SignContext {
+                request_hash: approved.request_hash,
+                message_hash: approved.message_hash,
+            }),
+        );
+        Ack::Accepted
     }
 
     fn admit_new_session(&self, session: &SessionId) -> Result<(), Ack> {
@@ -1266,6 +1366,7 @@ impl Node {
         }
         let now_ms = unix_ms();
         self.approvals.retain(|_, a| a.expires_at_ms > now_ms);
+        self.netting.expire(now_ms / 1000);
         if self.finished.len() > 100_000 {
             self.finished.clear();
         }

@@ -55,6 +55,10 @@ const DKG_KEY_PREFIX: &str = "dkg-key/";
 const AUDIT_ANCHOR_RECORD: &str = "audit_anchor";
 const AUDIT_SNAPSHOT_RECORD: &str = "audit_snapshot";
 const ROSTER_EPOCH_RECORD: &str = "roster_epoch";
+/// Netting rounds this node accepted: `netting-round/<round id hex>`.
+pub const NETTING_ROUND_PREFIX: &str = "netting-round/";
+/// Netting bundles this node accepted: `netting-bundle/<round id hex>/<party index>`.
+pub const NETTING_BUNDLE_PREFIX: &str = "netting-bundle/";
 /// Plaintext length of the `audit_anchor` record.
 const ANCHOR_LEN: usize = 8 + 32 + 8;
 
@@ -66,6 +70,8 @@ const TAG_LEN: usize = 16;
 const SALT_LEN: usize = 16;
 /// Largest sealed record accepted (checked before decryption allocates).
 const MAX_RECORD_LEN: usize = 1 << 20;
+/// Largest plaintext of a netting record (the sealed record stays within 1 MiB).
+pub const MAX_NETTING_RECORD: usize = MAX_RECORD_LEN - 1 - NONCE_LEN - TAG_LEN;
 /// Largest policy-snapshot plaintext sealed or accepted (`audit_snapshot`).
 pub const MAX_SNAPSHOT_LEN: usize = 128 << 20;
 /// Largest header accepted.
@@ -140,6 +146,16 @@ pub enum KeystoreError {
     /// Any other database error.
     #[error("keystore database error: {0}")]
     Database(String),
+    /// A record is larger than the keystore holds (refused before anything is written).
+    #[error("keystore record {record:?} of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge {
+        /// Record name.
+        record: String,
+        /// Its plaintext length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Encryption or encoding failed (a local bug, not an input fault).
     #[error("keystore internal error: {0}")]
     Internal(&'static str),
@@ -922,7 +938,11 @@ impl SealedKeystore {
                 n if n.starts_with(KEY_PREFIX) => {
                     ks.decode_key(n, &sealed)?;
                 }
-                n if n.starts_with(DKG_SESSION_PREFIX) || n.starts_with(DKG_KEY_PREFIX) => {
+                n if n.starts_with(DKG_SESSION_PREFIX)
+                    || n.starts_with(DKG_KEY_PREFIX)
+                    || n.starts_with(NETTING_ROUND_PREFIX)
+                    || n.starts_with(NETTING_BUNDLE_PREFIX) =>
+                {
                     ks.sealer.open(n, &sealed)?;
                 }
                 other => return Err(corrupt(other, "unexpected record")),
@@ -1066,6 +1086,70 @@ impl StateStore {
             Zeroizing::new(epoch.to_be_bytes().to_vec()),
         )
     }
+
+    /// Writes (or replaces) a netting record (`name` under [`NETTING_ROUND_PREFIX`]
+    /// or [`NETTING_BUNDLE_PREFIX`]), sealed and committed. Refuses a plaintext
+    /// larger than [`MAX_NETTING_RECORD`] with [`KeystoreError::TooLarge`].
+    ///
+    /// # Security
+    /// Bundle records hold the node's share box still sealed to its X25519 key.
+    pub fn put_netting(&self, name: &str, plain: Vec<u8>) -> Result<()> {
+        if !is_netting_record(name) {
+            return Err(KeystoreError::Internal("not a netting record name"));
+        }
+        if plain.len() > MAX_NETTING_RECORD {
+            return Err(KeystoreError::TooLarge {
+                record: name.to_owned(),
+                len: plain.len(),
+                max: MAX_NETTING_RECORD,
+            });
+        }
+        self.put(name, Zeroizing::new(plain))
+    }
+
+    /// Every netting record (rounds and bundles) as (name, plaintext), in name order.
+    pub fn netting_records(&self) -> Result<Vec<(String, Zeroizing<Vec<u8>>)>> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in table.range("netting-"..).map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let name = k.value();
+            if !name.starts_with("netting-") {
+                break;
+            }
+            if is_netting_record(name) {
+                out.push((name.to_owned(), self.sealer.open(name, v.value())?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the records of one netting round (its round record and every bundle
+    /// record under `netting-bundle/<round hex>/`) in one committed transaction.
+    pub fn remove_netting_round(&self, round_hex: &str) -> Result<()> {
+        let round = format!("{NETTING_ROUND_PREFIX}{round_hex}");
+        let bundles = format!("{NETTING_BUNDLE_PREFIX}{round_hex}/");
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let names: Vec<String> = table
+                .range(bundles.as_str()..)
+                .map_err(|e| self.err(e))?
+                .map(|item| item.map(|(k, _)| k.value().to_owned()))
+                .take_while(|n| n.as_ref().map_or(true, |n| n.starts_with(&bundles)))
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.err(e))?;
+            for n in names.iter().map(String::as_str).chain([round.as_str()]) {
+                table.remove(n).map_err(|e| self.err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+}
+
+fn is_netting_record(name: &str) -> bool {
+    name.starts_with(NETTING_ROUND_PREFIX) || name.starts_with(NETTING_BUNDLE_PREFIX)
 }
 
 fn decode_identity(plain: &[u8]) -> Result<NodeIdentity> {
@@ -1529,6 +1613,69 @@ mod tests {
             Err(KeystoreError::KeyExists(id)) if id == key.key_id()
         ));
         assert_eq!(ks.keys().expect("keys").len(), 1);
+    }
+
+    #[test]
+    fn netting_records_survive_unseal_and_are_bounded_and_removed_per_round() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _, _) = populated(&dir);
+        let unseal = || {
+            SealedKeystore::open(&path)
+                .expect("open")
+                .unseal(&pass("correct horse"))
+                .expect("unseal")
+        };
+        let ks = unseal();
+        let state = ks.state();
+        let round = "aa".repeat(16);
+        let other = "bb".repeat(16);
+        state
+            .put_netting(&format!("{NETTING_ROUND_PREFIX}{round}"), b"round".to_vec())
+            .expect("round");
+        for party in [0, 1, 10] {
+            state
+                .put_netting(
+                    &format!("{NETTING_BUNDLE_PREFIX}{round}/{party}"),
+                    vec![party; 8],
+                )
+                .expect("bundle");
+        }
+        state
+            .put_netting(&format!("{NETTING_ROUND_PREFIX}{other}"), b"other".to_vec())
+            .expect("other round");
+        assert!(matches!(
+            state.put_netting(&format!("{NETTING_BUNDLE_PREFIX}{round}/2"), vec![0; MAX_NETTING_RECORD + 1]),
+            Err(KeystoreError::TooLarge { len, .. }) if len == MAX_NETTING_RECORD + 1
+        ));
+        state
+            .put_netting(
+                &format!("{NETTING_BUNDLE_PREFIX}{round}/3"),
+                vec![0; MAX_NETTING_RECORD],
+            )
+            .expect("a record at the limit fits");
+        assert!(
+            state.put_netting("key/00", Vec::new()).is_err(),
+            "only netting names"
+        );
+        drop((ks, state));
+
+        // Every record authenticates at unseal and reads back.
+        let ks = unseal();
+        let names: Vec<String> = ks
+            .state()
+            .netting_records()
+            .expect("records")
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names.len(), 6, "{names:?}");
+        ks.state().remove_netting_round(&round).expect("remove");
+        let left: Vec<(String, Zeroizing<Vec<u8>>)> =
+            ks.state().netting_records().expect("records");
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].0, format!("{NETTING_ROUND_PREFIX}{other}"));
+        assert_eq!(left[0].1.as_slice(), b"other");
+        assert_eq!(ks.keys().expect("keys").len(), 1, "key records untouched");
     }
 
     #[test]

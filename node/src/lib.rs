@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod keystore;
 pub mod metrics;
+pub mod netting;
 pub mod policy;
 pub mod recovery;
 pub mod roster;

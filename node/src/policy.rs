@@ -210,8 +210,16 @@ struct PolicyFile {
     version: u32,
     max_tracked_nonces: Option<usize>,
     max_tracked_nonces_per_client: Option<usize>,
+    netting: Option<NettingFile>,
     #[serde(default)]
     clients: BTreeMap<String, ClientFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NettingFile {
+    #[serde(default)]
+    settlement_keys: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +235,8 @@ struct ClientFile {
     #[serde(default)]
     limits: BTreeMap<String, LimitFile>,
     approvals: Option<ApprovalsFile>,
+    #[serde(default)]
+    netting: bool,
 }
 
 #[derive(Deserialize)]
@@ -260,6 +270,42 @@ pub enum KeySet {
     All,
     /// Only these.
     Only(BTreeSet<KeyId>),
+}
+
+impl KeySet {
+    /// Whether `key` is in the set.
+    pub fn contains(&self, key: &KeyId) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(ids) => ids.contains(key),
+        }
+    }
+
+    /// Parses `["*"]` or a list of hex key ids; errors name `field`.
+    fn parse(client: Option<&str>, field: &str, list: &[String]) -> Result<Self, PolicyError> {
+        if list.iter().any(|k| k == "*") {
+            if list.len() != 1 {
+                return Err(invalid(
+                    client,
+                    field,
+                    "\"*\" cannot be combined with key ids",
+                ));
+            }
+            return Ok(Self::All);
+        }
+        let mut set = BTreeSet::new();
+        for k in list {
+            let id = KeyId::from_hex(k).map_err(|_| {
+                invalid(
+                    client,
+                    field,
+                    format!("{k:?} is not a key id (16 bytes of hex)"),
+                )
+            })?;
+            set.insert(id);
+        }
+        Ok(Self::Only(set))
+    }
 }
 
 /// Limits for one asset, in its minor units.
@@ -323,6 +369,8 @@ pub struct ClientPolicy {
     pub limits: BTreeMap<String, AssetLimit>,
     /// Required approvals (`None`: none).
     pub approvals: Option<Approvals>,
+    /// May create netting rounds on its allowed keys and suites (`netting = true`).
+    pub netting: bool,
 }
 
 /// A validated policy.
@@ -332,6 +380,8 @@ pub struct Policy {
     by_key: HashMap<[u8; 32], String>,
     max_tracked_nonces: usize,
     max_tracked_nonces_per_client: usize,
+    /// Keys this node signs netting settlement batches with (`None`: none).
+    settlement_keys: Option<KeySet>,
 }
 
 fn invalid(client: Option<&str>, field: &str, reason: impl Into<String>) -> PolicyError {
@@ -403,6 +453,15 @@ impl Policy {
                 "must be at least 1",
             ));
         }
+        let settlement_keys = match file.netting {
+            None => None,
+            Some(n) if n.settlement_keys.is_empty() => None,
+            Some(n) => Some(KeySet::parse(
+                None,
+                "netting.settlement_keys",
+                &n.settlement_keys,
+            )?),
+        };
         let mut clients = BTreeMap::new();
         let mut by_key: HashMap<[u8; 32], String> = HashMap::new();
         for (name, c) in file.clients {
@@ -421,6 +480,7 @@ impl Policy {
             by_key,
             max_tracked_nonces,
             max_tracked_nonces_per_client,
+            settlement_keys,
         })
     }
 
@@ -437,24 +497,8 @@ impl Policy {
                 "keys",
                 "is empty; list key ids or [\"*\"] for all keys",
             ));
-        } else if c.keys.iter().any(|k| k == "*") {
-            if c.keys.len() != 1 {
-                return Err(invalid(n, "keys", "\"*\" cannot be combined with key ids"));
-            }
-            KeySet::All
         } else {
-            let mut set = BTreeSet::new();
-            for k in &c.keys {
-                let id = KeyId::from_hex(k).map_err(|_| {
-                    invalid(
-                        n,
-                        "keys",
-                        format!("{k:?} is not a key id (16 bytes of hex)"),
-                    )
-                })?;
-                set.insert(id);
-            }
-            KeySet::Only(set)
+            KeySet::parse(n, "keys", &c.keys)?
         };
 
         let suites: BTreeSet<Ciphersuite> = match c.suites {
@@ -522,7 +566,8 @@ impl Policy {
             }
         };
 
-        if c.limits.is_empty() {
+        // A netting-only client signs nothing through requests, so it needs no limits.
+        if c.limits.is_empty() && !c.netting {
             return Err(invalid(
                 n,
                 "limits",
@@ -613,6 +658,7 @@ impl Policy {
             hours_utc,
             limits,
             approvals,
+            netting: c.netting,
         })
     }
 
@@ -624,6 +670,14 @@ impl Policy {
     /// The client registered with this Ed25519 key.
     pub fn client_by_key(&self, key: &[u8; 32]) -> Option<&ClientPolicy> {
         self.by_key.get(key).and_then(|n| self.clients.get(n))
+    }
+
+    /// Whether this node signs netting settlement batches with `key`
+    /// (`[netting] settlement_keys`; none by default).
+    pub fn settlement_allowed(&self, key: &KeyId) -> bool {
+        self.settlement_keys
+            .as_ref()
+            .is_some_and(|keys| keys.contains(key))
     }
 
     /// Bound on remembered request nonces.
@@ -1646,6 +1700,54 @@ carol = "{c}"
         }
         assert_eq!(Rule::WindowLimit.name(), "window_limit");
         assert_eq!(Rule::BadClientSignature.name(), "bad_client_signature");
+    }
+
+    #[test]
+    fn netting_is_off_unless_configured() {
+        let k = keys(21, 5);
+        let plain = Policy::from_toml(&policy_text(&k[0], &k[1..4], "")).expect("policy");
+        assert!(
+            !plain.settlement_allowed(&KEY),
+            "no [netting]: no settlement signing"
+        );
+        assert!(plain.clients().values().all(|c| !c.netting));
+
+        let text = format!(
+            "version = 1\n[netting]\nsettlement_keys = [\"{KEY}\"]\n\
+             [clients.clearing]\npublic_key = \"{}\"\nkeys = [\"*\"]\nnetting = true\n",
+            hexkey(&k[4])
+        );
+        let p = Policy::from_toml(&text).expect("a netting-only client needs no limits");
+        assert!(p.settlement_allowed(&KEY));
+        assert!(!p.settlement_allowed(&OTHER_KEY));
+        let c = p
+            .client_by_key(&k[4].verifying_key().to_bytes())
+            .expect("client");
+        assert!(c.netting && c.keys.contains(&OTHER_KEY));
+
+        let all = text.replace(&format!("[\"{KEY}\"]"), "[\"*\"]");
+        assert!(Policy::from_toml(&all)
+            .expect("policy")
+            .settlement_allowed(&OTHER_KEY));
+        let empty = text.replace(&format!("[\"{KEY}\"]"), "[]");
+        assert!(!Policy::from_toml(&empty)
+            .expect("policy")
+            .settlement_allowed(&KEY));
+
+        for (bad, want) in [
+            (
+                text.replace(&KEY.to_string(), "nothex"),
+                "netting.settlement_keys",
+            ),
+            (
+                text.replace("settlement_keys", "signing_keys"),
+                "signing_keys",
+            ),
+            (text.replace("netting = true\n", ""), "limits"),
+        ] {
+            let err = Policy::from_toml(&bad).expect_err("invalid").to_string();
+            assert!(err.contains(want), "{err}");
+        }
     }
 
     #[test]

@@ -30,6 +30,112 @@ fn committee() -> quorate_protocol::Committee {
     quorate_protocol::local::committee_of(&ids).expect("committee")
 }
 
+fn netting_spec() -> quorate_protocol::netting::RoundSpec {
+    use quorate_protocol::netting::*;
+    let party = |n: u8| Party {
+        name: format!("desk-{n}"),
+        sign_key: ed25519_dalek::SigningKey::from_bytes(&[n; 32])
+            .verifying_key()
+            .to_bytes(),
+        seal_key: [n + 0x40; 32],
+    };
+    RoundSpec {
+        id: RoundId([0x31; 16]),
+        parties: vec![party(1), party(2)],
+        instruments: vec![Instrument {
+            name: "BTC-FUT".into(),
+            kind: InstrumentKind::Future,
+            asset: "USD".into(),
+            multiplier: 10,
+            price_move: -3,
+            premium: 0,
+        }],
+        cutoff: 1_700_000_000,
+        key: KeyId([0x11; 16]),
+        committee: committee(),
+        threshold: 2,
+        bounds: Bounds::default(),
+    }
+}
+
+fn netting_payloads() -> Vec<(&'static str, Payload)> {
+    use quorate_protocol::netting::{round::RoundAuthorization, *};
+    let sealed = SealedBox {
+        ephemeral: [0x41; 32],
+        ciphertext: vec![0x42; 20],
+    };
+    let public = PublicOutputs {
+        round: RoundId([0x31; 16]),
+        spec_digest: [0x32; 32],
+        inputs_digest: [0x33; 32],
+        node: NodeId([0x34; 32]),
+        public: vec![0x35; 64],
+        signature: vec![0x36; 64],
+    };
+    vec![
+        (
+            "netting_round",
+            Payload::NettingRound {
+                spec: netting_spec(),
+                authorization: RoundAuthorization {
+                    client: [0x37; 32],
+                    signature: vec![0x38; 64],
+                },
+            },
+        ),
+        (
+            "netting_bundle",
+            Payload::NettingBundle {
+                header: BundleHeader {
+                    round: RoundId([0x31; 16]),
+                    spec_digest: [0x32; 32],
+                    party: 1,
+                    signed_at: 1_699_999_000,
+                    commitments: vec![[0x39; 32]; 2],
+                    box_digests: vec![[0x3a; 32]; 3],
+                    signature: vec![0x3b; 64],
+                },
+                sealed: sealed.clone(),
+            },
+        ),
+        (
+            "netting_close",
+            Payload::NettingClose {
+                round: RoundId([0x31; 16]),
+                inputs: vec![Some([0x3c; 32]), None],
+            },
+        ),
+        (
+            "netting_public",
+            Payload::NettingPublic {
+                outputs: public.clone(),
+            },
+        ),
+        (
+            "netting_party",
+            Payload::NettingParty {
+                outputs: PartyOutputs {
+                    round: RoundId([0x31; 16]),
+                    spec_digest: [0x32; 32],
+                    inputs_digest: [0x33; 32],
+                    node: NodeId([0x34; 32]),
+                    party: 0,
+                    sealed,
+                    signature: vec![0x3d; 64],
+                },
+            },
+        ),
+        (
+            "settle_request",
+            Payload::SettleRequest {
+                round: RoundId([0x31; 16]),
+                views: vec![public],
+                message: vec![0x3e; 32],
+            },
+        ),
+    ]
+}
+
 fn hex_lines(bytes: &[u8]) -> String {
     bytes
         .chunks(32)
@@ -135,12 +241,40 @@ fn payloads() -> Vec<(&'static str, Payload)> {
 
 #[test]
 fn every_payload_encoding_is_stable() {
-    for (name, payload) in payloads() {
+    for (name, payload) in payloads().into_iter().chain(netting_payloads()) {
         let env = envelope(payload);
         assert_eq!(Envelope::decode(&env.encode()).expect("round trip"), env);
         env.verify().expect("signature");
         insta::assert_snapshot!(format!("envelope_{name}"), hex_lines(&env.encode()));
     }
+}
+
+#[test]
+fn netting_digests_are_stable() {
+    // Spec digest and the settlement message: what parties and signers hash.
+    let spec = netting_spec();
+    spec.validate().expect("valid");
+    let batch = quorate_protocol::netting::SettlementBatch {
+        round: spec.id,
+        spec_digest: spec.digest(),
+        inputs_digest: [0x33; 32],
+        key: spec.key,
+        transfers: vec![quorate_protocol::netting::Transfer {
+            party: "desk-1".into(),
+            asset: "USD".into(),
+            amount: -30,
+        }],
+    };
+    insta::assert_snapshot!(
+        "netting_digests",
+        format!(
+            "spec {}\nsession {}\nbatch {}\nmessage {}",
+            hex::encode(spec.digest()),
+            spec.session(),
+            hex::encode(batch.encode()),
+            hex::encode(batch.message())
+        )
+    );
 }
 
 #[test]
@@ -181,12 +315,18 @@ fn enum_tags_are_stable() {
         Round::SignShare,
         Round::DkgStart,
         Round::DkgComplete,
+        Round::NettingRound,
+        Round::NettingBundle,
+        Round::NettingClose,
+        Round::NettingPublic,
+        Round::NettingParty,
+        Round::SettleRequest,
     ];
     let tags: Vec<u8> = rounds
         .iter()
         .flat_map(|r| postcard::to_allocvec(r).expect("encode"))
         .collect();
-    assert_eq!(tags, (0..10).collect::<Vec<u8>>());
+    assert_eq!(tags, (0..16).collect::<Vec<u8>>());
 }
 
 #[test]

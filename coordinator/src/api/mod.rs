@@ -1,4 +1,5 @@
-//! The HTTP API (axum): keys, signature jobs, health, metrics and the OpenAPI document.
+//! The HTTP API (axum): keys, signature jobs, netting rounds, health, metrics and the
+//! OpenAPI document.
 //!
 //! Every error is an `application/problem+json` [`Problem`] with a stable `type` URI.
 
@@ -9,6 +10,7 @@
 pub mod auth;
 pub(crate) mod metrics;
 pub mod model;
+pub mod netting;
 pub mod openapi;
 pub mod problem;
 
@@ -161,6 +163,25 @@ pub fn router<B: Backend>(state: Arc<ApiState<B>>) -> Router {
         .route("/v1/keys/{id}", get(get_key::<B>))
         .route("/v1/keys/{id}/signatures", post(sign::<B>))
         .route("/v1/jobs/{id}", get(get_job::<B>))
+        .route("/v1/netting/rounds", post(netting::create_round::<B>))
+        .route("/v1/netting/rounds/{id}", get(netting::get_round::<B>))
+        .route(
+            "/v1/netting/rounds/{id}/bundles",
+            post(netting::submit_bundle::<B>)
+                .layer(DefaultBodyLimit::max(netting::BUNDLE_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/netting/rounds/{id}/close",
+            post(netting::close_round::<B>),
+        )
+        .route(
+            "/v1/netting/rounds/{id}/results/{party}",
+            get(netting::party_result::<B>),
+        )
+        .route(
+            "/v1/netting/rounds/{id}/settlement",
+            get(netting::settlement::<B>),
+        )
         .route("/health", get(health::<B>))
         .route("/metrics", get(metrics_text::<B>))
         .route("/openapi.json", get(openapi_doc))
@@ -192,11 +213,17 @@ async fn track<B: Backend>(
 }
 
 /// Route templates of the router: the only `route` label values besides `unmatched`.
-pub(crate) const ROUTES: [&str; 7] = [
+pub(crate) const ROUTES: [&str; 13] = [
     "/v1/keys",
     "/v1/keys/{id}",
     "/v1/keys/{id}/signatures",
     "/v1/jobs/{id}",
+    "/v1/netting/rounds",
+    "/v1/netting/rounds/{id}",
+    "/v1/netting/rounds/{id}/bundles",
+    "/v1/netting/rounds/{id}/close",
+    "/v1/netting/rounds/{id}/results/{party}",
+    "/v1/netting/rounds/{id}/settlement",
     "/health",
     "/metrics",
     "/openapi.json",

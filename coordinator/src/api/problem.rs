@@ -59,11 +59,27 @@ pub enum ProblemKind {
     Unavailable,
     /// The coordinator restarted while the job was running (503).
     CoordinatorRestarted,
+    /// A netting round definition cannot be used (400): fails validation, its cut-off
+    /// has passed, or its committee is not the settlement key's members.
+    InvalidRound,
+    /// Committee nodes refused to take part in a netting round (403); `refusals`.
+    RoundRefused,
+    /// Unknown netting round (404).
+    UnknownRound,
+    /// The request does not fit the round's state, or the id is taken by another
+    /// definition (409); `state`.
+    RoundConflict,
+    /// The round's settlement is not signed (yet) (409); `state`.
+    RoundNotSettled,
+    /// Nodes refused a party's bundle (422); `party`, `nodes`.
+    BundleRefused,
+    /// A netting round could not be completed by the nodes (502); `culprits`.
+    NettingFailed,
 }
 
 impl ProblemKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [ProblemKind; 20] = [
+    pub const ALL: [ProblemKind; 27] = [
         Self::MalformedInput,
         Self::InvalidKeySpec,
         Self::Unauthorized,
@@ -84,6 +100,13 @@ impl ProblemKind {
         Self::NotEnoughSigners,
         Self::Unavailable,
         Self::CoordinatorRestarted,
+        Self::InvalidRound,
+        Self::RoundRefused,
+        Self::UnknownRound,
+        Self::RoundConflict,
+        Self::RoundNotSettled,
+        Self::BundleRefused,
+        Self::NettingFailed,
     ];
 
     /// The last path segment of the `type` URI.
@@ -109,13 +132,27 @@ impl ProblemKind {
             Self::NotEnoughSigners => "not-enough-signers",
             Self::Unavailable => "unavailable",
             Self::CoordinatorRestarted => "coordinator-restarted",
+            Self::InvalidRound => "invalid-round",
+            Self::RoundRefused => "round-refused",
+            Self::UnknownRound => "unknown-round",
+            Self::RoundConflict => "round-conflict",
+            Self::RoundNotSettled => "round-not-settled",
+            Self::BundleRefused => "bundle-refused",
+            Self::NettingFailed => "netting-failed",
         }
     }
 
     /// The HTTP status.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::MalformedInput | Self::InvalidKeySpec => StatusCode::BAD_REQUEST,
+            Self::MalformedInput | Self::InvalidKeySpec | Self::InvalidRound => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::RoundRefused => StatusCode::FORBIDDEN,
+            Self::UnknownRound => StatusCode::NOT_FOUND,
+            Self::RoundConflict | Self::RoundNotSettled => StatusCode::CONFLICT,
+            Self::BundleRefused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NettingFailed => StatusCode::BAD_GATEWAY,
             Self::Unauthorized | Self::BadClientSignature => StatusCode::UNAUTHORIZED,
             Self::UnregisteredClient | Self::PolicyRefused => StatusCode::FORBIDDEN,
             Self::UnknownKey | Self::NotFound => StatusCode::NOT_FOUND,
@@ -156,6 +193,13 @@ impl ProblemKind {
             Self::NotEnoughSigners => "Not enough reachable signers",
             Self::Unavailable => "Coordinator unavailable",
             Self::CoordinatorRestarted => "Coordinator restarted while the job was running",
+            Self::InvalidRound => "Invalid netting round",
+            Self::RoundRefused => "Nodes refused the netting round",
+            Self::UnknownRound => "Unknown netting round",
+            Self::RoundConflict => "Not possible in the round's state",
+            Self::RoundNotSettled => "Settlement not signed yet",
+            Self::BundleRefused => "Bundle refused",
+            Self::NettingFailed => "Netting round failed",
         }
     }
 
@@ -318,6 +362,12 @@ impl From<&CoordinatorError> for Problem {
             }
             CoordinatorError::ExpiredRequest { .. } => {
                 Problem::new(ProblemKind::ExpiredRequest, detail)
+            }
+            CoordinatorError::InvalidRound(_) => Problem::new(ProblemKind::InvalidRound, detail),
+            CoordinatorError::UnknownRound(_) => Problem::new(ProblemKind::UnknownRound, detail),
+            CoordinatorError::RoundConflict(_) => Problem::new(ProblemKind::RoundConflict, detail),
+            CoordinatorError::Busy(_) => {
+                Problem::new(ProblemKind::Unavailable, detail).with("retry_after_ms", json!(1000))
             }
             #[allow(unreachable_patterns)]
             _ => Problem::new(ProblemKind::Internal, detail),

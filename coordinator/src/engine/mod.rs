@@ -4,6 +4,7 @@
 //! nodes that cannot reach each other. It holds no key material: it only sees
 //! public packages and sealed shares.
 
+mod netting;
 mod p2p;
 mod select;
 mod task;
@@ -14,8 +15,10 @@ use quorate_protocol::{request::SignedRequest, roster::Roster, NodeId, NodeIdent
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use self::netting::NettingCommand;
 use crate::{
     error::CoordinatorError,
+    netting::{BundleOutcome, CloseOutcome, NodeAck, RoundOpen, SettleOutcome, SettleRequest},
     settings::ConnectionLimits,
     types::{KeyRecord, KeySpec, SignResult},
 };
@@ -59,6 +62,7 @@ pub(crate) enum Command {
     ),
     Nodes(oneshot::Sender<Vec<NodeStatus>>),
     ListenAddrs(oneshot::Sender<Vec<String>>),
+    Netting(NettingCommand),
     Shutdown,
 }
 
@@ -138,6 +142,44 @@ impl Engine {
             .await?
     }
 
+    /// Announces a netting round to its committee (`Payload::NettingRound`) and
+    /// returns every member's answer, in committee order.
+    pub async fn netting_open(&self, open: RoundOpen) -> Result<Vec<NodeAck>, CoordinatorError> {
+        self.call(|tx| Command::Netting(NettingCommand::Open(Box::new(open), tx)))
+            .await?
+    }
+
+    /// Forwards one party's bundle: the node at committee position `i` gets
+    /// `bundle.boxes[i]` with the header.
+    pub async fn netting_bundle(
+        &self,
+        round: quorate_protocol::netting::RoundId,
+        bundle: quorate_protocol::netting::InputBundle,
+    ) -> Result<BundleOutcome, CoordinatorError> {
+        self.call(|tx| Command::Netting(NettingCommand::Bundle(Box::new((round, bundle)), tx)))
+            .await?
+    }
+
+    /// Closes a round on the bundles every node accepted and collects every node's
+    /// verified outputs (waits for bundles in flight first).
+    pub async fn netting_close(
+        &self,
+        round: quorate_protocol::netting::RoundId,
+    ) -> Result<CloseOutcome, CoordinatorError> {
+        self.call(|tx| Command::Netting(NettingCommand::Close(round, tx)))
+            .await?
+    }
+
+    /// Threshold-signs a closed round's settlement batch (retrying over signer
+    /// subsets, at most n − t + 1 attempts).
+    pub async fn netting_settle(
+        &self,
+        request: SettleRequest,
+    ) -> Result<SettleOutcome, CoordinatorError> {
+        self.call(|tx| Command::Netting(NettingCommand::Settle(Box::new(request), tx)))
+            .await?
+    }
+
     /// Signer nodes and whether they are connected.
     pub async fn nodes(&self) -> Vec<NodeStatus> {
         self.call(Command::Nodes).await.unwrap_or_default()
@@ -172,5 +214,34 @@ impl crate::backend::Backend for Engine {
 
     fn relays_dropped(&self) -> u64 {
         Engine::relays_dropped(self)
+    }
+
+    fn netting_open(
+        &self,
+        open: RoundOpen,
+    ) -> impl std::future::Future<Output = Result<Vec<NodeAck>, CoordinatorError>> + Send {
+        Engine::netting_open(self, open)
+    }
+
+    fn netting_bundle(
+        &self,
+        round: quorate_protocol::netting::RoundId,
+        bundle: quorate_protocol::netting::InputBundle,
+    ) -> impl std::future::Future<Output = Result<BundleOutcome, CoordinatorError>> + Send {
+        Engine::netting_bundle(self, round, bundle)
+    }
+
+    fn netting_close(
+        &self,
+        round: quorate_protocol::netting::RoundId,
+    ) -> impl std::future::Future<Output = Result<CloseOutcome, CoordinatorError>> + Send {
+        Engine::netting_close(self, round)
+    }
+
+    fn netting_settle(
+        &self,
+        request: SettleRequest,
+    ) -> impl std::future::Future<Output = Result<SettleOutcome, CoordinatorError>> + Send {
+        Engine::netting_settle(self, request)
     }
 }

@@ -19,6 +19,7 @@ use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    netting::{Netting, Tag, Timeouts},
     p2p::{self, Behaviour, BehaviourEvent},
     select::{self, Candidate},
     Command, EngineConfig, NodeStatus,
@@ -83,6 +84,7 @@ pub(crate) struct Task {
     next_job: u64,
     session_job: BTreeMap<SessionId, u64>,
     outbound: BTreeMap<request_response::OutboundRequestId, (SessionId, NodeId)>,
+    netting: Netting,
     counters: std::sync::Arc<super::Counters>,
 }
 
@@ -129,7 +131,17 @@ impl Task {
                 .listen_on(addr)
                 .map_err(|e| CoordinatorError::Transport(format!("listen {a}: {e}")))?;
         }
+        let netting = Netting::new(
+            config.identity.clone(),
+            config.roster.clone(),
+            Timeouts {
+                ack: Duration::from_millis(config.session_timeout_ms),
+                close: Duration::from_millis(config.dkg_timeout_ms),
+                sign: Duration::from_millis(config.session_timeout_ms),
+            },
+        );
         Ok(Self {
+            netting,
             identity: config.identity,
             roster: config.roster,
             swarm,
@@ -168,6 +180,7 @@ impl Task {
                 let _ = r.send(Err(CoordinatorError::Shutdown));
             }
         }
+        self.netting.shutdown();
     }
 
     fn candidates(&self, among: Option<&[NodeId]>) -> Vec<Candidate> {
@@ -185,6 +198,33 @@ impl Task {
     fn send(&mut self, to: &NodeId, frame: Frame) -> Option<request_response::OutboundRequestId> {
         let peer = p2p::peer_id(to)?;
         Some(p2p::send(&mut self.swarm, &peer, frame))
+    }
+
+    /// Sends what the netting rounds queued (answers may queue more).
+    fn flush_netting(&mut self) {
+        loop {
+            let out = self.netting.take_outbox();
+            if out.is_empty() {
+                return;
+            }
+            for (to, env, tag) in out {
+                match self.send(&to, Frame::Deliver(env)) {
+                    Some(id) => self.netting.sent(id, tag),
+                    None => self.netting_ack(
+                        tag,
+                        Ack::Rejected {
+                            reason: "unreachable".into(),
+                            detail: format!("{to} has no libp2p peer id"),
+                        },
+                    ),
+                }
+            }
+        }
+    }
+
+    fn netting_ack(&mut self, tag: Tag, ack: Ack) {
+        let candidates = self.candidates(None);
+        self.netting.on_ack(tag, ack, &candidates);
     }
 
     // ------------------------------------------------------------------ commands
@@ -234,6 +274,11 @@ impl Task {
             }
             Command::ListenAddrs(reply) => {
                 let _ = reply.send(self.swarm.listeners().map(|a| a.to_string()).collect());
+            }
+            Command::Netting(c) => {
+                let candidates = self.candidates(None);
+                self.netting.on_command(c, &candidates);
+                self.flush_netting();
             }
             Command::Shutdown => {}
         }
@@ -375,6 +420,11 @@ impl Task {
                     },
                 ..
             } => {
+                if let Some(tag) = self.netting.answered(&request_id) {
+                    self.netting_ack(tag, response);
+                    self.flush_netting();
+                    return;
+                }
                 if let (Some((session, node)), Ack::Rejected { reason, detail }) =
                     (self.outbound.remove(&request_id), response)
                 {
@@ -385,6 +435,20 @@ impl Task {
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
+                if let Some(tag) = self.netting.answered(&request_id) {
+                    tracing::warn!(node = %tag.node, %error, "node unreachable (netting)");
+                    let reason = match error {
+                        request_response::OutboundFailure::Timeout => "timeout",
+                        _ => "unreachable",
+                    };
+                    let ack = Ack::Rejected {
+                        reason: reason.into(),
+                        detail: format!("{}: {error}", tag.node),
+                    };
+                    self.netting_ack(tag, ack);
+                    self.flush_netting();
+                    return;
+                }
                 if let Some((session, node)) = self.outbound.remove(&request_id) {
                     tracing::warn!(%node, %error, "node unreachable");
                     self.on_refusal(session, node, format!("unreachable: {error}"));
@@ -486,6 +550,15 @@ impl Task {
         {
             let (public, attestation) = (public.clone(), attestation.clone());
             self.on_dkg_report(env.session, env.sender, public, attestation);
+            return;
+        }
+        // Netting rounds (and their settlement signing sessions): the sender is the
+        // authenticated peer and the envelope verified (on_frame); the round checks
+        // the sender is in its committee and the outputs' own signatures.
+        if self.netting.owns(&env) {
+            let candidates = self.candidates(None);
+            self.netting.on_envelope(env, &candidates);
+            self.flush_netting();
             return;
         }
         let Some(job_id) = self.session_job.get(&env.session).copied() else {
@@ -775,6 +848,9 @@ impl Task {
     }
 
     fn on_tick(&mut self) {
+        let candidates = self.candidates(None);
+        self.netting.on_tick(&candidates);
+        self.flush_netting();
         let now = Instant::now();
         let expired: Vec<SessionId> = self
             .dkgs

@@ -1,0 +1,127 @@
+//! Closing a round (`NettingClose`) and delivering this node's signed outputs.
+//!
+//! Checks, in order: a roster coordinator sent it; the round is held here; the
+//! envelope's context is the round's; a round already closed on the same inputs
+//! re-sends its cached outputs (idempotent), on other inputs it is `closed`; the
+//! inputs listed must be exactly the bundles this node holds (`input_mismatch`,
+//! naming the first party that differs). Then `netting_closed` is audited and the
+//! closing inputs are stored (a restart closes the round again on them) before the
+//! outputs are computed; they go to the coordinator: one
+//! `NettingPublic` and one `NettingParty` per participating party, each its own
+//! envelope (session = `spec.session()`, key = `spec.key`, suite = the key's).
+
+use quorate_protocol::{
+    netting::{open, NodeOutputs, RoundId, RoundSpec},
+    wire::frame::Ack,
+    Ciphersuite, Envelope, NodeIdentity, Payload,
+};
+use rand_core::OsRng;
+use serde_json::json;
+
+use super::{admit, store, Closed, Code, Ctx, Handled, Netting, NettingError};
+use crate::audit::AuditKind;
+
+/// The envelopes carrying `outputs` to the coordinator.
+fn envelopes(
+    identity: &NodeIdentity,
+    spec: &RoundSpec,
+    suite: Ciphersuite,
+    outputs: &NodeOutputs,
+) -> Vec<Envelope> {
+    let seal = |payload| Envelope::seal(identity, suite, spec.key, spec.session(), payload);
+    std::iter::once(seal(Payload::NettingPublic {
+        outputs: outputs.public.clone(),
+    }))
+    .chain(
+        outputs
+            .parties
+            .iter()
+            .map(|p| seal(Payload::NettingParty { outputs: p.clone() })),
+    )
+    .collect()
+}
+
+impl Netting {
+    /// Closes a round on the coordinator's inputs and returns the outputs to send.
+    pub(super) fn on_close(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        env: &Envelope,
+        id: &RoundId,
+        inputs: &[Option<[u8; 32]>],
+    ) -> Result<Handled, NettingError> {
+        admit::from_coordinator(ctx.roster, env)?;
+        let state = self.state.clone();
+        let live = self.live(id)?;
+        let spec = live.spec().clone();
+        let suite = admit::held_key(ctx, &spec)?.suite;
+        admit::envelope_context(&spec, admit::held_key(ctx, &spec)?, env)?;
+        if let Some(closed) = &live.closed {
+            if closed.inputs == inputs {
+                return Ok(Handled {
+                    ack: Ack::Accepted,
+                    deliver: envelopes(ctx.identity, &spec, suite, &closed.outputs),
+                });
+            }
+            return Err(NettingError::refused(
+                Code::Closed,
+                format!("round {id} was already closed on other inputs"),
+            ));
+        }
+        let held = live.round.held();
+        if held.len() != inputs.len() {
+            return Err(NettingError::refused(
+                Code::InputMismatch,
+                format!(
+                    "close lists {} parties, round {id} has {}",
+                    inputs.len(),
+                    held.len()
+                ),
+            ));
+        }
+        if let Some(p) = (0..held.len()).find(|&p| held[p] != inputs[p]) {
+            return Err(NettingError::refused(
+                Code::InputMismatch,
+                format!(
+                    "close lists other inputs for party {:?} than this node holds",
+                    spec.parties[p].name
+                ),
+            ));
+        }
+        let inputs_digest = open::inputs_digest(&spec, inputs);
+        ctx.record(
+            AuditKind::NettingClosed {
+                round: id.to_string(),
+            },
+            json!({
+                "inputs_digest": hex::encode(inputs_digest),
+                "participants": inputs.iter().filter(|i| i.is_some()).count(),
+            }),
+        )?;
+        store::put_round_closing(&state, live, inputs)?;
+        let outputs = match live.round.close(ctx.identity, inputs, &mut OsRng) {
+            Ok(o) => o,
+            Err(e) => {
+                // Undo the stored close so a restart does not try it again.
+                if let Err(undo) = store::put_round(&state, live) {
+                    tracing::error!(round = %id, error = %undo, "cannot undo the stored close");
+                }
+                return Err(NettingError::refused(Code::InputMismatch, e.to_string()));
+            }
+        };
+        live.closed = Some(Closed {
+            inputs: inputs.to_vec(),
+            outputs,
+        });
+        tracing::info!(round = %id, "netting round closed; outputs sent");
+        let deliver = live
+            .closed
+            .as_ref()
+            .map(|c| envelopes(ctx.identity, &spec, suite, &c.outputs))
+            .unwrap_or_default();
+        Ok(Handled {
+            ack: Ack::Accepted,
+            deliver,
+        })
+    }
+}
