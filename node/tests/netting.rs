@@ -35,7 +35,7 @@ use quorate_protocol::{
         result::{open_result, Published},
         session::settle,
         share::deal,
-        verify, Bounds, InputBundle, Instrument, InstrumentKind, Party, PartyOutputs,
+        verify, Bounds, BundleHeader, InputBundle, Instrument, InstrumentKind, Party, PartyOutputs,
         PublicOutputs, RoundId, RoundSpec,
     },
     wire::frame::{Ack, Frame},
@@ -695,6 +695,12 @@ async fn full_round_opens_to_the_reference_and_its_settlement_is_signed() {
         .map(|b| Some(verify::commitments(spec, &b.header).expect("points")))
         .collect();
     let commitments: Vec<Option<&[_]>> = points.iter().map(|p| p.as_deref()).collect();
+    let headers: Vec<Option<&BundleHeader>> = bundles.iter().map(|b| Some(&b.header)).collect();
+    let net_pts: Vec<Option<Vec<_>>> = bundles
+        .iter()
+        .map(|b| Some(verify::net_points(spec, &b.header).expect("points")))
+        .collect();
+    let nets: Vec<Option<&[_]>> = net_pts.iter().map(|p| p.as_deref()).collect();
     let inputs_digest = views[0].inputs_digest;
     let plain = reference::compute(spec, &round.inputs).expect("reference");
     for (p, want) in plain.iter().enumerate() {
@@ -709,6 +715,7 @@ async fn full_round_opens_to_the_reference_and_its_settlement_is_signed() {
             &Published {
                 participants: &participants,
                 inputs_digest,
+                headers: &headers,
                 commitments: &commitments,
             },
             p,
@@ -756,7 +763,7 @@ async fn full_round_opens_to_the_reference_and_its_settlement_is_signed() {
         spec,
         &participants,
         inputs_digest,
-        &commitments,
+        &nets,
         &views,
         &mut OsRng,
     )
@@ -907,16 +914,16 @@ async fn bad_rounds_and_bundles_are_refused_alone_and_the_round_goes_on() {
     // Settlement: a node whose policy lists no settlement keys refuses; another
     // signs a round's batch in at most n − t + 1 = 2 sessions.
     let spec = &round.spec;
-    let points: Vec<Option<Vec<_>>> = bundles
+    let net_pts: Vec<Option<Vec<_>>> = bundles
         .iter()
-        .map(|b| Some(verify::commitments(spec, &b.header).expect("points")))
+        .map(|b| Some(verify::net_points(spec, &b.header).expect("points")))
         .collect();
-    let commitments: Vec<Option<&[_]>> = points.iter().map(|p| p.as_deref()).collect();
+    let nets: Vec<Option<&[_]>> = net_pts.iter().map(|p| p.as_deref()).collect();
     let (batch, _) = settle(
         spec,
         &[true; 3],
         views[0].inputs_digest,
-        &commitments,
+        &nets,
         &views,
         &mut OsRng,
     )

@@ -26,7 +26,7 @@ use quorate_protocol::{
         round::{Bounds, Instrument, InstrumentKind, Party, RoundId, RoundSpec},
         session::{settle, NodeRound},
         share::deal,
-        verify, InputBundle, PartyOutputs,
+        verify, BundleHeader, InputBundle, PartyOutputs,
     },
     Ciphersuite, KeyShare, NodeIdentity, SignTarget,
 };
@@ -123,8 +123,9 @@ fn node_work(r: &Round, j: usize, bundles: &[InputBundle]) -> (NodeRound, NodeOu
     let mut rng = ChaCha20Rng::seed_from_u64(100 + j as u64);
     let mut round = NodeRound::new(r.spec.clone()).expect("round");
     for b in bundles {
+        let (h, bx) = b.for_node(j).expect("box");
         round
-            .accept_bundle(1, &r.nodes[j], &b.header, &b.boxes[j])
+            .accept_bundle(1, &r.nodes[j], &h, &bx)
             .expect("accept");
     }
     let expected: Vec<_> = bundles.iter().map(|b| Some(b.header.digest())).collect();
@@ -141,20 +142,33 @@ fn points(r: &Round, bundles: &[InputBundle]) -> Vec<Option<Vec<RistrettoPoint>>
         .collect()
 }
 
-fn party_result(
-    r: &Round,
-    p: usize,
-    pts: &[Option<&[RistrettoPoint]>],
-    outs: &[NodeOutputs],
-    seed: u64,
-) {
+struct Public<'a> {
+    headers: Vec<Option<&'a BundleHeader>>,
+    points: Vec<Option<Vec<RistrettoPoint>>>,
+    nets: Vec<Option<Vec<RistrettoPoint>>>,
+}
+
+fn public<'a>(r: &Round, bundles: &'a [InputBundle]) -> Public<'a> {
+    Public {
+        headers: bundles.iter().map(|b| Some(&b.header)).collect(),
+        points: points(r, bundles),
+        nets: bundles
+            .iter()
+            .map(|b| Some(verify::net_points(&r.spec, &b.header).expect("points")))
+            .collect(),
+    }
+}
+
+fn party_result(r: &Round, p: usize, public: &Public<'_>, outs: &[NodeOutputs], seed: u64) {
+    let pts: Vec<Option<&[RistrettoPoint]>> = public.points.iter().map(|p| p.as_deref()).collect();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let participants = vec![true; PARTIES];
     let mine: Vec<PartyOutputs> = outs.iter().map(|o| o.parties[p].clone()).collect();
     let published = Published {
         participants: &participants,
         inputs_digest: outs[0].public.inputs_digest,
-        commitments: pts,
+        headers: &public.headers,
+        commitments: &pts,
     };
     let res = open_result(&r.spec, &published, p, &r.seals[p], &mine, &mut rng).expect("result");
     assert!(res.culprits.is_empty() && res.mismatches.is_empty());
@@ -234,10 +248,9 @@ fn end_to_end(r: &Round) {
             .collect()
     });
     assert!(batches.windows(2).all(|w| w[0] == w[1]));
-    let pts = points(r, &bundles);
-    let refs: Vec<Option<&[RistrettoPoint]>> = pts.iter().map(|p| p.as_deref()).collect();
+    let public = public(r, &bundles);
     std::thread::scope(|s| {
-        let refs = &refs;
+        let refs = &public;
         let outs = &outs;
         let a = s.spawn(move || (0..half).for_each(|p| party_result(r, p, refs, outs, p as u64)));
         let b =
@@ -284,8 +297,8 @@ fn bench(c: &mut Criterion) {
     let (round0, _) = node_work(&r, 0, &bundles);
     let outs: Vec<NodeOutputs> = (0..NODES).map(|j| node_work(&r, j, &bundles).1).collect();
     let views: Vec<_> = outs.iter().map(|o| o.public.clone()).collect();
-    let pts = points(&r, &bundles);
-    let refs: Vec<Option<&[RistrettoPoint]>> = pts.iter().map(|p| p.as_deref()).collect();
+    let public = public(&r, &bundles);
+    let nets: Vec<Option<&[RistrettoPoint]>> = public.nets.iter().map(|p| p.as_deref()).collect();
     let participants = vec![true; PARTIES];
     let inputs_digest = outs[0].public.inputs_digest;
     let message = round0
@@ -294,6 +307,9 @@ fn bench(c: &mut Criterion) {
         .0
         .message();
     let bundle_bytes = postcard::to_allocvec(&bundles[0]).expect("encode").len();
+    let node_message = postcard::to_allocvec(&bundles[0].for_node(0).expect("box"))
+        .expect("encode")
+        .len();
     let node_bytes: usize = outs[0]
         .parties
         .iter()
@@ -303,10 +319,11 @@ fn bench(c: &mut Criterion) {
             .expect("encode")
             .len();
     eprintln!(
-        "netting round: {PARTIES} parties x {ASSETS} assets, {} values per party, {} commitments per bundle; bundle {} bytes, one node's outputs {} bytes",
+        "netting round: {PARTIES} parties x {ASSETS} assets, {} values per party, {} commitments per bundle; bundle {} bytes (one node's part {} bytes), one node's outputs {} bytes",
         r.spec.values_per_party(),
         bundles[0].header.commitments.len(),
         bundle_bytes,
+        node_message,
         node_bytes
     );
 
@@ -323,15 +340,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| deal(&r.spec, 0, &r.keys[0], &r.inputs[0], 1, &mut rng).expect("deal"))
     });
     g.bench_function("share verification: one bundle at one node (x250)", |b| {
-        b.iter(|| {
-            verify::accept(
-                &r.spec,
-                &r.nodes[0],
-                &bundles[0].header,
-                &bundles[0].boxes[0],
-            )
-            .expect("accept")
-        })
+        let (h, bx) = bundles[0].for_node(0).expect("box");
+        b.iter(|| verify::accept(&r.spec, &r.nodes[0], &h, &bx).expect("accept"))
     });
     g.bench_function("netting+outputs: one node, whole round (x5)", |b| {
         let mut rng = ChaCha20Rng::seed_from_u64(12);
@@ -340,8 +350,9 @@ fn bench(c: &mut Criterion) {
             || {
                 let mut round = NodeRound::new(r.spec.clone()).expect("round");
                 for bd in &bundles {
+                    let (h, bx) = bd.for_node(0).expect("box");
                     round
-                        .accept_bundle(1, &r.nodes[0], &bd.header, &bd.boxes[0])
+                        .accept_bundle(1, &r.nodes[0], &h, &bx)
                         .expect("accept");
                 }
                 round
@@ -363,7 +374,7 @@ fn bench(c: &mut Criterion) {
                     &r.spec,
                     &participants,
                     inputs_digest,
-                    &refs,
+                    &nets,
                     &views,
                     &mut rng,
                 )
@@ -373,7 +384,7 @@ fn bench(c: &mut Criterion) {
     );
     g.bench_function(
         "party result: open and verify one party's outputs (x50)",
-        |b| b.iter(|| party_result(&r, 0, &refs, &outs, 14)),
+        |b| b.iter(|| party_result(&r, 0, &public, &outs, 14)),
     );
     g.bench_function("settlement signature: FROST secp256k1-tr 3-of-5", |b| {
         b.iter(|| sign(&r, message))

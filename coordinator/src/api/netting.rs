@@ -224,7 +224,7 @@ fn bundle_refused(spec: &RoundSpec, party: u32, reason: &str, detail: String) ->
 /// box per committee member matching the signed box digests, and frame size.
 fn check_bundle(spec: &RoundSpec, bundle: &InputBundle) -> Result<(), Problem> {
     let h = &bundle.header;
-    h.check(spec).map_err(|e| match &e {
+    h.check_full(spec).map_err(|e| match &e {
         ProtocolError::BadBundle { .. } | ProtocolError::LateBundle { .. } => {
             bundle_refused(spec, h.party, bundle_reason(&e), e.to_string())
         }
@@ -255,13 +255,14 @@ fn check_bundle(spec: &RoundSpec, bundle: &InputBundle) -> Result<(), Problem> {
                 ),
             ));
         }
-        let size = postcard::to_allocvec(&(h, b)).map_or(usize::MAX, |v| v.len());
+        // Nodes get the header without the per-value commitments, and their box.
+        let size = postcard::to_allocvec(&(h.for_nodes(), b)).map_or(usize::MAX, |v| v.len());
         if size.saturating_add(1024) > MAX_MESSAGE_SIZE {
             return Err(Problem::new(
                 ProblemKind::PayloadTooLarge,
                 format!(
-                    "the header and node {i}'s box are {size} bytes; one node message holds \
-                     at most {MAX_MESSAGE_SIZE}: use fewer instruments or parties per round"
+                    "the nodes' header and node {i}'s box are {size} bytes; one node message \
+                     holds at most {MAX_MESSAGE_SIZE}: use fewer instruments or parties per round"
                 ),
             ));
         }

@@ -211,6 +211,7 @@ pub fn verify_result(
     }
     let mut digests = vec![None; spec.parties.len()];
     let mut points: Vec<Option<Vec<RistrettoPoint>>> = vec![None; spec.parties.len()];
+    let mut headers: Vec<Option<BundleHeader>> = vec![None; spec.parties.len()];
     for (h, &p) in view.headers.iter().zip(&listed) {
         let header: BundleHeader = from_postcard("headers", h)?;
         if header.party as usize != p {
@@ -219,9 +220,10 @@ pub fn verify_result(
                 header.party
             )));
         }
-        header.check(spec).map_err(verify_err)?;
+        header.check_full(spec).map_err(verify_err)?;
         points[p] = Some(verify::commitments(spec, &header).map_err(verify_err)?);
         digests[p] = Some(header.digest());
+        headers[p] = Some(header);
     }
     let digest = inputs_digest(spec, &digests);
     if hex::encode(digest) != view.inputs_digest {
@@ -233,9 +235,11 @@ pub fn verify_result(
         .map(|o| from_postcard::<PartyOutputs>("outputs", o))
         .collect::<Result<Vec<_>, _>>()?;
     let refs: Vec<Option<&[RistrettoPoint]>> = points.iter().map(|c| c.as_deref()).collect();
+    let header_refs: Vec<Option<&BundleHeader>> = headers.iter().map(Option::as_ref).collect();
     let published = Published {
         participants: &view.participants,
         inputs_digest: digest,
+        headers: &header_refs,
         commitments: &refs,
     };
     open_result(spec, &published, party, seal_secret, &outputs, &mut OsRng).map_err(verify_err)

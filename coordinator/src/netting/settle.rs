@@ -1,5 +1,5 @@
 //! Building the settlement batch from what the coordinator holds (pure): the
-//! party-signed headers of the listed inputs give the commitments, the nodes'
+//! party-signed headers of the listed inputs give the net commitments, the nodes'
 //! public outputs the shares of the nets.
 
 use curve25519_dalek::RistrettoPoint;
@@ -9,8 +9,8 @@ use quorate_protocol::{
 };
 use rand_core::CryptoRngCore;
 
-/// The commitments of every listed input, from its header (`None` for a party not
-/// listed). Errors when a listed header is missing or differs from its digest.
+/// The net commitments of every listed input, from its header (`None` for a party
+/// not listed). Errors when a listed header is missing or differs from its digest.
 pub fn commitments(
     spec: &RoundSpec,
     headers: &[Option<BundleHeader>],
@@ -31,12 +31,12 @@ pub fn commitments(
                         spec.parties.get(p).map_or("?", |x| x.name.as_str())
                     ))
                 })?;
-            verify::commitments(spec, header).map(Some)
+            verify::net_points(spec, header).map(Some)
         })
         .collect()
 }
 
-/// Verifies the public outputs against the listed inputs' commitments and builds
+/// Verifies the public outputs against the listed inputs' net commitments and builds
 /// the batch (conservation checked), naming nodes whose shares fail.
 pub fn settle_round(
     spec: &RoundSpec,

@@ -333,7 +333,12 @@ pub fn open_verified(
                 .iter()
                 .zip(commitments)
                 .filter_map(|(c, pts)| {
-                    pts.map(|pts| c.iter().enumerate().map(move |(e, m)| (*m, pts[e * t + k])))
+                    pts.map(|pts| {
+                        c.iter()
+                            .enumerate()
+                            .filter(|(_, m)| **m != Scalar::ZERO)
+                            .map(move |(e, m)| (*m, pts[e * t + k]))
+                    })
                 })
                 .flatten()
                 .unzip();

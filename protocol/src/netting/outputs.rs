@@ -3,15 +3,19 @@
 //! its input shares alone, and anyone computes the output's commitment from the
 //! input commitments.
 //!
-//! For party `p`, over the parties that submitted a bundle (`participants`):
+//! For party `p`:
 //! - `Bilateral { counterparty: q, asset: a }` = Σ_{i in a} unit_i·qty_p(q,i) + cash_p(q,i)
-//! - `Multilateral { asset: a }` = Σ_q Bilateral(q, a)  (public: it is settled)
+//!   for every other party `q` of the round;
+//! - `Multilateral { asset: a }` = Σ_q Bilateral(q, a)  (public: it is settled);
 //! - `ReconcileQuantity { counterparty: q, instrument: i }` = qty_p(q,i) + qty_q(p,i)
 //! - `ReconcileCash { counterparty: q, instrument: i }` = cash_p(q,i) + cash_q(p,i)
+//!   for every other party `q` that submitted a bundle (`participants`).
 //!
 //! The reconciliation differences are zero when both sides booked the trade
-//! identically; they are opened to `p` and `q` only. Positions against a party that
-//! submitted nothing are left out of every net, so the round goes on without it.
+//! identically; they are opened to `p` and `q` only. A party's nets count every
+//! position it booked, including against a party that submitted nothing (that
+//! party's side is then missing, so conservation fails where it traded and the
+//! round is not settled; everybody else still gets their results).
 
 use curve25519_dalek::Scalar;
 use serde::{Deserialize, Serialize};
@@ -82,8 +86,11 @@ pub fn party_outputs(spec: &RoundSpec, participants: &[bool], p: usize) -> Vec<O
         .iter()
         .map(|i| assets.iter().position(|a| *a == i.asset).unwrap_or(0) as u32)
         .collect();
-    let cps: Vec<usize> = (0..spec.parties.len())
-        .filter(|&q| q != p && participants.get(q).copied().unwrap_or(false))
+    let cps: Vec<usize> = (0..spec.parties.len()).filter(|&q| q != p).collect();
+    let present: Vec<usize> = cps
+        .iter()
+        .copied()
+        .filter(|&q| participants.get(q).copied().unwrap_or(false))
         .collect();
     let owner = p as u32;
     let idx =
@@ -126,7 +133,7 @@ pub fn party_outputs(spec: &RoundSpec, participants: &[bool], p: usize) -> Vec<O
             terms,
         });
     }
-    for &q in &cps {
+    for &q in &present {
         for i in 0..spec.instruments.len() {
             for field in 0..2 {
                 let other = spec.value_index(q, p, i, field).unwrap_or(0) as u32;

@@ -19,7 +19,8 @@ pub struct PlainResult {
 }
 
 /// Nets every participating party (`inputs[p]` is `None` for a party that did not
-/// submit; positions against it are left out).
+/// submit: it gets no result and is not reconciled against; others' positions
+/// against it still count in their nets).
 pub fn compute(
     spec: &RoundSpec,
     inputs: &[Option<PartyInput>],
@@ -48,7 +49,7 @@ pub fn compute(
         for a in spec.assets() {
             r.multilateral.insert(a.clone(), 0);
         }
-        for q in (0..spec.parties.len()).filter(|&q| q != p && present(q)) {
+        for q in (0..spec.parties.len()).filter(|&q| q != p) {
             let qn = spec.parties[q].name.clone();
             for a in spec.assets() {
                 r.bilateral.insert((qn.clone(), a), 0);
@@ -61,7 +62,7 @@ pub fn compute(
                     .or_default() += flow;
                 *r.multilateral.entry(inst.asset.clone()).or_default() += flow;
                 let (oq, oc) = book.get(&(q, p, i)).copied().unwrap_or((0, 0));
-                if qty + oq != 0 || cash + oc != 0 {
+                if present(q) && (qty + oq != 0 || cash + oc != 0) {
                     r.mismatches
                         .insert((qn.clone(), inst.name.clone()), (qty + oq, cash + oc));
                 }

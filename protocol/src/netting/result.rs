@@ -57,7 +57,10 @@ pub struct Published<'a> {
     pub participants: &'a [bool],
     /// Digest of those bundles (`open::inputs_digest`).
     pub inputs_digest: [u8; 32],
-    /// Per party, the decompressed commitments of its (signature-checked) header.
+    /// Per party, its full header (signature already checked with
+    /// [`super::BundleHeader::check_full`]).
+    pub headers: &'a [Option<&'a super::BundleHeader>],
+    /// Per party, the decompressed per-value commitments of that header.
     pub commitments: &'a [Option<&'a [RistrettoPoint]>],
 }
 
@@ -80,6 +83,19 @@ pub fn open_result(
         &published.inputs_digest,
         published.commitments,
     );
+    // The counterparties' commitments about us must match what the nodes checked.
+    for (q, (h, c)) in published.headers.iter().zip(commitments).enumerate() {
+        if q == party || !participants.get(q).copied().unwrap_or(false) {
+            continue;
+        }
+        let (Some(h), Some(c)) = (h, c) else {
+            return Err(ProtocolError::NettingInput(format!(
+                "no header for participating party {:?}",
+                spec.parties[q].name
+            )));
+        };
+        super::verify::check_block(spec, h, c, party)?;
+    }
     let defs = outputs::party_outputs(spec, participants, party);
     let mut forged = Vec::new();
     let valid: Vec<PartyOutputs> = node_outputs

@@ -286,6 +286,38 @@ impl RoundSpec {
         }
     }
 
+    /// For each instrument, the index of its asset in [`Self::assets`].
+    pub fn asset_of_instruments(&self) -> Vec<usize> {
+        let assets = self.assets();
+        self.instruments
+            .iter()
+            .map(|i| assets.iter().position(|a| *a == i.asset).unwrap_or(0))
+            .collect()
+    }
+
+    /// For every value of a party's vector, the asset it settles in and its
+    /// coefficient in that asset's net (`unit` for a quantity, 1 for cash).
+    pub fn net_terms(&self) -> Vec<(usize, i128)> {
+        let asset_of = self.asset_of_instruments();
+        let per_slot = self.instruments.len() * 2;
+        (0..self.values_per_party())
+            .map(|e| {
+                let i = (e % per_slot) / 2;
+                let c = if e % 2 == 0 {
+                    self.instruments[i].unit()
+                } else {
+                    1
+                };
+                (asset_of[i], c)
+            })
+            .collect()
+    }
+
+    /// Number of values in one counterparty block (quantity and cash per instrument).
+    pub fn block_len(&self) -> usize {
+        self.instruments.len() * 2
+    }
+
     /// SHA-256 of the canonical encoding, bound into everything of the round.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();

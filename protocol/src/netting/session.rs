@@ -111,11 +111,20 @@ impl NodeRound {
                 "close lists another number of parties".into(),
             ));
         }
-        if let Some(p) = (0..held.len()).find(|&p| held[p] != expected[p]) {
+        // A bundle listed `None` is left out even if this node holds it (another
+        // node refused or never got it); one listed but not held, or held with
+        // another digest, refuses the close.
+        if let Some(p) = (0..held.len()).find(|&p| expected[p].is_some() && held[p] != expected[p])
+        {
             return Err(ProtocolError::NettingInput(format!(
                 "close lists other inputs for party {:?} than this node holds",
                 self.spec.parties[p].name
             )));
+        }
+        for (p, e) in expected.iter().enumerate() {
+            if e.is_none() {
+                self.accepted[p] = None;
+            }
         }
         let refs: Vec<Option<&Accepted>> = self.accepted.iter().map(Option::as_ref).collect();
         let out = NodeOutputs::produce(&self.spec, identity, &refs, rng)?;
@@ -137,22 +146,23 @@ impl NodeRound {
             .closed
             .clone()
             .ok_or(ProtocolError::InvalidState("settlement before close"))?;
-        let commitments: Vec<Option<&[RistrettoPoint]>> = self
+        let nets: Vec<Option<&[RistrettoPoint]>> = self
             .accepted
             .iter()
-            .map(|a| a.as_ref().map(|a| a.commitments.as_slice()))
+            .map(|a| a.as_ref().map(|a| a.nets.as_slice()))
             .collect();
-        settle(&self.spec, &participants, inputs, &commitments, views, rng)
+        settle(&self.spec, &participants, inputs, &nets, views, rng)
     }
 }
 
-/// Verifies public openings against the input commitments and builds the batch;
-/// used by nodes (from their own commitments) and by anyone holding the headers.
+/// Verifies public openings against the parties' net commitments (`nets[p]`, from
+/// [`verify::net_points`]) and builds the batch; used by nodes and by anyone
+/// holding the headers.
 pub fn settle(
     spec: &RoundSpec,
     participants: &[bool],
     inputs: [u8; 32],
-    commitments: &[Option<&[RistrettoPoint]>],
+    nets: &[Option<&[RistrettoPoint]>],
     views: &[PublicOutputs],
     rng: &mut impl CryptoRngCore,
 ) -> Result<(SettlementBatch, Vec<crate::NodeId>), ProtocolError> {
@@ -168,9 +178,27 @@ pub fn settle(
         })
         .cloned()
         .collect();
-    let defs = outputs::public_outputs(spec, participants);
+    // Each public output is checked against its net commitment directly: a
+    // definition with one term, index = the asset, over the `M` vector.
+    let defs: Vec<outputs::OutputDef> = outputs::public_outputs(spec, participants)
+        .into_iter()
+        .map(|d| {
+            let asset = match d.kind {
+                outputs::OutputKind::Multilateral { asset } => asset,
+                _ => 0,
+            };
+            outputs::OutputDef {
+                terms: vec![outputs::Term {
+                    party: d.owner,
+                    index: asset,
+                    coefficient: 1,
+                }],
+                ..d
+            }
+        })
+        .collect();
     let responses = open::public_responses(spec, defs.len(), &valid);
-    let opening = open::open_verified(spec, &defs, commitments, &responses, rng)?;
+    let opening = open::open_verified(spec, &defs, nets, &responses, rng)?;
     let batch = SettlementBatch::build(spec, participants, inputs, &opening.values)?;
     let mut culprits = opening.culprits;
     culprits.extend(forged);

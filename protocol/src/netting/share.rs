@@ -7,8 +7,20 @@
 //! committed (`C_{e,k} = a_{e,k}·G + b_{e,k}·H`, with `a_{e,0} = x_e`), so each
 //! node's share of each value — and of every linear combination of values — can be
 //! checked on its own: `f(j)·G + g(j)·H == Σ_k j^k C_k`. Commitments are computed
-//! with constant-time fixed-base tables for `G` and `H`; nodes check all their
-//! shares of a bundle with one multiscalar multiplication (see `verify`).
+//! with constant-time fixed-base tables for `G` and `H` and compressed in one batch
+//! (one field inversion for all of them).
+//!
+//! Two kinds of aggregate commitments, computed from the coefficients (not from the
+//! points, so they cost `2t` fixed-base multiplications each):
+//! - `M_{a,k}`: the polynomial of the party's multilateral net in asset `a` (the
+//!   public output), so the settlement opening is checked against `A·t` points;
+//! - `D_{q,k}`: for each counterparty block `q` (the `2·I` values about one
+//!   counterparty), `Σ_{e in q} ρ_e f_e` with weights `ρ_e` hashed from the core
+//!   digest, which fixes every commitment and every sealed box first.
+//!
+//! A node checks its shares against `M` and `D` only (`verify`), `(P − 1 + A)·t`
+//! points instead of `E·t`; a counterparty that relies on block `q`'s `C`s checks
+//! them against `D_q` (`result`).
 //!
 //! Share box plaintext: for each value in order, `f_e(j)` ‖ `g_e(j)`, 32-byte
 //! canonical little-endian scalars (64 bytes per value).
@@ -20,12 +32,26 @@ use zeroize::Zeroizing;
 
 use super::{
     amount,
-    bundle::{box_aad, box_digest, BundleHeader, InputBundle},
+    bundle::{box_aad, box_digest, commitments_digest, BundleHeader, InputBundle},
     input::PartyInput,
     pedersen,
     round::RoundSpec,
 };
 use crate::{error::ProtocolError, seal};
+
+/// The block weights `ρ_e` of a bundle (from its core digest).
+pub(crate) fn block_weights(core: &[u8; 32], count: usize) -> Vec<Scalar> {
+    use sha2::{Digest, Sha512};
+    (0..count as u64)
+        .map(|e| {
+            let mut h = Sha512::new();
+            h.update(b"quorate/netting/rho/v1\0");
+            h.update(core);
+            h.update(e.to_be_bytes());
+            Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+        })
+        .collect()
+}
 
 /// Builds, seals and signs party `party`'s bundle for `input`.
 ///
@@ -40,6 +66,35 @@ pub fn deal(
     input: &PartyInput,
     signed_at: u64,
     rng: &mut impl CryptoRngCore,
+) -> Result<InputBundle, ProtocolError> {
+    deal_with(
+        spec,
+        party,
+        sign_key,
+        input,
+        signed_at,
+        rng,
+        Corrupt::default(),
+    )
+}
+
+/// Test hook: how a dishonest party deviates while keeping everything signed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Corrupt {
+    /// Add 1 to this committee position's share of value 0.
+    pub share_of_node: Option<usize>,
+    /// Publish a wrong `C_{e,0}` for this value (everything else consistent).
+    pub commitment: Option<usize>,
+}
+
+pub(crate) fn deal_with(
+    spec: &RoundSpec,
+    party: usize,
+    sign_key: &SigningKey,
+    input: &PartyInput,
+    signed_at: u64,
+    rng: &mut impl CryptoRngCore,
+    corrupt: Corrupt,
 ) -> Result<InputBundle, ProtocolError> {
     let info = spec
         .parties
@@ -72,20 +127,40 @@ pub fn deal(
             blinds.push(Scalar::random(&mut *rng));
         }
     }
-    let commitments: Vec<[u8; 32]> = coeffs
-        .iter()
-        .zip(blinds.iter())
-        .map(|(a, b)| pedersen::commit(a, b).compress().to_bytes())
-        .collect();
+    let mut commitments = pedersen::commit_compressed_batch(&coeffs, &blinds);
+    if let Some(e) = corrupt.commitment {
+        commitments[e * t] = pedersen::commit(&(coeffs[e * t] + Scalar::ONE), &blinds[e * t])
+            .compress()
+            .to_bytes();
+    }
+    let terms = spec.net_terms();
+    let n_assets = spec.assets().len();
+    let mut nets = Vec::with_capacity(n_assets * t);
+    for a in 0..n_assets {
+        for k in 0..t {
+            let (mut v, mut b) = (Scalar::ZERO, Scalar::ZERO);
+            for (e, (asset, c)) in terms.iter().enumerate() {
+                if *asset == a {
+                    let c = amount::coefficient(*c);
+                    v += c * coeffs[e * t + k];
+                    b += c * blinds[e * t + k];
+                }
+            }
+            nets.push(pedersen::commit(&v, &b).compress().to_bytes());
+        }
+    }
 
     let members = spec.committee.members();
     let mut boxes = Vec::with_capacity(members.len());
     let mut plain = Zeroizing::new(Vec::with_capacity(count * 64));
-    for m in members {
+    for (pos, m) in members.iter().enumerate() {
         let x = Scalar::from(u64::from(m.index));
         plain.clear();
         for e in 0..count {
-            let (f, g) = eval(&coeffs[e * t..(e + 1) * t], &blinds[e * t..(e + 1) * t], &x);
+            let (mut f, g) = eval(&coeffs[e * t..(e + 1) * t], &blinds[e * t..(e + 1) * t], &x);
+            if e == 0 && corrupt.share_of_node == Some(pos) {
+                f += Scalar::ONE;
+            }
             plain.extend_from_slice(f.as_bytes());
             plain.extend_from_slice(g.as_bytes());
         }
@@ -98,7 +173,10 @@ pub fn deal(
         spec_digest: spec.digest(),
         party: party as u32,
         signed_at,
+        commitments_digest: commitments_digest(&commitments),
         commitments,
+        nets,
+        blocks: Vec::new(),
         box_digests: members
             .iter()
             .zip(&boxes)
@@ -106,6 +184,20 @@ pub fn deal(
             .collect(),
         signature: Vec::new(),
     };
+    let rho = block_weights(&header.core_digest(), count);
+    let bl = spec.block_len();
+    for q in 0..spec.parties.len() - 1 {
+        for k in 0..t {
+            let (mut v, mut b) = (Scalar::ZERO, Scalar::ZERO);
+            for e in q * bl..(q + 1) * bl {
+                v += rho[e] * coeffs[e * t + k];
+                b += rho[e] * blinds[e * t + k];
+            }
+            header
+                .blocks
+                .push(pedersen::commit(&v, &b).compress().to_bytes());
+        }
+    }
     header.signature = sign_key.sign(&header.digest()).to_bytes().to_vec();
     Ok(InputBundle { header, boxes })
 }

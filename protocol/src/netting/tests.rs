@@ -7,14 +7,14 @@ use proptest::prelude::*;
 use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
 
 use super::{
-    bundle::box_digest,
+    bundle::{box_digest, BundleHeader},
     input::{PartyInput, Position},
     open::{NodeOutputs, PartyOutputs},
     reference,
     result::{open_result, Published},
     round::{Bounds, Instrument, InstrumentKind, Party, RoundId, RoundSpec},
     session::{settle, Admitted, NodeRound},
-    share::deal,
+    share::{self, deal},
     verify::accept,
     *,
 };
@@ -166,6 +166,19 @@ fn run(fx: &Fixture, inputs: &[Option<PartyInput>], rng: &mut ChaCha20Rng) -> Ou
         })
         .collect();
     let commitments: Vec<Option<&[RistrettoPoint]>> = points.iter().map(|p| p.as_deref()).collect();
+    let headers: Vec<Option<&BundleHeader>> = bundles
+        .iter()
+        .map(|b| b.as_ref().map(|b| &b.header))
+        .collect();
+    let net_pts: Vec<Option<Vec<RistrettoPoint>>> = bundles
+        .iter()
+        .map(|b| {
+            b.as_ref()
+                .map(|b| verify::net_points(spec, &b.header).expect("points"))
+        })
+        .collect();
+    let nets: Vec<Option<&[RistrettoPoint]>> = net_pts.iter().map(|p| p.as_deref()).collect();
+    let _ = (&headers, &nets);
     let inputs_digest = outputs[0].public.inputs_digest;
     let results = (0..spec.parties.len())
         .map(|p| {
@@ -179,6 +192,7 @@ fn run(fx: &Fixture, inputs: &[Option<PartyInput>], rng: &mut ChaCha20Rng) -> Ou
                     &Published {
                         participants: &participants,
                         inputs_digest,
+                        headers: &headers,
                         commitments: &commitments,
                     },
                     p,
@@ -195,15 +209,7 @@ fn run(fx: &Fixture, inputs: &[Option<PartyInput>], rng: &mut ChaCha20Rng) -> Ou
         assert!(c.is_empty(), "honest nodes blamed: {c:?}");
         b
     });
-    let alt = settle(
-        spec,
-        &participants,
-        inputs_digest,
-        &commitments,
-        &views,
-        rng,
-    )
-    .map(|(b, _)| b);
+    let alt = settle(spec, &participants, inputs_digest, &nets, &views, rng).map(|(b, _)| b);
     assert_eq!(
         settlement, alt,
         "a node and an outside verifier build the same batch"
@@ -311,16 +317,24 @@ fn mismatched_books_fail_conservation_and_reach_only_the_two_parties() {
 fn a_party_without_a_bundle_is_left_out_and_the_round_goes_on() {
     let mut rng = ChaCha20Rng::seed_from_u64(3);
     let fx = fixture(&mut rng, 4, INSTRUMENTS, 4, 3);
-    let mut inputs = mirrored(
-        &fx.spec,
-        &[(0, 1, 0, 5, 10), (0, 3, 1, 2, 0), (1, 2, 2, -6, 0)],
-    );
+    // desk-3 traded nothing: the others settle without it.
+    let mut inputs = mirrored(&fx.spec, &[(0, 1, 0, 5, 10), (1, 2, 2, -6, 0)]);
     inputs[3] = None;
     let out = run(&fx, &inputs, &mut rng);
     check_against_reference(&fx, &inputs, &out);
     assert!(out.results[3].is_none());
-    let batch = out.settlement.expect("remaining books still balance");
+    let batch = out.settlement.expect("remaining books balance");
     assert!(batch.transfers.iter().all(|t| t.party != "desk-3"));
+    // desk-3 traded but stayed away: everyone else still gets a verified result,
+    // and the round is not settled (its side of the USD trades is missing).
+    let mut inputs = mirrored(&fx.spec, &[(0, 1, 0, 5, 10), (0, 3, 1, 2, 0)]);
+    inputs[3] = None;
+    let out = run(&fx, &inputs, &mut rng);
+    check_against_reference(&fx, &inputs, &out);
+    assert!(out.results[..3].iter().all(Option::is_some));
+    assert!(
+        matches!(out.settlement, Err(ProtocolError::ConservationFailed { ref asset, .. }) if asset == "USD")
+    );
 }
 
 fn tamper_share_box(fx: &Fixture, bundle: &mut InputBundle, node: usize, rng: &mut ChaCha20Rng) {
@@ -350,23 +364,114 @@ fn node_names_the_party_that_sent_inconsistent_shares() {
     let mut rng = ChaCha20Rng::seed_from_u64(4);
     let fx = fixture(&mut rng, 3, INSTRUMENTS, 5, 3);
     let inputs = mirrored(&fx.spec, &[(0, 1, 0, 5, 0)]);
-    let mut b = deal(
+    let corrupt = share::Corrupt {
+        share_of_node: Some(2),
+        commitment: None,
+    };
+    let b = share::deal_with(
         &fx.spec,
         1,
         &fx.party_keys[1],
         inputs[1].as_ref().expect("input"),
         5,
         &mut rng,
+        corrupt,
     )
     .expect("deal");
-    tamper_share_box(&fx, &mut b, 2, &mut rng);
-    let err = accept(&fx.spec, &fx.nodes[2], &b.header, &b.boxes[2]).expect_err("refused");
+    let (h, bx) = b.for_node(2).expect("box");
+    let err = accept(&fx.spec, &fx.nodes[2], &h, &bx).expect_err("refused");
     assert!(
         matches!(err, ProtocolError::BadBundle { ref party, .. } if party == "desk-1"),
         "{err}"
     );
-    // Other nodes' shares are intact and accepted.
-    accept(&fx.spec, &fx.nodes[0], &b.header, &b.boxes[0]).expect("node 0 accepts");
+    // The other nodes' shares are consistent and accepted.
+    for j in [0, 1, 3, 4] {
+        let (h, bx) = b.for_node(j).expect("box");
+        accept(&fx.spec, &fx.nodes[j], &h, &bx).expect("accepted");
+    }
+    // A box re-sealed after signing no longer matches the signed digest.
+    let mut b2 = b.clone();
+    tamper_share_box(&fx, &mut b2, 0, &mut rng);
+    let (h, bx) = b2.for_node(0).expect("box");
+    assert!(matches!(
+        accept(&fx.spec, &fx.nodes[0], &h, &bx),
+        Err(ProtocolError::BadBundle { .. })
+    ));
+}
+
+#[test]
+fn a_counterparty_names_a_party_whose_commitments_contradict_what_nodes_checked() {
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let fx = fixture(&mut rng, 3, INSTRUMENTS, 5, 3);
+    let inputs = mirrored(&fx.spec, &[(0, 1, 0, 5, 0), (1, 2, 1, 3, 0)]);
+    // desk-1 publishes a wrong C for its first value about desk-0 (BTC-FUT qty):
+    // nodes, which check M and D only, accept; desk-0 must not blame them.
+    let e = fx.spec.value_index(1, 0, 0, 0).expect("index");
+    let corrupt = share::Corrupt {
+        share_of_node: None,
+        commitment: Some(e),
+    };
+    let bad = share::deal_with(
+        &fx.spec,
+        1,
+        &fx.party_keys[1],
+        inputs[1].as_ref().expect("input"),
+        5,
+        &mut rng,
+        corrupt,
+    )
+    .expect("deal");
+    let mut bundles: Vec<InputBundle> = (0..3)
+        .map(|p| {
+            deal(
+                &fx.spec,
+                p,
+                &fx.party_keys[p],
+                inputs[p].as_ref().expect("input"),
+                5,
+                &mut rng,
+            )
+            .expect("deal")
+        })
+        .collect();
+    bundles[1] = bad;
+    let mut outs = Vec::new();
+    for (j, node) in fx.nodes.iter().enumerate() {
+        let mut round = NodeRound::new(fx.spec.clone()).expect("round");
+        for b in &bundles {
+            let (h, bx) = b.for_node(j).expect("box");
+            round
+                .accept_bundle(10, node, &h, &bx)
+                .expect("nodes accept");
+        }
+        let expected: Vec<_> = bundles.iter().map(|b| Some(b.header.digest())).collect();
+        outs.push(round.close(node, &expected, &mut rng).expect("close"));
+    }
+    let pts: Vec<Option<Vec<RistrettoPoint>>> = bundles
+        .iter()
+        .map(|b| Some(verify::commitments(&fx.spec, &b.header).expect("points")))
+        .collect();
+    let commitments: Vec<Option<&[RistrettoPoint]>> = pts.iter().map(|p| p.as_deref()).collect();
+    let headers: Vec<Option<&BundleHeader>> = bundles.iter().map(|b| Some(&b.header)).collect();
+    let participants = vec![true; 3];
+    let published = Published {
+        participants: &participants,
+        inputs_digest: outs[0].public.inputs_digest,
+        headers: &headers,
+        commitments: &commitments,
+    };
+    let mine: Vec<PartyOutputs> = outs.iter().map(|o| o.parties[0].clone()).collect();
+    let err = open_result(&fx.spec, &published, 0, &fx.party_seal[0], &mine, &mut rng)
+        .expect_err("refused");
+    assert!(
+        matches!(err, ProtocolError::BadBundle { ref party, .. } if party == "desk-1"),
+        "{err}"
+    );
+    // desk-2, whose block from desk-1 is intact, still opens its result.
+    let mine: Vec<PartyOutputs> = outs.iter().map(|o| o.parties[2].clone()).collect();
+    let r =
+        open_result(&fx.spec, &published, 2, &fx.party_seal[2], &mine, &mut rng).expect("opens");
+    assert!(r.culprits.is_empty());
 }
 
 #[test]
@@ -533,6 +638,21 @@ fn a_party_names_the_node_that_lied_about_its_output_share_and_still_opens() {
         })
         .collect();
     let commitments: Vec<Option<&[RistrettoPoint]>> = points.iter().map(|p| p.as_deref()).collect();
+    let headers: Vec<Option<&BundleHeader>> = out
+        .bundles
+        .iter()
+        .map(|b| b.as_ref().map(|b| &b.header))
+        .collect();
+    let net_pts: Vec<Option<Vec<RistrettoPoint>>> = out
+        .bundles
+        .iter()
+        .map(|b| {
+            b.as_ref()
+                .map(|b| verify::net_points(&fx.spec, &b.header).expect("points"))
+        })
+        .collect();
+    let nets: Vec<Option<&[RistrettoPoint]>> = net_pts.iter().map(|p| p.as_deref()).collect();
+    let _ = (&headers, &nets);
     let inputs_digest = out.outputs[0].public.inputs_digest;
     for liar in [0usize, 3] {
         let mut mine: Vec<PartyOutputs> = out
@@ -552,6 +672,7 @@ fn a_party_names_the_node_that_lied_about_its_output_share_and_still_opens() {
             &Published {
                 participants: &participants,
                 inputs_digest,
+                headers: &headers,
                 commitments: &commitments,
             },
             0,
@@ -581,6 +702,7 @@ fn a_party_names_the_node_that_lied_about_its_output_share_and_still_opens() {
         &Published {
             participants: &participants,
             inputs_digest,
+            headers: &headers,
             commitments: &commitments,
         },
         0,
@@ -599,15 +721,21 @@ fn nodes_name_a_node_whose_public_opening_is_wrong_and_too_many_liars_fail_close
     let inputs = mirrored(&fx.spec, &[(0, 1, 0, 5, 3), (1, 2, 1, 4, 0)]);
     let out = run(&fx, &inputs, &mut rng);
     let participants = vec![true; 3];
-    let points: Vec<Option<Vec<RistrettoPoint>>> = out
+    let headers: Vec<Option<&BundleHeader>> = out
+        .bundles
+        .iter()
+        .map(|b| b.as_ref().map(|b| &b.header))
+        .collect();
+    let net_pts: Vec<Option<Vec<RistrettoPoint>>> = out
         .bundles
         .iter()
         .map(|b| {
             b.as_ref()
-                .map(|b| verify::commitments(&fx.spec, &b.header).expect("points"))
+                .map(|b| verify::net_points(&fx.spec, &b.header).expect("points"))
         })
         .collect();
-    let commitments: Vec<Option<&[RistrettoPoint]>> = points.iter().map(|p| p.as_deref()).collect();
+    let nets: Vec<Option<&[RistrettoPoint]>> = net_pts.iter().map(|p| p.as_deref()).collect();
+    let _ = (&headers, &nets);
     let inputs_digest = out.outputs[0].public.inputs_digest;
     let mut views: Vec<_> = out.outputs.iter().map(|o| o.public.clone()).collect();
     let lie = |v: &mut open::PublicOutputs, node: usize| {
@@ -622,7 +750,7 @@ fn nodes_name_a_node_whose_public_opening_is_wrong_and_too_many_liars_fail_close
         &fx.spec,
         &participants,
         inputs_digest,
-        &commitments,
+        &nets,
         &views,
         &mut rng,
     )
@@ -636,7 +764,7 @@ fn nodes_name_a_node_whose_public_opening_is_wrong_and_too_many_liars_fail_close
         &fx.spec,
         &participants,
         inputs_digest,
-        &commitments,
+        &nets,
         &views,
         &mut rng,
     )
@@ -649,7 +777,7 @@ fn nodes_name_a_node_whose_public_opening_is_wrong_and_too_many_liars_fail_close
         &fx.spec,
         &participants,
         inputs_digest,
-        &commitments,
+        &nets,
         &views,
         &mut rng,
     );

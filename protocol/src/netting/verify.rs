@@ -1,42 +1,33 @@
 //! Node side: open this node's share box and check every share against the party's
-//! commitments with one random-linear-combination check.
+//! aggregate commitments with one multiscalar multiplication.
 //!
-//! Node `j` holds `(s_e, r_e) = (f_e(j), g_e(j))`. With weights `ρ_e` derived by
-//! hashing the bundle digest (which fixes every commitment and sealed box) and the
-//! node's id, it checks
+//! Node `j` holds `(s_e, r_e) = (f_e(j), g_e(j))` for every value. It checks, for
+//! each counterparty block `q` and each asset `a`,
 //!
 //! ```text
-//! (Σ_e ρ_e s_e)·G + (Σ_e ρ_e r_e)·H  ==  Σ_e Σ_k ρ_e j^k C_{e,k}
+//! (Σ_{e in q} ρ_e s_e)·G + (Σ_{e in q} ρ_e r_e)·H == Σ_k j^k D_{q,k}
+//! (Σ_{e in a} λ_e s_e)·G + (Σ_{e in a} λ_e r_e)·H == Σ_k j^k M_{a,k}
 //! ```
 //!
-//! as one multiscalar multiplication over the bundle's `E·t` commitments instead of
-//! `E` separate checks. If any share is off its committed polynomial the check
-//! passes with probability at most 1/ℓ (the party fixed everything before `ρ`).
+//! (`λ_e` the value's coefficient in the net), all folded into one check with
+//! weights hashed from the bundle digest and the node id: `(P − 1 + A)·t` points,
+//! none of the `E·t` per-value commitments. Because `ρ` is derived after every
+//! commitment and sealed box is fixed, shares off their polynomial pass with
+//! probability at most about 1/ℓ: when the honest nodes (at least `t`) accept, every
+//! value has one sharing of degree `t − 1`, and the net commitments `M` are the
+//! commitments of the sharing the nodes will open.
 
 use curve25519_dalek::{RistrettoPoint, Scalar};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::{
+    amount,
     bundle::{box_aad, box_digest, BundleHeader},
     pedersen,
     round::RoundSpec,
+    share::block_weights,
 };
 use crate::{error::ProtocolError, identity::NodeIdentity, seal::SealedBox};
-
-/// Weights `ρ_e` for node `node`'s check of the bundle with `digest`.
-fn weights(digest: &[u8; 32], node: &crate::ids::NodeId, count: usize) -> Vec<Scalar> {
-    use sha2::{Digest, Sha512};
-    (0..count as u64)
-        .map(|e| {
-            let mut h = Sha512::new();
-            h.update(b"quorate/netting/share-check/v1\0");
-            h.update(digest);
-            h.update(node.as_bytes());
-            h.update(e.to_be_bytes());
-            Scalar::from_bytes_mod_order_wide(&h.finalize().into())
-        })
-        .collect()
-}
 
 /// One node's verified shares of one party's values.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -53,35 +44,17 @@ impl core::fmt::Debug for ShareVector {
     }
 }
 
-/// A bundle a node accepted: the party's public commitments and the node's shares.
+/// A bundle a node accepted: the party's net commitments and the node's shares.
 #[derive(Debug, Clone)]
 pub struct Accepted {
     /// Party index.
     pub party: u32,
     /// [`BundleHeader::digest`].
     pub digest: [u8; 32],
-    /// Decompressed commitments `C_{e,k}` (index `e·t + k`).
-    pub commitments: Vec<RistrettoPoint>,
+    /// Decompressed net commitments `M_{a,k}` (index `a·t + k`).
+    pub nets: Vec<RistrettoPoint>,
     /// This node's shares.
     pub shares: ShareVector,
-}
-
-/// Decompresses a header's value commitments, naming the party on a bad point.
-pub fn commitments(
-    spec: &RoundSpec,
-    header: &BundleHeader,
-) -> Result<Vec<RistrettoPoint>, ProtocolError> {
-    header
-        .commitments
-        .iter()
-        .enumerate()
-        .map(|(e, c)| {
-            pedersen::decompress(c).ok_or_else(|| ProtocolError::BadBundle {
-                party: party_name(spec, header.party),
-                reason: format!("commitment {e} is not a valid Ristretto255 point"),
-            })
-        })
-        .collect()
 }
 
 pub(crate) fn party_name(spec: &RoundSpec, party: u32) -> String {
@@ -91,8 +64,64 @@ pub(crate) fn party_name(spec: &RoundSpec, party: u32) -> String {
         .unwrap_or_else(|| format!("#{party}"))
 }
 
-/// Checks a bundle header and this node's box, and returns the verified shares.
-/// Every failure the party caused is [`ProtocolError::BadBundle`] naming it.
+fn points(
+    spec: &RoundSpec,
+    party: u32,
+    what: &str,
+    list: &[[u8; 32]],
+) -> Result<Vec<RistrettoPoint>, ProtocolError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, c)| {
+            pedersen::decompress(c).ok_or_else(|| ProtocolError::BadBundle {
+                party: party_name(spec, party),
+                reason: format!("{what} commitment {i} is not a valid Ristretto255 point"),
+            })
+        })
+        .collect()
+}
+
+/// Decompresses a full header's per-value commitments `C_{e,k}`.
+pub fn commitments(
+    spec: &RoundSpec,
+    header: &BundleHeader,
+) -> Result<Vec<RistrettoPoint>, ProtocolError> {
+    points(spec, header.party, "value", &header.commitments)
+}
+
+/// Decompresses a header's net commitments `M_{a,k}`.
+pub fn net_points(
+    spec: &RoundSpec,
+    header: &BundleHeader,
+) -> Result<Vec<RistrettoPoint>, ProtocolError> {
+    points(spec, header.party, "net", &header.nets)
+}
+
+/// Decompresses a header's block commitments `D_{q,k}`.
+pub fn block_points(
+    spec: &RoundSpec,
+    header: &BundleHeader,
+) -> Result<Vec<RistrettoPoint>, ProtocolError> {
+    points(spec, header.party, "block", &header.blocks)
+}
+
+fn fold_weights(digest: &[u8; 32], node: &crate::ids::NodeId, count: usize) -> Vec<Scalar> {
+    use sha2::{Digest, Sha512};
+    (0..count as u64)
+        .map(|i| {
+            let mut h = Sha512::new();
+            h.update(b"quorate/netting/share-check/v1\0");
+            h.update(digest);
+            h.update(node.as_bytes());
+            h.update(i.to_be_bytes());
+            Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+        })
+        .collect()
+}
+
+/// Checks a bundle header (the nodes' copy is enough) and this node's box, and
+/// returns the verified shares. Every failure the party caused is
+/// [`ProtocolError::BadBundle`] naming it.
 ///
 /// # Security
 /// Opens the node's sealed shares of the party's secret values; they are returned
@@ -157,14 +186,23 @@ pub fn accept(
         shares.values.push(s);
         shares.blinds.push(r);
     }
-    let points = commitments(spec, header)?;
+    let nets = net_points(spec, header)?;
+    let blocks = block_points(spec, header)?;
     let t = usize::from(spec.threshold);
-    let rho = weights(&header.digest(), &me, count);
-    let mut sv = Scalar::ZERO;
-    let mut sr = Scalar::ZERO;
-    for ((r, v), b) in rho.iter().zip(&shares.values).zip(&shares.blinds) {
-        sv += r * v;
-        sr += r * b;
+    let slots = spec.parties.len() - 1;
+    let n_assets = nets.len() / t;
+    let digest = header.digest();
+    let fold = fold_weights(&digest, &me, slots + n_assets);
+    let (sigma, tau) = fold.split_at(slots);
+    let rho = block_weights(&header.core_digest(), count);
+    let terms = spec.net_terms();
+    let bl = spec.block_len();
+    let (mut sv, mut sr) = (Scalar::ZERO, Scalar::ZERO);
+    for e in 0..count {
+        let (asset, c) = terms[e];
+        let w = sigma[e / bl] * rho[e] + tau[asset] * amount::coefficient(c);
+        sv += w * shares.values[e];
+        sr += w * shares.blinds[e];
     }
     let x = Scalar::from(u64::from(member.index));
     let mut powers = Vec::with_capacity(t);
@@ -173,13 +211,11 @@ pub fn accept(
         powers.push(xp);
         xp *= x;
     }
-    let ok = pedersen::vartime_is_zero(
-        &sv,
-        &sr,
-        rho.iter()
-            .flat_map(|r| powers.iter().map(move |p| -(r * p))),
-        points.iter().copied(),
-    );
+    let scalars = sigma
+        .iter()
+        .chain(tau)
+        .flat_map(|w| powers.iter().map(move |p| -(w * p)));
+    let ok = pedersen::vartime_is_zero(&sv, &sr, scalars, blocks.iter().chain(&nets).copied());
     if !ok {
         return Err(fault(
             "this node's shares are inconsistent with the party's commitments".into(),
@@ -187,8 +223,48 @@ pub fn accept(
     }
     Ok(Accepted {
         party: header.party,
-        digest: header.digest(),
-        commitments: points,
+        digest,
+        nets,
         shares,
     })
+}
+
+/// Checks that party `owner`'s block about `counterparty` — the values a
+/// counterparty relies on in reconciliation — matches its signed block aggregate:
+/// `Σ_{e in block} ρ_e C_{e,k} == D_{block,k}` for every `k`. Without this a party
+/// could give nodes shares consistent with `D` but not with `C`, and honest nodes
+/// would look like liars. Names the owner when it fails.
+pub fn check_block(
+    spec: &RoundSpec,
+    header: &BundleHeader,
+    values: &[RistrettoPoint],
+    counterparty: usize,
+) -> Result<(), ProtocolError> {
+    use curve25519_dalek::traits::VartimeMultiscalarMul;
+    let owner = header.party as usize;
+    let t = usize::from(spec.threshold);
+    let slot = if counterparty < owner {
+        counterparty
+    } else {
+        counterparty - 1
+    };
+    let bl = spec.block_len();
+    let rho = block_weights(&header.core_digest(), spec.values_per_party());
+    let blocks = block_points(spec, header)?;
+    for k in 0..t {
+        let sum = RistrettoPoint::vartime_multiscalar_mul(
+            (slot * bl..(slot + 1) * bl).map(|e| rho[e]),
+            (slot * bl..(slot + 1) * bl).map(|e| values[e * t + k]),
+        );
+        if sum != blocks[slot * t + k] {
+            return Err(ProtocolError::BadBundle {
+                party: party_name(spec, header.party),
+                reason: format!(
+                    "its commitments about {} do not match its signed block aggregate",
+                    spec.parties[counterparty].name
+                ),
+            });
+        }
+    }
+    Ok(())
 }

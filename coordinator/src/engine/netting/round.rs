@@ -275,7 +275,7 @@ impl LiveRound {
                 self.envelope(
                     identity,
                     Payload::NettingBundle {
-                        header: header.clone(),
+                        header: header.for_nodes(),
                         sealed,
                     },
                 )
