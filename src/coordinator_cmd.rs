@@ -77,6 +77,10 @@ enum ClientCmd {
     /// Manage keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// MPC netting: party keys, rounds, a desk's sealed positions, verified
+    /// results and the verified settlement.
+    #[command(subcommand)]
+    Netting(crate::netting_cmd::NettingCmd),
     /// Sign messages with a key (client-signed request, waits for the result).
     Sign {
         /// Key id (hex).
@@ -145,7 +149,7 @@ enum KeysCmd {
     },
 }
 
-fn read_secret(path: &PathBuf) -> anyhow::Result<ed25519_dalek::SigningKey> {
+pub(crate) fn read_secret(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut sk = [0u8; 32];
@@ -184,7 +188,7 @@ fn pinned_roster(args: &ClientArgs) -> anyhow::Result<Option<Roster>> {
 }
 
 /// The roster, or a refusal: `sign` and `verify` never use an unattested key.
-fn require_roster(roster: Option<&Roster>, what: &str) -> anyhow::Result<Roster> {
+pub(crate) fn require_roster(roster: Option<&Roster>, what: &str) -> anyhow::Result<Roster> {
     roster.cloned().with_context(|| {
         format!(
             "{what} needs a pinned roster to check the key's attestations: pass --roster \
@@ -239,6 +243,7 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
     }
     let client = Client::with_options(args.url.clone(), options)?;
     match args.command {
+        ClientCmd::Netting(cmd) => crate::netting_cmd::run(&client, roster.as_ref(), cmd).await?,
         ClientCmd::Keygen { out } => {
             if out.exists() {
                 bail!("{} exists; refusing to overwrite a key", out.display());

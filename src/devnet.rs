@@ -4,7 +4,8 @@
 //! a client key and a policy into a data directory; starts every node and a
 //! coordinator as separate `quorate` processes; waits until all are healthy; prints
 //! the coordinator URL and copy-paste commands. `--demo` then runs a DKG for every
-//! ciphersuite through the HTTP API, signs, and verifies. Ctrl-C stops everything.
+//! ciphersuite through the HTTP API, signs, and verifies, then nets three demo
+//! desks' positions (`devnet_netting`). Ctrl-C stops everything.
 //! A second run reuses the data directory (keys survive) unless `--fresh`.
 
 use std::{
@@ -162,12 +163,7 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
     let (_, signature) = quorate_protocol::roster::sign_roster(roster.as_bytes(), &authority)?;
     std::fs::write(dir.join("roster.toml"), roster)?;
     std::fs::write(dir.join("roster.toml.sig"), hex::encode(signature))?;
-    std::fs::write(
-        dir.join("policy.toml"),
-        format!(
-            "version = 1\n\n[clients.devnet-client]\npublic_key = \"{client_pub}\"\nkeys = [\"*\"]\n\n[clients.devnet-client.limits.BTC]\nper_request = 100_000_000\nper_window = 1_000_000_000\n"
-        ),
-    )?;
+    std::fs::write(dir.join("policy.toml"), policy_text(&client_pub))?;
     std::fs::write(
         dir.join("coordinator.toml"),
         format!(
@@ -176,6 +172,31 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
         ),
     )?;
     Ok(())
+}
+
+/// Every node's policy: the devnet client may sign with every key and create
+/// netting rounds, and every node signs netting settlement batches with every key.
+fn policy_text(client_pub: &str) -> String {
+    format!(
+        "version = 1\n\n[netting]\nsettlement_keys = [\"*\"]\n\n[clients.devnet-client]\npublic_key = \"{client_pub}\"\nkeys = [\"*\"]\nnetting = true\n\n[clients.devnet-client.limits.BTC]\nper_request = 100_000_000\nper_window = 1_000_000_000\n"
+    )
+}
+
+/// A data directory from before netting: enables it in the policy (rewritten from
+/// the client key) and writes the demo desks' files.
+fn upgrade_for_netting(dir: &Path) -> anyhow::Result<()> {
+    let policy = dir.join("policy.toml");
+    let text = std::fs::read_to_string(&policy)
+        .with_context(|| format!("reading {}", policy.display()))?;
+    if !text.contains("[netting]") {
+        let key = std::fs::read_to_string(dir.join("client.key"))?;
+        let mut sk = [0u8; 32];
+        hex::decode_to_slice(key.trim(), &mut sk).context("client.key")?;
+        let public = ed25519_dalek::SigningKey::from_bytes(&sk).verifying_key();
+        std::fs::write(&policy, policy_text(&hex::encode(public.to_bytes())))?;
+        println!("policy.toml: netting enabled for devnet-client (settlement_keys = [\"*\"])");
+    }
+    crate::devnet_netting::ensure_material(dir)
 }
 
 struct Children(Vec<(String, Child)>);
@@ -290,6 +311,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
             l.dir.display()
         );
         generate(&l, args.segments)?;
+        crate::devnet_netting::ensure_material(&l.dir)?;
     } else {
         let nodes_in_dir = (0..)
             .take_while(|i| l.dir.join(format!("node{}.toml", i + 1)).exists())
@@ -303,6 +325,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
             "reusing {} (keys survive; --fresh starts over)",
             l.dir.display()
         );
+        upgrade_for_netting(&l.dir)?;
     }
     let dir = std::fs::canonicalize(&l.dir)?;
     let exe = std::env::current_exe()?;
@@ -374,6 +397,7 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         println!("  quorate client keys create --ciphersuite secp256k1-tr --threshold {} --n {} --min-segments {}", args.threshold, l.n, args.segments);
         println!("  quorate client --roster {}/roster.toml sign --key <key id> --client-key {}/client.key --message $(printf 'hello' | sha256sum | cut -c1-64)", dir.display(), dir.display());
         println!("  curl -s {url}/v1/keys");
+        println!("  netting desks' files in {} (README.md, \"Netting guide for a desk\")", crate::devnet_netting::netting_dir(&dir).display());
         if args.demo {
             demo(&url, &admin_token, &dir, args).await?;
         }
@@ -407,6 +431,7 @@ async fn demo(url: &str, admin_token: &str, dir: &Path, args: &DevnetArgs) -> an
         "\ndemo: DKG and a signature for every ciphersuite (message {})",
         hex::encode(message)
     );
+    let mut settlement_key = None;
     for suite in Ciphersuite::ALL {
         let started = Instant::now();
         let key = api
@@ -444,6 +469,9 @@ async fn demo(url: &str, admin_token: &str, dir: &Path, args: &DevnetArgs) -> an
         let sign_ms = started.elapsed().as_millis();
         verify_job(&attested, &signed.request, &job)
             .with_context(|| format!("{suite}: verification"))?;
+        if suite == Ciphersuite::Secp256k1Tr {
+            settlement_key = Some(attested.clone());
+        }
         let sig = job
             .result
             .as_ref()
@@ -456,7 +484,8 @@ async fn demo(url: &str, admin_token: &str, dir: &Path, args: &DevnetArgs) -> an
             key.key_id
         );
     }
-    Ok(())
+    let key = settlement_key.context("no secp256k1-tr key for the netting demo")?;
+    crate::devnet_netting::demo(&api, dir, &roster, &client, &key).await
 }
 
 /// The last `lines` lines of a process log, indented, for an error message.

@@ -4,6 +4,10 @@
 
 mod coordinator_cmd;
 mod devnet;
+mod devnet_netting;
+mod netting_cmd;
+mod netting_files;
+mod netting_print;
 mod node_cmd;
 
 use clap::{Parser, Subcommand};
@@ -33,7 +37,7 @@ enum Command {
     Roster(node_cmd::RosterCmd),
     /// Run the coordinator (HTTP API for exchanges + libp2p engine).
     Coordinator(coordinator_cmd::CoordinatorArgs),
-    /// Talk to a coordinator: keys, signing, verification.
+    /// Talk to a coordinator: keys, signing, verification, netting.
     Client(coordinator_cmd::ClientArgs),
     /// Run the deterministic network simulator on a scenario file.
     #[cfg(feature = "sim")]

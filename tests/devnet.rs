@@ -53,7 +53,25 @@ fn devnet_demo_signs_and_verifies_with_every_ciphersuite_and_keys_survive_restar
             .unwrap_or_else(|| panic!("no line for {suite}: {stdout}"));
         assert!(line.ends_with("signature verified"), "{line}");
     }
-    // Every node's audit log verifies and records three keys.
+    // The netting demo: settled, every desk verified its result and the signature.
+    let netting = stdout
+        .lines()
+        .find(|l| l.starts_with("netting round "))
+        .unwrap_or_else(|| panic!("no netting line: {stdout}"));
+    assert!(
+        netting.ends_with(
+            "settled: 6 transfers, every party verified its result, settlement signature verified"
+        ),
+        "{netting}"
+    );
+    for f in ["desk-a.party", "desk-a.csv", "round.toml"] {
+        assert!(data.join("netting").join(f).exists(), "{f}");
+    }
+    // Every node's audit log verifies, records three keys (the netting round is
+    // settled by the demo's secp256k1-tr key) and the round: three bundles and
+    // the close on every node; at least a threshold of nodes approved the
+    // settlement (the signers of the attempt).
+    let mut approved = 0;
     for i in 1..=4 {
         let log = data.join(format!("node{i}.audit.jsonl"));
         let v = Command::new(env!("CARGO_BIN_EXE_quorate"))
@@ -64,7 +82,20 @@ fn devnet_demo_signs_and_verifies_with_every_ciphersuite_and_keys_survive_restar
         assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
         let text = std::fs::read_to_string(&log).expect("log");
         assert_eq!(text.matches("key_generated").count(), 3, "{text}");
+        assert_eq!(
+            text.matches("\"netting_bundle_accepted\"").count(),
+            3,
+            "{text}"
+        );
+        assert_eq!(text.matches("\"netting_closed\"").count(), 1, "{text}");
+        if text.contains("\"settlement_approved\"") {
+            approved += 1;
+        }
     }
+    assert!(
+        approved >= 3,
+        "only {approved} nodes approved the settlement"
+    );
     // A second run reuses the data directory: same identities, keys kept.
     let out = devnet(&[&common[..], &["--exit"]].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);

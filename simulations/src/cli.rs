@@ -92,8 +92,33 @@ fn run_one(
         s.messages,
         started.elapsed().as_secs_f64()
     );
+    if let Some(n) = &s.netting {
+        eprintln!("{label}: {}", netting_line(n));
+    }
     eprintln!("{label}: seed {} trace hash {}", s.seed, s.trace_hash);
     Ok(result)
+}
+
+/// The one-line text summary of a run's netting rounds.
+pub fn netting_line(n: &report::NettingSummary) -> String {
+    let lat = n
+        .latency_ms
+        .as_ref()
+        .map(|l| format!("latency p50 {:.1} ms, max {:.1} ms", l.p50, l.max))
+        .unwrap_or_else(|| "no settled round".into());
+    let culprits = if n.culprits.is_empty() {
+        "none".to_string()
+    } else {
+        n.culprits.join(" ")
+    };
+    format!(
+        "netting {}/{} rounds settled, {lat}, {} msgs, {} bytes, culprits {culprits}, results {} the plaintext reference",
+        n.settled,
+        n.rounds,
+        n.messages,
+        n.bytes,
+        if n.results_match_reference { "match" } else { "DIFFER from" }
+    )
 }
 
 /// Writes one run's reports and plots into `dir` (the plots as SVG, and as PNG
@@ -113,6 +138,9 @@ pub fn write_run(
         &dir.join("sessions.csv"),
         &report::sessions_csv(&result.sessions),
     )?;
+    if let Some(n) = &result.summary.netting {
+        report::write(&dir.join("netting.csv"), &report::netting_csv(&n.detail))?;
+    }
     let latencies: Vec<f64> = result
         .sessions
         .iter()

@@ -9,6 +9,7 @@ pub mod cost;
 pub mod engine;
 pub mod error;
 pub mod link;
+pub mod netting_spec;
 mod node;
 pub mod plot;
 pub mod random;
@@ -28,9 +29,9 @@ use std::path::PathBuf;
 pub use cost::{Cost, CostTable, Op};
 pub use error::SimError;
 pub use node::NodeStats;
-pub use report::{SessionRecord, Summary};
+pub use report::{NettingRoundReport, NettingSummary, SessionRecord, Summary};
 pub use scenario::Scenario;
-pub use sim::RunResult;
+pub use sim::{NettingRound, RunResult};
 
 /// Knobs of one run that are not part of the scenario.
 #[derive(Debug, Clone, Default)]

@@ -153,6 +153,20 @@ impl Network {
         })
     }
 
+    /// Adds endpoints that are not nodes (netting parties) in the given regions
+    /// (indices into the topology's regions); returns the index of the first.
+    /// No partition selects them.
+    pub fn add_endpoints(&mut self, regions: &[usize]) -> usize {
+        let first = self.node_region.len();
+        self.node_region.extend_from_slice(regions);
+        self.uplink_free.resize(self.node_region.len(), 0);
+        for p in &mut self.partitions {
+            p.a.resize(self.node_region.len(), false);
+            p.b.resize(self.node_region.len(), false);
+        }
+        first
+    }
+
     /// Draws every node's clock.
     pub fn clocks(scenario: &Scenario, nodes: usize, rng: &mut impl RngCore) -> Vec<Clock> {
         let skew = scenario.network.clock_skew_ms;

@@ -41,6 +41,23 @@ pub(crate) enum Work {
         /// Run number.
         run: u64,
     },
+    /// A delivered netting message.
+    Netting {
+        /// Sender endpoint (node or party).
+        from: usize,
+        /// The message.
+        msg: Box<crate::sim::netting::NetMsg>,
+    },
+    /// Coordinator: close a netting round (its cut-off).
+    NettingClose {
+        /// Round number.
+        round: usize,
+    },
+    /// Coordinator: build a netting round's settlement batch and sign it.
+    NettingSettle {
+        /// Round number.
+        round: usize,
+    },
 }
 
 /// Liveness.

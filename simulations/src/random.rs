@@ -20,6 +20,9 @@ pub enum Stream {
     Adversary = 5,
     /// Signer-subset selection in the retry loop.
     Selection = 6,
+    /// Netting rounds: party keys, positions, dealing, node outputs, openings
+    /// and the netting adversary (only drawn when a scenario has `[netting]`).
+    Netting = 7,
 }
 
 /// The generator for `stream` of `seed`.

@@ -1,7 +1,7 @@
 //! Results: a JSON summary (percentiles from an HDR histogram, blame accuracy,
 //! per-node traffic) and one CSV row per session.
 
-use std::{fmt::Write as _, path::Path};
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use crate::{error::SimError, node::NodeStats};
 pub struct SessionRecord {
     /// Sequence number.
     pub id: u64,
-    /// `sign` or `dkg`.
+    /// `sign`, `dkg` or `settle` (a netting round's settlement batch).
     pub kind: &'static str,
     /// Committee index.
     pub committee: usize,
@@ -134,6 +134,127 @@ pub struct Summary {
     pub blame: BlameSummary,
     /// Per-node traffic and CPU.
     pub nodes: Vec<NodeReport>,
+    /// Netting rounds (only with a `[netting]` table).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netting: Option<NettingSummary>,
+}
+
+/// One phase of a netting round: when it ran (ms after the round started) and
+/// the messages it sent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseReport {
+    /// `dealing`, `delivery`, `acceptance`, `close`, `outputs`, `opening`, `settlement`.
+    pub phase: &'static str,
+    /// First moment of the phase.
+    pub start_ms: Option<f64>,
+    /// Last moment of the phase.
+    pub end_ms: Option<f64>,
+    /// `end_ms - start_ms`.
+    pub ms: Option<f64>,
+    /// Messages sent in the phase.
+    pub messages: u64,
+    /// Bytes sent in the phase.
+    pub bytes: u64,
+}
+
+/// One endpoint's netting traffic in a round.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrafficReport {
+    /// Node label or party name.
+    pub label: String,
+    /// Messages sent.
+    pub sent: u64,
+    /// Bytes sent.
+    pub sent_bytes: u64,
+    /// Messages delivered to it.
+    pub received: u64,
+    /// Bytes delivered to it.
+    pub received_bytes: u64,
+}
+
+/// One netting round.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NettingRoundReport {
+    /// Round number (0-based).
+    pub round: u32,
+    /// Start (virtual ms).
+    pub started_ms: f64,
+    /// End (virtual ms), if it ended.
+    pub finished_ms: Option<f64>,
+    /// `settled`, `signing-failed`, `opening-failed`, `conservation-failed`,
+    /// `too-few-inputs`, `unfinished` or `not-started`.
+    pub outcome: String,
+    /// True when the settlement batch was signed.
+    pub settled: bool,
+    /// Start to the later of the last party result and the settlement signature.
+    pub latency_ms: Option<f64>,
+    /// Parties in the round.
+    pub parties: usize,
+    /// Parties whose bundles the round closed on.
+    pub participants: usize,
+    /// Secret values each party shares.
+    pub values_per_party: usize,
+    /// Commitments in each bundle (`values × t`).
+    pub commitments_per_bundle: usize,
+    /// The seven phases.
+    pub phases: Vec<PhaseReport>,
+    /// Messages sent (all phases, the settlement signing included).
+    pub messages: u64,
+    /// Bytes sent (all phases, the settlement signing included).
+    pub bytes: u64,
+    /// Netting traffic per node and party (without the settlement signing).
+    pub traffic: Vec<TrafficReport>,
+    /// Nodes named by any party or by the settlement opening.
+    pub culprits: Vec<String>,
+    /// True when every culprit is a configured liar.
+    pub culprits_correct: bool,
+    /// Per culprit, how many parties named it.
+    pub named_by_parties: BTreeMap<String, u32>,
+    /// Culprits the coordinator's settlement opening named.
+    pub named_by_settlement: Vec<String>,
+    /// Nodes whose public outputs never reached the coordinator (silent, down, lost).
+    pub unanswered: Vec<String>,
+    /// Parties that opened a verified result.
+    pub parties_opened: usize,
+    /// True when every opened result equals `netting::reference::compute`.
+    pub results_match_reference: bool,
+    /// Transfers in the settlement batch.
+    pub transfers: usize,
+    /// The 32-byte message the network signs (hex).
+    pub settlement_message: Option<String>,
+    /// Attempts of the settlement signing.
+    pub signing_attempts: u32,
+    /// Signers of its last attempt.
+    pub signers: Vec<String>,
+    /// Bundles or closes refused, parties that could not open (with the reason).
+    pub refused: Vec<String>,
+    /// Why the round did not settle.
+    pub fault: Option<String>,
+}
+
+/// All netting rounds of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NettingSummary {
+    /// Rounds.
+    pub rounds: u32,
+    /// Rounds whose settlement was signed.
+    pub settled: u32,
+    /// Latency of settled rounds (ms).
+    pub latency_ms: Option<Percentiles>,
+    /// Messages of all rounds.
+    pub messages: u64,
+    /// Bytes of all rounds.
+    pub bytes: u64,
+    /// Every node named in any round.
+    pub culprits: Vec<String>,
+    /// Configured liars.
+    pub liars: Vec<String>,
+    /// Configured silent nodes.
+    pub silent: Vec<String>,
+    /// True when every round's results equal the plaintext reference.
+    pub results_match_reference: bool,
+    /// Per round.
+    pub detail: Vec<NettingRoundReport>,
 }
 
 /// Percentiles of latencies (ms) through an HDR histogram (µs, 3 significant digits).
@@ -191,6 +312,51 @@ pub fn sessions_csv(records: &[SessionRecord]) -> String {
             csv_field(r.fault.as_deref().unwrap_or("")),
             r.messages,
             r.bytes
+        );
+    }
+    out
+}
+
+/// The netting rounds as CSV text: one row per round, per-phase durations (ms) and
+/// bytes.
+pub fn netting_csv(rounds: &[NettingRoundReport]) -> String {
+    let mut out = String::from("round,outcome,settled,started_ms,latency_ms");
+    for p in [
+        "dealing",
+        "delivery",
+        "acceptance",
+        "close",
+        "outputs",
+        "opening",
+        "settlement",
+    ] {
+        let _ = write!(out, ",{p}_ms,{p}_bytes");
+    }
+    out.push_str(",messages,bytes,participants,parties_opened,results_match_reference,culprits,unanswered,signing_attempts\n");
+    for r in rounds {
+        let _ = write!(
+            out,
+            "{},{},{},{:.3},{}",
+            r.round,
+            r.outcome,
+            r.settled,
+            r.started_ms,
+            opt(r.latency_ms)
+        );
+        for p in &r.phases {
+            let _ = write!(out, ",{},{}", opt(p.ms), p.bytes);
+        }
+        let _ = writeln!(
+            out,
+            ",{},{},{},{},{},{},{},{}",
+            r.messages,
+            r.bytes,
+            r.participants,
+            r.parties_opened,
+            r.results_match_reference,
+            csv_field(&r.culprits.join(";")),
+            csv_field(&r.unanswered.join(";")),
+            r.signing_attempts
         );
     }
     out

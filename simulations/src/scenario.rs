@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::netting_spec::{NettingCosts, NettingSpec, Positions};
 pub use crate::spec::{CommitteeSpec, KeySetup};
 use crate::{
     cost::CostTable,
@@ -50,6 +51,9 @@ pub struct Scenario {
     /// Byzantine signers.
     #[serde(default)]
     pub byzantine: Option<ByzantineSpec>,
+    /// MPC netting rounds (a workload of their own, alongside `[workload]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netting: Option<NettingSpec>,
     /// Runs the scenario once per value of one parameter.
     #[serde(default)]
     pub sweep: Option<SweepSpec>,
@@ -267,6 +271,9 @@ pub enum WorkloadKind {
     Dkg,
     /// Poisson signing plus a DKG every `dkg_every_s`.
     Mixed,
+    /// No signing or DKG arrivals: only the `[netting]` rounds (and their
+    /// settlement signatures).
+    Netting,
 }
 
 /// What arrives when.
@@ -438,7 +445,7 @@ impl Scenario {
 
     /// True when the workload signs (and so needs keys before it starts).
     pub fn needs_keys(&self) -> bool {
-        !matches!(self.workload.kind, WorkloadKind::Dkg)
+        !matches!(self.workload.kind, WorkloadKind::Dkg) || self.netting.is_some()
     }
 
     /// Checks values against each other; errors name the field.
@@ -595,6 +602,16 @@ impl Scenario {
         }
         if let Some(b) = &self.byzantine {
             self.validate_byzantine(b)?;
+        }
+        match &self.netting {
+            Some(n) => n.validate(&self.committee)?,
+            None if w.kind == WorkloadKind::Netting => {
+                return Err(SimError::invalid(
+                    "workload.kind",
+                    "kind = \"netting\" needs a [netting] table",
+                ))
+            }
+            None => {}
         }
         if let Some(s) = &self.sweep {
             if s.values.is_empty() {

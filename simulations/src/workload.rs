@@ -37,6 +37,7 @@ pub fn arrivals(
     let mut times: Vec<(f64, bool)> = Vec::new();
     let period = 1.0 / spec.rate_per_s;
     match spec.kind {
+        WorkloadKind::Netting => {}
         WorkloadKind::FixedRate | WorkloadKind::Dkg => {
             let dkg = spec.kind == WorkloadKind::Dkg;
             let mut t = start;

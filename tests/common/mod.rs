@@ -36,3 +36,5 @@ pub fn port_block(offsets: &[u16]) -> u16 {
     }
     panic!("no free port block below the ephemeral range");
 }
+
+pub mod devnet;

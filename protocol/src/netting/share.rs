@@ -39,10 +39,15 @@ use super::{
 };
 use crate::{error::ProtocolError, seal};
 
-/// The block weights `ρ_e` of a bundle (from its core digest).
+/// The block weights `ρ_e` of a bundle (from its core digest), for every value.
 pub(crate) fn block_weights(core: &[u8; 32], count: usize) -> Vec<Scalar> {
+    block_weights_range(core, 0..count)
+}
+
+/// The block weights `ρ_e` for the values in `range` only.
+pub(crate) fn block_weights_range(core: &[u8; 32], range: core::ops::Range<usize>) -> Vec<Scalar> {
     use sha2::{Digest, Sha512};
-    (0..count as u64)
+    (range.start as u64..range.end as u64)
         .map(|e| {
             let mut h = Sha512::new();
             h.update(b"quorate/netting/rho/v1\0");

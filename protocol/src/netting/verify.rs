@@ -249,12 +249,19 @@ pub fn check_block(
         counterparty - 1
     };
     let bl = spec.block_len();
-    let rho = block_weights(&header.core_digest(), spec.values_per_party());
+    let range = slot * bl..(slot + 1) * bl;
+    let rho = super::share::block_weights_range(&header.core_digest(), range.clone());
     let blocks = block_points(spec, header)?;
+    if values.len() < range.end * t {
+        return Err(ProtocolError::BadBundle {
+            party: party_name(spec, header.party),
+            reason: "header without its per-value commitments".into(),
+        });
+    }
     for k in 0..t {
         let sum = RistrettoPoint::vartime_multiscalar_mul(
-            (slot * bl..(slot + 1) * bl).map(|e| rho[e]),
-            (slot * bl..(slot + 1) * bl).map(|e| values[e * t + k]),
+            rho.iter(),
+            range.clone().map(|e| values[e * t + k]),
         );
         if sum != blocks[slot * t + k] {
             return Err(ProtocolError::BadBundle {

@@ -325,6 +325,9 @@ impl World {
         if matches!(env.payload, Payload::SignRequest { .. }) {
             return self.join_signing(node, env);
         }
+        if matches!(env.payload, Payload::SettleRequest { .. }) {
+            return self.join_settlement(node, env);
+        }
         self.nodes[node].stats.stale += 1;
         0
     }
@@ -333,10 +336,26 @@ impl World {
     /// commit (what a node daemon does after its policy checks).
     fn join_signing(&mut self, node: usize, env: Envelope) -> Micros {
         let timer = self.measure.is_some().then(Instant::now);
-        let n = &mut self.nodes[node];
         let Payload::SignRequest { message, tweak, .. } = &env.payload else {
             return 0;
         };
+        let target = SignTarget {
+            message: message.clone(),
+            tweak: *tweak,
+        };
+        self.start_signer(node, &env, target, timer)
+    }
+
+    /// Checks a request to sign `target` (stale session, key, envelope), creates
+    /// the signer session and commits.
+    pub(super) fn start_signer(
+        &mut self,
+        node: usize,
+        env: &Envelope,
+        target: SignTarget,
+        timer: Option<Instant>,
+    ) -> Micros {
+        let n = &mut self.nodes[node];
         if n.finished.contains(&env.session) {
             n.stats.stale += 1;
             return 0;
@@ -352,10 +371,7 @@ impl World {
         let config = SignerConfig {
             session: env.session,
             coordinator: env.sender,
-            target: SignTarget {
-                message: message.clone(),
-                tweak: *tweak,
-            },
+            target,
             timeout_ms: self
                 .scenario
                 .signing

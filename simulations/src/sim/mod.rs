@@ -2,6 +2,7 @@
 
 mod dkg;
 mod exec;
+pub(crate) mod netting;
 mod signing;
 mod summary;
 
@@ -28,6 +29,7 @@ use crate::{
     workload::{self, Arrival},
 };
 
+pub use netting::NettingRound;
 pub use summary::RunResult;
 
 /// A timed measurement of one state-machine call (calibration mode).
@@ -67,6 +69,19 @@ enum Event {
         node: usize,
         change: Change,
     },
+    /// A netting round starts (its parties deal).
+    NettingStart(usize),
+    NettingDeliver {
+        from: usize,
+        to: usize,
+        msg: Box<netting::NetMsg>,
+        digest: [u8; 32],
+        size: usize,
+    },
+    /// A netting round's cut-off.
+    NettingClose(usize),
+    /// A netting round's result deadline.
+    NettingDeadline(usize),
 }
 
 /// Which request or DKG run a session belongs to.
@@ -131,6 +146,8 @@ pub(crate) struct World {
     join_extra: Duration,
     /// Public round-2 work shared by the signers of one package (host time only).
     round2_cache: Option<Round2Cache>,
+    /// The `[netting]` workload, if any.
+    netting: Option<Box<netting::Netting>>,
 }
 
 impl World {
@@ -169,9 +186,32 @@ impl World {
             byzantine,
             scenario.signing.timeout_ms,
         );
-        let net = Network::new(scenario, &topo)?;
+        let mut net = Network::new(scenario, &topo)?;
         let w = &scenario.workload;
-        let end = s_to_us(w.start_s + w.duration_s + w.drain_s);
+        let mut end = s_to_us(w.start_s + w.duration_s + w.drain_s);
+        let mut netting_starts = Vec::new();
+        let netting = match (&scenario.netting, publics.first().cloned().flatten()) {
+            (Some(spec), Some(public)) => {
+                netting_starts = netting::Netting::starts(spec);
+                end = end.max(s_to_us(spec.last_start_s() + w.drain_s));
+                Some(Box::new(netting::Netting::new(
+                    scenario,
+                    &topo,
+                    &committees[0],
+                    public.key_id,
+                    &index,
+                    &mut net,
+                    &netting_starts,
+                )?))
+            }
+            (Some(_), None) => {
+                return Err(SimError::invalid(
+                    "netting",
+                    "the settlement key of committee 0 is missing",
+                ))
+            }
+            _ => None,
+        };
         let mut world = Self {
             scenario: scenario.clone(),
             topo,
@@ -203,7 +243,12 @@ impl World {
             // Calibration times each signer's own work, so it never shares it.
             round2_cache: (scenario.signing.share_public_work && !options.measure)
                 .then(Round2Cache::default),
+            netting,
         };
+        for (round, t) in netting_starts.into_iter().enumerate() {
+            world.events.push(t, Event::NettingStart(round));
+            world.arrivals_left += 1;
+        }
         let mut rng_work = random::stream(seed, Stream::Workload);
         for (t, a) in workload::arrivals(&scenario.workload, world.topo.count, &mut rng_work) {
             world.events.push(t, Event::Arrival(a));
@@ -355,6 +400,16 @@ impl World {
             }
             Event::Free(node) => self.pump(node),
             Event::Fault { node, change } => self.fault(node, change),
+            Event::NettingStart(round) => self.netting_start(round),
+            Event::NettingDeliver {
+                from,
+                to,
+                msg,
+                digest,
+                size,
+            } => self.netting_deliver(from, to, msg, &digest, size),
+            Event::NettingClose(round) => self.netting_close_due(round),
+            Event::NettingDeadline(round) => self.netting_deadline(round),
         }
     }
 
@@ -404,6 +459,9 @@ impl World {
             Work::Timeout { session, timer } => self.on_timeout(node, session, timer),
             Work::StartAttempt { request } => self.start_attempt(request),
             Work::StartDkg { run } => self.start_dkg(node, run),
+            Work::Netting { from, msg } => self.netting_work(node, from, *msg),
+            Work::NettingClose { round } => self.coordinator_close(round),
+            Work::NettingSettle { round } => self.coordinator_settle(round),
         }
     }
 
@@ -441,6 +499,7 @@ impl World {
         for id in open {
             self.finish_run(id, Outcome::Unfinished, end);
         }
+        self.netting_unfinished();
     }
 
     pub(crate) fn samples(&mut self) -> Vec<Sample> {

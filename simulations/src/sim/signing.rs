@@ -111,17 +111,23 @@ impl World {
             timeout_ms: self.scenario.signing.timeout_ms,
         };
         let coordinator = self.topo.coordinator();
-        let aggregator =
-            match Aggregator::new(self.nodes[coordinator].identity.clone(), &public, config) {
-                Ok(a) => a,
-                Err(e) => {
-                    if let Some(r) = self.requests.get_mut(&id) {
-                        r.last_fault = Some(e.to_string());
-                    }
-                    self.finish_request(id, Outcome::Aborted, self.now);
-                    return 0;
+        let identity = self.nodes[coordinator].identity.clone();
+        let made = match self.netting.as_ref().and_then(|n| n.payload(id)) {
+            Some(start) => {
+                Aggregator::with_request_payload(identity, &public, config, start.clone())
+            }
+            None => Aggregator::new(identity, &public, config),
+        };
+        let aggregator = match made {
+            Ok(a) => a,
+            Err(e) => {
+                if let Some(r) = self.requests.get_mut(&id) {
+                    r.last_fault = Some(e.to_string());
                 }
-            };
+                self.finish_request(id, Outcome::Aborted, self.now);
+                return 0;
+            }
+        };
         self.nodes[coordinator].sessions.insert(
             session,
             Session {
@@ -163,14 +169,16 @@ impl World {
             .iter()
             .filter_map(|c| self.index.get(c).copied())
             .collect();
+        let faulty: Vec<bool> = culprits.iter().map(|c| self.netting_faulty(*c)).collect();
         let Some(req) = self.requests.get_mut(&id) else {
             return;
         };
         let started = req.current.take().map_or(req.arrived, |a| a.started);
         let fault = fault_name(error);
-        for c in culprits {
-            let correct =
-                self.adversary.is_byzantine(c) || self.nodes[c].down_during(started, done);
+        for (c, faulty) in culprits.into_iter().zip(faulty) {
+            let correct = self.adversary.is_byzantine(c)
+                || self.nodes[c].down_during(started, done)
+                || faulty;
             req.blames.push(Blame {
                 node: c,
                 fault: fault.clone(),
@@ -235,6 +243,7 @@ impl World {
             at,
             &format!("request {id} {} {}", outcome.name(), req.attempts),
         );
+        self.settlement_signed(id, outcome, at);
     }
 
     /// The coordinator crashed: every request in flight is lost.

@@ -16,6 +16,9 @@ pub struct RunResult {
     pub summary: Summary,
     /// One record per signing request or DKG run, in arrival order.
     pub sessions: Vec<SessionRecord>,
+    /// Netting rounds in memory (definitions, inputs, results), for checks
+    /// against the plaintext reference; empty without `[netting]`.
+    pub netting: Vec<super::NettingRound>,
 }
 
 fn ms(t: Micros) -> f64 {
@@ -40,7 +43,11 @@ impl World {
             }
             sessions.push(SessionRecord {
                 id: r.id,
-                kind: "sign",
+                kind: if self.netting.as_ref().is_some_and(|n| n.is_settlement(r.id)) {
+                    "settle"
+                } else {
+                    "sign"
+                },
                 committee: r.committee,
                 arrived_ms: ms(r.arrived),
                 finished_ms: r.finished.map(|(t, _)| ms(t)),
@@ -105,6 +112,7 @@ impl World {
                 stats: self.nodes[i].stats.clone(),
             })
             .collect::<Vec<_>>();
+        let (netting, netting_rounds) = self.netting_result();
         let summary = Summary {
             scenario: self.scenario.name.clone(),
             seed: self.scenario.seed,
@@ -142,7 +150,12 @@ impl World {
                 byzantine_named: byz_named.len(),
             },
             nodes,
+            netting,
         };
-        RunResult { summary, sessions }
+        RunResult {
+            summary,
+            sessions,
+            netting: netting_rounds,
+        }
     }
 }
