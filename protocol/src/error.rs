@@ -179,6 +179,13 @@ pub enum ProtocolError {
         /// Nodes proven at fault.
         culprits: Vec<NodeId>,
     },
+    /// A node validly signed outputs computed on other inputs than this node's:
+    /// the coordinator closed the round differently at different nodes.
+    #[error("node {node:?} computed the round on other inputs than this node (the coordinator closed it differently)")]
+    InputsDiffer {
+        /// The node whose signed outputs show the other inputs (not at fault).
+        node: NodeId,
+    },
     /// Per asset the multilateral nets must sum to zero; they do not.
     #[error("conservation check failed in asset {asset:?}: nets sum to {imbalance}")]
     ConservationFailed {

@@ -89,6 +89,21 @@ impl NodeIdentity {
         self.signing.sign(digest)
     }
 
+    /// A secret 32-byte seed for `context`, derived from the identity key with
+    /// HKDF-SHA256: deterministic per (identity, context), unpredictable to others.
+    ///
+    /// # Security
+    /// The seed is secret; use it only to seed a generator for this context.
+    pub(crate) fn derive_seed(&self, context: &[u8]) -> Zeroizing<[u8; 32]> {
+        let seed = Zeroizing::new(self.signing.to_bytes());
+        let hk =
+            hkdf::Hkdf::<sha2::Sha256>::new(Some(b"quorate/identity-derive/v1"), seed.as_ref());
+        let mut out = Zeroizing::new([0u8; 32]);
+        // 32 bytes is always a valid HKDF-SHA256 output length.
+        let _ = hk.expand(context, out.as_mut());
+        out
+    }
+
     pub(crate) fn sealing_secret(&self) -> &x25519_dalek::StaticSecret {
         &self.sealing
     }

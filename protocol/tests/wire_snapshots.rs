@@ -37,7 +37,8 @@ fn netting_spec() -> quorate_protocol::netting::RoundSpec {
         sign_key: ed25519_dalek::SigningKey::from_bytes(&[n; 32])
             .verifying_key()
             .to_bytes(),
-        seal_key: [n + 0x40; 32],
+        seal_key: x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([n + 0x40; 32]))
+            .to_bytes(),
     };
     RoundSpec {
         id: RoundId([0x31; 16]),

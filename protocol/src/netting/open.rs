@@ -143,6 +143,27 @@ fn parse_records(bytes: &[u8], count: usize) -> Option<Vec<(Scalar, Scalar)>> {
         .collect()
 }
 
+/// Checks that a message is signed by the committee member it names, for this
+/// round and definition (its inputs digest is compared separately).
+fn check_signed(
+    spec: &RoundSpec,
+    (round, spec_digest, node): (&RoundId, &[u8; 32], &NodeId),
+    digest: &[u8; 32],
+    signature: &[u8],
+) -> Result<(), ProtocolError> {
+    if spec.committee.get(node).is_none() {
+        return Err(ProtocolError::UnknownSender(*node));
+    }
+    if round != &spec.id || spec_digest != &spec.digest() {
+        return Err(ProtocolError::WrongContext(
+            "netting outputs of another round",
+        ));
+    }
+    let sig = ed25519_dalek::Signature::from_slice(signature)
+        .map_err(|_| ProtocolError::BadSignature { claimed: *node })?;
+    crate::identity::verify(node, digest, &sig)
+}
+
 fn check_context(
     spec: &RoundSpec,
     inputs: &[u8; 32],
@@ -150,17 +171,13 @@ fn check_context(
     digest: &[u8; 32],
     signature: &[u8],
 ) -> Result<(), ProtocolError> {
-    if spec.committee.get(node).is_none() {
-        return Err(ProtocolError::UnknownSender(*node));
-    }
-    if round != &spec.id || spec_digest != &spec.digest() || their_inputs != inputs {
+    check_signed(spec, (round, spec_digest, node), digest, signature)?;
+    if their_inputs != inputs {
         return Err(ProtocolError::WrongContext(
             "netting outputs of other inputs",
         ));
     }
-    let sig = ed25519_dalek::Signature::from_slice(signature)
-        .map_err(|_| ProtocolError::BadSignature { claimed: *node })?;
-    crate::identity::verify(node, digest, &sig)
+    Ok(())
 }
 
 impl PublicOutputs {
@@ -186,6 +203,13 @@ impl PublicOutputs {
             &self.node,
         );
         check_context(spec, inputs, ctx, &self.digest(), &self.signature)
+    }
+
+    /// Checks only that the named committee member signed it for this round
+    /// (whatever inputs it computed on).
+    pub fn check_signed(&self, spec: &RoundSpec) -> Result<(), ProtocolError> {
+        let ctx = (&self.round, &self.spec_digest, &self.node);
+        check_signed(spec, ctx, &self.digest(), &self.signature)
     }
 }
 
@@ -217,7 +241,10 @@ impl PartyOutputs {
 }
 
 impl NodeOutputs {
-    /// Computes, seals and signs this node's outputs.
+    /// Computes, seals and signs this node's outputs. Deterministic for a given
+    /// node, round and inputs (the sealing randomness is derived from the node's
+    /// identity key and the inputs digest), so a node that restarts and closes again
+    /// sends byte-identical messages and is never mistaken for an equivocator.
     ///
     /// # Security
     /// Reads the node's secret input shares; the private output shares leave only
@@ -226,11 +253,14 @@ impl NodeOutputs {
         spec: &RoundSpec,
         identity: &NodeIdentity,
         accepted: &[Option<&Accepted>],
-        rng: &mut impl CryptoRngCore,
     ) -> Result<Self, ProtocolError> {
         let participants: Vec<bool> = accepted.iter().map(Option::is_some).collect();
         let digests: Vec<Option<[u8; 32]>> = accepted.iter().map(|a| a.map(|a| a.digest)).collect();
         let inputs = inputs_digest(spec, &digests);
+        let mut context = b"quorate/netting/output-sealing/v1\0".to_vec();
+        context.extend_from_slice(&inputs);
+        let seed = identity.derive_seed(&context);
+        let rng = &mut <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(*seed);
         let shares: Vec<Option<&ShareVector>> =
             accepted.iter().map(|a| a.map(|a| &a.shares)).collect();
         let node = identity.node_id();
@@ -274,8 +304,10 @@ impl NodeOutputs {
 /// Opened values with the nodes whose shares failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opening {
-    /// The values, in the order of the output definitions.
-    pub values: Vec<i64>,
+    /// The values, in the order of the output definitions (`None`: the opened
+    /// field element is outside the i64 range — a dealer shared something out of
+    /// bounds).
+    pub values: Vec<Option<i64>>,
     /// Nodes whose shares were missing, malformed or off the committed polynomial.
     pub culprits: Vec<NodeId>,
 }
@@ -390,21 +422,18 @@ pub fn open_verified(
     let xs: Vec<Scalar> = good[..t].iter().map(|(x, _)| *x).collect();
     let l0 = lagrange(&xs, &Scalar::ZERO);
     let mut values = Vec::with_capacity(defs.len());
-    for (o, d) in defs.iter().enumerate() {
+    for o in 0..defs.len() {
         let mut v = Scalar::ZERO;
         for (k, (_, s)) in good[..t].iter().enumerate() {
             v += l0[k] * s[o].0;
         }
-        values.push(
-            amount::to_i64(&v).ok_or_else(|| ProtocolError::NettingOverflow {
-                asset: describe(spec, d),
-            })?,
-        );
+        values.push(amount::to_i64(&v));
     }
     Ok(Opening { values, culprits })
 }
 
-fn describe(spec: &RoundSpec, d: &OutputDef) -> String {
+/// The asset an output is in (for errors).
+pub(crate) fn describe(spec: &RoundSpec, d: &OutputDef) -> String {
     let assets = spec.assets();
     match &d.kind {
         outputs::OutputKind::Bilateral { asset, .. }

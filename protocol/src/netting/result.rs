@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     open::{self, PartyOutputs},
-    outputs::{self, OutputKind},
+    outputs::{self, OutputDef, OutputKind},
     round::RoundSpec,
 };
 use crate::{error::ProtocolError, ids::NodeId};
@@ -33,6 +33,19 @@ pub struct Mismatch {
     pub quantity_difference: i64,
     /// Our cash plus theirs.
     pub cash_difference: i64,
+    /// The difference opened outside the i64 range: the counterparty booked a
+    /// value outside the round's bounds (both differences are then reported as 0).
+    #[serde(default)]
+    pub out_of_range: bool,
+}
+
+/// A counterparty whose bundle could not be relied on for reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedCounterparty {
+    /// Counterparty.
+    pub counterparty: String,
+    /// Why (e.g. its commitments contradict what the nodes checked).
+    pub reason: String,
 }
 
 /// A party's verified result.
@@ -46,8 +59,12 @@ pub struct PartyResult {
     pub multilateral: Vec<(String, i64)>,
     /// Reconciliation mismatches (only the two counterparties ever see these).
     pub mismatches: Vec<Mismatch>,
-    /// Nodes whose output shares failed verification.
+    /// Nodes whose validly signed output shares failed verification.
     pub culprits: Vec<NodeId>,
+    /// Counterparties whose bundles are provably inconsistent: reconciliation with
+    /// them is skipped (our own nets do not depend on them).
+    #[serde(default)]
+    pub refused_counterparties: Vec<RefusedCounterparty>,
 }
 
 /// The public data of a closed round a party verifies its result against.
@@ -65,8 +82,12 @@ pub struct Published<'a> {
 }
 
 /// Opens and verifies party `party`'s result from the nodes' messages for it.
-/// Messages whose signature or context fails are counted
-/// against their node.
+///
+/// Only messages validly signed by a committee node for this round, these inputs
+/// and this party count; anything else is ignored (it proves nothing about the
+/// node it names). A node whose signed shares fail is named. A counterparty whose
+/// commitments about us contradict its signed block aggregate is refused (its
+/// reconciliation outputs are skipped) while our own nets still open.
 ///
 /// # Security
 /// `secret` is the party's X25519 key.
@@ -83,37 +104,45 @@ pub fn open_result(
         &published.inputs_digest,
         published.commitments,
     );
-    // The counterparties' commitments about us must match what the nodes checked.
-    for (q, (h, c)) in published.headers.iter().zip(commitments).enumerate() {
-        if q == party || !participants.get(q).copied().unwrap_or(false) {
-            continue;
-        }
-        let (Some(h), Some(c)) = (h, c) else {
-            return Err(ProtocolError::NettingInput(format!(
-                "no header for participating party {:?}",
-                spec.parties[q].name
-            )));
-        };
-        super::verify::check_block(spec, h, c, party)?;
-    }
+    let refused =
+        super::verify::check_blocks(spec, published.headers, commitments, participants, party);
     let defs = outputs::party_outputs(spec, participants, party);
-    let mut forged = Vec::new();
+    let keep: Vec<bool> = defs
+        .iter()
+        .map(|d| match d.kind {
+            OutputKind::ReconcileQuantity { counterparty, .. }
+            | OutputKind::ReconcileCash { counterparty, .. } => {
+                !refused.iter().any(|(q, _)| *q == counterparty as usize)
+            }
+            _ => true,
+        })
+        .collect();
     let valid: Vec<PartyOutputs> = node_outputs
         .iter()
-        .filter(|o| {
-            let ok = o.check(spec, inputs).is_ok() && o.party == party as u32;
-            if !ok {
-                forged.push(o.node);
-            }
-            ok
-        })
+        .filter(|o| o.check(spec, inputs).is_ok() && o.party == party as u32)
         .cloned()
         .collect();
-    let responses = open::party_responses(spec, party as u32, secret, defs.len(), &valid);
-    let mut opening = open::open_verified(spec, &defs, commitments, &responses, rng)?;
-    opening.culprits.extend(forged);
-    opening.culprits.sort();
-    opening.culprits.dedup();
+    let kept_defs: Vec<OutputDef> = defs
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(d, _)| d.clone())
+        .collect();
+    let responses: Vec<open::Response> =
+        open::party_responses(spec, party as u32, secret, defs.len(), &valid)
+            .into_iter()
+            .map(|mut r| {
+                r.shares = r.shares.map(|s| {
+                    s.into_iter()
+                        .zip(&keep)
+                        .filter(|(_, k)| **k)
+                        .map(|(x, _)| x)
+                        .collect()
+                });
+                r
+            })
+            .collect();
+    let opening = open::open_verified(spec, &kept_defs, commitments, &responses, rng)?;
     let assets = spec.assets();
     let name = |q: u32| spec.parties[q as usize].name.clone();
     let mut r = PartyResult {
@@ -122,9 +151,21 @@ pub fn open_result(
         multilateral: Vec::new(),
         mismatches: Vec::new(),
         culprits: opening.culprits,
+        refused_counterparties: refused
+            .into_iter()
+            .map(|(q, reason)| RefusedCounterparty {
+                counterparty: name(q as u32),
+                reason,
+            })
+            .collect(),
     };
-    let mut pending: Option<(u32, u32, i64)> = None;
-    for (d, v) in defs.iter().zip(opening.values) {
+    let own = |d: &OutputDef, v: Option<i64>| {
+        v.ok_or_else(|| ProtocolError::NettingOverflow {
+            asset: open::describe(spec, d),
+        })
+    };
+    let mut pending: Option<Option<i64>> = None;
+    for (d, v) in kept_defs.iter().zip(opening.values) {
         match d.kind {
             OutputKind::Bilateral {
                 counterparty,
@@ -132,28 +173,26 @@ pub fn open_result(
             } => r.bilateral.push(BilateralNet {
                 counterparty: name(counterparty),
                 asset: assets[asset as usize].clone(),
-                net: v,
+                net: own(d, v)?,
             }),
-            OutputKind::Multilateral { asset } => {
-                r.multilateral.push((assets[asset as usize].clone(), v))
-            }
-            OutputKind::ReconcileQuantity {
-                counterparty,
-                instrument,
-            } => {
-                pending = Some((counterparty, instrument, v));
-            }
+            OutputKind::Multilateral { asset } => r
+                .multilateral
+                .push((assets[asset as usize].clone(), own(d, v)?)),
+            OutputKind::ReconcileQuantity { .. } => pending = Some(v),
             OutputKind::ReconcileCash {
                 counterparty,
                 instrument,
             } => {
-                let q = pending.take().map_or(0, |(_, _, q)| q);
-                if q != 0 || v != 0 {
+                let q = pending.take().flatten();
+                let out_of_range = q.is_none() || v.is_none();
+                let (q, c) = (q.unwrap_or(0), v.unwrap_or(0));
+                if out_of_range || q != 0 || c != 0 {
                     r.mismatches.push(Mismatch {
                         counterparty: name(counterparty),
                         instrument: spec.instruments[instrument as usize].name.clone(),
-                        quantity_difference: q,
-                        cash_difference: v,
+                        quantity_difference: if out_of_range { 0 } else { q },
+                        cash_difference: if out_of_range { 0 } else { c },
+                        out_of_range,
                     });
                 }
             }

@@ -179,6 +179,13 @@ impl RoundSpec {
             {
                 return bad(format!("party {:?} has an invalid sign_key", p.name));
             }
+            let montgomery = curve25519_dalek::montgomery::MontgomeryPoint(p.seal_key);
+            if montgomery.to_edwards(0).is_none_or(|e| e.is_small_order()) {
+                return bad(format!(
+                    "party {:?} has a low-order or invalid seal_key",
+                    p.name
+                ));
+            }
         }
         let mut seen = BTreeSet::new();
         for i in &self.instruments {
@@ -229,8 +236,15 @@ impl RoundSpec {
         for asset in self.assets() {
             let mut per_cp: i128 = 0;
             for i in self.instruments.iter().filter(|i| i.asset == asset) {
-                per_cp += i.unit().abs() * i128::from(self.bounds.max_abs_quantity)
-                    + i128::from(self.bounds.max_abs_cash);
+                let term = i
+                    .unit()
+                    .checked_abs()
+                    .and_then(|u| u.checked_mul(i128::from(self.bounds.max_abs_quantity)))
+                    .and_then(|v| v.checked_add(i128::from(self.bounds.max_abs_cash)));
+                per_cp = match term.and_then(|v| per_cp.checked_add(v)) {
+                    Some(v) => v,
+                    None => return Err(ProtocolError::NettingOverflow { asset }),
+                };
             }
             if per_cp.saturating_mul(cps) > i128::from(i64::MAX) {
                 return Err(ProtocolError::NettingOverflow { asset });

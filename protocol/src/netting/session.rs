@@ -127,7 +127,10 @@ impl NodeRound {
             }
         }
         let refs: Vec<Option<&Accepted>> = self.accepted.iter().map(Option::as_ref).collect();
-        let out = NodeOutputs::produce(&self.spec, identity, &refs, rng)?;
+        // Sealing randomness is derived from the identity (deterministic re-sends);
+        // `rng` is kept in the signature for callers that pass one.
+        let _ = rng;
+        let out = NodeOutputs::produce(&self.spec, identity, &refs)?;
         self.closed = Some((
             refs.iter().map(Option::is_some).collect(),
             out.public.inputs_digest,
@@ -166,18 +169,34 @@ pub fn settle(
     views: &[PublicOutputs],
     rng: &mut impl CryptoRngCore,
 ) -> Result<(SettlementBatch, Vec<crate::NodeId>), ProtocolError> {
-    let mut forged = Vec::new();
-    let valid: Vec<PublicOutputs> = views
-        .iter()
-        .filter(|v| match v.check(spec, &inputs) {
-            Ok(()) => true,
-            Err(_) => {
-                forged.push(v.node);
-                false
-            }
-        })
-        .cloned()
-        .collect();
+    // Views that are not validly signed by a committee member for this round
+    // prove nothing and blame nobody: they are ignored. A validly signed view of
+    // other inputs shows the coordinator closed the round differently at different
+    // nodes: refused, naming that node. A quorum of more than half the committee
+    // (and at least t) must have computed on these inputs, so two disjoint groups
+    // of nodes cannot each sign a different batch for one round.
+    let mut valid: Vec<PublicOutputs> = Vec::new();
+    for v in views {
+        if v.check_signed(spec).is_err() {
+            continue;
+        }
+        if v.inputs_digest != inputs {
+            return Err(ProtocolError::InputsDiffer { node: v.node });
+        }
+        if !valid.iter().any(|w| w.node == v.node) {
+            valid.push(v.clone());
+        }
+    }
+    let quorum = usize::from(spec.threshold).max(spec.committee.len() / 2 + 1);
+    if valid.len() < quorum {
+        return Err(ProtocolError::OpeningFailed {
+            reason: format!(
+                "{} nodes' outputs for these inputs, a settlement needs {quorum} (more than half the committee and at least t)",
+                valid.len()
+            ),
+            culprits: Vec::new(),
+        });
+    }
     // Each public output is checked against its net commitment directly: a
     // definition with one term, index = the asset, over the `M` vector.
     let defs: Vec<outputs::OutputDef> = outputs::public_outputs(spec, participants)
@@ -199,10 +218,12 @@ pub fn settle(
         .collect();
     let responses = open::public_responses(spec, defs.len(), &valid);
     let opening = open::open_verified(spec, &defs, nets, &responses, rng)?;
-    let batch = SettlementBatch::build(spec, participants, inputs, &opening.values)?;
-    let mut culprits = opening.culprits;
-    culprits.extend(forged);
-    culprits.sort();
-    culprits.dedup();
-    Ok((batch, culprits))
+    let mut values = Vec::with_capacity(defs.len());
+    for (v, d) in opening.values.iter().zip(&defs) {
+        values.push(v.ok_or_else(|| ProtocolError::NettingOverflow {
+            asset: open::describe(spec, d),
+        })?);
+    }
+    let batch = SettlementBatch::build(spec, participants, inputs, &values)?;
+    Ok((batch, opening.culprits))
 }

@@ -90,6 +90,8 @@ pub(crate) struct Corrupt {
     pub share_of_node: Option<usize>,
     /// Publish a wrong `C_{e,0}` for this value (everything else consistent).
     pub commitment: Option<usize>,
+    /// Share 2^100 (outside i64, ignoring the bounds) as this value.
+    pub huge_value: Option<usize>,
 }
 
 pub(crate) fn deal_with(
@@ -124,8 +126,12 @@ pub(crate) fn deal_with(
     // coeffs[e*t + k]: a_{e,0} = x_e, then random; blinds likewise.
     let mut coeffs = Zeroizing::new(Vec::with_capacity(count * t));
     let mut blinds = Zeroizing::new(Vec::with_capacity(count * t));
-    for v in values.iter() {
-        coeffs.push(amount::to_scalar(*v));
+    for (e, v) in values.iter().enumerate() {
+        if corrupt.huge_value == Some(e) {
+            coeffs.push(Scalar::from(1u128 << 100));
+        } else {
+            coeffs.push(amount::to_scalar(*v));
+        }
         blinds.push(Scalar::random(&mut *rng));
         for _ in 1..t {
             coeffs.push(Scalar::random(&mut *rng));

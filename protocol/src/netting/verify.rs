@@ -275,3 +275,77 @@ pub fn check_block(
     }
     Ok(())
 }
+
+/// Checks, for party `party`, every participating counterparty's block about it
+/// ([`check_block`]) in one batched multiscalar multiplication; only when the batch
+/// fails is each block checked on its own to name the inconsistent ones. Returns
+/// `(counterparty index, reason)` for every counterparty that cannot be relied on
+/// (missing header or commitments included).
+pub fn check_blocks(
+    spec: &RoundSpec,
+    headers: &[Option<&BundleHeader>],
+    commitments: &[Option<&[RistrettoPoint]>],
+    participants: &[bool],
+    party: usize,
+) -> Vec<(usize, String)> {
+    use curve25519_dalek::traits::VartimeMultiscalarMul;
+    let t = usize::from(spec.threshold);
+    let bl = spec.block_len();
+    let mut refused = Vec::new();
+    let mut usable = Vec::new();
+    for q in 0..spec.parties.len() {
+        if q == party || !participants.get(q).copied().unwrap_or(false) {
+            continue;
+        }
+        match (
+            headers.get(q).copied().flatten(),
+            commitments.get(q).copied().flatten(),
+        ) {
+            (Some(h), Some(c)) if c.len() == spec.values_per_party() * t => usable.push((q, h, c)),
+            _ => refused.push((q, "no header with per-value commitments".to_owned())),
+        }
+    }
+    // One random combination of every (block, k) equation Σ ρ_e C_{e,k} − D_k = 0.
+    let mut scalars = Vec::new();
+    let mut points = Vec::new();
+    let mut blocks_ok = true;
+    for (q, h, c) in &usable {
+        let slot = if party < *q { party } else { party - 1 };
+        let range = slot * bl..(slot + 1) * bl;
+        let rho = super::share::block_weights_range(&h.core_digest(), range.clone());
+        let Ok(d) = block_points(spec, h) else {
+            blocks_ok = false;
+            continue;
+        };
+        for k in 0..t {
+            let w = Scalar::from_bytes_mod_order_wide(&{
+                use sha2::{Digest, Sha512};
+                let mut x = Sha512::new();
+                x.update(b"quorate/netting/block-batch/v1\0");
+                x.update(h.digest());
+                x.update((*q as u64).to_be_bytes());
+                x.update((k as u64).to_be_bytes());
+                x.update((party as u64).to_be_bytes());
+                x.finalize().into()
+            });
+            for (r, e) in rho.iter().zip(range.clone()) {
+                scalars.push(w * r);
+                points.push(c[e * t + k]);
+            }
+            scalars.push(-w);
+            points.push(d[slot * t + k]);
+        }
+    }
+    let batch_ok = blocks_ok
+        && RistrettoPoint::vartime_multiscalar_mul(&scalars, &points)
+            == <RistrettoPoint as curve25519_dalek::traits::Identity>::identity();
+    if !batch_ok {
+        for (q, h, c) in &usable {
+            if let Err(e) = check_block(spec, h, c, party) {
+                refused.push((*q, e.to_string()));
+            }
+        }
+    }
+    refused.sort();
+    refused
+}

@@ -426,7 +426,7 @@ fn lie(
         }
     }
     let refs: Vec<Option<&Accepted>> = altered.iter().map(Option::as_ref).collect();
-    NodeOutputs::produce(spec, identity, &refs, rng).ok()
+    NodeOutputs::produce(spec, identity, &refs).ok()
 }
 
 impl World {

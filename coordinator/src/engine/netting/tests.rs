@@ -252,7 +252,8 @@ fn spec_of(key: &KeyRecord, nodes: &[Node], parties: &[SigningKey]) -> RoundSpec
             .map(|(i, k)| quorate_protocol::netting::Party {
                 name: format!("desk-{i}"),
                 sign_key: k.verifying_key().to_bytes(),
-                seal_key: [9; 32],
+                seal_key: x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from([9; 32]))
+                    .to_bytes(),
             })
             .collect(),
         instruments: vec![Instrument {
