@@ -312,6 +312,13 @@ pub enum AuditKind {
         #[serde(with = "hex_id")]
         session: SessionId,
     },
+    /// This node refused to sign a round's settlement batch by its policy's
+    /// limits; `details` carries `rule` (`settlement_limit`), `detail` (naming
+    /// party, asset, amount and limit; the batch is public) and `session`.
+    SettlementRefused {
+        /// Round id (hex).
+        round: String,
+    },
 }
 
 /// One entry, as written.

@@ -29,6 +29,8 @@
 //! max_pending_outgoing = 64
 //! max_netting_rounds = 16               # netting rounds held at once
 //! netting_retention_secs = 86400        # a round is forgotten this long after its cut-off
+//! max_netting_horizon_secs = 604800     # refuse a round whose cut-off is further away
+//! max_netting_rounds_per_client = 4     # rounds held at once per creating client
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -107,6 +109,12 @@ pub struct LimitsConfig {
     pub max_netting_rounds: usize,
     /// Seconds after a round's cut-off until it is forgotten (memory and keystore).
     pub netting_retention_secs: u64,
+    /// Longest time from now to a new round's cut-off, seconds: a round cannot hold
+    /// a slot for longer than this plus the retention period.
+    pub max_netting_horizon_secs: u64,
+    /// Netting rounds held at once that one client created (open or closed, until
+    /// forgotten), so one client cannot take every slot.
+    pub max_netting_rounds_per_client: usize,
 }
 
 impl Default for LimitsConfig {
@@ -128,6 +136,8 @@ impl Default for LimitsConfig {
             max_pending_outgoing: 64,
             max_netting_rounds: 16,
             netting_retention_secs: 86_400,
+            max_netting_horizon_secs: 7 * 86_400,
+            max_netting_rounds_per_client: 4,
         }
     }
 }

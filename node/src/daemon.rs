@@ -524,6 +524,7 @@ impl Node {
                 audit: &mut self.audit,
                 audit_failed: &mut self.audit_failed,
                 now_unix: unix_ms() / 1000,
+                metrics: &self.metrics,
             },
         )
     }

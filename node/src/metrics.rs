@@ -54,6 +54,9 @@ pub struct Metrics {
     pub invalid_shares: Family<Label, Counter>,
     /// Equivocations detected, by peer.
     pub equivocations: Family<Label, Counter>,
+    /// Settlement culprits: committee nodes whose signed public shares failed
+    /// against the commitments when this node rebuilt a settlement batch, by node.
+    pub settlement_culprits: Family<Label, Counter>,
 }
 
 impl Default for Metrics {
@@ -73,6 +76,7 @@ impl Default for Metrics {
             rejected_peers: Counter::default(),
             invalid_shares: Family::default(),
             equivocations: Family::default(),
+            settlement_culprits: Family::default(),
         }
     }
 }
@@ -122,6 +126,11 @@ impl Metrics {
             "equivocations",
             "Equivocations detected, by peer",
             self.equivocations.clone(),
+        );
+        r.register(
+            "settlement_culprits",
+            "Settlement culprits (signed public shares that fail), by node",
+            self.settlement_culprits.clone(),
         );
         let mut out = String::new();
         // Encoding into a String cannot fail.

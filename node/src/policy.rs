@@ -110,11 +110,15 @@ pub enum Rule {
     Approvals,
     /// Outside the allowed UTC hours.
     TimeWindow,
+    /// The key signs netting settlement batches here (`[netting] settlement_keys`)
+    /// and so takes no client signing request: a client allowed opaque messages
+    /// must not get a settlement key's signature over a settlement-looking hash.
+    SettlementKeyReserved,
 }
 
 impl Rule {
     /// Every rule, in evaluation order.
-    pub const ALL: [Rule; 16] = [
+    pub const ALL: [Rule; 17] = [
         Self::UnknownClient,
         Self::Malformed,
         Self::BadClientSignature,
@@ -122,6 +126,7 @@ impl Rule {
         Self::LifetimeTooLong,
         Self::Replay,
         Self::KeyMismatch,
+        Self::SettlementKeyReserved,
         Self::KeyNotAllowed,
         Self::SuiteNotAllowed,
         Self::AssetNotAllowed,
@@ -152,6 +157,7 @@ impl Rule {
             Self::Destination => "destination",
             Self::Approvals => "approvals",
             Self::TimeWindow => "time_window",
+            Self::SettlementKeyReserved => "settlement_key_reserved",
         }
     }
 }
@@ -220,6 +226,11 @@ struct PolicyFile {
 struct NettingFile {
     #[serde(default)]
     settlement_keys: Vec<String>,
+    #[serde(default)]
+    max_transfer: BTreeMap<String, i64>,
+    default_max_transfer: Option<i64>,
+    #[serde(default)]
+    require_limits: bool,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +248,7 @@ struct ClientFile {
     approvals: Option<ApprovalsFile>,
     #[serde(default)]
     netting: bool,
+    netting_parties: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -371,6 +383,30 @@ pub struct ClientPolicy {
     pub approvals: Option<Approvals>,
     /// May create netting rounds on its allowed keys and suites (`netting = true`).
     pub netting: bool,
+    /// The parties its rounds may name: party name → Ed25519 `sign_key`
+    /// (`netting_parties`). `None`: any parties (the client is trusted with the
+    /// parties' identities).
+    pub netting_parties: Option<BTreeMap<String, [u8; 32]>>,
+}
+
+/// How large a settlement transfer of one asset this node signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferLimit {
+    /// At most this |amount| (minor units).
+    Max(u64),
+    /// No limit (no `max_transfer` entry, no `default_max_transfer`, and
+    /// `require_limits = false`).
+    Unlimited,
+    /// No limit is configured and `require_limits = true`: refused.
+    Unlisted,
+}
+
+/// `[netting]` limits on the settlement batches this node signs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SettlementLimits {
+    max_transfer: BTreeMap<String, u64>,
+    default_max_transfer: Option<u64>,
+    require_limits: bool,
 }
 
 /// A validated policy.
@@ -382,6 +418,8 @@ pub struct Policy {
     max_tracked_nonces_per_client: usize,
     /// Keys this node signs netting settlement batches with (`None`: none).
     settlement_keys: Option<KeySet>,
+    /// Per-asset bounds on settlement transfers.
+    settlement_limits: SettlementLimits,
 }
 
 fn invalid(client: Option<&str>, field: &str, reason: impl Into<String>) -> PolicyError {
@@ -453,14 +491,52 @@ impl Policy {
                 "must be at least 1",
             ));
         }
-        let settlement_keys = match file.netting {
-            None => None,
-            Some(n) if n.settlement_keys.is_empty() => None,
-            Some(n) => Some(KeySet::parse(
-                None,
-                "netting.settlement_keys",
-                &n.settlement_keys,
-            )?),
+        let (settlement_keys, settlement_limits) = match file.netting {
+            None => (None, SettlementLimits::default()),
+            Some(n) => {
+                let keys = if n.settlement_keys.is_empty() {
+                    None
+                } else {
+                    Some(KeySet::parse(
+                        None,
+                        "netting.settlement_keys",
+                        &n.settlement_keys,
+                    )?)
+                };
+                let limit = |field: String, v: i64| {
+                    u64::try_from(v).map_err(|_| {
+                        invalid(
+                            None,
+                            &field,
+                            format!("{v} is negative; a limit is a largest |amount|"),
+                        )
+                    })
+                };
+                let mut max_transfer = BTreeMap::new();
+                for (asset, v) in n.max_transfer {
+                    if asset.is_empty() {
+                        return Err(invalid(
+                            None,
+                            "netting.max_transfer",
+                            "an asset name is empty",
+                        ));
+                    }
+                    let v = limit(format!("netting.max_transfer.{asset}"), v)?;
+                    max_transfer.insert(asset, v);
+                }
+                let default_max_transfer = n
+                    .default_max_transfer
+                    .map(|v| limit("netting.default_max_transfer".into(), v))
+                    .transpose()?;
+                (
+                    keys,
+                    SettlementLimits {
+                        max_transfer,
+                        default_max_transfer,
+                        require_limits: n.require_limits,
+                    },
+                )
+            }
         };
         let mut clients = BTreeMap::new();
         let mut by_key: HashMap<[u8; 32], String> = HashMap::new();
@@ -481,6 +557,7 @@ impl Policy {
             max_tracked_nonces,
             max_tracked_nonces_per_client,
             settlement_keys,
+            settlement_limits,
         })
     }
 
@@ -647,6 +724,45 @@ impl Policy {
             }
         };
 
+        let netting_parties = match c.netting_parties {
+            None => None,
+            Some(_) if !c.netting => {
+                return Err(invalid(
+                    n,
+                    "netting_parties",
+                    "is set but netting = false (the client creates no rounds)",
+                ))
+            }
+            Some(list) if list.is_empty() => {
+                return Err(invalid(
+                    n,
+                    "netting_parties",
+                    "is empty (every round would be refused); omit it to allow any parties",
+                ))
+            }
+            Some(list) => {
+                let mut parties = BTreeMap::new();
+                for (party, hex_key) in list {
+                    let field = format!("netting_parties.{party}");
+                    let valid_name = !party.is_empty()
+                        && party.len() <= 64
+                        && party
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+                    if !valid_name {
+                        return Err(invalid(
+                            n,
+                            &field,
+                            "a party name is 1-64 characters of [A-Za-z0-9._-]",
+                        ));
+                    }
+                    let key = parse_ed25519(name, &field, &hex_key)?;
+                    parties.insert(party, key);
+                }
+                Some(parties)
+            }
+        };
+
         Ok(ClientPolicy {
             name: name.to_owned(),
             public_key,
@@ -659,6 +775,7 @@ impl Policy {
             limits,
             approvals,
             netting: c.netting,
+            netting_parties,
         })
     }
 
@@ -678,6 +795,31 @@ impl Policy {
         self.settlement_keys
             .as_ref()
             .is_some_and(|keys| keys.contains(key))
+    }
+
+    /// Whether `key` is reserved for settlement batches, so no client request may
+    /// sign with it: a key listed by id in `[netting] settlement_keys`. `["*"]`
+    /// lets every key sign settlements and reserves none (a client allowed opaque
+    /// messages on a key could then obtain a signature over a settlement-shaped
+    /// hash: list settlement keys by id in production).
+    pub fn settlement_key_reserved(&self, key: &KeyId) -> bool {
+        matches!(&self.settlement_keys, Some(KeySet::Only(keys)) if keys.contains(key))
+    }
+
+    /// The largest settlement transfer of `asset` this node signs
+    /// (`[netting] max_transfer`, `default_max_transfer`, `require_limits`).
+    pub fn settlement_transfer_limit(&self, asset: &str) -> TransferLimit {
+        let l = &self.settlement_limits;
+        match l
+            .max_transfer
+            .get(asset)
+            .copied()
+            .or(l.default_max_transfer)
+        {
+            Some(max) => TransferLimit::Max(max),
+            None if l.require_limits => TransferLimit::Unlisted,
+            None => TransferLimit::Unlimited,
+        }
     }
 
     /// Bound on remembered request nonces.
@@ -864,7 +1006,7 @@ impl PolicyEngine {
     }
 
     /// The rules after [`Self::authenticate`] (which the caller has run), in order:
-    /// expiry, lifetime, replay, key match, key and suite allowed, asset, per-request
+    /// expiry, lifetime, replay, key match, settlement key reserved, key and suite allowed, asset, per-request
     /// limit, destination, hours, approvals, rolling-window limit, replay-cache room.
     /// Only an allow records the nonce and the amount.
     pub fn evaluate_authenticated(
@@ -891,7 +1033,7 @@ impl PolicyEngine {
                 format!("request nonce {} was already used", hex::encode(r.nonce)),
             );
         }
-        let limit = match Self::static_rules(client, req, key, now_ms) {
+        let limit = match Self::static_rules(&self.policy, client, req, key, now_ms) {
             Ok(limit) => limit,
             Err(refused) => return refused,
         };
@@ -972,7 +1114,7 @@ impl PolicyEngine {
         let Some(client) = self.policy.client_by_key(&r.client) else {
             return refuse(Rule::UnknownClient, "client is no longer registered");
         };
-        match Self::static_rules(client, req, key, now_ms) {
+        match Self::static_rules(&self.policy, client, req, key, now_ms) {
             Ok(_) => Decision::Allow { client: name },
             Err(refused) => refused,
         }
@@ -1008,9 +1150,10 @@ impl PolicyEngine {
     }
 
     /// The rules that depend only on the request and the current policy: key match,
-    /// key and suite allowed, asset and per-request limit, destination, hours,
-    /// approvals. Returns the asset's limits.
+    /// key not reserved for settlements, key and suite allowed, asset and
+    /// per-request limit, destination, hours, approvals. Returns the asset's limits.
     fn static_rules<'a>(
+        policy: &Policy,
         client: &'a ClientPolicy,
         req: &SignedRequest,
         key: &GroupPublic,
@@ -1023,6 +1166,16 @@ impl PolicyEngine {
                 format!(
                     "request names key {} but key {} was offered",
                     r.key_id, key.key_id
+                ),
+            ));
+        }
+        if policy.settlement_key_reserved(&r.key_id) {
+            return Err(refuse(
+                Rule::SettlementKeyReserved,
+                format!(
+                    "key {} signs netting settlement batches on this node \
+                     ([netting] settlement_keys) and takes no client requests",
+                    r.key_id
                 ),
             ));
         }
@@ -1725,10 +1878,18 @@ carol = "{c}"
             .expect("client");
         assert!(c.netting && c.keys.contains(&OTHER_KEY));
 
+        assert!(
+            p.settlement_key_reserved(&KEY),
+            "a key listed by id is reserved"
+        );
+        assert!(!p.settlement_key_reserved(&OTHER_KEY));
         let all = text.replace(&format!("[\"{KEY}\"]"), "[\"*\"]");
-        assert!(Policy::from_toml(&all)
-            .expect("policy")
-            .settlement_allowed(&OTHER_KEY));
+        let all = Policy::from_toml(&all).expect("policy");
+        assert!(all.settlement_allowed(&OTHER_KEY));
+        assert!(
+            !all.settlement_key_reserved(&KEY),
+            "[\"*\"] lets every key settle and reserves none"
+        );
         let empty = text.replace(&format!("[\"{KEY}\"]"), "[]");
         assert!(!Policy::from_toml(&empty)
             .expect("policy")
@@ -1748,6 +1909,132 @@ carol = "{c}"
             let err = Policy::from_toml(&bad).expect_err("invalid").to_string();
             assert!(err.contains(want), "{err}");
         }
+    }
+
+    #[test]
+    fn settlement_keys_are_reserved_from_client_requests() {
+        let mut f = fixture();
+        let text = policy_text(&f.client, &f.approvers, "")
+            .replace(
+                "version = 1",
+                &format!("version = 1\n[netting]\nsettlement_keys = [\"{OTHER_KEY}\"]"),
+            )
+            .replace(&format!("keys = [\"{KEY}\"]"), "keys = [\"*\"]");
+        f.engine.reload_toml(&text).expect("policy");
+        // An unlisted key still signs.
+        let req = f.request(1, T_DAY);
+        assert!(f.eval(&req, T_DAY).is_allow());
+        // The settlement key takes no client request, even for a client allowed
+        // every key; the refusal records nothing.
+        let mut r = f.unsigned(1, T_DAY);
+        r.key_id = OTHER_KEY;
+        let req = f.approve(r);
+        let d = f
+            .engine
+            .evaluate(&req, &group(OTHER_KEY, Ciphersuite::Ed25519), T_DAY);
+        assert_refused(&d, Rule::SettlementKeyReserved);
+        assert!(format!("{d:?}").contains(&OTHER_KEY.to_string()), "{d:?}");
+        assert_eq!(f.engine.tracked_nonces(), 1);
+        assert_refused(
+            &f.engine
+                .recheck(&req, &group(OTHER_KEY, Ciphersuite::Ed25519), T_DAY),
+            Rule::SettlementKeyReserved,
+        );
+        // `["*"]` lets every key settle and reserves none.
+        let all = text.replace(&format!("[\"{OTHER_KEY}\"]"), "[\"*\"]");
+        f.engine.reload_toml(&all).expect("policy");
+        let req = f.request(2, T_DAY);
+        assert!(f.eval(&req, T_DAY).is_allow());
+        assert_eq!(
+            Rule::SettlementKeyReserved.name(),
+            "settlement_key_reserved"
+        );
+    }
+
+    #[test]
+    fn settlement_transfer_limits_and_netting_parties_parse() {
+        let k = keys(22, 3);
+        let base = format!(
+            "version = 1\n[netting]\nsettlement_keys = [\"{KEY}\"]\nEXTRA\n\
+             [clients.clearing]\npublic_key = \"{}\"\nkeys = [\"*\"]\nnetting = true\nPARTIES\n",
+            hexkey(&k[0])
+        );
+        let with =
+            |extra: &str, parties: &str| base.replace("EXTRA", extra).replace("PARTIES", parties);
+        let p = Policy::from_toml(&with("", "")).expect("policy");
+        assert_eq!(p.settlement_transfer_limit("USD"), TransferLimit::Unlimited);
+        assert!(p.clients()["clearing"].netting_parties.is_none());
+
+        let p = Policy::from_toml(&with(
+            "max_transfer = { USD = 1_000, EUR = 0 }\ndefault_max_transfer = 50",
+            &format!(
+                "netting_parties = {{ \"desk-a\" = \"{}\", \"desk.b\" = \"{}\" }}",
+                hexkey(&k[1]),
+                hexkey(&k[2])
+            ),
+        ))
+        .expect("policy");
+        assert_eq!(
+            p.settlement_transfer_limit("USD"),
+            TransferLimit::Max(1_000)
+        );
+        assert_eq!(p.settlement_transfer_limit("EUR"), TransferLimit::Max(0));
+        assert_eq!(p.settlement_transfer_limit("JPY"), TransferLimit::Max(50));
+        let parties = p.clients()["clearing"]
+            .netting_parties
+            .as_ref()
+            .expect("parties");
+        assert_eq!(parties["desk-a"], k[1].verifying_key().to_bytes());
+        assert_eq!(parties.len(), 2);
+
+        let p = Policy::from_toml(&with(
+            "max_transfer = { USD = 5 }\nrequire_limits = true",
+            "",
+        ))
+        .expect("policy");
+        assert_eq!(p.settlement_transfer_limit("USD"), TransferLimit::Max(5));
+        assert_eq!(p.settlement_transfer_limit("EUR"), TransferLimit::Unlisted);
+
+        for (extra, parties, want) in [
+            (
+                "max_transfer = { USD = -1 }",
+                "",
+                "netting.max_transfer.USD",
+            ),
+            (
+                "default_max_transfer = -5",
+                "",
+                "netting.default_max_transfer",
+            ),
+            ("max_transfers = { USD = 1 }", "", "max_transfers"),
+            ("", "netting_parties = {}", "netting_parties"),
+            (
+                "",
+                "netting_parties = { \"desk a\" = \"00\" }",
+                "netting_parties.desk a",
+            ),
+            (
+                "",
+                "netting_parties = { \"desk-a\" = \"abcd\" }",
+                "netting_parties.desk-a",
+            ),
+        ] {
+            let err = Policy::from_toml(&with(extra, parties))
+                .expect_err(want)
+                .to_string();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        // netting_parties without netting = true is a contradiction.
+        let text = with(
+            "",
+            &format!("netting_parties = {{ a = \"{}\" }}", hexkey(&k[1])),
+        )
+        .replace("netting = true\n", "")
+            + "[clients.clearing.limits.BTC]\nper_request = 1\nper_window = 1\n";
+        let err = Policy::from_toml(&text)
+            .expect_err("contradiction")
+            .to_string();
+        assert!(err.contains("netting_parties"), "{err}");
     }
 
     #[test]

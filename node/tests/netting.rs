@@ -94,6 +94,14 @@ struct Net {
     coord_port: u16,
     /// Nodes whose policy signs no settlements.
     no_settlement: Vec<usize>,
+    /// Per node: more `[netting]` lines (transfer limits).
+    netting_extra: Vec<String>,
+    /// More policy text after the clients (further clients).
+    clients_extra: String,
+    /// Every node's limits.
+    limits: LimitsConfig,
+    /// Per node: its metrics (shared atomics, read by the tests).
+    metrics: Vec<Metrics>,
 }
 
 impl Net {
@@ -144,22 +152,34 @@ impl Net {
             ports,
             coord_port,
             no_settlement: Vec::new(),
+            netting_extra: vec![String::new(); n],
+            clients_extra: String::new(),
+            limits: LimitsConfig {
+                session_timeout_ms: 60_000,
+                shutdown_grace_ms: 200,
+                ..LimitsConfig::default()
+            },
+            metrics: (0..n).map(|_| Metrics::default()).collect(),
         }
     }
 
     fn policy(&self, i: usize) -> Policy {
         let netting = if self.no_settlement.contains(&i) {
-            ""
+            String::new()
         } else {
-            "[netting]\nsettlement_keys = [\"*\"]\n"
+            format!(
+                "[netting]\nsettlement_keys = [\"*\"]\n{}\n",
+                self.netting_extra[i]
+            )
         };
         Policy::from_toml(&format!(
             "version = 1\n{netting}\
              [clients.clearing]\npublic_key = \"{}\"\nkeys = [\"*\"]\nnetting = true\n\
              [clients.exchange]\npublic_key = \"{}\"\nkeys = [\"*\"]\n\
-             [clients.exchange.limits.BTC]\nper_request = 1\nper_window = 1\n",
+             [clients.exchange.limits.BTC]\nper_request = 1\nper_window = 1\n{}",
             hex::encode(self.clearing.verifying_key().to_bytes()),
             hex::encode(self.exchange.verifying_key().to_bytes()),
+            self.clients_extra,
         ))
         .expect("policy")
     }
@@ -184,12 +204,8 @@ impl Net {
             audit,
             listen: vec![addr(self.ports[i]).parse().expect("addr")],
             routing: Routing::Direct,
-            limits: LimitsConfig {
-                session_timeout_ms: 60_000,
-                shutdown_grace_ms: 200,
-                ..LimitsConfig::default()
-            },
-            metrics: Metrics::default(),
+            limits: self.limits,
+            metrics: self.metrics[i].clone(),
         })
         .expect("spawn")
     }
@@ -448,6 +464,23 @@ fn rejected(ack: &Ack, want: &str) -> String {
         Ack::Rejected { reason, detail } if reason == want => detail.clone(),
         other => panic!("expected {want}, got {other:?}"),
     }
+}
+
+/// The parties' signing keys `Round::new(.., seed)` makes (same RNG steps).
+fn party_keys(seed: u64) -> Vec<SigningKey> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    rng.fill_bytes(&mut [0u8; 16]);
+    (0..3).map(|_| SigningKey::generate(&mut rng)).collect()
+}
+
+/// The audit details of every `kind` entry of node `i`'s log.
+fn audit_details(net: &Net, i: usize, kind: &str) -> Vec<serde_json::Value> {
+    audit::read_entries(&net.audit_path(i))
+        .expect("audit")
+        .into_iter()
+        .filter(|e| serde_json::to_value(&e.kind).expect("json")["type"] == serde_json::json!(kind))
+        .map(|e| e.details)
+        .collect()
 }
 
 /// Three parties, two instruments in two assets, on the key's committee.
@@ -891,12 +924,14 @@ async fn bad_rounds_and_bundles_are_refused_alone_and_the_round_goes_on() {
     let detail = rejected(&ack, "netting:bad_bundle");
     assert!(detail.contains("desk-c"), "{detail}");
 
-    // A close listing other inputs than the node holds names the party.
+    // A close listing another bundle than the node holds names the party (a
+    // bundle listed `None` is not a mismatch: it is left out, see
+    // `a_held_bundle_listed_absent_is_left_out_and_settlement_limits_hold`).
     let mut wrong = bundles
         .iter()
         .map(|b| Some(b.header.digest()))
         .collect::<Vec<_>>();
-    wrong[2] = None;
+    wrong[2] = Some(other.header.digest());
     let ack = coord.ask(&ids[0], round.close(&coord, suite, wrong)).await;
     let detail = rejected(&ack, "netting:input_mismatch");
     assert!(detail.contains("desk-c"), "{detail}");
@@ -1113,5 +1148,304 @@ async fn restart_keeps_rounds_and_accepted_bundles() {
         kinds.matches("netting_bundle_accepted").count(),
         3,
         "{kinds}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_bundle_listed_absent_is_left_out_and_settlement_limits_hold() {
+    let _serial = SERIAL.lock().await;
+    let mut net = Net::new(3, 15);
+    // Node 1 signs only listed assets (both are); node 2 signs no USD transfer.
+    net.netting_extra = vec![
+        "default_max_transfer = 1_000_000_000_000".into(),
+        "require_limits = true\nmax_transfer = { USD = 1_000_000_000_000, EUR = 1_000_000_000_000 }"
+            .into(),
+        "max_transfer = { USD = 0 }".into(),
+    ];
+    let (nodes, mut coord, key, committee) = setup(&net).await;
+    let suite = key.suite;
+    let ids = net.node_ids();
+    let mut round = Round::new(committee, &key, 5);
+    // desk-a and desk-b book only their trade with each other, so the batch
+    // without desk-c conserves.
+    for input in round.inputs[..2].iter_mut().flatten() {
+        input.positions.retain(|p| p.counterparty != "desk-c");
+    }
+    for node in &ids {
+        let ack = coord
+            .ask(node, round.announce(&coord, suite, &net.clearing))
+            .await;
+        assert_eq!(ack, Ack::Accepted);
+    }
+    // desk-a and desk-b reach every node; desk-c's bundle reaches node 0 only (as
+    // if nodes 1 and 2 had refused it or never got it).
+    let bundles: Vec<InputBundle> = (0..3).map(|p| round.deal(p)).collect();
+    for b in &bundles[..2] {
+        for (pos, node) in ids.iter().enumerate() {
+            let ack = coord
+                .ask(node, round.bundle_for(&coord, suite, b, pos))
+                .await;
+            assert_eq!(ack, Ack::Accepted);
+        }
+    }
+    let ack = coord
+        .ask(&ids[0], round.bundle_for(&coord, suite, &bundles[2], 0))
+        .await;
+    assert_eq!(ack, Ack::Accepted);
+
+    // A close listing a bundle a node does not hold is refused naming the party.
+    let all: Vec<Option<[u8; 32]>> = bundles.iter().map(|b| Some(b.header.digest())).collect();
+    let detail = rejected(
+        &coord
+            .ask(&ids[1], round.close(&coord, suite, all.clone()))
+            .await,
+        "netting:input_mismatch",
+    );
+    assert!(
+        detail.contains("desk-c") && detail.contains("does not hold"),
+        "{detail}"
+    );
+
+    // The close lists desk-c as absent: every node closes, node 0 without the
+    // bundle it holds.
+    let mut inputs = all;
+    inputs[2] = None;
+    for node in &ids {
+        let ack = coord
+            .ask(node, round.close(&coord, suite, inputs.clone()))
+            .await;
+        assert_eq!(ack, Ack::Accepted);
+    }
+    let (views, party_outputs) = collect_outputs(&mut coord, &round, &ids, 2).await;
+    assert_eq!(
+        party_outputs.len(),
+        6,
+        "two participants, one message per node each"
+    );
+    assert!(
+        views
+            .iter()
+            .all(|v| v.inputs_digest == views[0].inputs_digest),
+        "every node computed on the same inputs"
+    );
+    // A repeated close re-sends node 0's outputs (idempotent, desk-c still out).
+    let ack = coord
+        .ask(&ids[0], round.close(&coord, suite, inputs.clone()))
+        .await;
+    assert_eq!(ack, Ack::Accepted);
+    let (again, _) = collect_outputs(&mut coord, &round, &ids[..1], 2).await;
+    assert_eq!(again[0], views[0]);
+
+    // The batch over the two participants.
+    let spec = &round.spec;
+    let participants = [true, true, false];
+    let net_pts: Vec<Option<Vec<_>>> = bundles
+        .iter()
+        .zip(participants)
+        .map(|(b, p)| p.then(|| verify::net_points(spec, &b.header).expect("points")))
+        .collect();
+    let nets: Vec<Option<&[_]>> = net_pts.iter().map(|p| p.as_deref()).collect();
+    let (batch, culprits) = settle(
+        spec,
+        &participants,
+        views[0].inputs_digest,
+        &nets,
+        &views,
+        &mut OsRng,
+    )
+    .expect("batch");
+    assert!(culprits.is_empty());
+    assert!(
+        batch.transfers.iter().all(|t| t.party != "desk-c"),
+        "{:?}",
+        batch.transfers
+    );
+    let usd = batch
+        .transfers
+        .iter()
+        .find(|t| t.asset == "USD" && t.amount != 0)
+        .expect("a USD transfer")
+        .clone();
+    let message = batch.message().to_vec();
+
+    // Node 2's limit refuses the batch, naming party and asset; audited.
+    let request = |views: Vec<PublicOutputs>| Payload::SettleRequest {
+        round: spec.id,
+        views,
+        message: message.clone(),
+    };
+    let refused = coord.seal(suite, key.key_id, random_session(), request(views.clone()));
+    let detail = rejected(
+        &coord.ask(&ids[2], refused).await,
+        "netting:settlement_limit",
+    );
+    assert!(
+        detail.contains("USD") && detail.contains(&usd.party),
+        "{detail}"
+    );
+
+    // Nodes 0 and 1 sign even though node 2's view carries a wrong public share
+    // (validly signed by node 2, so it proves node 2 wrong); they name node 2.
+    let mut forged = views.clone();
+    let bad = forged
+        .iter_mut()
+        .find(|v| v.node == ids[2])
+        .expect("node 2's view");
+    bad.public[0] ^= 1;
+    let node2_key = {
+        let secret = net.ids[2].to_secret_bytes();
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&secret[..32]);
+        SigningKey::from_bytes(&seed)
+    };
+    bad.signature = ed25519_dalek::Signer::sign(&node2_key, &bad.digest())
+        .to_bytes()
+        .to_vec();
+    let signature = coord
+        .sign_settlement(&key, ids[..2].to_vec(), request(forged), message.clone())
+        .await;
+    key.verify(&message, &signature, None)
+        .expect("settlement signature verifies");
+    let culprit = format!(
+        "quorate_settlement_culprits_total{{label=\"{}\"}} 1",
+        ids[2]
+    );
+    for m in &net.metrics[..2] {
+        let text = m.render();
+        assert!(text.contains(&culprit), "{text}");
+    }
+
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+    let closed = audit_details(&net, 0, "netting_closed");
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0]["left_out"], serde_json::json!(["desk-c"]));
+    assert_eq!(closed[0]["participants"], serde_json::json!(2));
+    for i in 1..3 {
+        let closed = audit_details(&net, i, "netting_closed");
+        assert_eq!(closed[0]["left_out"], serde_json::json!([]));
+    }
+    let refusals = audit_details(&net, 2, "settlement_refused");
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0]["rule"], serde_json::json!("settlement_limit"));
+    let text = refusals[0]["detail"].as_str().expect("detail");
+    assert!(text.contains(&usd.party) && text.contains("USD"), "{text}");
+    assert!(net.audit_kinds(2).matches("settlement_approved").count() == 0);
+    for i in 0..2 {
+        assert_eq!(net.audit_kinds(i).matches("settlement_approved").count(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_are_bounded_by_pinned_parties_horizon_and_per_client_count() {
+    let _serial = SERIAL.lock().await;
+    let mut net = Net::new(3, 16);
+    // `pinned` may only name round 5's parties, with their keys.
+    let pinned = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(1600));
+    let keys = party_keys(5);
+    net.clients_extra = format!(
+        "[clients.pinned]\npublic_key = \"{}\"\nkeys = [\"*\"]\nnetting = true\n\
+         netting_parties = {{ \"desk-a\" = \"{}\", \"desk-b\" = \"{}\", \"desk-c\" = \"{}\" }}\n",
+        hex::encode(pinned.verifying_key().to_bytes()),
+        hex::encode(keys[0].verifying_key().to_bytes()),
+        hex::encode(keys[1].verifying_key().to_bytes()),
+        hex::encode(keys[2].verifying_key().to_bytes()),
+    );
+    net.limits.max_netting_rounds_per_client = 2;
+    let (nodes, mut coord, key, committee) = setup(&net).await;
+    let suite = key.suite;
+    let ids = net.node_ids();
+    let node = ids[0];
+
+    // Pinned parties: exactly the listed keys are accepted.
+    let good = Round::new(committee.clone(), &key, 5);
+    let ack = coord
+        .ask(&node, good.announce(&coord, suite, &pinned))
+        .await;
+    assert_eq!(ack, Ack::Accepted);
+    // Other keys under the listed names: refused naming the first party.
+    let other_keys = Round::new(committee.clone(), &key, 6);
+    let detail = rejected(
+        &coord
+            .ask(&node, other_keys.announce(&coord, suite, &pinned))
+            .await,
+        "netting:not_authorized",
+    );
+    assert!(
+        detail.contains("desk-a") && detail.contains("sign_key"),
+        "{detail}"
+    );
+    // A party not listed at all.
+    let mut unlisted = Round::new(committee.clone(), &key, 5);
+    unlisted.spec.id = RoundId([0x51; 16]);
+    unlisted.spec.parties[2].name = "desk-z".into();
+    let detail = rejected(
+        &coord
+            .ask(&node, unlisted.announce(&coord, suite, &pinned))
+            .await,
+        "netting:not_authorized",
+    );
+    assert!(
+        detail.contains("desk-z") && detail.contains("netting_parties"),
+        "{detail}"
+    );
+    // Without netting_parties (the clearing client) any parties are accepted.
+    let first = Round::new(committee.clone(), &key, 7);
+    let ack = coord
+        .ask(&node, first.announce(&coord, suite, &net.clearing))
+        .await;
+    assert_eq!(ack, Ack::Accepted);
+
+    // A cut-off more than 7 days ahead is refused.
+    let mut far = Round::new(committee.clone(), &key, 8);
+    far.spec.cutoff = unix_secs() + 8 * 86_400;
+    let detail = rejected(
+        &coord
+            .ask(&node, far.announce(&coord, suite, &net.clearing))
+            .await,
+        "netting:invalid_round",
+    );
+    assert!(detail.contains("max_netting_horizon_secs"), "{detail}");
+
+    // Per client: its second round fits, its third is busy; another client's
+    // round is still accepted, and a re-announce of a held round is fine.
+    let second = Round::new(committee.clone(), &key, 9);
+    let ack = coord
+        .ask(&node, second.announce(&coord, suite, &net.clearing))
+        .await;
+    assert_eq!(ack, Ack::Accepted);
+    let third = Round::new(committee.clone(), &key, 10);
+    let detail = rejected(
+        &coord
+            .ask(&node, third.announce(&coord, suite, &net.clearing))
+            .await,
+        "netting:busy",
+    );
+    assert!(
+        detail.contains("clearing") && detail.contains("max_netting_rounds_per_client"),
+        "{detail}"
+    );
+    let ack = coord
+        .ask(&node, first.announce(&coord, suite, &net.clearing))
+        .await;
+    assert_eq!(ack, Ack::Accepted);
+    let mut pinned_second = Round::new(committee.clone(), &key, 5);
+    pinned_second.spec.id = RoundId([0x52; 16]);
+    let ack = coord
+        .ask(&node, pinned_second.announce(&coord, suite, &pinned))
+        .await;
+    assert_eq!(ack, Ack::Accepted);
+
+    let _ = coord.dkg(&net, Ciphersuite::Ed25519, 2).await;
+
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+    assert_eq!(
+        audit_details(&net, 0, "netting_round_accepted").len(),
+        4,
+        "{}",
+        net.audit_kinds(0)
     );
 }

@@ -82,15 +82,33 @@ fn registered_client<B>(state: &ApiState<B>, client: &[u8; 32]) -> Result<(), Pr
     }
 }
 
+/// Longest time from now to a new round's cut-off, seconds (7 days; nodes refuse
+/// a round beyond their `limits.max_netting_horizon_secs`, by default the same).
+pub const MAX_CUTOFF_HORIZON_SECS: u64 = 7 * 24 * 3600;
+
 fn check_spec(spec: &RoundSpec, now_secs: u64) -> Result<(), Problem> {
     spec.validate()
         .map_err(|e| Problem::new(ProblemKind::InvalidRound, format!("spec: {e}")))?;
-    if spec.cutoff <= now_secs {
+    check_cutoff(spec.cutoff, now_secs)
+}
+
+/// The cut-off is in the future and at most [`MAX_CUTOFF_HORIZON_SECS`] ahead (a
+/// round holds a slot on every node until then, and for the retention after).
+fn check_cutoff(cutoff: u64, now_secs: u64) -> Result<(), Problem> {
+    if cutoff <= now_secs {
         return Err(Problem::new(
             ProblemKind::InvalidRound,
             format!(
-                "spec.cutoff {} is not in the future (now {now_secs}); choose a later cut-off",
-                spec.cutoff
+                "spec.cutoff {cutoff} is not in the future (now {now_secs}); choose a later cut-off"
+            ),
+        ));
+    }
+    if cutoff - now_secs > MAX_CUTOFF_HORIZON_SECS {
+        return Err(Problem::new(
+            ProblemKind::InvalidRound,
+            format!(
+                "spec.cutoff {cutoff} is more than {MAX_CUTOFF_HORIZON_SECS} s (7 days) ahead \
+                 (now {now_secs}); choose an earlier cut-off"
             ),
         ));
     }
@@ -559,4 +577,23 @@ pub(super) async fn settlement<B: Backend>(
             key_id: record.spec.key.to_string(),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cutoff_must_be_in_the_future_and_within_seven_days() {
+        let now = 1_700_000_000;
+        for bad in [now - 1, now, now + MAX_CUTOFF_HORIZON_SECS + 1, u64::MAX] {
+            let p = check_cutoff(bad, now).expect_err("refused");
+            assert!(p.detail.contains("spec.cutoff"), "{p:?}");
+            let want = Problem::new(ProblemKind::InvalidRound, String::new());
+            assert_eq!(p.type_uri, want.type_uri);
+        }
+        for good in [now + 1, now + 3600, now + MAX_CUTOFF_HORIZON_SECS] {
+            check_cutoff(good, now).expect("accepted");
+        }
+    }
 }

@@ -6,16 +6,19 @@
 //! 3. [`authorized`]: the client's signature over the spec digest verifies.
 //! 4. [`held_key`]: this node holds a share of `spec.key`.
 //! 5. [`netting_client`]: the client is in this node's policy with `netting = true`
-//!    and may use the round's key and its suite.
+//!    and may use the round's key and its suite; with `netting_parties` in its
+//!    policy, every party is listed there with its `sign_key` ([`parties_allowed`]).
 //! 6. [`envelope_context`]: session = `spec.session()`, key = `spec.key`, suite =
 //!    the key's suite (invariant 2).
 //! 7. [`committee_is_key`]: the committee is exactly the key's members, with their
 //!    FROST indices, and matches the roster (index, seal key); this node is in it;
 //!    the opening threshold is at least the key's.
-//! 8. [`open_for_bundles`]: the cut-off has not passed.
+//! 8. [`open_for_bundles`]: the cut-off has not passed and is at most
+//!    `limits.max_netting_horizon_secs` (default 7 days) ahead.
 //! 9. Same round again: the same definition is accepted (idempotent), another
 //!    definition under a used id is refused.
-//! 10. At most `limits.max_netting_rounds` rounds are held.
+//! 10. At most `limits.max_netting_rounds` rounds are held, and at most
+//!     `limits.max_netting_rounds_per_client` of the creating client (`busy`).
 
 use quorate_protocol::{
     netting::{round::RoundAuthorization, session::NodeRound, RoundSpec},
@@ -103,7 +106,43 @@ fn netting_client<'a>(
             format!("client {:?} may not use {}", client.name, key.suite),
         ));
     }
+    parties_allowed(client, spec)?;
     Ok(client)
+}
+
+/// Part of [`netting_client`], and again at settlement: with `netting_parties` in
+/// the client's policy, every party of the round must be listed there with exactly
+/// its `sign_key`.
+/// Without it any parties are accepted: the creating client is trusted with the
+/// parties' identities.
+pub(super) fn parties_allowed(client: &ClientPolicy, spec: &RoundSpec) -> Result<(), NettingError> {
+    let Some(allowed) = &client.netting_parties else {
+        return Ok(());
+    };
+    for party in &spec.parties {
+        match allowed.get(&party.name) {
+            Some(key) if *key == party.sign_key => {}
+            Some(_) => {
+                return Err(refuse(
+                    Code::NotAuthorized,
+                    format!(
+                        "round {}: party {:?} has another sign_key than client {:?}'s netting_parties lists",
+                        spec.id, party.name, client.name
+                    ),
+                ))
+            }
+            None => {
+                return Err(refuse(
+                    Code::NotAuthorized,
+                    format!(
+                        "round {}: party {:?} is not in client {:?}'s netting_parties",
+                        spec.id, party.name, client.name
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Check 5.
@@ -203,12 +242,27 @@ fn committee_is_key(
 }
 
 /// Check 8.
-fn open_for_bundles(spec: &RoundSpec, now_unix: u64) -> Result<(), NettingError> {
+fn open_for_bundles(
+    spec: &RoundSpec,
+    now_unix: u64,
+    horizon_secs: u64,
+) -> Result<(), NettingError> {
     if spec.cutoff < now_unix {
         return Err(refuse(
             Code::InvalidRound,
             format!(
                 "round {}: cutoff {} has passed (now {now_unix})",
+                spec.id, spec.cutoff
+            ),
+        ));
+    }
+    let latest = now_unix.saturating_add(horizon_secs);
+    if spec.cutoff > latest {
+        return Err(refuse(
+            Code::InvalidRound,
+            format!(
+                "round {}: cutoff {} is more than {horizon_secs} s ahead (now {now_unix}; \
+                 limits.max_netting_horizon_secs)",
                 spec.id, spec.cutoff
             ),
         ));
@@ -245,13 +299,28 @@ impl Netting {
                 ))
             };
         }
-        open_for_bundles(spec, ctx.now_unix)?;
+        open_for_bundles(spec, ctx.now_unix, self.horizon_secs)?;
         if self.rounds.len() >= self.max_rounds {
             return Err(refuse(
                 Code::Busy,
                 format!(
                     "this node holds {} netting rounds (limit)",
                     self.rounds.len()
+                ),
+            ));
+        }
+        let of_client = self
+            .rounds
+            .values()
+            .filter(|r| r.authorization.client == auth.client)
+            .count();
+        if of_client >= self.max_rounds_per_client {
+            return Err(refuse(
+                Code::Busy,
+                format!(
+                    "this node holds {of_client} netting rounds of client {client:?} \
+                     (limits.max_netting_rounds_per_client = {})",
+                    self.max_rounds_per_client
                 ),
             ));
         }
@@ -263,6 +332,7 @@ impl Netting {
             closed: None,
             settle_attempts: 0,
             refusals_recorded: 0,
+            settle_refusals_recorded: 0,
         };
         ctx.record(
             AuditKind::NettingRoundAccepted {

@@ -2,11 +2,14 @@
 //!
 //! Checks, in order: a roster coordinator sent it; the round is held here; the
 //! envelope's context is the round's; a round already closed on the same inputs
-//! re-sends its cached outputs (idempotent), on other inputs it is `closed`; the
-//! inputs listed must be exactly the bundles this node holds (`input_mismatch`,
-//! naming the first party that differs). Then `netting_closed` is audited and the
-//! closing inputs are stored (a restart closes the round again on them) before the
-//! outputs are computed; they go to the coordinator: one
+//! re-sends its cached outputs (idempotent), on other inputs it is `closed`; every
+//! bundle digest listed must be the one this node holds for that party
+//! (`input_mismatch`, naming the first party that differs). A bundle held here but
+//! listed `None` (another node refused it or never got it) is left out of the
+//! computation, so one node's extra bundle cannot make every node refuse the close;
+//! `netting_closed` names such parties in `left_out`. Then `netting_closed` is
+//! audited and the closing inputs are stored (a restart closes the round again on
+//! them) before the outputs are computed; they go to the coordinator: one
 //! `NettingPublic` and one `NettingParty` per participating party, each its own
 //! envelope (session = `spec.session()`, key = `spec.key`, suite = the key's).
 
@@ -79,15 +82,27 @@ impl Netting {
                 ),
             ));
         }
-        if let Some(p) = (0..held.len()).find(|&p| held[p] != inputs[p]) {
+        // A bundle listed `None` is left out even if held here (another node refused
+        // it or never got it: one node's extra bundle must not stop every node's
+        // close); only a listed digest this node does not hold refuses the close.
+        if let Some(p) = (0..held.len()).find(|&p| inputs[p].is_some() && held[p] != inputs[p]) {
+            let why = if held[p].is_some() {
+                "another bundle than this node holds"
+            } else {
+                "a bundle this node does not hold"
+            };
             return Err(NettingError::refused(
                 Code::InputMismatch,
                 format!(
-                    "close lists other inputs for party {:?} than this node holds",
+                    "close lists {why} for party {:?} of round {id}",
                     spec.parties[p].name
                 ),
             ));
         }
+        let left_out: Vec<&str> = (0..held.len())
+            .filter(|&p| inputs[p].is_none() && held[p].is_some())
+            .map(|p| spec.parties[p].name.as_str())
+            .collect();
         let inputs_digest = open::inputs_digest(&spec, inputs);
         ctx.record(
             AuditKind::NettingClosed {
@@ -96,8 +111,12 @@ impl Netting {
             json!({
                 "inputs_digest": hex::encode(inputs_digest),
                 "participants": inputs.iter().filter(|i| i.is_some()).count(),
+                "left_out": left_out,
             }),
         )?;
+        if !left_out.is_empty() {
+            tracing::warn!(round = %id, ?left_out, "closing without bundles this node holds (listed as absent)");
+        }
         store::put_round_closing(&state, live, inputs)?;
         let outputs = match live.round.close(ctx.identity, inputs, &mut OsRng) {
             Ok(o) => o,

@@ -1,5 +1,6 @@
 //! Netting refusals: `Ack::Rejected { reason: "netting:<code>", detail }`, the
-//! detail naming the party, node or field (never a share or an amount).
+//! detail naming the party, node or field (never a share or a secret amount; the
+//! settlement batch is public, so `settlement_limit` names its amount).
 
 use quorate_protocol::{wire::frame::Ack, ProtocolError};
 
@@ -29,7 +30,10 @@ pub enum Code {
     SettlementNotAllowed,
     /// The round's settlement was already signed in n − t + 1 sessions here.
     TooManyAttempts,
-    /// The node holds as many rounds as it is configured to.
+    /// A transfer of the settlement batch exceeds this node's limit for its asset
+    /// (or its asset has no limit and `require_limits = true`).
+    SettlementLimit,
+    /// The node holds as many rounds as it is configured to (in all or of the client).
     Busy,
 }
 
@@ -47,6 +51,7 @@ impl Code {
             Self::SettlementMismatch => "settlement_mismatch",
             Self::SettlementNotAllowed => "settlement_not_allowed",
             Self::TooManyAttempts => "too_many_attempts",
+            Self::SettlementLimit => "settlement_limit",
             Self::Busy => "busy",
         }
     }

@@ -32,6 +32,7 @@ use crate::{
     audit::{AuditKind, AuditLog},
     config::LimitsConfig,
     keystore::{StateStore, StoredKey},
+    metrics::Metrics,
     policy::Policy,
     roster::Roster,
 };
@@ -56,6 +57,8 @@ pub struct Ctx<'a> {
     pub audit_failed: &'a mut bool,
     /// Wall-clock time, Unix seconds.
     pub now_unix: u64,
+    /// Threat signals (settlement culprits).
+    pub metrics: &'a Metrics,
 }
 
 impl Ctx<'_> {
@@ -116,6 +119,8 @@ struct LiveRound {
     /// `netting_bundle_refused` records written for this round (bounded, so a
     /// coordinator replaying bad bundles cannot fill the disk).
     refusals_recorded: u32,
+    /// `settlement_refused` records written for this round (bounded likewise).
+    settle_refusals_recorded: u32,
 }
 
 impl LiveRound {
@@ -132,10 +137,16 @@ impl LiveRound {
     }
 }
 
+/// `settlement_refused` records written per round at most (further refusals are
+/// answered but not recorded).
+const SETTLE_REFUSAL_BUDGET: u32 = 8;
+
 /// Every netting round this node holds, with their keystore records.
 pub struct Netting {
     state: StateStore,
     max_rounds: usize,
+    max_rounds_per_client: usize,
+    horizon_secs: u64,
     retention_secs: u64,
     rounds: BTreeMap<RoundId, LiveRound>,
 }
@@ -156,6 +167,8 @@ impl Netting {
         Ok(Self {
             state,
             max_rounds: limits.max_netting_rounds,
+            max_rounds_per_client: limits.max_netting_rounds_per_client,
+            horizon_secs: limits.max_netting_horizon_secs,
             retention_secs: limits.netting_retention_secs,
             rounds,
         })

@@ -3,25 +3,76 @@
 //! The daemon has already admitted the signing session (roster coordinator, fresh
 //! session id, capacity). Then, in order: the round is held here; the envelope's
 //! key and suite are the round's; the round is closed here; the round's client is
-//! still allowed netting on the key by the policy in force; this node's policy
-//! signs settlements with the round's key (`[netting] settlement_keys`,
-//! `settlement_not_allowed`); fewer than n − t + 1 settlement sessions were started
-//! for the round (`too_many_attempts`, counted in the round's keystore record so a
-//! restart does not reset it); the node rebuilds the batch itself from the views
-//! and its own commitments (invariant 10) and its message must be the one asked for
-//! (`settlement_mismatch`). The attempt is stored and `settlement_approved`
+//! still allowed netting on the key by the policy in force and, if its policy has
+//! `netting_parties`, they still list every party with its key (`not_authorized`);
+//! this node's policy signs settlements with the round's key (`[netting]
+//! settlement_keys`, `settlement_not_allowed`); fewer than n − t + 1 settlement
+//! sessions were started for the round (`too_many_attempts`, counted in the round's
+//! keystore record so a restart does not reset it); the node rebuilds the batch
+//! itself from the views and its own commitments (invariant 10) and its message
+//! must be the one asked for (`settlement_mismatch`); every transfer is within
+//! this node's `[netting]` limits (`settlement_limit`, audited as
+//! `settlement_refused` {round} with `rule`, `detail` and `session`, at most 8 per
+//! round). Committee members named as culprits (their validly signed view carries
+//! a public share that fails against the commitments) are counted in
+//! `quorate_settlement_culprits_total{label=<node>}` and logged by name; they are
+//! not quarantined (the daemon's quarantine has no entry point for netting yet).
+//! The attempt is stored and `settlement_approved`
 //! {round, session} with `message` is audited before the daemon starts the signer,
 //! whose share is released only after its `share_contributed` record.
 
 use quorate_protocol::{
-    netting::{PublicOutputs, RoundId},
+    netting::{PublicOutputs, RoundId, SettlementBatch},
     Envelope, KeyId,
 };
 use rand_core::OsRng;
 use serde_json::json;
 
-use super::{admit, store, Code, Ctx, Netting, NettingError};
-use crate::{audit::AuditKind, recovery::message_hash};
+use super::{admit, store, Code, Ctx, Netting, NettingError, SETTLE_REFUSAL_BUDGET};
+use crate::{
+    audit::AuditKind,
+    metrics::Label,
+    policy::{Policy, TransferLimit},
+    recovery::message_hash,
+};
+
+/// Every transfer of the batch within this node's `[netting]` limits: |amount| at
+/// most the asset's `max_transfer` (else `default_max_transfer`); an asset with
+/// neither is refused only with `require_limits = true`. The batch is public, so
+/// the refusal names party, asset, amount and limit.
+fn within_limits(
+    policy: &Policy,
+    id: &RoundId,
+    batch: &SettlementBatch,
+) -> Result<(), NettingError> {
+    for t in &batch.transfers {
+        match policy.settlement_transfer_limit(&t.asset) {
+            TransferLimit::Unlimited => {}
+            TransferLimit::Max(max) if t.amount.unsigned_abs() <= max => {}
+            TransferLimit::Max(max) => {
+                return Err(NettingError::refused(
+                    Code::SettlementLimit,
+                    format!(
+                        "round {id}: transfer of {} {} for party {:?} exceeds this node's \
+                         limit {max} (|amount|, [netting] max_transfer)",
+                        t.amount, t.asset, t.party
+                    ),
+                ))
+            }
+            TransferLimit::Unlisted => {
+                return Err(NettingError::refused(
+                    Code::SettlementLimit,
+                    format!(
+                        "round {id}: asset {:?} (party {:?}) has no settlement limit here \
+                         and [netting] require_limits = true",
+                        t.asset, t.party
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
 
 /// A settlement this node agreed to sign: what the signer signs and what its
 /// audit records cite.
@@ -68,18 +119,23 @@ impl Netting {
                 format!("round {id} is not closed here yet"),
             ));
         }
-        // The creating client must still be allowed (a reload may have revoked it).
-        let client = ctx.policy.client_by_key(&live.authorization.client);
-        if !client.is_some_and(|c| c.netting && c.keys.contains(&spec.key)) {
-            return Err(NettingError::refused(
-                Code::NotAuthorized,
-                format!(
-                    "round {id}'s client {} may no longer run netting rounds on key {}",
-                    hex::encode(live.authorization.client),
-                    spec.key
-                ),
-            ));
-        }
+        // The creating client must still be allowed (a reload may have revoked it),
+        // with the parties its policy lists now.
+        let client = ctx
+            .policy
+            .client_by_key(&live.authorization.client)
+            .filter(|c| c.netting && c.keys.contains(&spec.key))
+            .ok_or_else(|| {
+                NettingError::refused(
+                    Code::NotAuthorized,
+                    format!(
+                        "round {id}'s client {} may no longer run netting rounds on key {}",
+                        hex::encode(live.authorization.client),
+                        spec.key
+                    ),
+                )
+            })?;
+        admit::parties_allowed(client, &spec)?;
         if !ctx.policy.settlement_allowed(&spec.key) {
             return Err(NettingError::refused(
                 Code::SettlementNotAllowed,
@@ -104,8 +160,19 @@ impl Netting {
         let (batch, culprits) = live.round.settlement(views, &mut OsRng).map_err(|e| {
             NettingError::refused(Code::SettlementMismatch, format!("round {id}: {e}"))
         })?;
-        if !culprits.is_empty() {
-            tracing::warn!(round = %id, ?culprits, "nodes whose public outputs failed verification");
+        for c in &culprits {
+            // Only committee members get a label: a forged view may name any id.
+            if spec.committee.get(c).is_some() {
+                ctx.metrics
+                    .settlement_culprits
+                    .get_or_create(&Label {
+                        label: c.to_string(),
+                    })
+                    .inc();
+                tracing::warn!(round = %id, node = %c, "settlement culprit: this node's signed public share fails its commitment");
+            } else {
+                tracing::warn!(round = %id, node = %c, "settlement view names a node outside the round's committee");
+            }
         }
         let built = batch.message();
         if message != built.as_slice() {
@@ -113,6 +180,24 @@ impl Netting {
                 Code::SettlementMismatch,
                 format!("the message is not the settlement batch this node builds for round {id}"),
             ));
+        }
+        if let Err(e) = within_limits(ctx.policy, id, &batch) {
+            if live.settle_refusals_recorded < SETTLE_REFUSAL_BUDGET {
+                live.settle_refusals_recorded += 1;
+                if let NettingError::Refused { code, detail } = &e {
+                    ctx.record(
+                        AuditKind::SettlementRefused {
+                            round: id.to_string(),
+                        },
+                        json!({
+                            "rule": code.name(),
+                            "detail": detail,
+                            "session": env.session.to_string(),
+                        }),
+                    )?;
+                }
+            }
+            return Err(e);
         }
         let attempt = live.settle_attempts + 1;
         store::put_settle_attempts(&state, live, attempt)?;
@@ -135,5 +220,96 @@ impl Netting {
             request_hash: spec.digest(),
             message_hash: message_hash(&built),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quorate_protocol::netting::Transfer;
+
+    use super::*;
+
+    fn batch(transfers: &[(&str, &str, i64)]) -> SettlementBatch {
+        SettlementBatch {
+            round: RoundId([1; 16]),
+            spec_digest: [2; 32],
+            inputs_digest: [3; 32],
+            key: KeyId([4; 16]),
+            transfers: transfers
+                .iter()
+                .map(|(party, asset, amount)| Transfer {
+                    party: (*party).into(),
+                    asset: (*asset).into(),
+                    amount: *amount,
+                })
+                .collect(),
+        }
+    }
+
+    fn policy(netting: &str) -> Policy {
+        Policy::from_toml(&format!(
+            "version = 1\n[netting]\nsettlement_keys = [\"*\"]\n{netting}\n"
+        ))
+        .expect("policy")
+    }
+
+    fn refusal(r: Result<(), NettingError>) -> String {
+        match r {
+            Err(NettingError::Refused {
+                code: Code::SettlementLimit,
+                detail,
+            }) => detail,
+            other => panic!("expected settlement_limit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn transfers_are_bounded_per_asset_by_absolute_amount() {
+        let id = RoundId([1; 16]);
+        let b = batch(&[
+            ("desk-a", "USD", 500),
+            ("desk-b", "USD", -500),
+            ("desk-a", "EUR", 7),
+        ]);
+        // No limits at all: everything signs (the default).
+        within_limits(&policy(""), &id, &b).expect("unlimited");
+        // |amount| at the limit passes; one above is refused naming party and asset.
+        within_limits(&policy("max_transfer = { USD = 500 }"), &id, &b).expect("at the limit");
+        let p = policy("max_transfer = { USD = 499 }");
+        let detail = refusal(within_limits(&p, &id, &b));
+        assert!(
+            detail.contains("desk-a") && detail.contains("USD") && detail.contains("499"),
+            "{detail}"
+        );
+        // A negative transfer counts by its absolute value.
+        let neg = batch(&[("desk-b", "USD", -501)]);
+        let detail = refusal(within_limits(
+            &policy("max_transfer = { USD = 500 }"),
+            &id,
+            &neg,
+        ));
+        assert!(detail.contains("desk-b"), "{detail}");
+        let min = batch(&[("desk-b", "USD", i64::MIN)]);
+        refusal(within_limits(
+            &policy(&format!("max_transfer = {{ USD = {} }}", i64::MAX)),
+            &id,
+            &min,
+        ));
+        // The default applies to unlisted assets.
+        let p = policy("max_transfer = { USD = 1000 }\ndefault_max_transfer = 6");
+        let detail = refusal(within_limits(&p, &id, &b));
+        assert!(
+            detail.contains("EUR") && detail.contains("desk-a"),
+            "{detail}"
+        );
+        // require_limits: an asset with no limit and no default is refused.
+        let p = policy("max_transfer = { USD = 1000 }\nrequire_limits = true");
+        let detail = refusal(within_limits(&p, &id, &b));
+        assert!(
+            detail.contains("EUR") && detail.contains("require_limits"),
+            "{detail}"
+        );
+        let p = policy("max_transfer = { USD = 1000, EUR = 7 }\nrequire_limits = true");
+        within_limits(&p, &id, &b).expect("every asset listed");
     }
 }

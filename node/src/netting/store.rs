@@ -204,6 +204,7 @@ pub(super) fn restore(
                 closed,
                 settle_attempts: r.settle_attempts,
                 refusals_recorded: 0,
+                settle_refusals_recorded: 0,
             },
         );
     }
