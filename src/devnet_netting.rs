@@ -218,6 +218,7 @@ pub(crate) async fn demo(
         );
     }
     let expected = reference::compute(&spec, &inputs)?;
+    let mut results = Vec::new();
     for (desk, p, party) in &keys {
         let result = api
             .verified_result(&spec, desk, &party.sign, &party.seal)
@@ -231,11 +232,16 @@ pub(crate) async fn demo(
             result.culprits.is_empty() && nets_of(&result) == plain_nets(plain),
             "netting: {desk}'s verified result {result:?} differs from the plaintext reference {plain:?}"
         );
+        results.push(result);
     }
     let batch = api
         .verified_settlement(&spec, key)
         .await
         .context("netting: settlement")?;
+    for result in &results {
+        quorate_coordinator::client::check_own_transfers(&batch, result)
+            .with_context(|| format!("netting: {}'s transfers in the settlement", result.party))?;
+    }
     for t in &batch.transfers {
         let want = spec
             .party_index(&t.party)

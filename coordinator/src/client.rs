@@ -41,7 +41,9 @@ use serde::de::DeserializeOwned;
 
 pub mod netting;
 
-pub use netting::{committee_of, verify_result, verify_settlement, RoundBuilder};
+pub use netting::{
+    check_own_transfers, committee_of, verify_result, verify_settlement, RoundBuilder,
+};
 
 use crate::{
     api::{

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{assert_problem, Server};
 use ed25519_dalek::{Signer as _, SigningKey};
 use quorate_coordinator::{
-    client::{verify_result, verify_settlement, AttestedKey, RoundBuilder},
+    client::{check_own_transfers, verify_result, verify_settlement, AttestedKey, RoundBuilder},
     protocol::{
         netting::{
             round::{close_message, result_request_message},
@@ -168,6 +168,7 @@ async fn a_round_settles_and_every_party_verifies_its_result_and_the_signature()
 
     // Each party opens its own nets, verified against the party-signed headers.
     let expected = [500 + 7, -500, -7];
+    let mut results = Vec::new();
     for (d, want) in desks.iter().zip(expected) {
         let result = server
             .api
@@ -182,6 +183,7 @@ async fn a_round_settles_and_every_party_verifies_its_result_and_the_signature()
         );
         assert!(result.culprits.is_empty());
         assert!(result.mismatches.is_empty(), "{:?}", result.mismatches);
+        results.push(result);
     }
     // Another party's key cannot open a's result.
     let view = server
@@ -198,6 +200,24 @@ async fn a_round_settles_and_every_party_verifies_its_result_and_the_signature()
         .expect("settlement verifies");
     let amounts: Vec<i64> = batch.transfers.iter().map(|t| t.amount).collect();
     assert_eq!(amounts, expected.to_vec());
+    // Every desk finds exactly its verified net in the settlement; a batch that
+    // pays a desk anything else is refused.
+    for r in &results {
+        check_own_transfers(&batch, r).expect("own transfers");
+    }
+    let mut other = batch.clone();
+    other.transfers[0].amount += 1;
+    assert!(check_own_transfers(&other, &results[0]).is_err());
+    let mut moved = batch.clone();
+    moved.transfers[1].party = moved.transfers[0].party.clone();
+    assert!(
+        check_own_transfers(&moved, &results[1]).is_err(),
+        "desk-b missing"
+    );
+    assert!(
+        check_own_transfers(&moved, &results[0]).is_err(),
+        "desk-a twice"
+    );
     // A tampered signature is refused.
     let mut settlement = server.api.settlement(&spec.id).await.expect("settlement");
     let mut sig = hex::decode(&settlement.signature).expect("hex");

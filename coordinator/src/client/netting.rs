@@ -284,6 +284,43 @@ pub fn verify_settlement(
     Ok(batch)
 }
 
+/// Checks a verified settlement against a desk's own verified result: the batch
+/// must pay or charge the desk exactly its multilateral net in every asset, and
+/// nothing under its name besides. Catches a settlement built on other inputs than
+/// the desk's result (a coordinator that closed the round differently elsewhere).
+pub fn check_own_transfers(
+    batch: &SettlementBatch,
+    result: &PartyResult,
+) -> Result<(), ClientError> {
+    let mine: Vec<_> = batch
+        .transfers
+        .iter()
+        .filter(|t| t.party == result.party)
+        .collect();
+    for (asset, net) in &result.multilateral {
+        let got: Vec<i64> = mine
+            .iter()
+            .filter(|t| &t.asset == asset)
+            .map(|t| t.amount)
+            .collect();
+        if got != [*net] {
+            return Err(verify_err(format!(
+                "the settlement gives {} {got:?} in {asset}, its verified net is {net}",
+                result.party
+            )));
+        }
+    }
+    if mine.len() != result.multilateral.len() {
+        return Err(verify_err(format!(
+            "the settlement lists {} transfers for {}, its result {} assets",
+            mine.len(),
+            result.party,
+            result.multilateral.len()
+        )));
+    }
+    Ok(())
+}
+
 impl Client {
     /// `POST /v1/netting/rounds` with the creating client's authorisation of `spec`.
     pub async fn create_round(
