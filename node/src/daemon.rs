@@ -545,6 +545,17 @@ impl Node {
     /// admission, the netting checks (which store the attempt and write
     /// `settlement_approved`), then a signer whose share is released only after its
     /// `share_contributed` record.
+    /// Quarantines a peer proven to misbehave (signed evidence), once, audited.
+    fn quarantine(&mut self, peer: NodeId, reason: &str) {
+        if self.quarantined.insert(peer) {
+            self.record(
+                AuditKind::PeerQuarantined { peer },
+                json!({ "reason": reason }),
+            );
+            tracing::error!(peer = %peer, "peer quarantined");
+        }
+    }
+
     fn on_settle_request(&mut self, env: Envelope) -> Ack {
         if let Err(ack) = self.admit_coordinator_session(&env, "request signatures") {
             return ack;
@@ -565,6 +576,12 @@ impl Node {
                 return e.ack();
             }
         };
+        for c in &approved.culprits {
+            self.quarantine(
+                *c,
+                &format!("round {round}: its signed public share fails its commitment"),
+            );
+        }
         let Some(key) = self.keys.get(&approved.key_id) else {
             return reject(
                 "unknown_key",
@@ -1266,13 +1283,7 @@ impl Node {
         };
         if provable {
             for c in &culprits {
-                if self.quarantined.insert(*c) {
-                    self.record(
-                        AuditKind::PeerQuarantined { peer: *c },
-                        json!({ "reason": e.to_string() }),
-                    );
-                    tracing::error!(peer = %c, "peer quarantined");
-                }
+                self.quarantine(*c, &e.to_string());
             }
         }
         let outcome = if matches!(

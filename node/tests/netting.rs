@@ -1328,6 +1328,17 @@ async fn a_held_bundle_listed_absent_is_left_out_and_settlement_limits_hold() {
     }
     let refusals = audit_details(&net, 2, "settlement_refused");
     assert_eq!(refusals.len(), 1, "{refusals:?}");
+    // The nodes that signed quarantined node 2 on the evidence of its signed share.
+    for i in 0..2 {
+        let q = audit_details(&net, i, "peer_quarantined");
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert!(
+            q[0]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("public share")),
+            "{q:?}"
+        );
+    }
     assert_eq!(refusals[0]["rule"], serde_json::json!("settlement_limit"));
     let text = refusals[0]["detail"].as_str().expect("detail");
     assert!(text.contains(&usd.party) && text.contains("USD"), "{text}");

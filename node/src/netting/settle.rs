@@ -15,15 +15,15 @@
 //! `settlement_refused` {round} with `rule`, `detail` and `session`, at most 8 per
 //! round). Committee members named as culprits (their validly signed view carries
 //! a public share that fails against the commitments) are counted in
-//! `quorate_settlement_culprits_total{label=<node>}` and logged by name; they are
-//! not quarantined (the daemon's quarantine has no entry point for netting yet).
+//! `quorate_settlement_culprits_total{label=<node>}`, logged by name and, once the
+//! attempt is admitted, quarantined by the daemon (`peer_quarantined`).
 //! The attempt is stored and `settlement_approved`
 //! {round, session} with `message` is audited before the daemon starts the signer,
 //! whose share is released only after its `share_contributed` record.
 
 use quorate_protocol::{
     netting::{PublicOutputs, RoundId, SettlementBatch},
-    Envelope, KeyId,
+    Envelope, KeyId, NodeId,
 };
 use rand_core::OsRng;
 use serde_json::json;
@@ -86,6 +86,9 @@ pub struct SettleApproved {
     pub request_hash: [u8; 32],
     /// SHA-256 of the message.
     pub message_hash: [u8; 32],
+    /// Committee members whose validly signed public shares failed their
+    /// commitments: proven misbehaviour, for the daemon to quarantine.
+    pub culprits: Vec<NodeId>,
 }
 
 impl Netting {
@@ -160,9 +163,11 @@ impl Netting {
         let (batch, culprits) = live.round.settlement(views, &mut OsRng).map_err(|e| {
             NettingError::refused(Code::SettlementMismatch, format!("round {id}: {e}"))
         })?;
+        let mut proven = Vec::new();
         for c in &culprits {
             // Only committee members get a label: a forged view may name any id.
             if spec.committee.get(c).is_some() {
+                proven.push(*c);
                 ctx.metrics
                     .settlement_culprits
                     .get_or_create(&Label {
@@ -219,6 +224,7 @@ impl Netting {
             message: built.to_vec(),
             request_hash: spec.digest(),
             message_hash: message_hash(&built),
+            culprits: proven,
         })
     }
 }
