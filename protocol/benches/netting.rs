@@ -120,7 +120,6 @@ fn deal_all(r: &Round, parties: std::ops::Range<usize>, seed: u64) -> Vec<InputB
 
 /// One node: accept every bundle, close, return its outputs.
 fn node_work(r: &Round, j: usize, bundles: &[InputBundle]) -> (NodeRound, NodeOutputs) {
-    let mut rng = ChaCha20Rng::seed_from_u64(100 + j as u64);
     let mut round = NodeRound::new(r.spec.clone()).expect("round");
     for b in bundles {
         let (h, bx) = b.for_node(j).expect("box");
@@ -129,9 +128,7 @@ fn node_work(r: &Round, j: usize, bundles: &[InputBundle]) -> (NodeRound, NodeOu
             .expect("accept");
     }
     let expected: Vec<_> = bundles.iter().map(|b| Some(b.header.digest())).collect();
-    let out = round
-        .close(&r.nodes[j], &expected, &mut rng)
-        .expect("close");
+    let out = round.close(&r.nodes[j], &expected).expect("close");
     (round, out)
 }
 
@@ -344,7 +341,6 @@ fn bench(c: &mut Criterion) {
         b.iter(|| verify::accept(&r.spec, &r.nodes[0], &h, &bx).expect("accept"))
     });
     g.bench_function("netting+outputs: one node, whole round (x5)", |b| {
-        let mut rng = ChaCha20Rng::seed_from_u64(12);
         let expected: Vec<_> = bundles.iter().map(|b| Some(b.header.digest())).collect();
         b.iter_batched(
             || {
@@ -357,11 +353,7 @@ fn bench(c: &mut Criterion) {
                 }
                 round
             },
-            |mut round| {
-                round
-                    .close(&r.nodes[0], &expected, &mut rng)
-                    .expect("close")
-            },
+            |mut round| round.close(&r.nodes[0], &expected).expect("close"),
             criterion::BatchSize::LargeInput,
         )
     });

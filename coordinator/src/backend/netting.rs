@@ -227,7 +227,7 @@ impl LocalBackend {
                     ..CloseOutcome::default()
                 };
                 for (id, node) in &mut r.nodes {
-                    match node.close(id, &inputs, &mut OsRng) {
+                    match node.close(id, &inputs) {
                         Ok(o) => {
                             out.acks.push(NodeAck::accepted(id.node_id()));
                             out.public.push(o.public);

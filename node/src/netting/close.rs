@@ -18,7 +18,6 @@ use quorate_protocol::{
     wire::frame::Ack,
     Ciphersuite, Envelope, NodeIdentity, Payload,
 };
-use rand_core::OsRng;
 use serde_json::json;
 
 use super::{admit, store, Closed, Code, Ctx, Handled, Netting, NettingError};
@@ -118,7 +117,7 @@ impl Netting {
             tracing::warn!(round = %id, ?left_out, "closing without bundles this node holds (listed as absent)");
         }
         store::put_round_closing(&state, live, inputs)?;
-        let outputs = match live.round.close(ctx.identity, inputs, &mut OsRng) {
+        let outputs = match live.round.close(ctx.identity, inputs) {
             Ok(o) => o,
             Err(e) => {
                 // Undo the stored close so a restart does not try it again.

@@ -22,7 +22,6 @@ use quorate_protocol::{
     seal::SealedBox,
     NodeIdentity,
 };
-use rand_core::OsRng;
 use serde::{Deserialize, Serialize};
 
 use super::{Closed, Code, LiveRound, NettingError};
@@ -189,7 +188,7 @@ pub(super) fn restore(
                 tracing::error!(round = %id, party = b.header.party, error = %e, "stored netting bundle no longer verifies; left out");
             }
         }
-        let closed = r.closed.and_then(|inputs| match round.close(identity, &inputs, &mut OsRng) {
+        let closed = r.closed.and_then(|inputs| match round.close(identity, &inputs) {
             Ok(outputs) => Some(Closed { inputs, outputs }),
             Err(e) => {
                 tracing::error!(round = %id, error = %e, "stored netting close no longer succeeds; round left open");

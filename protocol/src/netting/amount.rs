@@ -9,11 +9,7 @@ use curve25519_dalek::Scalar;
 
 /// The scalar that represents `v`.
 pub fn to_scalar(v: i64) -> Scalar {
-    if v >= 0 {
-        Scalar::from(v.unsigned_abs())
-    } else {
-        -Scalar::from(v.unsigned_abs())
-    }
+    coefficient(i128::from(v))
 }
 
 /// The integer an opened scalar represents, `None` when it is outside the i64 range.

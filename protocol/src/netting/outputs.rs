@@ -76,90 +76,95 @@ pub struct OutputDef {
     pub terms: Vec<Term>,
 }
 
+/// Terms of `p`'s net in each asset over the values in `range` of its vector
+/// (coefficients from [`RoundSpec::net_terms`]: `unit` for a quantity, 1 for cash).
+fn nets_over(
+    spec: &RoundSpec,
+    terms: &[(usize, i128)],
+    p: usize,
+    range: std::ops::Range<usize>,
+) -> Vec<Vec<Term>> {
+    let mut by_asset = vec![Vec::new(); spec.assets().len()];
+    for e in range {
+        let (asset, coefficient) = terms[e];
+        by_asset[asset].push(Term {
+            party: p as u32,
+            index: e as u32,
+            coefficient,
+        });
+    }
+    by_asset
+}
+
+/// Party `p`'s multilateral net per asset (its public outputs).
+fn multilateral(spec: &RoundSpec, terms: &[(usize, i128)], p: usize) -> Vec<OutputDef> {
+    nets_over(spec, terms, p, 0..spec.values_per_party())
+        .into_iter()
+        .enumerate()
+        .map(|(a, terms)| OutputDef {
+            owner: p as u32,
+            kind: OutputKind::Multilateral { asset: a as u32 },
+            terms,
+        })
+        .collect()
+}
+
 /// Party `p`'s private outputs, in delivery order: bilateral nets (counterparty-
 /// major, then asset), multilateral nets per asset, then per counterparty and
 /// instrument the quantity and cash reconciliation differences.
 pub fn party_outputs(spec: &RoundSpec, participants: &[bool], p: usize) -> Vec<OutputDef> {
-    let assets = spec.assets();
-    let asset_of: Vec<u32> = spec
-        .instruments
-        .iter()
-        .map(|i| assets.iter().position(|a| *a == i.asset).unwrap_or(0) as u32)
-        .collect();
-    let cps: Vec<usize> = (0..spec.parties.len()).filter(|&q| q != p).collect();
-    let present: Vec<usize> = cps
-        .iter()
-        .copied()
-        .filter(|&q| participants.get(q).copied().unwrap_or(false))
-        .collect();
+    let terms = spec.net_terms();
+    let bl = spec.block_len();
     let owner = p as u32;
-    let idx =
-        |cp: usize, i: usize, field: usize| spec.value_index(p, cp, i, field).unwrap_or(0) as u32;
     let mut out = Vec::new();
-    let mut multi: Vec<Vec<Term>> = vec![Vec::new(); assets.len()];
-    for &q in &cps {
-        for (a, terms_multi) in multi.iter_mut().enumerate() {
-            let mut terms = Vec::new();
-            for (i, inst) in spec.instruments.iter().enumerate() {
-                if asset_of[i] as usize != a {
-                    continue;
-                }
-                terms.push(Term {
-                    party: owner,
-                    index: idx(q, i, 0),
-                    coefficient: inst.unit(),
-                });
-                terms.push(Term {
-                    party: owner,
-                    index: idx(q, i, 1),
-                    coefficient: 1,
-                });
-            }
-            terms_multi.extend_from_slice(&terms);
+    for slot in 0..spec.parties.len() - 1 {
+        let q = spec.counterparty(p, slot) as u32;
+        for (a, terms) in nets_over(spec, &terms, p, slot * bl..(slot + 1) * bl)
+            .into_iter()
+            .enumerate()
+        {
             out.push(OutputDef {
                 owner,
                 kind: OutputKind::Bilateral {
-                    counterparty: q as u32,
+                    counterparty: q,
                     asset: a as u32,
                 },
                 terms,
             });
         }
     }
-    for (a, terms) in multi.into_iter().enumerate() {
-        out.push(OutputDef {
-            owner,
-            kind: OutputKind::Multilateral { asset: a as u32 },
-            terms,
-        });
-    }
-    for &q in &present {
+    out.extend(multilateral(spec, &terms, p));
+    let present = (0..spec.parties.len())
+        .filter(|&q| q != p && participants.get(q).copied().unwrap_or(false));
+    for q in present {
         for i in 0..spec.instruments.len() {
             for field in 0..2 {
-                let other = spec.value_index(q, p, i, field).unwrap_or(0) as u32;
+                let (counterparty, instrument) = (q as u32, i as u32);
                 let kind = if field == 0 {
                     OutputKind::ReconcileQuantity {
-                        counterparty: q as u32,
-                        instrument: i as u32,
+                        counterparty,
+                        instrument,
                     }
                 } else {
                     OutputKind::ReconcileCash {
-                        counterparty: q as u32,
-                        instrument: i as u32,
+                        counterparty,
+                        instrument,
                     }
                 };
+                let mine = spec.value_index(p, q, i, field).unwrap_or(0) as u32;
+                let theirs = spec.value_index(q, p, i, field).unwrap_or(0) as u32;
                 out.push(OutputDef {
                     owner,
                     kind,
                     terms: vec![
                         Term {
                             party: owner,
-                            index: idx(q, i, field),
+                            index: mine,
                             coefficient: 1,
                         },
                         Term {
-                            party: q as u32,
-                            index: other,
+                            party: counterparty,
+                            index: theirs,
                             coefficient: 1,
                         },
                     ],
@@ -173,13 +178,10 @@ pub fn party_outputs(spec: &RoundSpec, participants: &[bool], p: usize) -> Vec<O
 /// The public outputs: every participant's multilateral net per asset (party-major),
 /// which the settlement batch carries.
 pub fn public_outputs(spec: &RoundSpec, participants: &[bool]) -> Vec<OutputDef> {
+    let terms = spec.net_terms();
     (0..spec.parties.len())
         .filter(|&p| participants.get(p).copied().unwrap_or(false))
-        .flat_map(|p| {
-            party_outputs(spec, participants, p)
-                .into_iter()
-                .filter(|o| matches!(o.kind, OutputKind::Multilateral { .. }))
-        })
+        .flat_map(|p| multilateral(spec, &terms, p))
         .collect()
 }
 

@@ -36,6 +36,17 @@ fn tables() -> &'static Tables {
     })
 }
 
+/// `SHA-512(domain ‖ parts…) mod ℓ`: a scalar derived from public data (the
+/// Fiat–Shamir and batching weights of this module's checks).
+pub(crate) fn hash_to_scalar(domain: &[u8], parts: &[&[u8]]) -> Scalar {
+    let mut h = Sha512::new();
+    h.update(domain);
+    for p in parts {
+        h.update(p);
+    }
+    Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+}
+
 /// The second generator `H`.
 pub fn h() -> RistrettoPoint {
     tables().h

@@ -103,7 +103,6 @@ impl NodeRound {
         &mut self,
         identity: &NodeIdentity,
         expected: &[Option<[u8; 32]>],
-        rng: &mut impl CryptoRngCore,
     ) -> Result<NodeOutputs, ProtocolError> {
         let held = self.held();
         if expected.len() != held.len() {
@@ -127,9 +126,8 @@ impl NodeRound {
             }
         }
         let refs: Vec<Option<&Accepted>> = self.accepted.iter().map(Option::as_ref).collect();
-        // Sealing randomness is derived from the identity (deterministic re-sends);
-        // `rng` is kept in the signature for callers that pass one.
-        let _ = rng;
+        // Sealing randomness is derived from the identity and the inputs, so a
+        // repeated close re-sends identical messages.
         let out = NodeOutputs::produce(&self.spec, identity, &refs)?;
         self.closed = Some((
             refs.iter().map(Option::is_some).collect(),

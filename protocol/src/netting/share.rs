@@ -46,15 +46,8 @@ pub(crate) fn block_weights(core: &[u8; 32], count: usize) -> Vec<Scalar> {
 
 /// The block weights `ρ_e` for the values in `range` only.
 pub(crate) fn block_weights_range(core: &[u8; 32], range: core::ops::Range<usize>) -> Vec<Scalar> {
-    use sha2::{Digest, Sha512};
     (range.start as u64..range.end as u64)
-        .map(|e| {
-            let mut h = Sha512::new();
-            h.update(b"quorate/netting/rho/v1\0");
-            h.update(core);
-            h.update(e.to_be_bytes());
-            Scalar::from_bytes_mod_order_wide(&h.finalize().into())
-        })
+        .map(|e| pedersen::hash_to_scalar(b"quorate/netting/rho/v1\0", &[core, &e.to_be_bytes()]))
         .collect()
 }
 

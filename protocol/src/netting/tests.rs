@@ -155,7 +155,7 @@ fn run(fx: &Fixture, inputs: &[Option<PartyInput>], rng: &mut ChaCha20Rng) -> Ou
         .nodes
         .iter()
         .zip(&mut rounds)
-        .map(|(node, round)| round.close(node, &expected, rng).expect("close"))
+        .map(|(node, round)| round.close(node, &expected).expect("close"))
         .collect();
     let participants: Vec<bool> = bundles.iter().map(Option::is_some).collect();
     let points: Vec<Option<Vec<RistrettoPoint>>> = bundles
@@ -178,7 +178,6 @@ fn run(fx: &Fixture, inputs: &[Option<PartyInput>], rng: &mut ChaCha20Rng) -> Ou
         })
         .collect();
     let nets: Vec<Option<&[RistrettoPoint]>> = net_pts.iter().map(|p| p.as_deref()).collect();
-    let _ = (&headers, &nets);
     let inputs_digest = outputs[0].public.inputs_digest;
     let results = (0..spec.parties.len())
         .map(|p| {
@@ -447,7 +446,7 @@ fn a_counterparty_names_a_party_whose_commitments_contradict_what_nodes_checked(
                 .expect("nodes accept");
         }
         let expected: Vec<_> = bundles.iter().map(|b| Some(b.header.digest())).collect();
-        outs.push(round.close(node, &expected, &mut rng).expect("close"));
+        outs.push(round.close(node, &expected).expect("close"));
     }
     let pts: Vec<Option<Vec<RistrettoPoint>>> = bundles
         .iter()
@@ -487,7 +486,7 @@ fn a_counterparty_names_a_party_whose_commitments_contradict_what_nodes_checked(
     assert!(r.culprits.is_empty() && r.refused_counterparties.is_empty());
 }
 
-fn close_all(fx: &Fixture, bundles: &[InputBundle], rng: &mut ChaCha20Rng) -> Vec<NodeOutputs> {
+fn close_all(fx: &Fixture, bundles: &[InputBundle]) -> Vec<NodeOutputs> {
     fx.nodes
         .iter()
         .enumerate()
@@ -498,7 +497,7 @@ fn close_all(fx: &Fixture, bundles: &[InputBundle], rng: &mut ChaCha20Rng) -> Ve
                 round.accept_bundle(10, node, &h, &bx).expect("accept");
             }
             let expected: Vec<_> = bundles.iter().map(|b| Some(b.header.digest())).collect();
-            round.close(node, &expected, rng).expect("close")
+            round.close(node, &expected).expect("close")
         })
         .collect()
 }
@@ -536,7 +535,7 @@ fn an_out_of_bounds_counterparty_value_is_a_mismatch_and_own_nets_still_open() {
         corrupt,
     )
     .expect("deal");
-    let outs = close_all(&fx, &bundles, &mut rng);
+    let outs = close_all(&fx, &bundles);
     let pts: Vec<Option<Vec<RistrettoPoint>>> = bundles
         .iter()
         .map(|b| Some(verify::commitments(&fx.spec, &b.header).expect("points")))
@@ -604,8 +603,8 @@ fn outputs_are_deterministic_and_a_settlement_needs_one_set_of_inputs_from_a_maj
         })
         .collect();
     // A node that closes twice (a restart) sends byte-identical outputs.
-    let a = close_all(&fx, &bundles, &mut rng);
-    let b = close_all(&fx, &bundles, &mut rng);
+    let a = close_all(&fx, &bundles);
+    let b = close_all(&fx, &bundles);
     assert_eq!(a, b);
     let participants = vec![true; 3];
     let nets_pts: Vec<Option<Vec<RistrettoPoint>>> = bundles
@@ -642,7 +641,6 @@ fn outputs_are_deterministic_and_a_settlement_needs_one_set_of_inputs_from_a_maj
                 Some(bundles[1].header.digest()),
                 None,
             ],
-            &mut rng,
         )
         .expect("close");
     views[4] = other.public;
@@ -871,16 +869,6 @@ fn a_party_names_the_node_that_lied_about_its_output_share_and_still_opens() {
         .iter()
         .map(|b| b.as_ref().map(|b| &b.header))
         .collect();
-    let net_pts: Vec<Option<Vec<RistrettoPoint>>> = out
-        .bundles
-        .iter()
-        .map(|b| {
-            b.as_ref()
-                .map(|b| verify::net_points(&fx.spec, &b.header).expect("points"))
-        })
-        .collect();
-    let nets: Vec<Option<&[RistrettoPoint]>> = net_pts.iter().map(|p| p.as_deref()).collect();
-    let _ = (&headers, &nets);
     let inputs_digest = out.outputs[0].public.inputs_digest;
     for liar in [0usize, 3] {
         let mut mine: Vec<PartyOutputs> = out
@@ -950,11 +938,6 @@ fn nodes_name_a_node_whose_public_opening_is_wrong_and_too_many_liars_fail_close
     let inputs = mirrored(&fx.spec, &[(0, 1, 0, 5, 3), (1, 2, 1, 4, 0)]);
     let out = run(&fx, &inputs, &mut rng);
     let participants = vec![true; 3];
-    let headers: Vec<Option<&BundleHeader>> = out
-        .bundles
-        .iter()
-        .map(|b| b.as_ref().map(|b| &b.header))
-        .collect();
     let net_pts: Vec<Option<Vec<RistrettoPoint>>> = out
         .bundles
         .iter()
@@ -964,7 +947,6 @@ fn nodes_name_a_node_whose_public_opening_is_wrong_and_too_many_liars_fail_close
         })
         .collect();
     let nets: Vec<Option<&[RistrettoPoint]>> = net_pts.iter().map(|p| p.as_deref()).collect();
-    let _ = (&headers, &nets);
     let inputs_digest = out.outputs[0].public.inputs_digest;
     let mut views: Vec<_> = out.outputs.iter().map(|o| o.public.clone()).collect();
     let lie = |v: &mut open::PublicOutputs, node: usize| {

@@ -106,15 +106,12 @@ pub fn block_points(
 }
 
 fn fold_weights(digest: &[u8; 32], node: &crate::ids::NodeId, count: usize) -> Vec<Scalar> {
-    use sha2::{Digest, Sha512};
     (0..count as u64)
         .map(|i| {
-            let mut h = Sha512::new();
-            h.update(b"quorate/netting/share-check/v1\0");
-            h.update(digest);
-            h.update(node.as_bytes());
-            h.update(i.to_be_bytes());
-            Scalar::from_bytes_mod_order_wide(&h.finalize().into())
+            pedersen::hash_to_scalar(
+                b"quorate/netting/share-check/v1\0",
+                &[digest, node.as_bytes(), &i.to_be_bytes()],
+            )
         })
         .collect()
 }
@@ -317,17 +314,17 @@ pub fn check_blocks(
             blocks_ok = false;
             continue;
         };
+        let digest = h.digest();
         for k in 0..t {
-            let w = Scalar::from_bytes_mod_order_wide(&{
-                use sha2::{Digest, Sha512};
-                let mut x = Sha512::new();
-                x.update(b"quorate/netting/block-batch/v1\0");
-                x.update(h.digest());
-                x.update((*q as u64).to_be_bytes());
-                x.update((k as u64).to_be_bytes());
-                x.update((party as u64).to_be_bytes());
-                x.finalize().into()
-            });
+            let w = pedersen::hash_to_scalar(
+                b"quorate/netting/block-batch/v1\0",
+                &[
+                    &digest,
+                    &(*q as u64).to_be_bytes(),
+                    &(k as u64).to_be_bytes(),
+                    &(party as u64).to_be_bytes(),
+                ],
+            );
             for (r, e) in rho.iter().zip(range.clone()) {
                 scalars.push(w * r);
                 points.push(c[e * t + k]);

@@ -719,7 +719,7 @@ impl World {
         let liar = self.nt().liars.contains(&node);
         let nt = self.netting.as_mut().expect("netting");
         let r = &mut nt.rounds[round];
-        let out = match r.node_rounds[pos].close(&identity, inputs, &mut nt.rng) {
+        let out = match r.node_rounds[pos].close(&identity, inputs) {
             Ok(out) if liar => {
                 let shadow = r.shadow.get(&pos).cloned().unwrap_or_default();
                 lie(&r.spec, &identity, &shadow, &mut nt.rng).unwrap_or(out)

@@ -146,7 +146,7 @@ impl Node {
                     return (reject("netting:closed", "refusing".into()), vec![]);
                 }
                 let r = self.round.as_mut().expect("round");
-                match r.close(&self.id, &inputs, &mut OsRng) {
+                match r.close(&self.id, &inputs) {
                     Ok(out) => {
                         let mut envs = vec![seal(Payload::NettingPublic {
                             outputs: out.public,
