@@ -6,6 +6,7 @@
 
 mod netting;
 mod p2p;
+mod retry;
 mod select;
 mod task;
 

@@ -61,10 +61,8 @@ struct SignJob {
     request: SignedRequest,
     next_message: usize,
     signatures: Vec<MessageSignature>,
-    attempts: Vec<Attempt>,
+    retries: super::retry::Retries,
     attempts_this_message: usize,
-    excluded: BTreeSet<NodeId>,
-    refusals: Vec<(NodeId, String)>,
     current: Option<AttemptRun>,
     /// Every session of this job, so late answers to earlier attempts still count.
     sessions: Vec<SessionId>,
@@ -247,10 +245,8 @@ impl Task {
                         request,
                         next_message: 0,
                         signatures: Vec::new(),
-                        attempts: Vec::new(),
+                        retries: Default::default(),
                         attempts_this_message: 0,
-                        excluded: BTreeSet::new(),
-                        refusals: Vec::new(),
                         current: None,
                         sessions: Vec::new(),
                         reply: Some(reply),
@@ -653,7 +649,7 @@ impl Task {
         }
         let out = result.map(|()| SignResult {
             signatures: job.signatures,
-            attempts: job.attempts,
+            attempts: job.retries.attempts,
         });
         if let Some(r) = job.reply.take() {
             let _ = r.send(out);
@@ -674,19 +670,21 @@ impl Task {
         let n = public.members.len();
         // At most n − t + 1 attempts per message.
         if job.attempts_this_message > n.saturating_sub(t) {
-            let err = give_up(job, n - job.excluded.len(), t);
+            let err = job
+                .retries
+                .give_up(n - job.retries.excluded.len(), t, &["policy:"]);
             self.finish_job(job_id, Err(err));
             return;
         }
         let members: Vec<NodeId> = public
             .members
             .keys()
-            .filter(|m| !job.excluded.contains(m))
+            .filter(|m| !job.retries.excluded.contains(m))
             .copied()
             .collect();
         let candidates = self.candidates(Some(&members));
         let Some(signers) = select::pick(&candidates, t) else {
-            let err = give_up(job, candidates.len(), t);
+            let err = job.retries.give_up(candidates.len(), t, &["policy:"]);
             self.finish_job(job_id, Err(err));
             return;
         };
@@ -771,7 +769,7 @@ impl Task {
             return;
         };
         let message = job.request.request.messages[job.next_message].clone();
-        job.attempts.push(Attempt {
+        job.retries.attempts.push(Attempt {
             signers: run.signers,
             outcome: "signed".into(),
             blamed: Vec::new(),
@@ -800,21 +798,7 @@ impl Task {
             return;
         };
         tracing::warn!(session = %run.session, outcome, ?blamed, ?refused, "signing attempt failed; retrying with another subset");
-        for b in &blamed {
-            job.excluded.insert(*b);
-        }
-        let mut refused_list = Vec::new();
-        if let Some((node, reason)) = refused {
-            job.excluded.insert(node);
-            job.refusals.push((node, reason.clone()));
-            refused_list.push((node, reason));
-        }
-        job.attempts.push(Attempt {
-            signers: run.signers,
-            outcome: outcome.into(),
-            blamed,
-            refused: refused_list,
-        });
+        job.retries.failed(run.signers, outcome, blamed, refused);
         self.next_attempt(job_id);
     }
 
@@ -840,9 +824,8 @@ impl Task {
             self.attempt_failed(job_id, "refused", Vec::new(), Some((node, reason)));
         } else if let Some(job) = self.jobs.get_mut(&job_id) {
             // A late answer from an earlier attempt: remember it for the next choice.
-            if job.excluded.insert(node) {
+            if job.retries.late_refusal(node, reason.clone()) {
                 tracing::warn!(%node, %reason, "late refusal from an earlier attempt");
-                job.refusals.push((node, reason));
             }
         }
     }
@@ -917,23 +900,6 @@ fn relay_check(
         return Err("recipient_mismatch");
     }
     Ok(())
-}
-
-/// Why a job cannot continue: policy refusals take precedence (they say what to
-/// fix), otherwise too few reachable signers.
-fn give_up(job: &SignJob, available: usize, needed: usize) -> CoordinatorError {
-    if job.refusals.iter().any(|(_, r)| r.starts_with("policy:")) {
-        CoordinatorError::Refused {
-            refusals: job.refusals.clone(),
-            attempts: job.attempts.clone(),
-        }
-    } else {
-        CoordinatorError::NotEnoughSigners {
-            available,
-            needed,
-            attempts: job.attempts.clone(),
-        }
-    }
 }
 
 #[cfg(test)]

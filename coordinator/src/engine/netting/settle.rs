@@ -6,7 +6,6 @@
 //! and reported.
 
 use std::{
-    collections::BTreeSet,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -35,10 +34,8 @@ struct Run {
 
 pub(crate) struct SettleJob {
     req: SettleRequest,
-    attempts: Vec<Attempt>,
+    retries: super::super::retry::Retries,
     tries: usize,
-    excluded: BTreeSet<NodeId>,
-    refusals: Vec<(NodeId, String)>,
     current: Option<Run>,
     sessions: Vec<SessionId>,
     reply: Option<Reply<SettleOutcome>>,
@@ -55,10 +52,8 @@ impl SettleJob {
     pub(super) fn new(req: SettleRequest, reply: Reply<SettleOutcome>) -> Self {
         Self {
             req,
-            attempts: Vec::new(),
+            retries: Default::default(),
             tries: 0,
-            excluded: BTreeSet::new(),
-            refusals: Vec::new(),
             current: None,
             sessions: Vec::new(),
             reply: Some(reply),
@@ -78,22 +73,9 @@ impl SettleJob {
     }
 
     fn give_up(&mut self, available: usize, needed: usize) {
-        let err = if self
-            .refusals
-            .iter()
-            .any(|(_, r)| r.starts_with("policy:") || r.starts_with("netting:"))
-        {
-            CoordinatorError::Refused {
-                refusals: self.refusals.clone(),
-                attempts: self.attempts.clone(),
-            }
-        } else {
-            CoordinatorError::NotEnoughSigners {
-                available,
-                needed,
-                attempts: self.attempts.clone(),
-            }
-        };
+        let err = self
+            .retries
+            .give_up(available, needed, &["policy:", "netting:"]);
         self.finish(Err(err));
     }
 
@@ -113,7 +95,7 @@ impl SettleJob {
         let t = usize::from(public.threshold);
         let n = public.members.len();
         if self.tries > n.saturating_sub(t) {
-            self.give_up(n.saturating_sub(self.excluded.len()), t);
+            self.give_up(n.saturating_sub(self.retries.excluded.len()), t);
             return None;
         }
         let eligible: Vec<Candidate> = candidates
@@ -122,7 +104,7 @@ impl SettleJob {
                 // Only nodes that closed (sent verified public outputs) can rebuild
                 // the batch and sign it.
                 public.members.contains_key(&c.node)
-                    && !self.excluded.contains(&c.node)
+                    && !self.retries.excluded.contains(&c.node)
                     && self.req.views.iter().any(|v| v.node == c.node)
             })
             .cloned()
@@ -221,14 +203,14 @@ impl SettleJob {
             Step2::Going => false,
             Step2::Signed(signature) => {
                 if let Some(run) = self.current.take() {
-                    self.attempts.push(Attempt {
+                    self.retries.attempts.push(Attempt {
                         signers: run.signers,
                         outcome: "signed".into(),
                         blamed: Vec::new(),
                         refused: Vec::new(),
                     });
                 }
-                let attempts = self.attempts.clone();
+                let attempts = self.retries.attempts.clone();
                 self.finish(Ok(SettleOutcome {
                     signature,
                     attempts,
@@ -252,19 +234,7 @@ impl SettleJob {
             return;
         };
         tracing::warn!(session = %run.session, outcome, ?blamed, ?refused, "settlement signing attempt failed");
-        self.excluded.extend(blamed.iter().copied());
-        let mut refused_list = Vec::new();
-        if let Some((node, reason)) = refused {
-            self.excluded.insert(node);
-            self.refusals.push((node, reason.clone()));
-            refused_list.push((node, reason));
-        }
-        self.attempts.push(Attempt {
-            signers: run.signers,
-            outcome: outcome.into(),
-            blamed,
-            refused: refused_list,
-        });
+        self.retries.failed(run.signers, outcome, blamed, refused);
     }
 
     /// A signer's envelope; true when the next attempt should start.
@@ -291,9 +261,8 @@ impl SettleJob {
             self.fail_current("refused", Vec::new(), Some((node, reason)));
             return true;
         }
-        if self.sessions.contains(&session) && self.excluded.insert(node) {
+        if self.sessions.contains(&session) && self.retries.late_refusal(node, reason.clone()) {
             tracing::warn!(%node, %reason, "late refusal from an earlier settlement attempt");
-            self.refusals.push((node, reason));
         }
         false
     }
