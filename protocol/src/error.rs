@@ -194,6 +194,19 @@ pub enum ProtocolError {
         /// The sum of nets.
         imbalance: i128,
     },
+    /// The limit-check MPC stopped: a check failed (a multiplication was tampered
+    /// with, an opening was off its polynomial, the coordinator relayed different
+    /// values to different nodes) or a message was malformed. Names the nodes
+    /// identified, empty when the fault cannot be attributed.
+    #[error("limit check aborted at step {step}: {reason} (culprits {culprits:?})")]
+    LimitCheckAborted {
+        /// Protocol step (see `NETTING.md`, "Limit checks").
+        step: u8,
+        /// What went wrong.
+        reason: String,
+        /// Nodes identified as at fault.
+        culprits: Vec<NodeId>,
+    },
 }
 
 impl ProtocolError {
@@ -204,6 +217,7 @@ impl ProtocolError {
             Self::Aborted { culprits, .. } => culprits.clone(),
             Self::ParametersDiffer { coordinator, .. } => vec![*coordinator],
             Self::OpeningFailed { culprits, .. } => culprits.clone(),
+            Self::LimitCheckAborted { culprits, .. } => culprits.clone(),
             _ => Vec::new(),
         }
     }

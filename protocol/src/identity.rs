@@ -104,6 +104,39 @@ impl NodeIdentity {
         out
     }
 
+    /// A secret 32-byte key shared with the node whose sealing key is `peer`:
+    /// HKDF-SHA256 over the X25519 Diffie–Hellman secret of the two sealing keys,
+    /// with `context` and both public keys (in sorted order) as info. Both nodes
+    /// derive the same key; nobody else can. `None` when `peer` is a low-order point.
+    ///
+    /// # Security
+    /// The key is secret; use it only for `context`.
+    pub(crate) fn pairwise_key(
+        &self,
+        peer: &[u8; 32],
+        context: &[u8],
+    ) -> Option<Zeroizing<[u8; 32]>> {
+        let shared = self
+            .sealing
+            .diffie_hellman(&x25519_dalek::PublicKey::from(*peer));
+        if !shared.was_contributory() {
+            return None;
+        }
+        let me = x25519_dalek::PublicKey::from(&self.sealing).to_bytes();
+        let (lo, hi) = if me <= *peer {
+            (me, *peer)
+        } else {
+            (*peer, me)
+        };
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"quorate/pairwise/v1"), shared.as_bytes());
+        let mut info = context.to_vec();
+        info.extend_from_slice(&lo);
+        info.extend_from_slice(&hi);
+        let mut out = Zeroizing::new([0u8; 32]);
+        let _ = hk.expand(&info, out.as_mut());
+        Some(out)
+    }
+
     pub(crate) fn sealing_secret(&self) -> &x25519_dalek::StaticSecret {
         &self.sealing
     }

@@ -20,6 +20,7 @@
 pub mod amount;
 pub mod bundle;
 pub mod input;
+pub mod limits;
 pub mod open;
 pub mod outputs;
 pub mod pedersen;
