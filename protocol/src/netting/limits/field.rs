@@ -1,7 +1,7 @@
 //! Arithmetic in the Ristretto255 scalar field `ℓ = 2^252 + 27742317777372353535851937790883648493`
-//! in Montgomery form (crypto-bigint's constant-modulus residues), about twice as fast
-//! as round-tripping through `curve25519_dalek::Scalar` for the long products of
-//! the limit-check MPC. Values convert exactly to and from `Scalar`, so party
+//! in Montgomery form (four 64-bit limbs, CIOS multiplication; crypto-bigint's
+//! residues for inversion), several times faster than round-tripping through
+//! `curve25519_dalek::Scalar` for the long products of the limit-check MPC. Values convert exactly to and from `Scalar`, so party
 //! sharings and MPC sharings are the same field elements.
 //!
 //! Wire form: 32-byte canonical little-endian encoding of the value (as `Scalar`);
@@ -11,7 +11,7 @@ use core::ops::{Add, AddAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
 use crypto_bigint::{
     modular::constant_mod::{Residue, ResidueParams},
-    Encoding, U256,
+    U256,
 };
 use curve25519_dalek::Scalar;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -27,9 +27,98 @@ mod modulus {
 }
 use modulus::Ell;
 
-/// One field element.
+/// One field element, in Montgomery form (`x·2^256 mod ℓ`, four little-endian
+/// 64-bit limbs, always `< ℓ`).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct F(Residue<Ell, { U256::LIMBS }>);
+pub struct F([u64; 4]);
+
+/// ℓ, little-endian limbs.
+const P: [u64; 4] = [
+    0x5812631a5cf5d3ed,
+    0x14def9dea2f79cd6,
+    0,
+    0x1000000000000000,
+];
+
+/// `−ℓ^{-1} mod 2^64`.
+const INV: u64 = {
+    let mut inv: u64 = 1;
+    let mut i = 0;
+    while i < 6 {
+        inv = inv.wrapping_mul(2u64.wrapping_sub(P[0].wrapping_mul(inv)));
+        i += 1;
+    }
+    inv.wrapping_neg()
+};
+
+#[inline(always)]
+fn mac(a: u64, b: u64, c: u64, carry: u64) -> (u64, u64) {
+    let r = u128::from(a) * u128::from(b) + u128::from(c) + u128::from(carry);
+    (r as u64, (r >> 64) as u64)
+}
+
+#[inline(always)]
+fn adc(a: u64, b: u64, carry: u64) -> (u64, u64) {
+    let r = u128::from(a) + u128::from(b) + u128::from(carry);
+    (r as u64, (r >> 64) as u64)
+}
+
+#[inline(always)]
+fn sbb(a: u64, b: u64, borrow: u64) -> (u64, u64) {
+    let r = u128::from(a).wrapping_sub(u128::from(b) + u128::from(borrow >> 63));
+    (r as u64, (r >> 64) as u64)
+}
+
+/// `a − ℓ` when `a ≥ ℓ`, else `a` (branch-free select).
+#[inline(always)]
+fn reduce_once(a: [u64; 4], hi: u64) -> [u64; 4] {
+    let (d0, b) = sbb(a[0], P[0], 0);
+    let (d1, b) = sbb(a[1], P[1], b);
+    let (d2, b) = sbb(a[2], P[2], b);
+    let (d3, b) = sbb(a[3], P[3], b);
+    let (_, b) = sbb(hi, 0, b);
+    // b is all ones when a < ℓ (keep a), zero otherwise (take a − ℓ).
+    let keep = b;
+    [
+        (a[0] & keep) | (d0 & !keep),
+        (a[1] & keep) | (d1 & !keep),
+        (a[2] & keep) | (d2 & !keep),
+        (a[3] & keep) | (d3 & !keep),
+    ]
+}
+
+/// Montgomery product `a·b·2^-256 mod ℓ` (CIOS).
+#[inline(always)]
+fn mont_mul(a: &[u64; 4], b: &[u64; 4]) -> [u64; 4] {
+    let mut t = [0u64; 6];
+    for bi in b {
+        let mut c = 0u64;
+        for j in 0..4 {
+            (t[j], c) = mac(a[j], *bi, t[j], c);
+        }
+        let (s, c2) = adc(t[4], c, 0);
+        t[4] = s;
+        t[5] = c2;
+        let m = t[0].wrapping_mul(INV);
+        let (_, mut c) = mac(m, P[0], t[0], 0);
+        for j in 1..4 {
+            (t[j - 1], c) = mac(m, P[j], t[j], c);
+        }
+        let (s, c2) = adc(t[4], c, 0);
+        t[3] = s;
+        t[4] = t[5] + c2;
+    }
+    reduce_once([t[0], t[1], t[2], t[3]], t[4])
+}
+
+const R2: [u64; 4] = {
+    let w = <Ell as ResidueParams<{ U256::LIMBS }>>::R2.to_words();
+    [w[0], w[1], w[2], w[3]]
+};
+const R1: [u64; 4] = {
+    let w = <Ell as ResidueParams<{ U256::LIMBS }>>::R.to_words();
+    [w[0], w[1], w[2], w[3]]
+};
 
 impl core::fmt::Debug for F {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -45,18 +134,37 @@ impl Default for F {
 
 impl F {
     /// 0.
-    pub const ZERO: F = F(Residue::ZERO);
+    pub const ZERO: F = F([0; 4]);
     /// 1.
-    pub const ONE: F = F(Residue::ONE);
+    pub const ONE: F = F(R1);
+
+    fn from_limbs(v: [u64; 4]) -> F {
+        // v < 2^256; v·R2·R^-1 = v·R mod ℓ. mont_mul needs a < ℓ·2^? — fine for
+        // any 256-bit v since R2 < ℓ (the CIOS bound holds for a < 2^256, b < ℓ).
+        F(mont_mul(&v, &R2))
+    }
+
+    fn to_limbs(self) -> [u64; 4] {
+        mont_mul(&self.0, &[1, 0, 0, 0])
+    }
+
+    fn residue(self) -> Residue<Ell, { U256::LIMBS }> {
+        Residue::from_montgomery(U256::from_words(self.0))
+    }
+
+    fn from_residue(r: Residue<Ell, { U256::LIMBS }>) -> F {
+        F(r.as_montgomery().to_words())
+    }
 
     /// The element `v`.
-    pub const fn from_u64(v: u64) -> F {
-        F(Residue::new(&U256::from_u64(v)))
+    pub fn from_u64(v: u64) -> F {
+        F::from_limbs([v, 0, 0, 0])
     }
 
     /// The element `v` (negative values wrap: `−1 = ℓ − 1`).
     pub fn from_i128(v: i128) -> F {
-        let mag = F(Residue::new(&U256::from_u128(v.unsigned_abs())));
+        let m = v.unsigned_abs();
+        let mag = F::from_limbs([m as u64, (m >> 64) as u64, 0, 0]);
         if v < 0 {
             -mag
         } else {
@@ -66,15 +174,17 @@ impl F {
 
     /// `2^k` for `k < 252`.
     pub fn pow2(k: u32) -> F {
-        F(Residue::new(&U256::ONE.shl_vartime(k as usize)))
+        let mut l = [0u64; 4];
+        l[(k / 64) as usize] = 1 << (k % 64);
+        F::from_limbs(l)
     }
 
     /// An element from 32 uniformly random bytes: the top four bits are cleared and
-    /// the rest read as a Montgomery representative, so the result is within
-    /// `2^-124` of uniform on the field (no reduction needed).
+    /// the rest read as a Montgomery representative (`< 2^252 < ℓ`), so the result
+    /// is within `2^-124` of uniform on the field (no reduction needed).
     pub fn from_random_bytes(mut b: [u8; 32]) -> F {
         b[31] &= 0x0f;
-        F(Residue::from_montgomery(U256::from_le_bytes(b)))
+        F(words(&b))
     }
 
     /// The integer in `[0, 2^bits)` read from the low `bits` of 16 random bytes
@@ -86,40 +196,54 @@ impl F {
         } else {
             v & ((1u128 << bits) - 1)
         };
-        F(Residue::new(&U256::from_u128(v)))
+        F::from_limbs([v as u64, (v >> 64) as u64, 0, 0])
     }
 
     /// Canonical little-endian encoding.
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.0.retrieve().to_le_bytes()
+        let l = self.to_limbs();
+        let mut out = [0u8; 32];
+        for (i, w) in l.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// The Montgomery representative's bytes (cheap; for hashing transcripts).
+    pub fn montgomery_bytes(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        for (i, w) in self.0.iter().enumerate() {
+            out[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        out
     }
 
     /// Decodes a canonical encoding (`None` when `≥ ℓ`).
     pub fn from_canonical(b: [u8; 32]) -> Option<F> {
-        let v = U256::from_le_bytes(b);
-        if v >= Ell::MODULUS {
-            None
-        } else {
-            Some(F(Residue::new(&v)))
-        }
+        let v = words(&b);
+        let (_, b0) = sbb(v[0], P[0], 0);
+        let (_, b1) = sbb(v[1], P[1], b0);
+        let (_, b2) = sbb(v[2], P[2], b1);
+        let (_, b3) = sbb(v[3], P[3], b2);
+        // Borrow out means v < ℓ.
+        (b3 != 0).then(|| F::from_limbs(v))
     }
 
     /// The low 128 bits of the canonical representative.
     pub fn low_u128(&self) -> u128 {
-        let b = self.to_bytes();
-        let mut lo = [0u8; 16];
-        lo.copy_from_slice(&b[..16]);
-        u128::from_le_bytes(lo)
+        let l = self.to_limbs();
+        u128::from(l[0]) | (u128::from(l[1]) << 64)
     }
 
     /// Whether the canonical representative fits in 128 bits.
     pub fn fits_u128(&self) -> bool {
-        self.to_bytes()[16..].iter().all(|&x| x == 0)
+        let l = self.to_limbs();
+        l[2] == 0 && l[3] == 0
     }
 
     /// From a dalek scalar.
     pub fn from_scalar(s: &Scalar) -> F {
-        F(Residue::new(&U256::from_le_bytes(s.to_bytes())))
+        F::from_limbs(words(&s.to_bytes()))
     }
 
     /// To a dalek scalar.
@@ -130,8 +254,8 @@ impl F {
 
     /// The inverse (`None` for 0).
     pub fn invert(&self) -> Option<F> {
-        let (inv, ok) = self.0.invert();
-        bool::from(ok).then_some(F(inv))
+        let (inv, ok) = self.residue().invert();
+        bool::from(ok).then_some(F::from_residue(inv))
     }
 
     /// Inverts every element with one field inversion (`None` when one is 0).
@@ -151,63 +275,109 @@ impl F {
         Some(out)
     }
 
-    /// `self^e` for a 256-bit little-endian exponent.
-    fn pow(&self, e: &U256) -> F {
-        F(self.0.pow(e))
+    /// `self^e` for a public exponent (variable time: square and multiply).
+    fn pow_vartime(&self, e: &[u64; 4]) -> F {
+        let mut acc = F::ONE;
+        let mut started = false;
+        for w in e.iter().rev() {
+            for bit in (0..64).rev() {
+                if started {
+                    acc = acc * acc;
+                }
+                if (w >> bit) & 1 == 1 {
+                    acc = if started { acc * *self } else { *self };
+                    started = true;
+                }
+            }
+        }
+        acc
     }
 
     /// A square root (`None` when `self` is not a square). `ℓ ≡ 5 (mod 8)`, so
     /// Atkin's formula applies: `v = (2q)^((ℓ−5)/8)`, `i = 2q·v²`, `s = q·v·(i − 1)`.
+    /// Variable time: only for public values.
     pub fn sqrt(&self) -> Option<F> {
         if *self == F::ZERO {
             return Some(F::ZERO);
         }
-        let exp = Ell::MODULUS.wrapping_sub(&U256::from_u8(5)).shr_vartime(3);
+        let exp = Ell::MODULUS
+            .wrapping_sub(&U256::from_u8(5))
+            .shr_vartime(3)
+            .to_words();
         let two_q = *self + *self;
-        let v = two_q.pow(&exp);
+        let v = two_q.pow_vartime(&exp);
         let i = two_q * v * v;
         let s = *self * v * (i - F::ONE);
         (s * s == *self).then_some(s)
     }
 }
 
+fn words(b: &[u8; 32]) -> [u64; 4] {
+    let mut v = [0u64; 4];
+    for (i, w) in v.iter_mut().enumerate() {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[i * 8..i * 8 + 8]);
+        *w = u64::from_le_bytes(x);
+    }
+    v
+}
+
 impl Add for F {
     type Output = F;
+    #[inline(always)]
     fn add(self, o: F) -> F {
-        F(self.0 + o.0)
+        let (s0, c) = adc(self.0[0], o.0[0], 0);
+        let (s1, c) = adc(self.0[1], o.0[1], c);
+        let (s2, c) = adc(self.0[2], o.0[2], c);
+        let (s3, c) = adc(self.0[3], o.0[3], c);
+        F(reduce_once([s0, s1, s2, s3], c))
     }
 }
 impl Sub for F {
     type Output = F;
+    #[inline(always)]
     fn sub(self, o: F) -> F {
-        F(self.0 - o.0)
+        let (d0, b) = sbb(self.0[0], o.0[0], 0);
+        let (d1, b) = sbb(self.0[1], o.0[1], b);
+        let (d2, b) = sbb(self.0[2], o.0[2], b);
+        let (d3, b) = sbb(self.0[3], o.0[3], b);
+        // Add ℓ back when it borrowed (b all ones).
+        let (a0, c) = adc(d0, P[0] & b, 0);
+        let (a1, c) = adc(d1, P[1] & b, c);
+        let (a2, c) = adc(d2, P[2] & b, c);
+        let (a3, _) = adc(d3, P[3] & b, c);
+        F([a0, a1, a2, a3])
     }
 }
 impl Mul for F {
     type Output = F;
+    #[inline(always)]
     fn mul(self, o: F) -> F {
-        F(self.0 * o.0)
+        F(mont_mul(&self.0, &o.0))
     }
 }
 impl Neg for F {
     type Output = F;
     fn neg(self) -> F {
-        F(-self.0)
+        F::ZERO - self
     }
 }
 impl AddAssign for F {
+    #[inline(always)]
     fn add_assign(&mut self, o: F) {
-        self.0 = self.0 + o.0;
+        *self = *self + o;
     }
 }
 impl SubAssign for F {
+    #[inline(always)]
     fn sub_assign(&mut self, o: F) {
-        self.0 = self.0 - o.0;
+        *self = *self - o;
     }
 }
 impl MulAssign for F {
+    #[inline(always)]
     fn mul_assign(&mut self, o: F) {
-        self.0 = self.0 * o.0;
+        *self = *self * o;
     }
 }
 

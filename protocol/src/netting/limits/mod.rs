@@ -44,6 +44,7 @@
 pub mod compare;
 pub mod field;
 pub mod king;
+pub mod local;
 pub mod node;
 pub mod open;
 pub mod prss;

@@ -189,8 +189,7 @@ impl NodeMpc {
             ));
         }
         if self.step > 0 {
-            self.transcript
-                .update(Sha256::digest(king.broadcast_bytes()));
+            self.transcript.update(king.broadcast_digest());
         }
         let step = self.step;
         let out = match step {
