@@ -71,6 +71,7 @@ fn position(cp: &str, quantity: i64, cash: i64) -> PartyInput {
             quantity,
             cash,
         }],
+        cover: Vec::new(),
     }
 }
 
@@ -127,6 +128,7 @@ async fn a_round_settles_and_every_party_verifies_its_result_and_the_signature()
                     cash: 7,
                 },
             ],
+            cover: Vec::new(),
         },
         position("desk-a", -5, 0),
         position("desk-a", 0, -7),

@@ -532,6 +532,7 @@ impl Round {
             committee,
             threshold: key.threshold,
             bounds: Bounds::default(),
+            limits: None,
         };
         spec.validate().expect("valid spec");
         // Mirrored books (every trade booked by both sides), so nets conserve.

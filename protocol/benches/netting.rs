@@ -81,6 +81,7 @@ fn setup() -> Round {
         committee,
         threshold: T,
         bounds: Bounds::default(),
+        limits: None,
     };
     spec.validate().expect("valid");
     // Every ordered pair trades every instrument; books mirror each other.

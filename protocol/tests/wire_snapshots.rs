@@ -56,6 +56,7 @@ fn netting_spec() -> quorate_protocol::netting::RoundSpec {
         committee: committee(),
         threshold: 2,
         bounds: Bounds::default(),
+        limits: None,
     }
 }
 
@@ -124,7 +125,7 @@ fn netting_payloads() -> Vec<(&'static str, Payload)> {
                     inputs_digest: [0x33; 32],
                     node: NodeId([0x34; 32]),
                     party: 0,
-                    sealed,
+                    sealed: sealed.clone(),
                     signature: vec![0x3d; 64],
                 },
             },
@@ -137,7 +138,93 @@ fn netting_payloads() -> Vec<(&'static str, Payload)> {
                 message: vec![0x3e; 32],
             },
         ),
+        (
+            "limit_start",
+            Payload::LimitStart {
+                round: RoundId([0x31; 16]),
+                attempt: 2,
+            },
+        ),
+        (
+            "limit_part",
+            Payload::LimitPart {
+                round: RoundId([0x31; 16]),
+                attempt: 1,
+                step: 3,
+                part: 1,
+                parts: 4,
+                bytes: vec![0x51; 12],
+            },
+        ),
+        (
+            "limit_result",
+            Payload::LimitResult {
+                verdict: limits::verdict::LimitVerdict {
+                    round: RoundId([0x31; 16]),
+                    spec_digest: [0x32; 32],
+                    inputs_digest: [0x33; 32],
+                    node: NodeId([0x34; 32]),
+                    attempt: 1,
+                    covered: false,
+                    failed: vec!["desk-2".into()],
+                    volumes: vec![limits::verdict::AssetVolume {
+                        asset: "USD".into(),
+                        gross: Some(1500),
+                        net: None,
+                    }],
+                    signature: vec![0x36; 64],
+                },
+                bits: vec![limits::verdict::LimitBits {
+                    round: RoundId([0x31; 16]),
+                    spec_digest: [0x32; 32],
+                    inputs_digest: [0x33; 32],
+                    node: NodeId([0x34; 32]),
+                    party: 2,
+                    sealed: sealed.clone(),
+                    signature: vec![0x37; 64],
+                }],
+            },
+        ),
     ]
+}
+
+#[test]
+fn limit_check_steps_are_stable() {
+    use quorate_protocol::netting::limits::{
+        field::F,
+        step::{KingStep, NodeStep, SetKeyBox},
+    };
+    let node = NodeStep {
+        step: 12,
+        from: 1,
+        boxes: vec![SetKeyBox {
+            set: 0b10110,
+            from: 1,
+            to: 2,
+            ciphertext: vec![0x61; 48],
+        }],
+        products: vec![F::from_u64(7)],
+        openings: vec![-F::ONE],
+        transcript: Some([0x62; 32]),
+    };
+    let king = KingStep {
+        step: 2,
+        boxes: Vec::new(),
+        products: vec![F::from_u64(9)],
+        openings: vec![F::from_u64(4)],
+        roots: vec![F::from_u64(2)],
+        shares: vec![vec![F::ONE]],
+        transcripts: vec![[0x63; 32]],
+    };
+    insta::assert_snapshot!(
+        "limit_steps",
+        format!(
+            "node\n{}\nking\n{}\nking transcript digest {}",
+            hex_lines(&postcard::to_allocvec(&node).expect("encode")),
+            hex_lines(&postcard::to_allocvec(&king).expect("encode")),
+            hex::encode(king.broadcast_digest())
+        )
+    );
 }
 
 fn hex_lines(bytes: &[u8]) -> String {
@@ -325,12 +412,15 @@ fn enum_tags_are_stable() {
         Round::NettingPublic,
         Round::NettingParty,
         Round::SettleRequest,
+        Round::LimitStart,
+        Round::LimitPart,
+        Round::LimitResult,
     ];
     let tags: Vec<u8> = rounds
         .iter()
         .flat_map(|r| postcard::to_allocvec(r).expect("encode"))
         .collect();
-    assert_eq!(tags, (0..16).collect::<Vec<u8>>());
+    assert_eq!(tags, (0..19).collect::<Vec<u8>>());
 }
 
 #[test]

@@ -107,6 +107,7 @@ impl RoundBuilder {
                 committee: committee_of(key, roster)?,
                 threshold: key.public().threshold,
                 bounds: Bounds::default(),
+                limits: None,
             },
         })
     }

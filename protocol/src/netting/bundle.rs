@@ -186,11 +186,11 @@ impl BundleHeader {
                 spec.assets().len() * t
             )));
         }
-        if self.blocks.len() != (spec.parties.len() - 1) * t {
+        if self.blocks.len() != spec.block_count() * t {
             return Err(fault(format!(
                 "{} block commitments, the round needs {} (t per counterparty)",
                 self.blocks.len(),
-                (spec.parties.len() - 1) * t
+                spec.block_count() * t
             )));
         }
         if self.box_digests.len() != spec.committee.len() {

@@ -12,6 +12,17 @@
 //!
 //! `quantity` and `cash` are signed integers in minor units (i64); `cash` may be left
 //! empty (0). Each (counterparty, instrument) pair appears at most once.
+//!
+//! Rounds with limit checks take two more kinds of row, whose first column is a
+//! reserved word (party names cannot start with `*`), the second an asset and the
+//! third a non-negative amount in minor units (`cash` empty):
+//!
+//! ```text
+//! *collateral,USD,5000000,
+//! *limit,USD,1000000,
+//! ```
+//!
+//! Each appears at most once per asset; an asset without them has 0.
 
 use std::collections::BTreeSet;
 
@@ -47,19 +58,41 @@ impl core::fmt::Debug for Position {
     }
 }
 
+/// A party's collateral and credit limit in one asset (limit-checked rounds).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
+pub struct Cover {
+    /// Asset name.
+    pub asset: String,
+    /// Collateral posted, minor units (`0..=max_cover`).
+    pub collateral: i64,
+    /// Credit limit granted, minor units (`0..=max_cover`).
+    pub limit: i64,
+}
+
+impl core::fmt::Debug for Cover {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Cover({}, <secret>)", self.asset)
+    }
+}
+
 /// A party's whole input for one round. Secret: zeroized on drop, never printed.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
 pub struct PartyInput {
     /// Positions; pairs not listed are zero.
     pub positions: Vec<Position>,
+    /// Collateral and limits per asset (limit-checked rounds); assets not listed
+    /// have 0.
+    #[serde(default)]
+    pub cover: Vec<Cover>,
 }
 
 impl core::fmt::Debug for PartyInput {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "PartyInput({} positions, <secret>)",
-            self.positions.len()
+            "PartyInput({} positions, {} cover rows, <secret>)",
+            self.positions.len(),
+            self.cover.len()
         )
     }
 }
@@ -74,6 +107,8 @@ impl PartyInput {
             )));
         }
         let mut positions = Vec::new();
+        let mut cover: Vec<Cover> = Vec::new();
+        let mut cover_seen: Vec<(bool, bool)> = Vec::new();
         let mut header = false;
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();
@@ -98,6 +133,62 @@ impl PartyInput {
                     cols.len()
                 )));
             }
+            if let Some(kind) = cols[0].strip_prefix('*') {
+                let amount = cols[2]
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|v| *v >= 0)
+                    .ok_or_else(|| {
+                        ProtocolError::NettingInput(format!(
+                            "line {}: {kind} amount {:?} is not a non-negative i64",
+                            n + 1,
+                            cols[2]
+                        ))
+                    })?;
+                if !cols[3].is_empty() {
+                    return Err(ProtocolError::NettingInput(format!(
+                        "line {}: a *{kind} row leaves the cash column empty",
+                        n + 1
+                    )));
+                }
+                let asset = cols[1].to_owned();
+                let i = match cover.iter().position(|c: &Cover| c.asset == asset) {
+                    Some(i) => i,
+                    None => {
+                        cover.push(Cover {
+                            asset: asset.clone(),
+                            collateral: 0,
+                            limit: 0,
+                        });
+                        cover_seen.push((false, false));
+                        cover.len() - 1
+                    }
+                };
+                let (seen_c, seen_l) = &mut cover_seen[i];
+                let seen = match kind {
+                    "collateral" => {
+                        cover[i].collateral = amount;
+                        seen_c
+                    }
+                    "limit" => {
+                        cover[i].limit = amount;
+                        seen_l
+                    }
+                    _ => {
+                        return Err(ProtocolError::NettingInput(format!(
+                            "line {}: unknown row kind *{kind} (expected *collateral or *limit)",
+                            n + 1
+                        )))
+                    }
+                };
+                if std::mem::replace(seen, true) {
+                    return Err(ProtocolError::NettingInput(format!(
+                        "line {}: *{kind} for {asset} is listed twice",
+                        n + 1
+                    )));
+                }
+                continue;
+            }
             let int = |col: &str, v: &str| -> Result<i64, ProtocolError> {
                 if v.is_empty() && col == "cash" {
                     return Ok(0);
@@ -121,7 +212,7 @@ impl PartyInput {
                 "positions CSV has no header line".into(),
             ));
         }
-        Ok(Self { positions })
+        Ok(Self { positions, cover })
     }
 
     /// The dense value vector of party `party` for `spec` (layout of
@@ -181,6 +272,47 @@ impl PartyInput {
                 }
             }
         }
+        self.cover_values(spec, &mut values)?;
         Ok(values)
+    }
+
+    fn cover_values(&self, spec: &RoundSpec, values: &mut [i64]) -> Result<(), ProtocolError> {
+        let bad = |m: String| Err(ProtocolError::NettingInput(m));
+        let Some(limits) = spec.limits else {
+            if self.cover.is_empty() {
+                return Ok(());
+            }
+            return bad(format!(
+                "round {} has no limit checks: collateral and limit rows are not taken",
+                spec.id
+            ));
+        };
+        let assets = spec.assets();
+        let mut seen = BTreeSet::new();
+        for c in &self.cover {
+            let Some(a) = assets.iter().position(|x| *x == c.asset) else {
+                return bad(format!(
+                    "asset {:?} is not settled in round {}",
+                    c.asset, spec.id
+                ));
+            };
+            if !seen.insert(a) {
+                return bad(format!("cover for {} is listed twice", c.asset));
+            }
+            for (field, v) in [(0, c.collateral), (1, c.limit)] {
+                if !(0..=limits.max_cover).contains(&v) {
+                    return bad(format!(
+                        "{} in {} must be 0..={} (the round's max_cover)",
+                        if field == 0 { "collateral" } else { "limit" },
+                        c.asset,
+                        limits.max_cover
+                    ));
+                }
+                if let Some(i) = spec.cover_index(a, field) {
+                    values[i] = v;
+                }
+            }
+        }
+        Ok(())
     }
 }

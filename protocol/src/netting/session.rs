@@ -136,6 +136,19 @@ impl NodeRound {
         Ok(out)
     }
 
+    /// After close: which parties took part and the inputs digest.
+    pub fn closed(&self) -> Option<(&[bool], [u8; 32])> {
+        self.closed.as_ref().map(|(p, d)| (p.as_slice(), *d))
+    }
+
+    /// This node's verified shares per party (`None`: no bundle, or left out).
+    pub fn shares(&self) -> Vec<Option<&verify::ShareVector>> {
+        self.accepted
+            .iter()
+            .map(|a| a.as_ref().map(|a| &a.shares))
+            .collect()
+    }
+
     /// Verifies the nodes' public openings, opens the multilateral nets and builds
     /// the settlement batch (conservation checked). Names nodes whose shares fail.
     pub fn settlement(

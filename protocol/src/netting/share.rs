@@ -189,11 +189,10 @@ pub(crate) fn deal_with(
         signature: Vec::new(),
     };
     let rho = block_weights(&header.core_digest(), count);
-    let bl = spec.block_len();
-    for q in 0..spec.parties.len() - 1 {
+    for q in 0..spec.block_count() {
         for k in 0..t {
             let (mut v, mut b) = (Scalar::ZERO, Scalar::ZERO);
-            for e in q * bl..(q + 1) * bl {
+            for e in spec.block_range(q) {
                 v += rho[e] * coeffs[e * t + k];
                 b += rho[e] * blinds[e * t + k];
             }

@@ -80,6 +80,7 @@ pub(crate) fn fixture(
         committee,
         threshold: t,
         bounds: Bounds::default(),
+        limits: None,
     };
     spec.validate().expect("valid spec");
     Fixture {

@@ -186,18 +186,17 @@ pub fn accept(
     let nets = net_points(spec, header)?;
     let blocks = block_points(spec, header)?;
     let t = usize::from(spec.threshold);
-    let slots = spec.parties.len() - 1;
+    let slots = spec.block_count();
     let n_assets = nets.len() / t;
     let digest = header.digest();
     let fold = fold_weights(&digest, &me, slots + n_assets);
     let (sigma, tau) = fold.split_at(slots);
     let rho = block_weights(&header.core_digest(), count);
     let terms = spec.net_terms();
-    let bl = spec.block_len();
     let (mut sv, mut sr) = (Scalar::ZERO, Scalar::ZERO);
     for e in 0..count {
         let (asset, c) = terms[e];
-        let w = sigma[e / bl] * rho[e] + tau[asset] * amount::coefficient(c);
+        let w = sigma[spec.block_of(e)] * rho[e] + tau[asset] * amount::coefficient(c);
         sv += w * shares.values[e];
         sr += w * shares.blinds[e];
     }

@@ -39,6 +39,12 @@ pub enum Round {
     NettingParty,
     /// Netting: the coordinator asks a signer to sign a round's settlement batch.
     SettleRequest,
+    /// Limit checks: the coordinator starts an attempt of a closed round's MPC.
+    LimitStart,
+    /// Limit checks: one part of a step message (either direction).
+    LimitPart,
+    /// Limit checks: a node's signed verdict and sealed bits.
+    LimitResult,
 }
 
 /// One row of a DKG echo: what `sender`'s round-1 message hashed to, with the
@@ -178,6 +184,38 @@ pub enum Payload {
         /// The 32-byte settlement message ([`crate::netting::SettlementBatch::message`]).
         message: Vec<u8>,
     },
+    /// Start (or restart, with a higher attempt) a closed round's limit checks.
+    LimitStart {
+        /// Round.
+        round: crate::netting::RoundId,
+        /// Attempt (1, 2, …; each attempt derives fresh keys).
+        attempt: u32,
+    },
+    /// One part of a limit-check step message: a node's
+    /// [`crate::netting::limits::step::NodeStep`] to the coordinator, or the
+    /// coordinator's [`crate::netting::limits::step::KingStep`] to a node, in
+    /// postcard, cut at [`crate::netting::limits::parts::PART_BYTES`].
+    LimitPart {
+        /// Round.
+        round: crate::netting::RoundId,
+        /// Attempt.
+        attempt: u32,
+        /// Step the message belongs to.
+        step: u8,
+        /// Part index.
+        part: u32,
+        /// Number of parts.
+        parts: u32,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// A node's verdict and its sealed shares of every party's bits.
+    LimitResult {
+        /// The signed verdict.
+        verdict: crate::netting::limits::verdict::LimitVerdict,
+        /// Per participating party.
+        bits: Vec<crate::netting::limits::verdict::LimitBits>,
+    },
 }
 
 impl Payload {
@@ -200,6 +238,9 @@ impl Payload {
             Self::NettingPublic { .. } => Round::NettingPublic,
             Self::NettingParty { .. } => Round::NettingParty,
             Self::SettleRequest { .. } => Round::SettleRequest,
+            Self::LimitStart { .. } => Round::LimitStart,
+            Self::LimitPart { .. } => Round::LimitPart,
+            Self::LimitResult { .. } => Round::LimitResult,
         }
     }
 }

@@ -313,6 +313,7 @@ impl Netting {
                     max_abs_quantity: spec.max_quantity,
                     max_abs_cash: spec.max_cash,
                 },
+                limits: None,
             };
             let node_rounds = members
                 .iter()

@@ -269,6 +269,7 @@ fn spec_of(key: &KeyRecord, nodes: &[Node], parties: &[SigningKey]) -> RoundSpec
         committee: committee_of(&ids).expect("committee"),
         threshold: 2,
         bounds: Default::default(),
+        limits: None,
     }
 }
 
@@ -280,6 +281,7 @@ fn input(cp: &str, q: i64) -> PartyInput {
             quantity: q,
             cash: 0,
         }],
+        cover: Vec::new(),
     }
 }
 

@@ -43,14 +43,20 @@
 
 pub mod compare;
 pub mod field;
+pub mod inputs;
 pub mod king;
 pub mod local;
 pub mod node;
 pub mod open;
+pub mod parts;
 pub mod prss;
+pub mod run;
 pub mod setup;
 pub mod step;
+pub mod verdict;
 
+#[cfg(test)]
+mod round_tests;
 #[cfg(test)]
 mod tests;
 
