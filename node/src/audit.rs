@@ -319,6 +319,25 @@ pub enum AuditKind {
         /// Round id (hex).
         round: String,
     },
+    /// A limit-check attempt started on a closed round; `details` carries
+    /// `attempt`, `inputs_digest` and `comparisons`.
+    LimitCheckStarted {
+        /// Round id (hex).
+        round: String,
+    },
+    /// A limit check finished and this node signed its verdict; `details` carries
+    /// `attempt`, `covered`, `failed` (party names, when the round reveals them)
+    /// and `verdict_digest`. Public outputs are released only after `covered`.
+    LimitVerdict {
+        /// Round id (hex).
+        round: String,
+    },
+    /// A limit-check attempt stopped; `details` carries `attempt`, `step`,
+    /// `reason` and `culprits` (node ids hex, as far as identified).
+    LimitCheckAborted {
+        /// Round id (hex).
+        round: String,
+    },
 }
 
 /// One entry, as written.

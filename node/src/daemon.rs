@@ -506,7 +506,9 @@ impl Node {
             | Payload::NettingBundle { .. }
             | Payload::NettingClose { .. }
             | Payload::NettingPublic { .. }
-            | Payload::NettingParty { .. } => self.on_netting(&env),
+            | Payload::NettingParty { .. }
+            | Payload::LimitStart { .. }
+            | Payload::LimitPart { .. } => self.on_netting(&env),
             Payload::SettleRequest { .. } => self.on_settle_request(env),
             _ => self.on_protocol_message(env),
         }

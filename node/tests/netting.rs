@@ -1461,3 +1461,200 @@ async fn rounds_are_bounded_by_pinned_parties_horizon_and_per_client_count() {
         net.audit_kinds(0)
     );
 }
+
+/// Runs the limit checks of a closed round with the test coordinator as king:
+/// `LimitStart` to every node, then every step's parts back and forth until each
+/// node delivered its `LimitResult`. Returns the verdicts and bits by node.
+async fn run_limit_checks(
+    coord: &mut Coord,
+    round: &Round,
+    suite: Ciphersuite,
+    nodes: &[NodeId],
+    inputs_digest: [u8; 32],
+) -> Vec<(
+    quorate_protocol::netting::limits::verdict::LimitVerdict,
+    Vec<quorate_protocol::netting::limits::verdict::LimitBits>,
+)> {
+    use quorate_protocol::netting::limits::run::KingLimits;
+    let spec = &round.spec;
+    let session = spec.session();
+    let participants = vec![true; spec.parties.len()];
+    let mut king = KingLimits::new(spec, &participants, &inputs_digest, 1).expect("king");
+    for node in nodes {
+        let start = round.env(
+            coord,
+            suite,
+            Payload::LimitStart {
+                round: spec.id,
+                attempt: 1,
+            },
+        );
+        assert_eq!(coord.ask(node, start).await, Ack::Accepted);
+    }
+    let mut results = vec![None; nodes.len()];
+    while results.iter().any(Option::is_none) {
+        let env = coord
+            .expect(
+                &format!(
+                    "a limit-check message (king at step {}, waiting for {:?})",
+                    king.step(),
+                    king.waiting_for()
+                ),
+                |e| {
+                    e.session == session
+                        && matches!(
+                            e.payload,
+                            Payload::LimitPart { .. } | Payload::LimitResult { .. }
+                        )
+                },
+            )
+            .await;
+        let pos = nodes.iter().position(|n| *n == env.sender).expect("member");
+        match env.payload {
+            Payload::LimitResult { verdict, bits } => results[pos] = Some((verdict, bits)),
+            Payload::LimitPart {
+                step,
+                part,
+                parts,
+                bytes,
+                ..
+            } => {
+                let Some(answers) = king
+                    .on_part(spec, &env.sender, step, part, parts, bytes)
+                    .expect("king step")
+                else {
+                    continue;
+                };
+                for (to, payloads) in answers {
+                    for p in payloads {
+                        let env = round.env(coord, suite, p);
+                        assert_eq!(coord.ask(&to, env).await, Ack::Accepted, "part to {to}");
+                    }
+                }
+            }
+            _ => unreachable!(),
+        }
+    }
+    results.into_iter().map(|r| r.expect("result")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_checked_round_releases_nets_only_when_covered_and_never_settles_uncovered() {
+    use quorate_protocol::netting::{
+        input::Cover, limits::verdict::open_bits, round::LimitSettings,
+    };
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 21);
+    let (_nodes, mut coord, key, committee) = setup(&net).await;
+    let suite = key.suite;
+    let ids = net.node_ids();
+    // desk-a's USD net is −11743, desk-b's EUR net −1150 (see Round::new's trades).
+    for (seed, a_cover, want_covered) in [(31u64, 11_743i64, true), (32, 11_742, false)] {
+        let mut round = Round::new(committee.clone(), &key, seed);
+        round.spec.limits = Some(LimitSettings {
+            max_cover: 1 << 40,
+            reveal_failures: true,
+            efficiency: true,
+        });
+        round.spec.validate().expect("valid limit-checked round");
+        let cover = |asset: &str, collateral: i64, limit: i64| Cover {
+            asset: asset.into(),
+            collateral,
+            limit,
+        };
+        round.inputs[0].as_mut().expect("a").cover = vec![cover("USD", a_cover - 1_000, 1_000)];
+        round.inputs[1].as_mut().expect("b").cover = vec![cover("EUR", 1_150, 0)];
+        for node in &ids {
+            let ack = coord
+                .ask(node, round.announce(&coord, suite, &net.clearing))
+                .await;
+            assert_eq!(ack, Ack::Accepted);
+        }
+        let bundles: Vec<InputBundle> = (0..3).map(|p| round.deal(p)).collect();
+        for b in &bundles {
+            for (pos, node) in ids.iter().enumerate() {
+                let ack = coord
+                    .ask(node, round.bundle_for(&coord, suite, b, pos))
+                    .await;
+                assert_eq!(ack, Ack::Accepted);
+            }
+        }
+        let inputs: Vec<Option<[u8; 32]>> =
+            bundles.iter().map(|b| Some(b.header.digest())).collect();
+        for node in &ids {
+            let ack = coord
+                .ask(node, round.close(&coord, suite, inputs.clone()))
+                .await;
+            assert_eq!(ack, Ack::Accepted);
+        }
+        let session = round.spec.session();
+        for node in &ids {
+            for _ in 0..3 {
+                coord
+                    .expect("NettingParty", |e| {
+                        e.session == session
+                            && e.sender == *node
+                            && matches!(e.payload, Payload::NettingParty { .. })
+                    })
+                    .await;
+            }
+        }
+        assert!(
+            !coord.inbox.iter().any(|e| e.session == session && matches!(e.payload, Payload::NettingPublic { .. })),
+            "public outputs of a limit-checked round left before its verdict"
+        );
+        let digest = quorate_protocol::netting::open::inputs_digest(&round.spec, &inputs);
+        let results = run_limit_checks(&mut coord, &round, suite, &ids, digest).await;
+        for (v, _) in &results {
+            v.check(&round.spec).expect("signed verdict");
+            assert_eq!(v.covered, want_covered, "seed {seed}");
+            assert_eq!(v.statement(), results[0].0.statement());
+            let failed: Vec<String> = if want_covered {
+                vec![]
+            } else {
+                vec!["desk-a".into()]
+            };
+            assert_eq!(v.failed, failed);
+        }
+        // desk-a opens its own bits.
+        let bits: Vec<_> = results.iter().map(|(_, b)| b[0].clone()).collect();
+        let own =
+            open_bits(&round.spec, 0, &round.party_seal[0], &digest, &bits).expect("own bits");
+        let usd = own.iter().find(|b| b.asset == "USD").expect("USD bit");
+        assert_eq!(usd.covered, Some(want_covered));
+        if want_covered {
+            for node in &ids {
+                coord
+                    .expect("NettingPublic after a covered verdict", |e| {
+                        e.session == session
+                            && e.sender == *node
+                            && matches!(e.payload, Payload::NettingPublic { .. })
+                    })
+                    .await;
+            }
+        } else {
+            assert!(!coord.inbox.iter().any(
+                |e| e.session == session && matches!(e.payload, Payload::NettingPublic { .. })
+            ));
+            let req = round.env(
+                &coord,
+                suite,
+                Payload::SettleRequest {
+                    round: round.spec.id,
+                    views: Vec::new(),
+                    message: vec![0; 32],
+                },
+            );
+            let ack = coord.ask(&ids[0], req).await;
+            assert!(
+                rejected(&ack, "netting:not_covered").contains("not settled"),
+                "{ack:?}"
+            );
+        }
+        let kinds = net.audit_kinds(0);
+        assert!(
+            kinds.contains("limit_check_started") && kinds.contains("limit_verdict"),
+            "{kinds}"
+        );
+    }
+}

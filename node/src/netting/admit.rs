@@ -333,6 +333,7 @@ impl Netting {
             settle_attempts: 0,
             refusals_recorded: 0,
             settle_refusals_recorded: 0,
+            limits: None,
         };
         ctx.record(
             AuditKind::NettingRoundAccepted {

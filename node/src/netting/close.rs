@@ -11,7 +11,9 @@
 //! audited and the closing inputs are stored (a restart closes the round again on
 //! them) before the outputs are computed; they go to the coordinator: one
 //! `NettingPublic` and one `NettingParty` per participating party, each its own
-//! envelope (session = `spec.session()`, key = `spec.key`, suite = the key's).
+//! envelope (session = `spec.session()`, key = `spec.key`, suite = the key's). A
+//! limit-checked round sends `NettingPublic` only after its limit checks found
+//! every party covered (`limits`).
 
 use quorate_protocol::{
     netting::{open, NodeOutputs, RoundId, RoundSpec},
@@ -23,24 +25,30 @@ use serde_json::json;
 use super::{admit, store, Closed, Code, Ctx, Handled, Netting, NettingError};
 use crate::audit::AuditKind;
 
-/// The envelopes carrying `outputs` to the coordinator.
+/// The envelopes carrying `outputs` to the coordinator. A limit-checked round's
+/// public outputs are withheld until this node's verdict is covered (`limits`).
 fn envelopes(
     identity: &NodeIdentity,
     spec: &RoundSpec,
     suite: Ciphersuite,
     outputs: &NodeOutputs,
+    release_public: bool,
 ) -> Vec<Envelope> {
     let seal = |payload| Envelope::seal(identity, suite, spec.key, spec.session(), payload);
-    std::iter::once(seal(Payload::NettingPublic {
-        outputs: outputs.public.clone(),
-    }))
-    .chain(
-        outputs
-            .parties
-            .iter()
-            .map(|p| seal(Payload::NettingParty { outputs: p.clone() })),
-    )
-    .collect()
+    release_public
+        .then(|| {
+            seal(Payload::NettingPublic {
+                outputs: outputs.public.clone(),
+            })
+        })
+        .into_iter()
+        .chain(
+            outputs
+                .parties
+                .iter()
+                .map(|p| seal(Payload::NettingParty { outputs: p.clone() })),
+        )
+        .collect()
 }
 
 impl Netting {
@@ -60,9 +68,10 @@ impl Netting {
         admit::envelope_context(&spec, admit::held_key(ctx, &spec)?, env)?;
         if let Some(closed) = &live.closed {
             if closed.inputs == inputs {
+                let release = spec.limits.is_none() || super::limits::covered(live);
                 return Ok(Handled {
                     ack: Ack::Accepted,
-                    deliver: envelopes(ctx.identity, &spec, suite, &closed.outputs),
+                    deliver: envelopes(ctx.identity, &spec, suite, &closed.outputs, release),
                 });
             }
             return Err(NettingError::refused(
@@ -135,7 +144,15 @@ impl Netting {
         let deliver = live
             .closed
             .as_ref()
-            .map(|c| envelopes(ctx.identity, &spec, suite, &c.outputs))
+            .map(|c| {
+                envelopes(
+                    ctx.identity,
+                    &spec,
+                    suite,
+                    &c.outputs,
+                    spec.limits.is_none(),
+                )
+            })
             .unwrap_or_default();
         Ok(Handled {
             ack: Ack::Accepted,

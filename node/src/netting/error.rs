@@ -35,6 +35,12 @@ pub enum Code {
     SettlementLimit,
     /// The node holds as many rounds as it is configured to (in all or of the client).
     Busy,
+    /// A limit-check message this node cannot take (round without limit checks,
+    /// not closed, other attempt, malformed part) or the check aborted.
+    LimitCheck,
+    /// The round's limit checks have not found every party covered here: no
+    /// public outputs and no settlement.
+    NotCovered,
 }
 
 impl Code {
@@ -53,6 +59,8 @@ impl Code {
             Self::TooManyAttempts => "too_many_attempts",
             Self::SettlementLimit => "settlement_limit",
             Self::Busy => "busy",
+            Self::LimitCheck => "limit_check",
+            Self::NotCovered => "not_covered",
         }
     }
 }

@@ -16,13 +16,17 @@ mod admit;
 mod bundle;
 mod close;
 mod error;
+mod limits;
 mod settle;
 mod store;
 
 use std::collections::BTreeMap;
 
 use quorate_protocol::{
-    netting::{round::RoundAuthorization, session::NodeRound, NodeOutputs, RoundId, RoundSpec},
+    netting::{
+        limits::run::NodeLimits, round::RoundAuthorization, session::NodeRound, NodeOutputs,
+        RoundId, RoundSpec,
+    },
     wire::frame::Ack,
     Envelope, KeyId, NodeIdentity, Payload,
 };
@@ -121,6 +125,8 @@ struct LiveRound {
     refusals_recorded: u32,
     /// `settlement_refused` records written for this round (bounded likewise).
     settle_refusals_recorded: u32,
+    /// The limit-check attempt in progress or finished (limit-checked rounds).
+    limits: Option<NodeLimits>,
 }
 
 impl LiveRound {
@@ -201,6 +207,17 @@ impl Netting {
                 self.on_bundle(ctx, env, header, sealed).map(Handled::ack)
             }
             Payload::NettingClose { round, inputs } => self.on_close(ctx, env, round, inputs),
+            Payload::LimitStart { round, attempt } => {
+                self.on_limit_start(ctx, env, round, *attempt)
+            }
+            Payload::LimitPart {
+                round,
+                attempt,
+                step,
+                part,
+                parts,
+                bytes,
+            } => self.on_limit_part(ctx, env, round, *attempt, (*step, *part, *parts), bytes),
             _ => Err(NettingError::refused(
                 Code::NotAuthorized,
                 format!("a signer node does not take {:?} messages", env.round),

@@ -122,6 +122,14 @@ impl Netting {
                 format!("round {id} is not closed here yet"),
             ));
         }
+        if spec.limits.is_some() && !super::limits::covered(live) {
+            return Err(NettingError::refused(
+                Code::NotCovered,
+                format!(
+                    "round {id}'s limit checks have not found every party covered here: it is not settled"
+                ),
+            ));
+        }
         // The creating client must still be allowed (a reload may have revoked it),
         // with the parties its policy lists now.
         let client = ctx

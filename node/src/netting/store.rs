@@ -204,6 +204,7 @@ pub(super) fn restore(
                 settle_attempts: r.settle_attempts,
                 refusals_recorded: 0,
                 settle_refusals_recorded: 0,
+                limits: None,
             },
         );
     }
