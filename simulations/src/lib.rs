@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cost;
 pub mod engine;
 pub mod error;
+pub mod limits_spec;
 pub mod link;
 pub mod netting_spec;
 mod node;
@@ -29,7 +30,7 @@ use std::path::PathBuf;
 pub use cost::{Cost, CostTable, Op};
 pub use error::SimError;
 pub use node::NodeStats;
-pub use report::{NettingRoundReport, NettingSummary, SessionRecord, Summary};
+pub use report::{LimitsReport, NettingRoundReport, NettingSummary, SessionRecord, Summary};
 pub use scenario::Scenario;
 pub use sim::{NettingRound, RunResult};
 

@@ -2,12 +2,12 @@
 //! positions, rounds, the node committee's threshold, netting faults and the
 //! netting CPU cost model).
 //!
-//! Depends only on `error`, `spec` and `topology` (for selectors), so `scenario`
+//! Depends only on `error`, `limits_spec`, `spec` and `topology` (for selectors), so `scenario`
 //! can re-export it without a cycle.
 
 use serde::{Deserialize, Serialize};
 
-use crate::{error::SimError, spec::CommitteeSpec};
+use crate::{error::SimError, limits_spec::LimitsSpec, spec::CommitteeSpec};
 
 /// How many (pair, instrument) positions the parties hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -131,6 +131,10 @@ pub struct NettingSpec {
     /// CPU cost model.
     #[serde(default)]
     pub costs: NettingCosts,
+    /// Limit and collateral checks on every round (`[netting.limits]`; absent:
+    /// rounds settle without them).
+    #[serde(default)]
+    pub limits: Option<LimitsSpec>,
 }
 
 fn one<T: From<u8>>() -> T {
@@ -248,6 +252,9 @@ impl NettingSpec {
                 "netting.threshold",
                 format!("must be between 1 and committee.n = {}", committee.n),
             ));
+        }
+        if let Some(l) = &self.limits {
+            l.validate(usize::from(committee.n), usize::from(t))?;
         }
         for r in &self.party_regions {
             if !committee.regions.contains(r) {

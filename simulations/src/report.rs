@@ -230,6 +230,62 @@ pub struct NettingRoundReport {
     pub refused: Vec<String>,
     /// Why the round did not settle.
     pub fault: Option<String>,
+    /// The limit-check phase (rounds with `[netting.limits]` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsReport>,
+}
+
+/// A round's limit checks: what the nodes signed against the plaintext truth of
+/// the generated inputs, and what the MPC cost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LimitsReport {
+    /// The verdict `t` nodes signed alike (`None`: no decision).
+    pub covered: Option<bool>,
+    /// The plaintext truth: every participant's `net + collateral + limit ≥ 0`.
+    pub plaintext_covered: bool,
+    /// Parties the signed verdict names (with `reveal_failures`).
+    pub failed: Vec<String>,
+    /// Parties not covered in plaintext.
+    pub plaintext_failed: Vec<String>,
+    /// Gross and net volume per asset the verdict opened (with `efficiency`).
+    pub volumes: Vec<quorate_protocol::netting::limits::verdict::AssetVolume>,
+    /// The same volumes in plaintext.
+    pub plaintext_volumes: Vec<quorate_protocol::netting::limits::verdict::AssetVolume>,
+    /// Valid signed verdicts the coordinator received (last attempt).
+    pub verdicts: u32,
+    /// Signed verdicts whose statement differs from the plaintext (must be 0).
+    pub disagreements: u32,
+    /// Attempts started.
+    pub attempts: u32,
+    /// Attempts that aborted or timed out, with the reason.
+    pub failures: Vec<String>,
+    /// King round trips (steps answered), all attempts.
+    pub steps: u32,
+    /// Products reduced by the king.
+    pub products: u64,
+    /// Values opened.
+    pub openings: u64,
+    /// Field elements the king received (all nodes).
+    pub scalars_in: u64,
+    /// Field elements the king sent to each node.
+    pub scalars_out: u64,
+    /// Step-message bytes the king received (postcard, all nodes).
+    pub bytes_in: u64,
+    /// Step-message bytes the king sent (postcard, every recipient).
+    pub bytes_out: u64,
+    /// Messages on the wire in the phase (signed envelopes of the parts, results
+    /// and restarts).
+    pub messages: u64,
+    /// Their bytes on the wire.
+    pub wire_bytes: u64,
+    /// First node starting the check (ms after the round started).
+    pub start_ms: Option<f64>,
+    /// Last node finishing it (its verdict signed, outputs released).
+    pub end_ms: Option<f64>,
+    /// `end_ms - start_ms`: the latency the check added before outputs go out.
+    pub ms: Option<f64>,
+    /// When the coordinator had `t` matching verdicts (ms after the round started).
+    pub decided_ms: Option<f64>,
 }
 
 /// All netting rounds of a run.
@@ -253,6 +309,12 @@ pub struct NettingSummary {
     pub silent: Vec<String>,
     /// True when every round's results equal the plaintext reference.
     pub results_match_reference: bool,
+    /// Rounds whose limits were checked (a verdict was signed).
+    pub limit_checked: u32,
+    /// Rounds the signed verdict found covered.
+    pub covered: u32,
+    /// Signed verdicts that differ from the plaintext, all rounds (must be 0).
+    pub verdict_disagreements: u32,
     /// Per round.
     pub detail: Vec<NettingRoundReport>,
 }
@@ -332,7 +394,8 @@ pub fn netting_csv(rounds: &[NettingRoundReport]) -> String {
     ] {
         let _ = write!(out, ",{p}_ms,{p}_bytes");
     }
-    out.push_str(",messages,bytes,participants,parties_opened,results_match_reference,culprits,unanswered,signing_attempts\n");
+    out.push_str(",messages,bytes,participants,parties_opened,results_match_reference,culprits,unanswered,signing_attempts");
+    out.push_str(",limits,covered,plaintext_covered,verdict_disagreements,limit_attempts,limit_steps,limit_products,limit_openings,limit_bytes_in,limit_bytes_out,limit_wire_bytes,limit_ms\n");
     for r in rounds {
         let _ = write!(
             out,
@@ -346,7 +409,7 @@ pub fn netting_csv(rounds: &[NettingRoundReport]) -> String {
         for p in &r.phases {
             let _ = write!(out, ",{},{}", opt(p.ms), p.bytes);
         }
-        let _ = writeln!(
+        let _ = write!(
             out,
             ",{},{},{},{},{},{},{},{}",
             r.messages,
@@ -358,8 +421,30 @@ pub fn netting_csv(rounds: &[NettingRoundReport]) -> String {
             csv_field(&r.unanswered.join(";")),
             r.signing_attempts
         );
+        let _ = writeln!(out, "{}", limits_csv(r.limits.as_ref()));
     }
     out
+}
+
+/// The limit columns of a `netting.csv` row (empty without limit checks).
+fn limits_csv(l: Option<&LimitsReport>) -> String {
+    let Some(l) = l else {
+        return ",false,,,,,,,,,,,".to_string();
+    };
+    format!(
+        ",true,{},{},{},{},{},{},{},{},{},{},{}",
+        l.covered.map(|c| c.to_string()).unwrap_or_default(),
+        l.plaintext_covered,
+        l.disagreements,
+        l.attempts,
+        l.steps,
+        l.products,
+        l.openings,
+        l.bytes_in,
+        l.bytes_out,
+        l.wire_bytes,
+        opt(l.ms)
+    )
 }
 
 pub(crate) fn write(path: &Path, contents: &str) -> Result<(), SimError> {

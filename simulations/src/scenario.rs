@@ -9,12 +9,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::netting_spec::{NettingCosts, NettingSpec, Positions};
 pub use crate::spec::{CommitteeSpec, KeySetup};
 use crate::{
     cost::CostTable,
     error::SimError,
     spec::{ByzantineSpec, LatencySpec},
+};
+pub use crate::{
+    limits_spec::{LimitCosts, LimitsSpec},
+    netting_spec::{NettingCosts, NettingSpec, Positions},
 };
 
 /// A complete simulation description.

@@ -82,6 +82,11 @@ enum Event {
     NettingClose(usize),
     /// A netting round's result deadline.
     NettingDeadline(usize),
+    /// A limit-check attempt's timeout.
+    NettingLimitsTimeout {
+        round: usize,
+        attempt: u32,
+    },
 }
 
 /// Which request or DKG run a session belongs to.
@@ -410,6 +415,7 @@ impl World {
             } => self.netting_deliver(from, to, msg, &digest, size),
             Event::NettingClose(round) => self.netting_close_due(round),
             Event::NettingDeadline(round) => self.netting_deadline(round),
+            Event::NettingLimitsTimeout { round, attempt } => self.limits_timeout(round, attempt),
         }
     }
 

@@ -16,6 +16,13 @@
 //! Parties are network endpoints that are not nodes (their own CPUs, in
 //! `party_regions`). CPU is charged from [`NettingCosts`]. All randomness comes from
 //! the scenario seed's netting stream.
+//!
+//! Rounds with `[netting.limits]` check collateral and limits between close and
+//! outputs ([`limits`]): each node holds its outputs until the MPC's verdict says
+//! every party is covered.
+
+mod cover;
+mod limits;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,7 +33,7 @@ use quorate_protocol::{
         open::{self, NodeOutputs, PartyOutputs, PublicOutputs},
         outputs,
         result::{open_result, Published},
-        round::{Bounds, Instrument, InstrumentKind, Party, RoundId, RoundSpec},
+        round::{Bounds, Instrument, InstrumentKind, LimitSettings, Party, RoundId, RoundSpec},
         session::{settle, Admitted, NodeRound},
         share::deal,
         verify::{self, Accepted},
@@ -68,6 +75,10 @@ const ACCEPTANCE: usize = 2;
 const CLOSE: usize = 3;
 const OUTPUTS: usize = 4;
 const SETTLEMENT: usize = 6;
+/// The limit-check phase's counters (reported on their own, not in [`PHASES`]).
+const LIMITS: usize = 7;
+/// Phase counters: the seven phases and the limit checks.
+const COUNTERS: usize = 8;
 
 /// Extra bytes of an acknowledgement beyond its postcard body: the node's
 /// Ed25519 signature.
@@ -102,6 +113,8 @@ pub(crate) enum NetMsg {
     },
     /// Node → party: its signed, sealed shares of the party's outputs.
     Party { round: usize, outputs: PartyOutputs },
+    /// Limit checks, either way: `LimitStart`, `LimitPart` or `LimitResult`.
+    Limit { round: usize, payload: Payload },
 }
 
 /// One round in memory, for tests: what went in and what came out.
@@ -172,9 +185,11 @@ struct RoundState {
     fault: Option<String>,
     outcome: Option<&'static str>,
     finished: Option<Micros>,
-    spans: [Span; 7],
-    messages: [u64; 7],
-    bytes: [u64; 7],
+    spans: [Span; COUNTERS],
+    messages: [u64; COUNTERS],
+    bytes: [u64; COUNTERS],
+    /// The limit-check phase (created at close, for rounds with limits).
+    limits: Option<Box<limits::LimitsState>>,
     /// Endpoint → (sent msgs, sent bytes, received msgs, received bytes).
     traffic: BTreeMap<usize, [u64; 4]>,
 }
@@ -183,6 +198,8 @@ struct RoundState {
 pub(crate) struct Netting {
     spec: NettingSpec,
     costs: Option<NettingCosts>,
+    /// Limit-check CPU costs (scaled), when charged.
+    limit_costs: Option<crate::scenario::LimitCosts>,
     rng: ChaCha20Rng,
     parties: Vec<PartyKeys>,
     first_party: usize,
@@ -313,17 +330,22 @@ impl Netting {
                     max_abs_quantity: spec.max_quantity,
                     max_abs_cash: spec.max_cash,
                 },
-                limits: None,
+                limits: spec.limits.as_ref().map(|l| LimitSettings {
+                    max_cover: l.max_cover,
+                    reveal_failures: l.reveal_failures,
+                    efficiency: l.efficiency,
+                }),
             };
             let node_rounds = members
                 .iter()
                 .map(|_| NodeRound::new(round.clone()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| SimError::invalid("netting", e.to_string()))?;
-            let inputs = positions(&spec, &round, &mut rng)
-                .into_iter()
-                .map(Some)
-                .collect();
+            let mut inputs = positions(&spec, &round, &mut rng);
+            if let Some(l) = &spec.limits {
+                cover::add_cover(l, &round, &mut inputs, &mut rng);
+            }
+            let inputs = inputs.into_iter().map(Some).collect();
             by_id.insert(round.id, rounds.len());
             let n = spec.parties;
             rounds.push(RoundState {
@@ -352,9 +374,10 @@ impl Netting {
                 fault: None,
                 outcome: None,
                 finished: None,
-                spans: [Span::default(); 7],
-                messages: [0; 7],
-                bytes: [0; 7],
+                spans: [Span::default(); COUNTERS],
+                messages: [0; COUNTERS],
+                bytes: [0; COUNTERS],
+                limits: None,
                 traffic: BTreeMap::new(),
             });
         }
@@ -369,9 +392,14 @@ impl Netting {
                 settle_us_per_share: c.settle_us_per_share * s,
             }
         });
+        let limit_costs = costs
+            .as_ref()
+            .and(spec.limits.as_ref())
+            .map(|l| l.costs.scaled(scenario.cpu.scale.unwrap_or(1.0)));
         Ok(Self {
             spec,
             costs,
+            limit_costs,
             rng,
             parties,
             first_party,
@@ -513,6 +541,7 @@ impl World {
                 }),
                 0,
             ),
+            NetMsg::Limit { payload, .. } => (envelope(payload.clone()), 0),
         }
     }
 
@@ -639,6 +668,9 @@ impl World {
     /// Work on a node's CPU; returns its cost.
     pub(super) fn netting_work(&mut self, node: usize, from: usize, msg: NetMsg) -> Micros {
         if node == self.topo.coordinator() {
+            if let NetMsg::Limit { round, payload } = msg {
+                return self.king_receive(from, round, payload);
+            }
             self.coordinator_receive(from, msg);
             return 0;
         }
@@ -652,6 +684,7 @@ impl World {
                 sealed,
             } => self.accept(node, pos, round, &header, &sealed),
             NetMsg::Close { round, inputs } => self.node_close(node, pos, round, &inputs),
+            NetMsg::Limit { round, payload } => self.limits_node_receive(node, pos, round, payload),
             _ => 0,
         }
     }
@@ -734,21 +767,31 @@ impl World {
             }
         };
         r.closed.insert(pos);
-        r.spans[OUTPUTS].finish(done);
-        r.spans[5].begin(done);
-        let first_party = nt.first_party;
+        if r.spec.limits.is_some() {
+            return cost + self.limits_node_start(node, pos, round, out, done);
+        }
+        self.release_outputs(node, round, out, done);
+        cost
+    }
+
+    /// A node sends its outputs: one sealed message per party, its public shares
+    /// to the coordinator.
+    fn release_outputs(&mut self, node: usize, round: usize, out: NodeOutputs, at: Micros) {
+        let r = self.round_mut(round);
+        r.spans[OUTPUTS].finish(at);
+        r.spans[5].begin(at);
+        let first_party = self.nt().first_party;
         let coordinator = self.topo.coordinator();
         for po in out.parties {
             let to = first_party + po.party as usize;
             let msg = NetMsg::Party { round, outputs: po };
-            self.net_send(node, to, msg, done, OUTPUTS);
+            self.net_send(node, to, msg, at, OUTPUTS);
         }
         let msg = NetMsg::Public {
             round,
             outputs: out.public,
         };
-        self.net_send(node, coordinator, msg, done, OUTPUTS);
-        cost
+        self.net_send(node, coordinator, msg, at, OUTPUTS);
     }
 
     fn coordinator_receive(&mut self, from: usize, msg: NetMsg) {
@@ -777,7 +820,7 @@ impl World {
                 let Some(pos) = pos else { return };
                 let r = self.round_mut(round);
                 r.views.insert(pos, outputs);
-                if r.views.len() == members && !r.settle_started {
+                if r.views.len() == members && !r.settle_started && limits::may_settle(r) {
                     let coordinator = self.topo.coordinator();
                     self.nodes[coordinator]
                         .queue
@@ -830,6 +873,11 @@ impl World {
                 inputs: inputs.clone(),
             };
             self.net_send(coordinator, node, msg, now, CLOSE);
+        }
+        if self.round_mut(round).spec.limits.is_some() {
+            // The result deadline starts once the limit checks pass.
+            self.king_start(round);
+            return 0;
         }
         let deadline = now + ms_to_us(self.nt().spec.result_timeout_ms);
         self.events.push(deadline, Event::NettingDeadline(round));
@@ -945,7 +993,7 @@ impl World {
         let Some(inputs) = r.inputs_listed.clone() else {
             return 0;
         };
-        if r.settle_started || r.finished.is_some() {
+        if r.settle_started || r.finished.is_some() || !limits::may_settle(r) {
             return 0;
         }
         r.settle_started = true;
@@ -1237,6 +1285,7 @@ impl World {
                 }),
                 refused: r.refused.clone(),
                 fault: r.fault.clone(),
+                limits: r.limits.as_deref().map(|l| l.report(r, &rel)),
             });
             rounds.push(NettingRound {
                 spec: r.spec.clone(),
@@ -1260,6 +1309,19 @@ impl World {
             liars: nt.liars.iter().map(|n| self.topo.label(*n)).collect(),
             silent: nt.silent.iter().map(|n| self.topo.label(*n)).collect(),
             results_match_reference: detail.iter().all(|d| d.results_match_reference),
+            limit_checked: detail
+                .iter()
+                .filter(|d| d.limits.as_ref().is_some_and(|l| l.covered.is_some()))
+                .count() as u32,
+            covered: detail
+                .iter()
+                .filter(|d| d.limits.as_ref().is_some_and(|l| l.covered == Some(true)))
+                .count() as u32,
+            verdict_disagreements: detail
+                .iter()
+                .filter_map(|d| d.limits.as_ref())
+                .map(|l| l.disagreements)
+                .sum(),
             detail,
         };
         (Some(summary), rounds)
@@ -1301,7 +1363,8 @@ fn msg_round(msg: &NetMsg) -> usize {
         | NetMsg::Ack { round, .. }
         | NetMsg::Close { round, .. }
         | NetMsg::Public { round, .. }
-        | NetMsg::Party { round, .. } => *round,
+        | NetMsg::Party { round, .. }
+        | NetMsg::Limit { round, .. } => *round,
     }
 }
 
