@@ -263,9 +263,27 @@ impl King {
     }
 }
 
-/// A square root of every value (`None` when one is zero or not a square).
+/// A square root of every value (`None` when one is zero or not a square). The
+/// king's largest cost (one exponentiation per random bit), so large batches are
+/// split over the machine's cores; the result does not depend on how.
 pub fn roots(qs: &[F]) -> Option<Vec<F>> {
-    qs.iter()
-        .map(|q| if *q == F::ZERO { None } else { q.sqrt() })
-        .collect()
+    let one = |q: &F| if *q == F::ZERO { None } else { q.sqrt() };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if threads < 2 || qs.len() < 4096 {
+        return qs.iter().map(one).collect();
+    }
+    let per = qs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = qs
+            .chunks(per)
+            .map(|c| s.spawn(move || c.iter().map(one).collect::<Option<Vec<F>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(qs.len());
+        for p in parts {
+            out.extend(p.join().ok()??);
+        }
+        Some(out)
+    })
 }

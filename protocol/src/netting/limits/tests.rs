@@ -357,3 +357,27 @@ fn deviating_opening_share_names_the_node_where_the_code_allows() {
         }
     }
 }
+
+#[test]
+fn roots_of_a_large_batch_square_back_and_a_non_square_is_refused() {
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let qs: Vec<F> = (0..5000)
+        .map(|_| {
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut b);
+            let x = F::from_random_bytes(b);
+            x * x
+        })
+        .collect();
+    let r = king::roots(&qs).expect("all squares");
+    assert!(r.iter().zip(&qs).all(|(s, q)| *s * *s == *q));
+    let mut bad = qs.clone();
+    let non_square = (2..100u64)
+        .map(F::from_u64)
+        .find(|x| x.sqrt().is_none())
+        .expect("a non-square");
+    bad[4321] = non_square;
+    assert!(king::roots(&bad).is_none());
+    bad[4321] = F::ZERO;
+    assert!(king::roots(&bad).is_none());
+}
