@@ -40,10 +40,12 @@ use reqwest::{header, Response, StatusCode};
 use serde::de::DeserializeOwned;
 
 pub mod netting;
+pub mod netting_limits;
 
 pub use netting::{
     check_own_transfers, committee_of, verify_result, verify_settlement, RoundBuilder,
 };
+pub use netting_limits::{verify_limit_bits, verify_verdict};
 
 use crate::{
     api::{

@@ -12,7 +12,8 @@
 //! admin_token_env = "QUORATE_ADMIN_TOKEN"                  # or admin_token = "…"
 //! data_dir = "coordinator-data"
 //! session_timeout_ms = 30000
-//! dkg_timeout_ms = 60000
+//! dkg_timeout_ms = 60000                  # also: a netting close waits this for outputs
+//! netting_limits_timeout_ms = 120000      # one limit-check attempt (MPC, king = coordinator)
 //!
 //! [limits]
 //! max_body_bytes = 262144
@@ -82,6 +83,10 @@ fn default_dkg_timeout() -> u64 {
     60_000
 }
 
+fn default_limits_timeout() -> u64 {
+    crate::engine::DEFAULT_LIMITS_TIMEOUT_MS
+}
+
 /// `[tls]`: serve the HTTP API over TLS (rustls).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +130,10 @@ pub struct CoordinatorConfig {
     /// DKG timeout.
     #[serde(default = "default_dkg_timeout")]
     pub dkg_timeout_ms: u64,
+    /// Deadline of one limit-check attempt of a limit-checked netting round (at
+    /// most 3 attempts); the close itself waits `dkg_timeout_ms` for the outputs.
+    #[serde(default = "default_limits_timeout")]
+    pub netting_limits_timeout_ms: u64,
     /// HTTP limits.
     #[serde(default)]
     pub limits: Limits,
@@ -193,6 +202,11 @@ impl CoordinatorConfig {
         if c.admin_token.is_some() && c.admin_token_env.is_some() {
             return Err(cfg(
                 "admin_token and admin_token_env are exclusive; set one",
+            ));
+        }
+        if c.netting_limits_timeout_ms < 1000 {
+            return Err(cfg(
+                "netting_limits_timeout_ms: at least 1000 (one limit-check attempt)",
             ));
         }
         if c.limits.max_body_bytes < 1024 {

@@ -16,6 +16,6 @@ pub mod store;
 pub mod tls;
 pub mod types;
 
-pub use engine::{Engine, EngineConfig, NodeStatus};
+pub use engine::{Engine, EngineConfig, NettingOptions, NodeStatus};
 pub use error::CoordinatorError;
 pub use quorate_protocol as protocol;

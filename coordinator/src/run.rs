@@ -4,7 +4,7 @@ use std::{future::Future, sync::Arc};
 
 use crate::{
     config::CoordinatorConfig,
-    engine::{Engine, EngineConfig},
+    engine::{Engine, EngineConfig, NettingOptions},
     error::CoordinatorError,
     service,
     store::{Store, StoreOptions},
@@ -25,7 +25,7 @@ pub async fn run(
         config.roster_authority_key()?.as_ref(),
     )
     .map_err(|e| CoordinatorError::Config(e.to_string()))?;
-    let engine = Engine::spawn_with(
+    let engine = Engine::spawn_netting(
         EngineConfig {
             identity,
             roster,
@@ -34,6 +34,9 @@ pub async fn run(
             dkg_timeout_ms: config.dkg_timeout_ms,
         },
         config.connections,
+        NettingOptions {
+            limits_timeout_ms: config.netting_limits_timeout_ms,
+        },
     )?;
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         CoordinatorError::Storage(format!("data_dir {}: {e}", config.data_dir.display()))

@@ -677,3 +677,171 @@ async fn a_round_live_at_restart_is_failed_with_a_clear_reason() {
     assert_eq!(again.state, "failed");
     server.stop().await;
 }
+
+fn limited_spec(key: &AttestedKey, server: &Server, desks: &[Desk]) -> RoundSpec {
+    let mut b = RoundBuilder::new(key, &server.roster()).expect("builder");
+    for d in desks {
+        b = b.party(
+            d.name,
+            d.sign.verifying_key().to_bytes(),
+            x25519_dalek::PublicKey::from(&d.seal).to_bytes(),
+        );
+    }
+    b.instrument(future())
+        .limits(
+            quorate_coordinator::protocol::netting::round::LimitSettings {
+                max_cover: 1_000_000,
+                reveal_failures: true,
+                efficiency: true,
+            },
+        )
+        .cutoff_in(Duration::from_secs(3600))
+        .build()
+        .expect("spec")
+}
+
+/// desk-a long 5 against desk-b: desk-b owes 500 USD and declares `collateral`.
+async fn limited_round(
+    server: &Server,
+    key: &AttestedKey,
+    collateral: i64,
+) -> (RoundSpec, Vec<Desk>) {
+    let desks = vec![desk("desk-a"), desk("desk-b")];
+    let spec = limited_spec(key, server, &desks);
+    server
+        .api
+        .create_round(&spec, &server.client_key)
+        .await
+        .expect("create");
+    let mut b = position("desk-a", -5, 0);
+    b.cover
+        .push(quorate_coordinator::protocol::netting::input::Cover {
+            asset: "USD".into(),
+            collateral,
+            limit: 0,
+        });
+    for (d, input) in desks.iter().zip([position("desk-b", 5, 0), b]) {
+        let answer = server
+            .api
+            .deal_and_submit(&spec, d.name, &d.sign, &input)
+            .await
+            .expect("bundle");
+        assert!(answer.accepted_by_all, "{answer:?}");
+    }
+    (spec, desks)
+}
+
+#[tokio::test]
+async fn a_covered_limit_round_settles_and_parties_open_their_bits_and_the_verdict() {
+    let (server, key) = setup().await;
+    let (spec, desks) = limited_round(&server, &key, 600).await;
+    let closed = server
+        .api
+        .close_round(&spec.id, &server.client_key, Some(Duration::from_secs(60)))
+        .await
+        .expect("close");
+    assert_eq!(closed.state, "settled", "{closed:?}");
+    let limits = closed.limits.as_ref().expect("limits section");
+    assert_eq!(limits.state, "covered");
+    assert_eq!(limits.verdicts.len(), 3);
+    assert_eq!(limits.volumes[0].net.as_deref(), Some("500"));
+    assert!(limits.stats.is_some_and(|s| s.steps > 0));
+
+    let verdict = server
+        .api
+        .verified_verdict(&spec, &key, &server.roster())
+        .await
+        .expect("verdict verifies");
+    assert!(verdict.covered);
+    assert_eq!(verdict.signers.len(), 3);
+    for d in &desks {
+        let (result, bits) = server
+            .api
+            .verified_result_with_limits(&spec, d.name, &d.sign, &d.seal)
+            .await
+            .expect("result");
+        assert!(result.culprits.is_empty());
+        let bits = bits.expect("a limit-checked round has bits");
+        assert_eq!(bits.len(), 1);
+        assert_eq!(bits[0].covered, Some(true), "{}", d.name);
+    }
+    server
+        .api
+        .verified_settlement(&spec, &key)
+        .await
+        .expect("settlement verifies");
+}
+
+#[tokio::test]
+async fn an_uncovered_limit_round_is_not_settled_and_says_which_party_failed() {
+    let (server, key) = setup().await;
+    let (spec, desks) = limited_round(&server, &key, 100).await;
+    let closed = server
+        .api
+        .close_round(&spec.id, &server.client_key, Some(Duration::from_secs(60)))
+        .await
+        .expect("close");
+    assert_eq!(closed.state, "not_covered", "{closed:?}");
+    let limits = closed.limits.as_ref().expect("limits section");
+    assert_eq!(limits.state, "not_covered");
+    assert_eq!(limits.covered, Some(false));
+    assert_eq!(limits.failed, vec!["desk-b".to_owned()]);
+    assert_eq!(closed.checks.as_ref().expect("checks").public_outputs, 0);
+
+    let settlement = server
+        .get_raw(&format!("/v1/netting/rounds/{}/settlement", spec.id))
+        .await;
+    assert_problem(&settlement, 409, "limits-not-covered");
+    assert_eq!(settlement.2["failed"], json!(["desk-b"]));
+    assert!(
+        !server
+            .api
+            .verified_verdict(&spec, &key, &server.roster())
+            .await
+            .expect("verdict verifies")
+            .covered
+    );
+    let (_, bits) = server
+        .api
+        .verified_result_with_limits(&spec, "desk-b", &desks[1].sign, &desks[1].seal)
+        .await
+        .expect("result");
+    assert_eq!(bits.expect("bits")[0].covered, Some(false));
+    let (_, bits) = server
+        .api
+        .verified_result_with_limits(&spec, "desk-a", &desks[0].sign, &desks[0].seal)
+        .await
+        .expect("result");
+    assert_eq!(bits.expect("bits")[0].covered, Some(true));
+
+    // The verdict, the signed statements and the bits survive a restart.
+    let roster = server.roster();
+    let (dir, client_key) = server.stop().await;
+    let server = Server::start_in(dir, 600, Some(client_key)).await;
+    let after = server
+        .api
+        .round(&spec.id)
+        .await
+        .expect("round after restart");
+    assert_eq!(after.state, "not_covered");
+    assert_eq!(after.limits, closed.limits);
+    let settlement = server
+        .get_raw(&format!("/v1/netting/rounds/{}/settlement", spec.id))
+        .await;
+    assert_problem(&settlement, 409, "limits-not-covered");
+    assert!(
+        !server
+            .api
+            .verified_verdict(&spec, &key, &roster)
+            .await
+            .expect("verdict verifies after restart")
+            .covered
+    );
+    let (_, bits) = server
+        .api
+        .verified_result_with_limits(&spec, "desk-b", &desks[1].sign, &desks[1].seal)
+        .await
+        .expect("result after restart");
+    assert_eq!(bits.expect("bits")[0].covered, Some(false));
+    server.stop().await;
+}

@@ -5,6 +5,7 @@
 //! The coordinator holds public data only: a party's bundle is forwarded (each
 //! node gets its own sealed box) and only its party-signed header is kept.
 
+mod limits;
 mod run;
 
 use std::{sync::Arc, time::Duration};
@@ -89,6 +90,7 @@ pub const MAX_CUTOFF_HORIZON_SECS: u64 = 7 * 24 * 3600;
 fn check_spec(spec: &RoundSpec, now_secs: u64) -> Result<(), Problem> {
     spec.validate()
         .map_err(|e| Problem::new(ProblemKind::InvalidRound, format!("spec: {e}")))?;
+    limits::check_limits(spec)?;
     check_cutoff(spec.cutoff, now_secs)
 }
 
@@ -293,7 +295,9 @@ fn view_of<B>(state: &ApiState<B>, record: &RoundRecord) -> Result<RoundView, Pr
         .store
         .parties(&record.spec.id, record.spec.parties.len())
         .map_err(Problem::from)?;
-    Ok(RoundView::build(record, &parties))
+    let mut view = RoundView::build(record, &parties);
+    view.limits = limits::view(state, record)?;
+    Ok(view)
 }
 
 fn round_response(status: StatusCode, view: &RoundView) -> Response {
@@ -537,6 +541,7 @@ pub(super) async fn party_result<B: Backend>(
         .filter_map(|o| postcard::to_allocvec(o).ok())
         .map(hex::encode)
         .collect();
+    let limit_bits = limits::party_bits(limits::stored(&state, &record)?.as_ref(), p);
     Ok(json_response(
         StatusCode::OK,
         &ResultView {
@@ -544,6 +549,7 @@ pub(super) async fn party_result<B: Backend>(
             headers,
             participants: close.participants(),
             inputs_digest: hex::encode(close.inputs_digest),
+            limit_bits,
         },
     ))
 }
@@ -555,6 +561,9 @@ pub(super) async fn settlement<B: Backend>(
 ) -> Result<Response, Problem> {
     let id = parse_round_id(&id)?;
     let record = load_round(&state, &id)?;
+    if record.state == RoundState::NotCovered {
+        return Err(limits::not_covered(&state, &record));
+    }
     let (Some(batch), Some(sig), RoundState::Settled) =
         (&record.batch, &record.signature, record.state)
     else {

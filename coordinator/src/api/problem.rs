@@ -75,11 +75,14 @@ pub enum ProblemKind {
     BundleRefused,
     /// A netting round could not be completed by the nodes (502); `culprits`.
     NettingFailed,
+    /// A limit-checked round is not settled because its limits are not covered
+    /// (409); `failed` names the parties where the round reveals them.
+    LimitsNotCovered,
 }
 
 impl ProblemKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [ProblemKind; 27] = [
+    pub const ALL: [ProblemKind; 28] = [
         Self::MalformedInput,
         Self::InvalidKeySpec,
         Self::Unauthorized,
@@ -107,6 +110,7 @@ impl ProblemKind {
         Self::RoundNotSettled,
         Self::BundleRefused,
         Self::NettingFailed,
+        Self::LimitsNotCovered,
     ];
 
     /// The last path segment of the `type` URI.
@@ -139,6 +143,7 @@ impl ProblemKind {
             Self::RoundNotSettled => "round-not-settled",
             Self::BundleRefused => "bundle-refused",
             Self::NettingFailed => "netting-failed",
+            Self::LimitsNotCovered => "limits-not-covered",
         }
     }
 
@@ -150,7 +155,9 @@ impl ProblemKind {
             }
             Self::RoundRefused => StatusCode::FORBIDDEN,
             Self::UnknownRound => StatusCode::NOT_FOUND,
-            Self::RoundConflict | Self::RoundNotSettled => StatusCode::CONFLICT,
+            Self::RoundConflict | Self::RoundNotSettled | Self::LimitsNotCovered => {
+                StatusCode::CONFLICT
+            }
             Self::BundleRefused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NettingFailed => StatusCode::BAD_GATEWAY,
             Self::Unauthorized | Self::BadClientSignature => StatusCode::UNAUTHORIZED,
@@ -200,6 +207,7 @@ impl ProblemKind {
             Self::RoundNotSettled => "Settlement not signed yet",
             Self::BundleRefused => "Bundle refused",
             Self::NettingFailed => "Netting round failed",
+            Self::LimitsNotCovered => "Round not settled: limits not covered",
         }
     }
 

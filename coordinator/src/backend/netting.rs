@@ -1,7 +1,10 @@
 //! Netting in the in-memory [`LocalBackend`]: every committee member is a local
 //! identity running the real `protocol::netting::session::NodeRound`, so the whole
-//! HTTP flow (announce, bundles, close, outputs, settlement signing) runs without a
-//! network. **Tests and the in-process devnet only**, like the rest of the backend.
+//! HTTP flow (announce, bundles, close, outputs, limit checks, settlement signing)
+//! runs without a network. **Tests and the in-process devnet only**, like the rest
+//! of the backend.
+
+mod limits;
 
 use std::{
     collections::HashMap,
@@ -226,11 +229,12 @@ impl LocalBackend {
                     parties: vec![Vec::new(); r.spec.parties.len()],
                     ..CloseOutcome::default()
                 };
+                let mut public = Vec::new();
                 for (id, node) in &mut r.nodes {
                     match node.close(id, &inputs) {
                         Ok(o) => {
                             out.acks.push(NodeAck::accepted(id.node_id()));
-                            out.public.push(o.public);
+                            public.push(o.public);
                             for po in o.parties {
                                 if let Some(v) = out.parties.get_mut(po.party as usize) {
                                     v.push(po);
@@ -243,6 +247,17 @@ impl LocalBackend {
                             e.to_string(),
                         )),
                     }
+                }
+                if r.spec.limits.is_some() {
+                    // Nodes release the public shares of the nets only after a
+                    // covered verdict.
+                    let limits = limits::run(&r.spec, &r.nodes);
+                    if limits.verdict(&r.spec).is_ok_and(|v| v.covered) {
+                        out.public = public;
+                    }
+                    out.limits = Some(limits);
+                } else {
+                    out.public = public;
                 }
                 Ok(out)
             })

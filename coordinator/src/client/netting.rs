@@ -39,7 +39,7 @@ use quorate_protocol::{
     netting::{
         open::inputs_digest,
         result::{open_result, Published},
-        round::{close_message, result_request_message, RoundAuthorization},
+        round::{close_message, result_request_message, LimitSettings, RoundAuthorization},
         share::deal,
         verify, Bounds, BundleHeader, InputBundle, Instrument, Party, PartyInput, PartyOutputs,
         PartyResult, RoundId, RoundSpec, SettlementBatch,
@@ -61,11 +61,11 @@ use crate::{
     },
 };
 
-fn invalid(e: impl std::fmt::Display) -> ClientError {
+pub(super) fn invalid(e: impl std::fmt::Display) -> ClientError {
     ClientError::Invalid(e.to_string())
 }
 
-fn verify_err(e: impl std::fmt::Display) -> ClientError {
+pub(super) fn verify_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Verify(e.to_string())
 }
 
@@ -163,6 +163,14 @@ impl RoundBuilder {
         self
     }
 
+    /// Makes the round limit-checked: it settles only if
+    /// `net + collateral + limit ≥ 0` for every party and asset (parties declare
+    /// collateral and limit in `PartyInput.cover`). Needs `2(t − 1) < n`.
+    pub fn limits(mut self, limits: LimitSettings) -> Self {
+        self.spec.limits = Some(limits);
+        self
+    }
+
     /// The validated spec ([`RoundSpec::validate`]).
     pub fn build(self) -> Result<RoundSpec, ClientError> {
         self.spec.validate().map_err(invalid)?;
@@ -170,7 +178,7 @@ impl RoundBuilder {
     }
 }
 
-fn party_index(spec: &RoundSpec, party: &str) -> Result<usize, ClientError> {
+pub(super) fn party_index(spec: &RoundSpec, party: &str) -> Result<usize, ClientError> {
     spec.party_index(party)
         .ok_or_else(|| invalid(format!("round {} has no party {party:?}", spec.id)))
 }
@@ -179,7 +187,10 @@ fn unhex(field: &str, s: &str) -> Result<Vec<u8>, ClientError> {
     hex::decode(s).map_err(|_| ClientError::Decode(format!("{field} is not hex")))
 }
 
-fn from_postcard<T: serde::de::DeserializeOwned>(field: &str, s: &str) -> Result<T, ClientError> {
+pub(super) fn from_postcard<T: serde::de::DeserializeOwned>(
+    field: &str,
+    s: &str,
+) -> Result<T, ClientError> {
     let bytes = unhex(field, s)?;
     postcard::from_bytes(&bytes).map_err(|e| ClientError::Decode(format!("{field}: {e}")))
 }
@@ -362,8 +373,8 @@ impl Client {
         Self::decode(resp).await
     }
 
-    /// Polls a round every `interval` until it is settled, conservation-failed or
-    /// failed, or `timeout` passes.
+    /// Polls a round every `interval` until it is settled, conservation-failed,
+    /// failed or not covered (limits), or `timeout` passes.
     pub async fn poll_round(
         &self,
         round: &RoundId,
@@ -377,6 +388,7 @@ impl Client {
                 RoundState::Settled,
                 RoundState::ConservationFailed,
                 RoundState::Failed,
+                RoundState::NotCovered,
             ]
             .iter()
             .any(|s| s.as_str() == view.state);

@@ -39,6 +39,27 @@ pub struct EngineConfig {
     pub dkg_timeout_ms: u64,
 }
 
+/// Netting settings of the engine beyond [`EngineConfig`] (a netting close waits
+/// `dkg_timeout_ms` for the nodes' outputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NettingOptions {
+    /// Deadline of one limit-check attempt of a limit-checked round (the MPC with
+    /// the coordinator as king; a 50-party, 20-asset round moves about 16 MiB per
+    /// node). Default [`DEFAULT_LIMITS_TIMEOUT_MS`].
+    pub limits_timeout_ms: u64,
+}
+
+/// Default deadline of one limit-check attempt (120 s).
+pub const DEFAULT_LIMITS_TIMEOUT_MS: u64 = 120_000;
+
+impl Default for NettingOptions {
+    fn default() -> Self {
+        Self {
+            limits_timeout_ms: DEFAULT_LIMITS_TIMEOUT_MS,
+        }
+    }
+}
+
 /// A signer node as the coordinator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -93,9 +114,18 @@ impl Engine {
         config: EngineConfig,
         limits: ConnectionLimits,
     ) -> Result<Self, CoordinatorError> {
+        Self::spawn_netting(config, limits, NettingOptions::default())
+    }
+
+    /// Starts the engine with connection limits and netting options.
+    pub fn spawn_netting(
+        config: EngineConfig,
+        limits: ConnectionLimits,
+        netting: NettingOptions,
+    ) -> Result<Self, CoordinatorError> {
         let (tx, rx) = mpsc::channel(256);
         let counters = Arc::new(Counters::default());
-        let task = task::Task::new(config, rx, counters.clone(), limits)?;
+        let task = task::Task::new(config, rx, counters.clone(), limits, netting)?;
         tokio::spawn(task.run());
         Ok(Self { tx, counters })
     }

@@ -92,6 +92,7 @@ impl Task {
         rx: mpsc::Receiver<Command>,
         counters: std::sync::Arc<super::Counters>,
         limits: crate::settings::ConnectionLimits,
+        options: super::NettingOptions,
     ) -> Result<Self, CoordinatorError> {
         let me = config.identity.node_id();
         if !config.roster.is_coordinator(&me) {
@@ -136,6 +137,7 @@ impl Task {
                 ack: Duration::from_millis(config.session_timeout_ms),
                 close: Duration::from_millis(config.dkg_timeout_ms),
                 sign: Duration::from_millis(config.session_timeout_ms),
+                limits: Duration::from_millis(options.limits_timeout_ms),
             },
         );
         Ok(Self {

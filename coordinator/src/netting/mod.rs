@@ -9,8 +9,11 @@
 //! cryptography and byte formats.
 //!
 //! Files: `record` (what the store keeps per round and party), `model` (JSON bodies
-//! and views of the HTTP API), `settle` (inputs list and settlement batch, pure).
+//! and views of the HTTP API), `settle` (inputs list and settlement batch, pure),
+//! `limits` (the limit phase's outcome and the round's verdict, pure).
 
+pub mod limits;
+pub mod limits_model;
 pub mod model;
 pub mod record;
 pub mod settle;
@@ -111,6 +114,10 @@ pub struct CloseOutcome {
     /// Nodes that sent outputs failing their signature or context check, or two
     /// different outputs for one slot.
     pub culprits: Vec<NodeId>,
+    /// Limit-checked rounds (`spec.limits`): the limit phase (verdicts, bits,
+    /// costs, attempts). `public` then holds only outputs released after a covered
+    /// verdict.
+    pub limits: Option<limits::LimitsOutcome>,
 }
 
 /// What signing a settlement batch produced.

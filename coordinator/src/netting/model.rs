@@ -193,7 +193,8 @@ pub struct FailureView {
 pub struct RoundView {
     /// Round id (16 bytes hex).
     pub id: String,
-    /// `open`, `closing`, `settling`, `settled`, `conservation_failed` or `failed`.
+    /// `open`, `closing`, `settling`, `settled`, `conservation_failed`, `failed`
+    /// or `not_covered` (limit-checked rounds).
     pub state: String,
     /// Settlement key id (hex).
     pub key_id: String,
@@ -225,6 +226,10 @@ pub struct RoundView {
     /// Why the round failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureView>,
+    /// Limit-checked rounds (`spec.limits`): settings, the round's verdict and
+    /// the nodes' signed verdicts, costs and attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<super::limits_model::LimitsView>,
 }
 
 impl RoundView {
@@ -311,6 +316,7 @@ impl RoundView {
                 type_uri: format!("{}{}", crate::api::problem::PROBLEM_BASE, f.kind),
                 detail: f.detail.clone(),
             }),
+            limits: super::limits_model::LimitsView::build(spec, None),
         }
     }
 }
@@ -343,6 +349,11 @@ pub struct ResultView {
     pub participants: Vec<bool>,
     /// `open::inputs_digest` of the close (hex).
     pub inputs_digest: String,
+    /// Limit-checked rounds: hex of `postcard(LimitBits)` for this party, one per
+    /// node that sent its result (open with `limits::verdict::open_bits`; at least
+    /// `2t − 1` are needed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limit_bits: Vec<String>,
 }
 
 /// `GET /v1/netting/rounds/{id}/settlement`.

@@ -30,6 +30,9 @@ pub enum RoundState {
     ConservationFailed,
     /// The round cannot go on; see `failure`.
     Failed,
+    /// A limit-checked round whose verdict is "not covered": nothing is settled;
+    /// the nodes' signed verdicts are the round's "not settled" statement.
+    NotCovered,
 }
 
 impl RoundState {
@@ -42,6 +45,7 @@ impl RoundState {
             Self::Settled => "settled",
             Self::ConservationFailed => "conservation_failed",
             Self::Failed => "failed",
+            Self::NotCovered => "not_covered",
         }
     }
 
@@ -49,7 +53,7 @@ impl RoundState {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Settled | Self::ConservationFailed | Self::Failed
+            Self::Settled | Self::ConservationFailed | Self::Failed | Self::NotCovered
         )
     }
 }

@@ -1,6 +1,9 @@
 //! Netting rounds in the store: one record per round (`RoundRecord`, postcard) and
 //! one entry per (round, party) (`PartyEntry`: the party-signed header, which nodes
-//! hold it, refusals, and after close the nodes' sealed outputs for the party).
+//! hold it, refusals, and after close the nodes' sealed outputs for the party),
+//! and for limit-checked rounds one `LimitsOutcome` per round (the nodes' signed
+//! verdicts, their sealed bits per party, the king's costs, the attempts) in its
+//! own table, so records written before limit checks existed still decode.
 //! Public data only. Rounds that were open, closing or settling when the previous
 //! process stopped are marked failed on open (their live state was in memory).
 
@@ -11,6 +14,7 @@ use super::{storage, Store};
 use crate::{
     error::CoordinatorError,
     netting::{
+        limits::LimitsOutcome,
         record::{PartyEntry, RoundRecord},
         NodeAck,
     },
@@ -20,6 +24,8 @@ pub(super) const ROUNDS: TableDefinition<'_, &str, &[u8]> =
     TableDefinition::new("coordinator_netting_rounds");
 pub(super) const PARTIES: TableDefinition<'_, (&str, u32), &[u8]> =
     TableDefinition::new("coordinator_netting_parties");
+pub(super) const LIMITS: TableDefinition<'_, &str, &[u8]> =
+    TableDefinition::new("coordinator_netting_limits");
 
 fn key(round: &RoundId) -> String {
     round.to_string()
@@ -32,6 +38,7 @@ pub(super) fn recover_rounds(
     path: &std::path::Path,
 ) -> Result<usize, CoordinatorError> {
     txn.open_table(PARTIES).map_err(|e| storage(path, e))?;
+    txn.open_table(LIMITS).map_err(|e| storage(path, e))?;
     let mut t = txn.open_table(ROUNDS).map_err(|e| storage(path, e))?;
     let mut live = Vec::new();
     for item in t.iter().map_err(|e| storage(path, e))? {
@@ -177,6 +184,36 @@ impl Store {
         };
         txn.commit().map_err(|e| self.err(e))?;
         Ok(entry)
+    }
+
+    /// Stores the limit phase of a limit-checked round's close.
+    pub fn put_limits(
+        &self,
+        round: &RoundId,
+        outcome: &LimitsOutcome,
+    ) -> Result<(), CoordinatorError> {
+        let bytes = postcard::to_allocvec(outcome).map_err(|e| self.err(e))?;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = txn.open_table(LIMITS).map_err(|e| self.err(e))?;
+            t.insert(key(round).as_str(), bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The limit phase of a round's close (`None`: not limit-checked, or not
+    /// closed yet).
+    pub fn limits(&self, round: &RoundId) -> Result<Option<LimitsOutcome>, CoordinatorError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match txn.open_table(LIMITS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.err(e)),
+        };
+        let v = t.get(key(round).as_str()).map_err(|e| self.err(e))?;
+        v.map(|v| postcard::from_bytes(v.value()).map_err(|e| self.err(e)))
+            .transpose()
     }
 
     /// One party's entry (default when nothing was stored).

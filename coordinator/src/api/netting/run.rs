@@ -184,6 +184,18 @@ pub(super) async fn close_and_settle<B: Backend>(state: Arc<ApiState<B>>, id: Ro
     if let Err(e) = state.store.put_party_outputs(&id, &outcome.parties) {
         return fail_with(&state, &id, &e);
     }
+    let gate = match &outcome.limits {
+        Some(l) => {
+            if let Err(e) = state.store.put_limits(&id, l) {
+                return fail_with(&state, &id, &e);
+            }
+            Some(super::limits::gate(&record.spec, l))
+        }
+        None if record.spec.limits.is_some() => Some(super::limits::Gate::Failed(
+            "the backend ran no limit checks for this limit-checked round".into(),
+        )),
+        None => None,
+    };
     let close = close_record(&record, outcome);
     let t = usize::from(record.spec.threshold);
     let enough = close.public.len() >= t;
@@ -198,6 +210,20 @@ pub(super) async fn close_and_settle<B: Backend>(state: Arc<ApiState<B>>, id: Ro
         r.close = Some(close);
         r.state = RoundState::Settling;
     });
+    match gate {
+        None => {}
+        Some(super::limits::Gate::Settle(dissent)) => {
+            store_change(&state, &id, |r| add_culprits(r, &dissent));
+        }
+        Some(super::limits::Gate::NotCovered(dissent)) => {
+            tracing::info!(round = %id, "limits not covered; nothing is settled");
+            return store_change(&state, &id, |r| {
+                add_culprits(r, &dissent);
+                r.state = RoundState::NotCovered;
+            });
+        }
+        Some(super::limits::Gate::Failed(detail)) => return fail_netting(&state, &id, detail),
+    }
     if !enough {
         return fail_netting(
             &state,

@@ -7,7 +7,11 @@
 //! (reporting each request id back with [`Netting::sent`]); acknowledgements,
 //! envelopes and ticks come in through [`Netting::on_ack`],
 //! [`Netting::on_envelope`] and [`Netting::on_tick`]. Every wait has a deadline.
+//!
+//! A limit-checked round (`spec.limits`) runs its limit phase inside the close
+//! (see `limits`): the coordinator is the MPC's king.
 
+mod limits;
 mod round;
 mod settle;
 
@@ -58,6 +62,8 @@ pub(crate) enum Step {
     Announce,
     Bundle(u64),
     Close,
+    /// `LimitStart` / `LimitPart` of a limit-check attempt.
+    Limits(u32),
     Sign(SessionId),
 }
 
@@ -78,6 +84,8 @@ pub(crate) struct Timeouts {
     pub(crate) close: Duration,
     /// One settlement signing attempt.
     pub(crate) sign: Duration,
+    /// One limit-check attempt of a limit-checked close.
+    pub(crate) limits: Duration,
 }
 
 /// How long a closed round waits for its settlement request, and an open one past
@@ -199,7 +207,7 @@ impl Netting {
             let _ = reply.send(Err(e));
             return;
         }
-        let mut r = LiveRound::new(open.spec, open.key.public);
+        let mut r = LiveRound::new(open.spec, open.key.public, self.timeouts.limits);
         r.announce(
             &self.identity,
             &open.authorization,
@@ -224,6 +232,7 @@ impl Netting {
                 r.start_waiting_close(&self.identity, deadline, &mut self.outbox);
             }
             Step::Close => r.on_close_ack(tag.node, ack),
+            Step::Limits(attempt) => r.on_limit_ack(tag.node, attempt, ack),
             Step::Sign(session) => {
                 if let Ack::Rejected { reason, .. } = ack {
                     if r.on_sign_refusal(session, tag.node, reason) {
@@ -251,6 +260,9 @@ impl Netting {
                 }
                 Payload::NettingParty { outputs } => {
                     r.on_party(env.sender, env.suite, env.key, outputs)
+                }
+                p @ (Payload::LimitPart { .. } | Payload::LimitResult { .. }) => {
+                    r.on_limit_payload(env.sender, env.suite, env.key, p)
                 }
                 _ => tracing::debug!(round = %round, "unexpected netting payload dropped"),
             }
@@ -299,8 +311,12 @@ impl Netting {
         self.finish(round);
     }
 
-    /// Forgets a round whose work is over.
+    /// Queues the round's limit-check sends (within their in-flight budget) and
+    /// forgets the round if its work is over.
     fn finish(&mut self, round: RoundId) {
+        if let Some(r) = self.rounds.get_mut(&round) {
+            r.limit_sends(&self.identity, &mut self.outbox);
+        }
         if self.rounds.get(&round).is_some_and(LiveRound::is_done) {
             self.remove(round);
         }

@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeMap,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use quorate_protocol::{
@@ -16,7 +16,7 @@ use quorate_protocol::{
     Ciphersuite, Envelope, GroupPublic, KeyId, NodeId, NodeIdentity, Payload,
 };
 
-use super::{settle::SettleJob, Reply, Step, Tag};
+use super::{limits::LimitPhase, settle::SettleJob, Reply, Step, Tag};
 use crate::{
     error::CoordinatorError,
     netting::{inputs_held_by_all, BundleOutcome, CloseOutcome, NodeAck, RoundOpen, SettleRequest},
@@ -90,6 +90,8 @@ struct CloseOp {
     culprits: Vec<NodeId>,
     deadline: Instant,
     reply: Reply<CloseOutcome>,
+    /// Limit-checked rounds: the limit phase, once the party outputs are in.
+    limits: Option<LimitPhase>,
 }
 
 pub(super) struct LiveRound {
@@ -107,10 +109,14 @@ pub(super) struct LiveRound {
     closed_at: Option<Instant>,
     settle: Option<SettleJob>,
     done: bool,
+    /// Deadline of one limit-check attempt.
+    limits_timeout: Duration,
+    /// Limit-checked rounds, after close: whether a quorum verdict said covered.
+    limits_covered: Option<bool>,
 }
 
 impl LiveRound {
-    pub(super) fn new(spec: RoundSpec, public: GroupPublic) -> Self {
+    pub(super) fn new(spec: RoundSpec, public: GroupPublic, limits_timeout: Duration) -> Self {
         let n = spec.parties.len();
         Self {
             members: spec.committee.nodes().collect(),
@@ -127,6 +133,8 @@ impl LiveRound {
             closed_at: None,
             settle: None,
             done: false,
+            limits_timeout,
+            limits_covered: None,
         }
     }
 
@@ -382,6 +390,7 @@ impl LiveRound {
             culprits: Vec::new(),
             deadline,
             reply,
+            limits: None,
         });
     }
 
@@ -458,18 +467,119 @@ impl LiveRound {
     }
 
     /// Finishes the close when every member refused it or sent all its outputs.
+    /// A limit-checked round waits for the party outputs only, then runs its limit
+    /// phase; the close finishes when that phase does.
     fn check_close(&mut self) {
-        let Some(c) = &self.close else {
+        let limits = self.spec.limits.is_some();
+        let Some(c) = &mut self.close else {
             return;
         };
         let wanted = c.inputs.iter().filter(|d| d.is_some()).count();
-        let complete = self.members.iter().all(|m| {
-            let refused = matches!(c.acks.get(m), Some(Ack::Rejected { .. }));
-            let parties = c.parties.keys().filter(|(_, n)| n == m).count();
-            refused || (c.public.contains_key(m) && parties == wanted)
-        });
-        if complete {
+        let parties_in = |m: &NodeId| c.parties.keys().filter(|(_, n)| n == m).count() == wanted;
+        let refused = |m: &NodeId| matches!(c.acks.get(m), Some(Ack::Rejected { .. }));
+        if !limits {
+            let complete = self
+                .members
+                .iter()
+                .all(|m| refused(m) || (c.public.contains_key(m) && parties_in(m)));
+            if complete {
+                self.finish_close();
+            }
+            return;
+        }
+        if c.limits.is_none() && self.members.iter().all(|m| refused(m) || parties_in(m)) {
+            let refusing: Vec<NodeId> = self
+                .members
+                .iter()
+                .filter(|m| refused(m))
+                .copied()
+                .collect();
+            c.limits = Some(if refusing.is_empty() {
+                let mut phase = LimitPhase::new(
+                    self.members.clone(),
+                    c.inputs.iter().map(Option::is_some).collect(),
+                    c.inputs_digest,
+                    self.limits_timeout,
+                );
+                phase.begin(&self.spec);
+                phase
+            } else {
+                LimitPhase::not_started(
+                    self.members.clone(),
+                    "refused",
+                    "limit checks need every committee node; some refused the close".into(),
+                    refusing,
+                )
+            });
+        }
+        let done = c
+            .limits
+            .as_ref()
+            .is_some_and(|p| p.finished() || p.complete(&c.public));
+        if done {
+            if let Some(p) = &mut c.limits {
+                p.succeed();
+            }
             self.finish_close();
+        }
+    }
+
+    // ------------------------------------------------------------ limits
+
+    /// A node's answer to a `LimitStart` or `LimitPart` of attempt `attempt`.
+    pub(super) fn on_limit_ack(&mut self, node: NodeId, attempt: u32, ack: Ack) {
+        let spec = &self.spec;
+        if let Some(p) = self.close.as_mut().and_then(|c| c.limits.as_mut()) {
+            p.on_ack(spec, node, attempt, ack);
+        }
+        self.check_close();
+    }
+
+    /// A member's limit-check envelope (`LimitPart` or `LimitResult`).
+    pub(super) fn on_limit_payload(
+        &mut self,
+        sender: NodeId,
+        suite: Ciphersuite,
+        key: KeyId,
+        payload: Payload,
+    ) {
+        if !self.context_ok(suite, key) || !self.members.contains(&sender) {
+            tracing::debug!(%sender, "limit-check message out of context dropped");
+            return;
+        }
+        let spec = &self.spec;
+        let Some(p) = self.close.as_mut().and_then(|c| c.limits.as_mut()) else {
+            return;
+        };
+        match payload {
+            Payload::LimitPart {
+                round,
+                attempt,
+                step,
+                part,
+                parts,
+                bytes,
+            } if round == spec.id => p.on_part(spec, sender, attempt, step, part, parts, bytes),
+            Payload::LimitResult { verdict, bits } => p.on_result(spec, sender, verdict, bits),
+            _ => tracing::debug!(%sender, "limit-check payload of another round dropped"),
+        }
+        self.check_close();
+    }
+
+    /// Queues what the limit phase may send now.
+    pub(super) fn limit_sends(
+        &mut self,
+        identity: &NodeIdentity,
+        outbox: &mut Vec<(NodeId, Envelope, Tag)>,
+    ) {
+        let Some(p) = self.close.as_mut().and_then(|c| c.limits.as_mut()) else {
+            return;
+        };
+        let attempt = p.attempt();
+        let sends = p.take_sends();
+        for (node, payload) in sends {
+            let env = self.envelope(identity, payload);
+            outbox.push((node, env, self.tag(Step::Limits(attempt), node)));
         }
     }
 
@@ -485,15 +595,40 @@ impl LiveRound {
             }
         }
         let mut culprits = c.culprits;
+        let mut public: Vec<PublicOutputs> = c.public.into_values().collect();
+        let limits = self.spec.limits.map(|_| {
+            let outcome = match c.limits {
+                Some(mut p) => {
+                    p.succeed();
+                    p.into_outcome()
+                }
+                None => LimitPhase::not_started(
+                    self.members.clone(),
+                    "timeout",
+                    "the party outputs were not all in before the close deadline".into(),
+                    Vec::new(),
+                )
+                .into_outcome(),
+            };
+            let covered = outcome.verdict(&self.spec).is_ok_and(|v| v.covered);
+            self.limits_covered = Some(covered);
+            if !covered {
+                // Nets' public shares exist only for a covered round.
+                public.clear();
+            }
+            culprits.extend_from_slice(&outcome.culprits);
+            outcome
+        });
         culprits.sort();
         culprits.dedup();
         self.closed_at = Some(Instant::now());
         let _ = c.reply.send(Ok(CloseOutcome {
             inputs: c.inputs,
             acks,
-            public: c.public.into_values().collect(),
+            public,
             parties,
             culprits,
+            limits,
         }));
     }
 
@@ -516,6 +651,14 @@ impl LiveRound {
         if self.settle.is_some() {
             let _ = reply.send(Err(CoordinatorError::RoundConflict(format!(
                 "round {} is already being signed",
+                self.spec.id
+            ))));
+            return false;
+        }
+        if self.spec.limits.is_some() && self.limits_covered != Some(true) {
+            let _ = reply.send(Err(CoordinatorError::RoundConflict(format!(
+                "round {} is not settled: its limits are not covered (no covered verdict \
+                 of a quorum of nodes)",
                 self.spec.id
             ))));
             return false;
@@ -548,7 +691,17 @@ impl LiveRound {
             self.finish_bundle(op);
         }
         self.start_waiting_close(identity, close_deadline, outbox);
-        if self.close.as_ref().is_some_and(|c| c.deadline <= now) {
+        let spec = &self.spec;
+        let limits_running = match self.close.as_mut().and_then(|c| c.limits.as_mut()) {
+            Some(p) => {
+                p.on_tick(spec, now);
+                true
+            }
+            None => false,
+        };
+        if limits_running {
+            self.check_close();
+        } else if self.close.as_ref().is_some_and(|c| c.deadline <= now) {
             self.finish_close();
         }
         self.settle_tick(now, outbox)

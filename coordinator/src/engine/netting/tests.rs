@@ -9,7 +9,8 @@ use quorate_protocol::{
     local::{committee_of, identities, run_dkg},
     machine::Input,
     netting::{
-        session::NodeRound, share::deal, Instrument, InstrumentKind, PartyInput, Position, RoundId,
+        input::Cover, limits::run::NodeLimits, round::LimitSettings, session::NodeRound,
+        share::deal, Instrument, InstrumentKind, PartyInput, Position, PublicOutputs, RoundId,
         RoundSpec,
     },
     roster::Roster,
@@ -36,6 +37,12 @@ struct Node {
     refuse_close: bool,
     /// Refuse settlement signing (node policy).
     refuse_settle: bool,
+    /// The running limit-check attempt.
+    limits: Option<NodeLimits>,
+    /// Public outputs withheld until a covered verdict (limit-checked rounds).
+    held_public: Option<PublicOutputs>,
+    /// Stop answering limit-check parts from step 2 on in attempts up to this one.
+    stall_until_attempt: u32,
 }
 
 struct World {
@@ -61,6 +68,9 @@ fn roster(nodes: &[Arc<NodeIdentity>], coordinator: &NodeIdentity) -> Roster {
     Roster::from_toml(&text).expect("roster")
 }
 
+/// The limit phase deadline of the test engine.
+const LIMITS_TIMEOUT_MS: u64 = 300;
+
 fn world(refuse_close: usize, refuse_settle: usize) -> (World, KeyRecord) {
     let ids = identities(3, &mut OsRng);
     let coordinator = Arc::new(NodeIdentity::generate(&mut OsRng));
@@ -77,6 +87,7 @@ fn world(refuse_close: usize, refuse_settle: usize) -> (World, KeyRecord) {
             ack: Duration::from_secs(5),
             close: Duration::from_secs(5),
             sign: Duration::from_secs(5),
+            limits: Duration::from_millis(LIMITS_TIMEOUT_MS),
         },
     );
     let candidates = ids
@@ -99,6 +110,9 @@ fn world(refuse_close: usize, refuse_settle: usize) -> (World, KeyRecord) {
             signer: None,
             refuse_close: i < refuse_close,
             refuse_settle: i < refuse_settle,
+            limits: None,
+            held_public: None,
+            stall_until_attempt: 0,
         })
         .collect();
     (
@@ -146,11 +160,18 @@ impl Node {
                     return (reject("netting:closed", "refusing".into()), vec![]);
                 }
                 let r = self.round.as_mut().expect("round");
+                let limited = r.spec().limits.is_some();
                 match r.close(&self.id, &inputs) {
                     Ok(out) => {
-                        let mut envs = vec![seal(Payload::NettingPublic {
-                            outputs: out.public,
-                        })];
+                        let mut envs = Vec::new();
+                        if limited {
+                            // Withheld until a covered verdict.
+                            self.held_public = Some(out.public);
+                        } else {
+                            envs.push(seal(Payload::NettingPublic {
+                                outputs: out.public,
+                            }));
+                        }
                         envs.extend(
                             out.parties
                                 .into_iter()
@@ -160,6 +181,50 @@ impl Node {
                     }
                     Err(e) => (reject("netting:closed", e.to_string()), vec![]),
                 }
+            }
+            Payload::LimitStart { attempt, .. } => {
+                let Some(r) = &self.round else {
+                    return (reject("netting:unknown_round", String::new()), vec![]);
+                };
+                match NodeLimits::start(r, &self.id, attempt) {
+                    Ok((l, parts)) => {
+                        self.limits = Some(l);
+                        (Ack::Accepted, parts.into_iter().map(seal).collect())
+                    }
+                    Err(e) => (reject("netting:limits", e.to_string()), vec![]),
+                }
+            }
+            Payload::LimitPart {
+                attempt,
+                step,
+                part,
+                parts,
+                bytes,
+                ..
+            } => {
+                if attempt <= self.stall_until_attempt && step >= 2 {
+                    // A node that stops answering mid-MPC.
+                    return (Ack::Accepted, vec![]);
+                }
+                let spec = self.round.as_ref().expect("round").spec().clone();
+                let l = self.limits.as_mut().expect("limits started");
+                assert_eq!(l.attempt(), attempt, "parts of the running attempt");
+                let back = match l.on_part(&spec, &self.id, step, part, parts, bytes) {
+                    Ok(b) => b,
+                    Err(e) => return (reject("netting:limits", e.to_string()), vec![]),
+                };
+                let mut envs = Vec::new();
+                for p in back {
+                    let covered =
+                        matches!(&p, Payload::LimitResult { verdict, .. } if verdict.covered);
+                    envs.push(seal(p));
+                    if covered {
+                        if let Some(outputs) = self.held_public.clone() {
+                            envs.push(seal(Payload::NettingPublic { outputs }));
+                        }
+                    }
+                }
+                (Ack::Accepted, envs)
             }
             Payload::SettleRequest { views, message, .. } => {
                 if self.refuse_settle {
@@ -445,4 +510,196 @@ fn a_bundle_after_close_and_an_unknown_round_are_refused() {
         rx.try_recv().expect("answered"),
         Err(crate::CoordinatorError::RoundConflict(_))
     ));
+}
+
+// ------------------------------------------------------------------ limits
+
+/// desk-0 is long 4 F against desk-1: desk-1 owes 80 USD. desk-1 declares
+/// `collateral` USD of collateral and no limit.
+fn limited_close(w: &mut World, key: &KeyRecord, collateral: i64) -> LimitedRound {
+    let parties = [
+        SigningKey::generate(&mut OsRng),
+        SigningKey::generate(&mut OsRng),
+    ];
+    let mut spec = spec_of(key, &w.nodes, &parties);
+    spec.limits = Some(LimitSettings {
+        max_cover: 1_000_000,
+        reveal_failures: true,
+        efficiency: true,
+    });
+    spec.validate().expect("a limit-checked spec");
+    let (tx, mut rx) = oneshot::channel();
+    w.netting.on_command(
+        NettingCommand::Open(
+            Box::new(RoundOpen {
+                spec: spec.clone(),
+                authorization: spec.authorize(&SigningKey::generate(&mut OsRng)),
+                key: key.clone(),
+            }),
+            tx,
+        ),
+        &w.candidates,
+    );
+    w.pump();
+    rx.try_recv().expect("answered").expect("announced");
+    let mut headers = vec![None, None];
+    for (p, (k, cp, q)) in [(&parties[0], "desk-1", 4), (&parties[1], "desk-0", -4)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut i = input(cp, q);
+        if p == 1 {
+            i.cover.push(Cover {
+                asset: "USD".into(),
+                collateral,
+                limit: 0,
+            });
+        }
+        let bundle = deal(&spec, p, k, &i, 0, &mut OsRng).expect("deal");
+        headers[p] = Some(bundle.header.clone());
+        let (tx, mut rx) = oneshot::channel();
+        w.netting.on_command(
+            NettingCommand::Bundle(Box::new((spec.id, bundle)), tx),
+            &w.candidates,
+        );
+        w.pump();
+        rx.try_recv().expect("answered").expect("forwarded");
+    }
+    let (tx, rx) = oneshot::channel();
+    w.netting
+        .on_command(NettingCommand::Close(spec.id, tx), &w.candidates);
+    w.pump();
+    LimitedRound { spec, headers, rx }
+}
+
+struct LimitedRound {
+    spec: RoundSpec,
+    headers: Vec<Option<quorate_protocol::netting::BundleHeader>>,
+    rx: oneshot::Receiver<Result<crate::netting::CloseOutcome, crate::CoordinatorError>>,
+}
+
+/// Ticks the engine (and delivers what it sends) until the close answers.
+fn tick_until_closed(w: &mut World, r: &mut LimitedRound) -> crate::netting::CloseOutcome {
+    for _ in 0..100 {
+        match r.rx.try_recv() {
+            Ok(out) => return out.expect("closed"),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+            Err(e) => panic!("close dropped: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(LIMITS_TIMEOUT_MS / 3));
+        w.netting.on_tick(&w.candidates);
+        w.pump();
+    }
+    panic!("the close did not finish");
+}
+
+fn settle_command(
+    w: &mut World,
+    spec: &RoundSpec,
+    views: &[PublicOutputs],
+    message: [u8; 32],
+) -> Result<crate::netting::SettleOutcome, crate::CoordinatorError> {
+    let (tx, mut rx) = oneshot::channel();
+    w.netting.on_command(
+        NettingCommand::Settle(
+            Box::new(SettleRequest {
+                round: spec.id,
+                views: views.to_vec(),
+                message,
+            }),
+            tx,
+        ),
+        &w.candidates,
+    );
+    w.pump();
+    rx.try_recv().expect("answered")
+}
+
+#[test]
+fn a_covered_limit_round_ends_with_a_covered_verdict_and_is_settled() {
+    let (mut w, key) = world(0, 0);
+    let mut r = limited_close(&mut w, &key, 100);
+    let close = tick_until_closed(&mut w, &mut r);
+    let limits = close.limits.as_ref().expect("limits outcome");
+    assert_eq!(limits.verdicts.len(), 3);
+    let verdict = limits.verdict(&r.spec).expect("quorum verdict");
+    assert!(verdict.covered);
+    assert!(verdict.failed.is_empty());
+    assert_eq!(verdict.signers.len(), 3);
+    assert_eq!(verdict.volumes.len(), 1);
+    assert_eq!(verdict.volumes[0].net, Some(80));
+    // Two parties, three nodes: one sealed bits message per (party, node).
+    assert_eq!(limits.bits.len(), 6);
+    assert_eq!(limits.attempts.len(), 1);
+    assert_eq!(limits.attempts[0].outcome, "done");
+    assert!(limits.stats.steps > 0 && limits.stats.bytes_in > 0 && limits.stats.bytes_out > 0);
+    // Public outputs are released after the covered verdict.
+    assert_eq!(close.public.len(), 3);
+    assert!(close.culprits.is_empty());
+
+    let (batch, _) = settle_round(
+        &r.spec,
+        &r.headers,
+        &close.inputs,
+        &close.public,
+        &mut OsRng,
+    )
+    .expect("batch");
+    let signed = settle_command(&mut w, &r.spec, &close.public, batch.message()).expect("signed");
+    key.public
+        .verify(&batch.message(), &signed.signature.signature, None)
+        .expect("signature verifies");
+}
+
+#[test]
+fn an_uncovered_limit_round_ends_not_covered_and_its_settlement_is_refused() {
+    let (mut w, key) = world(0, 0);
+    let mut r = limited_close(&mut w, &key, 10);
+    let close = tick_until_closed(&mut w, &mut r);
+    let limits = close.limits.as_ref().expect("limits outcome");
+    let verdict = limits.verdict(&r.spec).expect("quorum verdict");
+    assert!(!verdict.covered);
+    assert_eq!(verdict.failed, vec!["desk-1".to_owned()]);
+    assert!(close.public.is_empty(), "no public shares without cover");
+    let refused = settle_command(&mut w, &r.spec, &[], [0; 32]).expect_err("refused");
+    assert!(
+        matches!(&refused, crate::CoordinatorError::RoundConflict(m) if m.contains("not covered")),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_node_stalling_mid_mpc_times_out_the_attempt_and_the_retry_names_it() {
+    let (mut w, key) = world(0, 0);
+    let stalled = w.nodes[2].id.node_id();
+    w.nodes[2].stall_until_attempt = 1;
+    let mut r = limited_close(&mut w, &key, 100);
+    let close = tick_until_closed(&mut w, &mut r);
+    let limits = close.limits.as_ref().expect("limits outcome");
+    assert_eq!(limits.attempts.len(), 2, "{:?}", limits.attempts);
+    let first = &limits.attempts[0];
+    assert_eq!(first.outcome, "timeout");
+    assert_eq!(first.waited_for, vec![stalled]);
+    assert!(first.step >= 2, "{first:?}");
+    assert_eq!(limits.attempts[1].outcome, "done");
+    assert!(limits.verdict(&r.spec).expect("verdict").covered);
+}
+
+#[test]
+fn a_node_stalling_in_every_attempt_fails_the_phase_naming_it() {
+    let (mut w, key) = world(0, 0);
+    let stalled = w.nodes[1].id.node_id();
+    w.nodes[1].stall_until_attempt = u32::MAX;
+    let mut r = limited_close(&mut w, &key, 100);
+    let close = tick_until_closed(&mut w, &mut r);
+    let limits = close.limits.as_ref().expect("limits outcome");
+    assert_eq!(limits.attempts.len(), 3);
+    assert!(limits
+        .attempts
+        .iter()
+        .all(|a| a.outcome == "timeout" && a.waited_for == vec![stalled]));
+    assert!(limits.verdict(&r.spec).is_err());
+    assert!(limits.failure().contains(&stalled.to_string()));
+    assert!(close.public.is_empty());
+    assert!(settle_command(&mut w, &r.spec, &[], [0; 32]).is_err());
 }
