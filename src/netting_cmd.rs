@@ -6,7 +6,10 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context};
 use quorate_coordinator::{
-    client::{committee_of, verify_result, verify_settlement, AttestedKey, Client, ClientError},
+    client::{
+        committee_of, verify_limit_bits, verify_result, verify_settlement, verify_verdict,
+        AttestedKey, Client, ClientError,
+    },
     netting::model::{NodeAnswerView, RoundView},
     protocol::{
         netting::{RoundId, RoundSpec},
@@ -268,7 +271,7 @@ pub(crate) async fn run(
             let wait = wait.then(|| Duration::from_secs(timeout_secs));
             let started = std::time::Instant::now();
             let mut view = api.close_round(&id, &client, wait).await?;
-            let final_ = ["settled", "conservation_failed", "failed"];
+            let final_ = ["settled", "conservation_failed", "failed", "not_covered"];
             if let Some(w) = wait {
                 // The coordinator caps one wait (60 s by default): poll the rest.
                 let left = w.saturating_sub(started.elapsed());
@@ -293,8 +296,26 @@ pub(crate) async fn run(
             }
         }
         NettingCmd::Status { round, json } => {
-            let view = api.round(&round_id(&round)?).await?;
+            let id = round_id(&round)?;
+            let view = api.round(&id).await?;
             print::round(&view, roster, json)?;
+            // With a pinned roster and the saved definition, check the limit-check
+            // verdict's signatures and quorum ourselves.
+            let saved = files::default_spec_path(&id);
+            if let (Some(roster), Some(l)) = (roster, &view.limits) {
+                if l.covered.is_some() && saved.exists() {
+                    let spec = spec_for(&id, None)?;
+                    let committee = committee_of(&checked(api, roster, &spec).await?.0, roster)?;
+                    let v = verify_verdict(&spec, &committee, &view)?;
+                    if !json {
+                        println!(
+                            "verdict verified: {} nodes' signatures on one statement against the pinned roster (covered: {})",
+                            v.signers.len(),
+                            v.covered
+                        );
+                    }
+                }
+            }
         }
         NettingCmd::Result {
             round,
@@ -313,7 +334,15 @@ pub(crate) async fn run(
             let (_, view) = checked(api, &roster, &spec).await?;
             let fetched = api.round_result(&id, &party, &key.sign).await?;
             let result = verify_result(&spec, p, &key.seal, &fetched)?;
-            print::result(&result, fetched.outputs.len(), &view, &roster, json)?;
+            let bits = verify_limit_bits(&spec, p, &key.seal, &fetched)?;
+            if json {
+                print::json_value(&serde_json::json!({ "result": result, "limits": bits }))?;
+            } else {
+                print::result(&result, fetched.outputs.len(), &view, &roster, false)?;
+                if let Some(bits) = &bits {
+                    print::own_bits(bits);
+                }
+            }
         }
         NettingCmd::Settlement { round, spec, json } => {
             let roster = require_roster(roster, "netting settlement")?;

@@ -173,6 +173,17 @@ struct BoundsEntry {
     max_abs_cash: Option<i64>,
 }
 
+/// `[limits]` of a round file: limit and collateral checks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsEntry {
+    max_cover: i64,
+    #[serde(default)]
+    reveal_failures: bool,
+    #[serde(default)]
+    efficiency: bool,
+}
+
 /// A round file (`create --round-file`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +194,7 @@ pub(crate) struct RoundFile {
     cutoff: Option<u64>,
     cutoff_in_secs: Option<u64>,
     bounds: Option<BoundsEntry>,
+    limits: Option<LimitsEntry>,
     #[serde(default)]
     parties: Vec<PartyEntry>,
     #[serde(default)]
@@ -224,6 +236,13 @@ impl RoundFile {
             b = b.bounds(Bounds {
                 max_abs_quantity: bounds.max_abs_quantity.unwrap_or(d.max_abs_quantity),
                 max_abs_cash: bounds.max_abs_cash.unwrap_or(d.max_abs_cash),
+            });
+        }
+        if let Some(l) = &self.limits {
+            b = b.limits(quorate_protocol::netting::round::LimitSettings {
+                max_cover: l.max_cover,
+                reveal_failures: l.reveal_failures,
+                efficiency: l.efficiency,
             });
         }
         for p in &self.parties {
@@ -321,6 +340,18 @@ fn check_names(text: &str, spec: &RoundSpec, party: usize) -> anyhow::Result<()>
         let cols: Vec<&str> = line.split(',').map(str::trim).collect();
         let (cp, inst) = (cols.first().copied(), cols.get(1).copied());
         let line_no = n + 1;
+        if cp.is_some_and(|c| c.starts_with('*')) {
+            // A collateral or limit row: its second column is an asset.
+            let assets = spec.assets();
+            if let Some(a) = inst.filter(|a| !assets.iter().any(|x| x == a)) {
+                bail!(
+                    "line {line_no}, column 2 (asset): {a:?} is not settled in round {} (assets: {})",
+                    spec.id,
+                    assets.join(", ")
+                );
+            }
+            continue;
+        }
         match cp.map(|c| (c, spec.party_index(c))) {
             Some((c, None)) => {
                 let names: Vec<&str> = spec.parties.iter().map(|p| p.name.as_str()).collect();
@@ -384,5 +415,87 @@ mod tests {
         assert_eq!(f.instruments[0].premium, 0);
         assert!(f.key_id(None).is_err());
         assert_eq!(f.key_id(Some("ab")).expect("flag"), "ab");
+    }
+
+    #[test]
+    fn round_file_takes_a_limits_table_and_refuses_unknown_limit_fields() {
+        let f: RoundFile =
+            toml::from_str("[limits]\nmax_cover = 1000000\nreveal_failures = true\n")
+                .expect("parse");
+        let l = f.limits.expect("limits");
+        assert_eq!(
+            (l.max_cover, l.reveal_failures, l.efficiency),
+            (1_000_000, true, false)
+        );
+        let bad: Result<RoundFile, _> = toml::from_str("[limits]\nmax_cover = 1\nhaircut = 2\n");
+        assert!(bad.is_err());
+        let missing: Result<RoundFile, _> = toml::from_str("[limits]\nreveal_failures = true\n");
+        assert!(missing.is_err(), "max_cover is required");
+    }
+
+    fn limited_spec() -> RoundSpec {
+        use quorate_coordinator::protocol::{
+            netting::{round::LimitSettings, Bounds, InstrumentKind, Party},
+            Committee, KeyId, Member, NodeIdentity,
+        };
+        let members = (1..=5u16)
+            .map(|i| {
+                let id = NodeIdentity::generate(&mut rand_core::OsRng);
+                Member {
+                    node: id.node_id(),
+                    index: i,
+                    seal_key: id.public().seal_key,
+                }
+            })
+            .collect();
+        let party = |name: &str| {
+            let k = PartyKey::generate();
+            Party {
+                name: name.into(),
+                sign_key: k.sign_key(),
+                seal_key: k.seal_key(),
+            }
+        };
+        let spec = RoundSpec {
+            id: RoundId([3; 16]),
+            parties: vec![party("desk-a"), party("desk-b")],
+            instruments: vec![Instrument {
+                name: "BTC-FUT".into(),
+                kind: InstrumentKind::Future,
+                asset: "USD".into(),
+                multiplier: 1,
+                price_move: 10,
+                premium: 0,
+            }],
+            cutoff: u64::MAX / 2,
+            key: KeyId([1; 16]),
+            committee: Committee::new(members).expect("committee"),
+            threshold: 3,
+            bounds: Bounds::default(),
+            limits: Some(LimitSettings {
+                max_cover: 1_000_000,
+                reveal_failures: false,
+                efficiency: false,
+            }),
+        };
+        spec.validate().expect("valid");
+        spec
+    }
+
+    #[test]
+    fn cover_rows_pass_the_name_check_and_an_unknown_asset_is_named_by_line() {
+        let spec = limited_spec();
+        let ok = "counterparty,instrument,quantity,cash\ndesk-b,BTC-FUT,3,\n*collateral,USD,500,\n*limit,USD,20,\n";
+        check_names(ok, &spec, 0).expect("cover rows are not counterparties");
+        let input = quorate_coordinator::protocol::netting::PartyInput::from_csv(ok).expect("csv");
+        input.to_values(&spec, 0).expect("values");
+        let bad = "counterparty,instrument,quantity,cash\n*collateral,JPY,500,\n";
+        let err = check_names(bad, &spec, 0)
+            .expect_err("unknown asset")
+            .to_string();
+        assert!(
+            err.contains("line 2, column 2 (asset)") && err.contains("USD"),
+            "{err}"
+        );
     }
 }

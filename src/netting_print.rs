@@ -26,6 +26,10 @@ fn node_name(node: &str, roster: Option<&Roster>) -> String {
     }
 }
 
+pub(crate) fn json_value(value: &serde_json::Value) -> anyhow::Result<()> {
+    json(value)
+}
+
 fn json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
@@ -154,10 +158,86 @@ pub(crate) fn round(
         let outcomes: Vec<&str> = view.attempts.iter().map(|a| a.outcome.as_str()).collect();
         println!("settlement signing attempts: {}", outcomes.join(", "));
     }
+    if let Some(l) = &view.limits {
+        limits(l, roster);
+    }
     if let Some(f) = &view.failure {
         println!("failure: {} ({})", f.detail, f.type_uri);
     }
     Ok(())
+}
+
+/// The limit-check section of a round: the verdict the nodes signed, volumes,
+/// costs and attempts.
+fn limits(l: &quorate_coordinator::netting::limits_model::LimitsView, roster: Option<&Roster>) {
+    let verdict = match l.covered {
+        Some(true) => "every party covered: the round may settle".to_string(),
+        Some(false) if l.failed.is_empty() => {
+            "NOT covered (the round does not reveal which party): not settled".to_string()
+        }
+        Some(false) => format!("NOT covered by {}: not settled", l.failed.join(", ")),
+        None => "no verdict yet".to_string(),
+    };
+    println!(
+        "limit checks: {}  ({verdict}; signed by {}/{} nodes, quorum {})",
+        l.state,
+        l.signers.len(),
+        l.verdicts.len().max(l.signers.len()),
+        l.quorum
+    );
+    for v in &l.volumes {
+        println!(
+            "  efficiency {:<8} gross {}  net {}",
+            v.asset,
+            v.gross.as_deref().unwrap_or("out of range"),
+            v.net.as_deref().unwrap_or("out of range")
+        );
+    }
+    if let Some(s) = &l.stats {
+        println!(
+            "  cost: {} round trips, {} products, {} openings, {} bytes from nodes, {} bytes to nodes",
+            s.steps, s.products, s.openings, s.bytes_in, s.bytes_out
+        );
+    }
+    for a in &l.attempts {
+        let waited: Vec<String> = a.waited_for.iter().map(|n| node_name(n, roster)).collect();
+        println!(
+            "  attempt {}: {} at step {}{}{}",
+            a.attempt,
+            a.outcome,
+            a.step,
+            if a.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", a.reason)
+            },
+            if waited.is_empty() {
+                String::new()
+            } else {
+                format!("; waited for {}", waited.join(", "))
+            }
+        );
+    }
+    if !l.dissent.is_empty() {
+        let named: Vec<String> = l.dissent.iter().map(|n| node_name(n, roster)).collect();
+        println!("  nodes that signed another verdict: {}", named.join(", "));
+    }
+    if let Some(e) = &l.error {
+        println!("  error: {e}");
+    }
+}
+
+/// A party's own limit-check bits.
+pub(crate) fn own_bits(bits: &[quorate_coordinator::protocol::netting::limits::verdict::OwnBit]) {
+    println!("your limit checks (net + collateral + limit >= 0, opened from every node's sealed shares):");
+    for b in bits {
+        let what = match b.covered {
+            Some(true) => "covered",
+            Some(false) => "NOT covered",
+            None => "out of range (an input exceeded the round's bounds)",
+        };
+        println!("  {:<8} {what}", b.asset);
+    }
 }
 
 fn culprits(nodes: &[String], roster: Option<&Roster>) {
