@@ -82,8 +82,15 @@ fn plaintext(values: &[i128]) -> Vec<bool> {
 fn bench(c: &mut Criterion) {
     let s = setup();
     let t0 = Instant::now();
-    let (outcomes, stats) =
-        local::run(&s.params, &s.job, &s.ids, s.shares.clone(), 2).expect("run");
+    let (outcomes, stats) = local::run(
+        &s.params,
+        &s.job,
+        &s.ids,
+        s.shares.clone(),
+        2,
+        &mut rand_core::OsRng,
+    )
+    .expect("run");
     let took = t0.elapsed();
     assert_eq!(outcomes[0].verdicts.passed, plaintext(&s.values));
     let n = s.job.inputs as f64;
@@ -104,7 +111,17 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("limits_50x20");
     g.sample_size(10).measurement_time(Duration::from_secs(30));
     g.bench_function("mpc_1000_comparisons_2_threads", |b| {
-        b.iter(|| local::run(&s.params, &s.job, &s.ids, s.shares.clone(), 2).expect("run"))
+        b.iter(|| {
+            local::run(
+                &s.params,
+                &s.job,
+                &s.ids,
+                s.shares.clone(),
+                2,
+                &mut rand_core::OsRng,
+            )
+            .expect("run")
+        })
     });
     g.bench_function("plaintext_baseline", |b| b.iter(|| plaintext(&s.values)));
     g.finish();

@@ -180,6 +180,7 @@ fn netting_payloads() -> Vec<(&'static str, Payload)> {
                     inputs_digest: [0x33; 32],
                     node: NodeId([0x34; 32]),
                     party: 2,
+                    attempt: 1,
                     sealed: sealed.clone(),
                     signature: vec![0x37; 64],
                 }],
@@ -192,7 +193,7 @@ fn netting_payloads() -> Vec<(&'static str, Payload)> {
 fn limit_check_steps_are_stable() {
     use quorate_protocol::netting::limits::{
         field::F,
-        step::{KingStep, NodeStep, SetKeyBox},
+        step::{KingStep, NodeStep, SetKeyBox, Signed},
     };
     let node = NodeStep {
         step: 12,
@@ -203,9 +204,11 @@ fn limit_check_steps_are_stable() {
             to: 2,
             ciphertext: vec![0x61; 48],
         }],
+        key_digests: vec![(0b10110, [0x64; 32])],
         products: vec![F::from_u64(7)],
         openings: vec![-F::ONE],
         transcript: Some([0x62; 32]),
+        signature: vec![0x65; 64],
     };
     let king = KingStep {
         step: 2,
@@ -213,8 +216,11 @@ fn limit_check_steps_are_stable() {
         products: vec![F::from_u64(9)],
         openings: vec![F::from_u64(4)],
         roots: vec![F::from_u64(2)],
-        shares: vec![vec![F::ONE]],
-        transcripts: vec![[0x63; 32]],
+        signed: vec![Signed {
+            openings: vec![F::ONE],
+            transcript: Some([0x63; 32]),
+            signature: vec![0x66; 64],
+        }],
     };
     insta::assert_snapshot!(
         "limit_steps",

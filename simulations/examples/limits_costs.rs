@@ -55,7 +55,8 @@ fn main() {
     let mut node_us = vec![Vec::new()];
     for (i, (id, s)) in ids.iter().zip(shares).enumerate() {
         let t0 = Instant::now();
-        let (n, m) = NodeMpc::start(params.clone(), job.clone(), i, id, s).expect("start");
+        let (n, m) =
+            NodeMpc::start(params.clone(), job.clone(), i, id, s, &mut rng).expect("start");
         node_us[0].push(t0.elapsed().as_secs_f64() * 1e6);
         nodes.push(n);
         msgs.push(m);
@@ -71,9 +72,9 @@ fn main() {
         let answers = answers.expect("answers");
         let mut times = Vec::new();
         let mut done = false;
-        for (n, a) in nodes.iter_mut().zip(&answers) {
+        for ((n, a), id) in nodes.iter_mut().zip(&answers).zip(&ids) {
             let t0 = Instant::now();
-            let r = n.handle(a).expect("node");
+            let r = n.handle(id, a).expect("node");
             times.push(t0.elapsed().as_secs_f64() * 1e6);
             match r {
                 Ok(m) => msgs.push(m),

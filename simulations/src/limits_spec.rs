@@ -15,42 +15,43 @@ use crate::error::SimError;
 /// Defaults measured with `cargo run --release -p quorate-sim --example
 /// limits_costs -- 1000` (every node and the king of one 1000-comparison job, 5
 /// nodes at t = 3, one thread of the 2-core development host, each call timed):
-/// a node spends about 0.3 ms and the king about 1.1 ms per comparison per run,
-/// the king's step 2 (a square root per random bit) alone 0.78 ms. The criterion
-/// bench `limits_50x20` (`protocol/benches/limits.rs`, the same job with the nodes
-/// on two threads) took 2.14 s per run: 1.08 s of king plus three nodes' 0.3 s
-/// on the busier thread, consistent with these figures.
+/// a node spends about 0.32 ms and the king about 0.40 ms per comparison per run
+/// (18 steps), the king's step 4 (a square root per random bit, over both cores)
+/// 0.29 ms of it. Measured 2026-12-02 after the signed-relay and bit-check
+/// revision of the protocol.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitCosts {
     /// A node's `NodeLimits::start` (PRSS set keys, the step-0 message), per run.
     #[serde(default = "default_setup")]
     pub node_setup_us: f64,
-    /// A node producing step `s`'s message (index `s`, 0–13) or its result (14),
+    /// A node producing step `s`'s message (index `s`, 0–17) or its result (18),
     /// per comparison.
     #[serde(default = "default_node")]
     pub node_us_per_input: Vec<f64>,
-    /// The king answering step `s` (index `s`, 0–13), per comparison.
+    /// The king answering step `s` (index `s`, 0–17), per comparison.
     #[serde(default = "default_king")]
     pub king_us_per_input: Vec<f64>,
 }
 
-/// Entries of `node_us_per_input` (steps 0–13 and the result).
-pub const NODE_COST_STEPS: usize = 15;
-/// Entries of `king_us_per_input` (steps 0–13).
-pub const KING_COST_STEPS: usize = 14;
+/// Entries of `node_us_per_input` (steps 0–17 and the result).
+pub const NODE_COST_STEPS: usize = quorate_protocol::netting::limits::STEPS as usize + 1;
+/// Entries of `king_us_per_input` (steps 0–17).
+pub const KING_COST_STEPS: usize = quorate_protocol::netting::limits::STEPS as usize;
 
 fn default_setup() -> f64 {
     380.0
 }
 fn default_node() -> Vec<f64> {
     vec![
-        0.0, 71.4, 49.5, 28.8, 54.8, 32.8, 23.8, 10.6, 3.9, 1.2, 0.39, 0.01, 22.3, 0.01, 0.03,
+        0.0, 96.7, 38.1, 3.8, 9.0, 5.9, 4.2, 17.3, 49.8, 31.8, 15.8, 7.8, 3.9, 1.2, 0.42, 0.03,
+        13.4, 0.28, 0.29,
     ]
 }
 fn default_king() -> Vec<f64> {
     vec![
-        0.03, 90.1, 777.3, 0.73, 110.7, 53.5, 29.6, 9.8, 4.7, 1.2, 0.08, 0.02, 0.04, 0.11,
+        0.31, 40.7, 10.6, 0.31, 294.7, 0.30, 0.30, 0.63, 25.7, 11.3, 5.8, 2.8, 1.5, 0.64, 0.30,
+        0.29, 0.31, 0.32,
     ]
 }
 

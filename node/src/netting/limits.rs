@@ -146,8 +146,9 @@ impl Netting {
             }),
         )?;
         let live = self.live(id)?;
-        let (run, first) = NodeLimits::start(&live.round, ctx.identity, attempt)
-            .map_err(|e| refused(e.to_string()))?;
+        let (run, first) =
+            NodeLimits::start(&live.round, ctx.identity, attempt, &mut rand_core::OsRng)
+                .map_err(|e| refused(e.to_string()))?;
         live.limits = Some(run);
         tracing::info!(round = %id, attempt, "limit checks started");
         Ok(Handled {
@@ -175,7 +176,13 @@ impl Netting {
         };
         let was_done = run.result().is_some();
         let was_failed = run.failure().is_some();
-        let out = run.on_part(&spec, ctx.identity, step, part, parts, bytes.to_vec());
+        let out = run.on_part(
+            &spec,
+            ctx.identity,
+            (step, part, parts),
+            bytes.to_vec(),
+            &mut rand_core::OsRng,
+        );
         match out {
             Ok(payloads) => {
                 if !was_done {

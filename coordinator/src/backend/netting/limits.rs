@@ -63,7 +63,7 @@ fn run_attempt(
     let mut limits = Vec::with_capacity(nodes.len());
     let mut inbox: Vec<(usize, Payload)> = Vec::new();
     for (i, (id, round)) in nodes.iter().enumerate() {
-        let (n, parts) = NodeLimits::start(round, id, attempt)?;
+        let (n, parts) = NodeLimits::start(round, id, attempt, &mut rand_core::OsRng)?;
         limits.push(n);
         inbox.extend(parts.into_iter().map(|p| (i, p)));
     }
@@ -104,7 +104,13 @@ fn run_attempt(
                 else {
                     continue;
                 };
-                let back = limits[i].on_part(spec, &nodes[i].0, step, part, parts, bytes)?;
+                let back = limits[i].on_part(
+                    spec,
+                    &nodes[i].0,
+                    (step, part, parts),
+                    bytes,
+                    &mut rand_core::OsRng,
+                )?;
                 inbox.extend(back.into_iter().map(|b| (i, b)));
             }
         }

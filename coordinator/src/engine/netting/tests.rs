@@ -186,7 +186,7 @@ impl Node {
                 let Some(r) = &self.round else {
                     return (reject("netting:unknown_round", String::new()), vec![]);
                 };
-                match NodeLimits::start(r, &self.id, attempt) {
+                match NodeLimits::start(r, &self.id, attempt, &mut rand_core::OsRng) {
                     Ok((l, parts)) => {
                         self.limits = Some(l);
                         (Ack::Accepted, parts.into_iter().map(seal).collect())
@@ -209,7 +209,13 @@ impl Node {
                 let spec = self.round.as_ref().expect("round").spec().clone();
                 let l = self.limits.as_mut().expect("limits started");
                 assert_eq!(l.attempt(), attempt, "parts of the running attempt");
-                let back = match l.on_part(&spec, &self.id, step, part, parts, bytes) {
+                let back = match l.on_part(
+                    &spec,
+                    &self.id,
+                    (step, part, parts),
+                    bytes,
+                    &mut rand_core::OsRng,
+                ) {
                     Ok(b) => b,
                     Err(e) => return (reject("netting:limits", e.to_string()), vec![]),
                 };

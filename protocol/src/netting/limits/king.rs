@@ -11,14 +11,16 @@
 use super::{
     compare,
     field::{lagrange_at_zero, F},
+    node::steps,
     open::Opener,
-    step::{KingStep, NodeStep},
+    step::{signed_digest, KingStep, NodeStep, Signed},
     Job, Params, Stats, Verdicts, BITS, STEPS,
 };
 use crate::{error::ProtocolError, NodeId};
 
 /// Field elements a node sends for each step (`products`, `openings`).
 pub fn expected(job: &Job, step: u8) -> (usize, usize) {
+    use steps::*;
     let n = job.inputs;
     let nm = n * BITS;
     let nv = job.verdict_inputs().len();
@@ -26,17 +28,32 @@ pub fn expected(job: &Job, step: u8) -> (usize, usize) {
     let s = job.sum_inputs().len();
     let h = job.sums.len();
     match step {
-        1 => (2 * n + 2 * nm + nv, 0),
-        2 => (nm, nm),
-        3 => (0, n),
-        4..=9 => {
-            let width = BITS >> (step - 4);
+        PRODUCTS => (2 * n + 3 * nm + nv, 0),
+        BIT_MACS => (nm, 0),
+        BIT_COIN => (0, 2),
+        BIT_CHECK => (0, 1 + nm),
+        SQUARE_COIN | SQUARE_CHECK => (0, 1),
+        MASK => (0, n),
+        TREE..=13 => {
+            let width = BITS >> (step - TREE);
             (n * compare::level_products(width), 0)
         }
-        10 => (2 * g + 2 * s, 0),
-        11 | 12 => (0, 2),
-        13 => (0, g + h),
+        OUTPUTS => (2 * g + 2 * s, 0),
+        COIN | CHECK => (0, 2),
+        FINAL => (0, g + h),
         _ => (0, 0),
+    }
+}
+
+/// How many leading openings of a step are *checked*: signed by the node,
+/// relayed by the king to every node and opened by each node itself.
+pub fn checked(job: &Job, step: u8) -> usize {
+    use steps::*;
+    match step {
+        BIT_COIN | COIN | CHECK => 2,
+        BIT_CHECK | SQUARE_COIN | SQUARE_CHECK => 1,
+        FINAL => job.verdicts.len() + job.sums.len(),
+        _ => 0,
     }
 }
 
@@ -138,7 +155,8 @@ impl King {
         let shape_ok = msg.products.len() == p
             && msg.openings.len() == o
             && (step == 0 || msg.boxes.is_empty())
-            && (step == 12) == msg.transcript.is_some()
+            && (step == steps::PRODUCTS || msg.key_digests.is_empty())
+            && (step == steps::CHECK) == msg.transcript.is_some()
             && msg.boxes.iter().all(|b| usize::from(b.from) == from);
         if !shape_ok {
             return Err(abort(
@@ -147,10 +165,26 @@ impl King {
                 vec![node],
             ));
         }
+        let k = checked(&self.job, step);
+        let digest = signed_digest(
+            &self.params.session,
+            step,
+            msg.from,
+            &msg.openings[..k],
+            msg.transcript,
+        );
+        let signed = ed25519_dalek::Signature::from_slice(&msg.signature)
+            .ok()
+            .is_some_and(|sig| crate::identity::verify(&node, &digest, &sig).is_ok());
+        if !signed {
+            return Err(abort(
+                step,
+                "node's step message is not signed by it",
+                vec![node],
+            ));
+        }
         self.stats.scalars_in += (p + o) as u64;
-        self.stats.bytes_in += postcard::to_allocvec(&msg)
-            .map(|b| b.len() as u64)
-            .unwrap_or(0);
+        self.stats.bytes_in += msg.encoded_len() as u64;
         self.inbox[from] = Some(msg);
         if self.inbox.iter().any(Option::is_none) {
             return Ok(None);
@@ -164,15 +198,13 @@ impl King {
         self.stats.steps += 1;
         self.step += 1;
         for o in &out {
-            self.stats.bytes_out += postcard::to_allocvec(o)
-                .map(|b| b.len() as u64)
-                .unwrap_or(0);
+            self.stats.bytes_out += o.encoded_len() as u64;
         }
         if let Some(o) = out.first() {
             self.stats.scalars_out += (o.products.len()
                 + o.openings.len()
                 + o.roots.len()
-                + o.shares.iter().map(Vec::len).sum::<usize>())
+                + o.signed.iter().map(|s| s.openings.len()).sum::<usize>())
                 as u64;
         }
         Ok(Some(out))
@@ -185,7 +217,7 @@ impl King {
             step,
             ..Default::default()
         };
-        if step == 0 {
+        if step == steps::SETUP {
             return Ok((0..n)
                 .map(|to| KingStep {
                     step: 0,
@@ -197,69 +229,115 @@ impl King {
                 })
                 .collect());
         }
+        if step == steps::PRODUCTS {
+            self.confirm_keys(msgs)?;
+        }
         // Products: interpolate the degree-2d masked shares at 0.
         let count = msgs[0].products.len();
         base.products = (0..count)
             .map(|p| (0..n).fold(F::ZERO, |acc, i| acc + self.lambda[i] * msgs[i].products[p]))
             .collect();
         self.stats.products += count as u64;
-        match step {
-            2 | 3 => {
-                base.openings = self.open(step, msgs)?;
-                self.stats.openings += base.openings.len() as u64;
-                if step == 2 {
-                    base.roots = roots(&base.openings).ok_or_else(|| {
-                        abort(2, "an opened square is zero or not a square: a product was tampered with (not attributable)", Vec::new())
-                    })?;
-                }
+        let k = checked(&self.job, step);
+        if step == steps::BIT_CHECK || step == steps::MASK {
+            base.openings = self.open(step, msgs, k)?;
+            self.stats.openings += base.openings.len() as u64;
+            if step == steps::BIT_CHECK {
+                base.roots = roots(&base.openings).ok_or_else(|| {
+                    abort(step, "an opened square is zero or not a square: a product was tampered with (not attributable)", Vec::new())
+                })?;
             }
-            11..=13 => {
-                let opened = self.open(step, msgs)?;
-                if step == 12 && opened[0] != F::ZERO {
-                    // The nodes see the same and abort; say so early.
-                    return Err(abort(12, "the multiplication check failed: a product was tampered with (not attributable)", Vec::new()));
-                }
-                if step == 13 {
-                    let g = self.job.verdicts.len();
-                    self.verdicts = Some(Verdicts {
-                        passed: opened[..g].iter().map(|y| *y == F::ZERO).collect(),
-                        sums: opened[g..]
-                            .iter()
-                            .map(|s| s.fits_u128().then(|| s.low_u128()))
-                            .collect(),
-                    });
-                }
-                base.shares = msgs.iter().map(|m| m.openings.clone()).collect();
-                if step == 12 {
-                    base.transcripts = msgs
+        }
+        if k > 0 {
+            let opened: Vec<F> = (0..k)
+                .map(|i| self.open_one(step, msgs, i))
+                .collect::<Result<_, _>>()?;
+            if (step == steps::BIT_CHECK || step == steps::CHECK) && opened[0] != F::ZERO {
+                // The nodes see the same and abort; say so early.
+                return Err(abort(
+                    step,
+                    "a multiplication check failed: a product was tampered with (not attributable)",
+                    Vec::new(),
+                ));
+            }
+            if step == steps::FINAL {
+                let g = self.job.verdicts.len();
+                self.verdicts = Some(Verdicts {
+                    passed: opened[..g].iter().map(|y| *y == F::ZERO).collect(),
+                    sums: opened[g..]
                         .iter()
-                        .map(|m| m.transcript.unwrap_or_default())
-                        .collect();
-                }
+                        .map(|s| s.fits_u128().then(|| s.low_u128()))
+                        .collect(),
+                });
             }
-            _ => {}
+            base.signed = msgs
+                .iter()
+                .map(|m| Signed {
+                    openings: m.openings[..k].to_vec(),
+                    transcript: m.transcript,
+                    signature: m.signature.clone(),
+                })
+                .collect();
         }
         debug_assert!(step < STEPS);
         Ok(vec![base; n])
     }
 
-    fn open(&self, step: u8, msgs: &[NodeStep]) -> Result<Vec<F>, ProtocolError> {
+    /// Opens the openings after the checked prefix (the king's reconstruction).
+    fn open(&self, step: u8, msgs: &[NodeStep], skip: usize) -> Result<Vec<F>, ProtocolError> {
         let count = msgs[0].openings.len();
-        let mut col = vec![F::ZERO; msgs.len()];
-        (0..count)
-            .map(|i| {
-                for (c, m) in col.iter_mut().zip(msgs) {
-                    *c = m.openings[i];
-                }
-                self.opener.open(&col).map_err(|culprits| {
-                    abort(
-                        step,
-                        format!("opening {i}: the shares are not on one polynomial"),
-                        culprits.into_iter().map(|p| self.params.nodes[p]).collect(),
-                    )
-                })
-            })
+        (skip..count)
+            .map(|i| self.open_one(step, msgs, i))
             .collect()
+    }
+
+    fn open_one(&self, step: u8, msgs: &[NodeStep], i: usize) -> Result<F, ProtocolError> {
+        let col: Vec<F> = msgs.iter().map(|m| m.openings[i]).collect();
+        self.opener.open(&col).map_err(|culprits| {
+            abort(
+                step,
+                format!("opening {i}: the shares are not on one polynomial"),
+                culprits.into_iter().map(|p| self.params.nodes[p]).collect(),
+            )
+        })
+    }
+
+    /// Every member of every PRSS set must report the same key digest; a mismatch
+    /// aborts without a name (the set's owner or the member may be lying).
+    fn confirm_keys(&self, msgs: &[NodeStep]) -> Result<(), ProtocolError> {
+        let n = self.params.n();
+        for mask in super::prss::sets(n, self.params.d()) {
+            let mut digest: Option<[u8; 32]> = None;
+            for (i, m) in msgs.iter().enumerate() {
+                if mask & (1 << i) == 0 {
+                    continue;
+                }
+                let d = m
+                    .key_digests
+                    .iter()
+                    .find(|(s, _)| *s == mask)
+                    .map(|(_, d)| *d);
+                match (digest, d) {
+                    (_, None) => {
+                        return Err(abort(
+                            steps::PRODUCTS,
+                            format!("position {i} reports no key for set {mask:#x}"),
+                            vec![self.params.nodes[i]],
+                        ))
+                    }
+                    (None, Some(d)) => digest = Some(d),
+                    (Some(x), Some(y)) if x != y => {
+                        return Err(abort(
+                            steps::PRODUCTS,
+                            format!("the members of set {mask:#x} hold different set keys (its owner sent different keys, or a member misreports; not attributable)"),
+                            Vec::new(),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 }
 

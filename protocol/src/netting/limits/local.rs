@@ -42,12 +42,13 @@ pub fn run(
     identities: &[NodeIdentity],
     shares: Vec<Vec<F>>,
     threads: usize,
+    rng: &mut impl CryptoRngCore,
 ) -> Result<(Vec<Outcome>, Stats), ProtocolError> {
     let mut king = King::new(params.clone(), job.clone())?;
     let mut nodes = Vec::with_capacity(identities.len());
     let mut msgs: Vec<NodeStep> = Vec::with_capacity(identities.len());
     for (i, (id, s)) in identities.iter().zip(shares).enumerate() {
-        let (node, m) = NodeMpc::start(params.clone(), job.clone(), i, id, s)?;
+        let (node, m) = NodeMpc::start(params.clone(), job.clone(), i, id, s, rng)?;
         nodes.push(node);
         msgs.push(m);
     }
@@ -63,11 +64,13 @@ pub fn run(
                 let handles: Vec<_> = nodes
                     .chunks_mut(per)
                     .zip(answers.chunks(per))
-                    .map(|(ns, as_)| {
+                    .zip(identities.chunks(per))
+                    .map(|((ns, as_), ids)| {
                         s.spawn(move || {
                             ns.iter_mut()
                                 .zip(as_)
-                                .map(|(n, a)| n.handle(a))
+                                .zip(ids)
+                                .map(|((n, a), id)| n.handle(id, a))
                                 .collect::<Vec<_>>()
                         })
                     })

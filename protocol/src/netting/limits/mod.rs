@@ -25,7 +25,8 @@
 //!   position explains it), and nodes compare digests of everything the king
 //!   broadcast. Outputs are released only after all three pass.
 //! - **Random bits** ([`compare`]): `b = (u/√(u²) + 1)/2` for a PRSS random `u`
-//!   (Damgård et al., TCC 2006); the king supplies the root, nodes check it.
+//!   (Damgård et al., TCC 2006); the king supplies the root, nodes check it and
+//!   check `u²` itself before using it.
 //! - **Comparison** ([`compare`]): `a = x + 2^m` is masked with
 //!   `r = Σ_j 2^j b_j + 2^m·r''` (`m` = [`BITS`] random bits, `r''` a bounded PRSS
 //!   random of [`MASK_BITS`] bits per set: statistical hiding `2^-62`), `c = a + r`
@@ -37,9 +38,18 @@
 //!   exactly when every `s_k = 1` and uniformly random otherwise: one product and
 //!   one opening reveal one bit.
 //!
-//! Costs per comparison (`m = 64`): `7m − 3 = 445` products, `m + 1 = 65`
-//! openings, steps 1–10 (ten king round trips) plus setup and three check/output
-//! steps shared by the whole batch. [`Stats`] counts them.
+//! Costs per comparison (`m = 64`): `8m − 3 = 509` products, `m + 1 = 65`
+//! openings; [`STEPS`] = 18 king round trips for the whole batch. [`Stats`]
+//! counts them.
+//!
+//! Everything another node relies on is signed by the node that produced it:
+//! the king relays the nodes' signed shares of every checked opening (coins, `ρ`,
+//! the check values, the verdicts) and each node opens them itself, so a king
+//! cannot invent another node's share or transcript digest. The random bits are
+//! MAC-checked under their own key `ρ'` and the announced squares checked against
+//! the shares before any bit is used (steps 3–6), so no value masked with a
+//! tampered bit is ever opened. Set keys are drawn fresh at every start, so no
+//! re-run repeats a mask.
 
 pub mod compare;
 pub mod field;
@@ -68,11 +78,15 @@ use crate::{error::ProtocolError, ids::NodeId};
 pub const BITS: usize = 64;
 /// Statistical masking bits of each PRSS set's share of the high mask part.
 pub const MASK_BITS: u32 = 64;
-/// Steps of one run: setup (0), computation (1–10), coin and `ρ` (11), checks (12),
-/// outputs (13).
-pub const STEPS: u8 = 14;
-/// Most comparisons in one run.
-pub const MAX_INPUTS: usize = 1 << 17;
+/// King round trips of one run: setup (0), products (1–2), random-bit checks (3–6),
+/// masked inputs (7), the comparison tree (8–13), verdict products (14), coin and
+/// `ρ` (15), checks (16), outputs (17).
+pub const STEPS: u8 = 18;
+/// Most comparisons in one run (a run's largest message is about 4.3 KiB per
+/// comparison per node).
+pub const MAX_INPUTS: usize = 1 << 14;
+/// Largest committee the limit checks take (PRSS keeps one key per set).
+pub const MAX_NODES: usize = 16;
 
 /// Refuses a committee too small for degree reduction: a product of two degree-
 /// `t − 1` sharings has degree `2(t − 1)` and `2(t − 1) + 1` points are needed to
@@ -87,11 +101,12 @@ pub fn check_committee(n: usize, t: usize) -> Result<(), ProtocolError> {
             n.div_ceil(2)
         )));
     }
-    if n > 64 || prss::set_count(n, d) > prss::MAX_SETS {
+    if n > MAX_NODES || prss::set_count(n, d) > prss::MAX_SETS {
         return Err(ProtocolError::InvalidParameters(format!(
-            "limit checks keep one key per set of {} of the {n} nodes; C({n},{d}) sets exceed {}",
+            "limit checks keep one key per set of {} of the {n} nodes: at most {MAX_NODES} nodes and {} sets ({} here)",
             n - d,
-            prss::MAX_SETS
+            prss::MAX_SETS,
+            prss::set_count(n, d)
         )));
     }
     Ok(())
@@ -113,7 +128,7 @@ impl Job {
     pub fn validate(&self) -> Result<(), ProtocolError> {
         let bad = |m: &str| Err(ProtocolError::InvalidParameters(m.to_string()));
         if self.inputs == 0 || self.inputs > MAX_INPUTS {
-            return bad("a limit check needs 1..=131072 inputs");
+            return bad("a limit check needs 1..=16384 comparisons");
         }
         let mut seen = vec![false; self.inputs];
         for g in &self.verdicts {

@@ -31,12 +31,21 @@ pub fn max_message_bytes(job: &Job, n: usize) -> usize {
     let most = (0..super::STEPS)
         .map(|s| {
             let (p, o) = expected(job, s);
-            // King step 2 also carries a root per opening.
-            p + o + if s == 2 { job.inputs * BITS } else { 0 }
+            // The king's answer to the bit check also carries a root per square.
+            p + o
+                + if s == super::node::steps::BIT_CHECK {
+                    job.inputs * BITS
+                } else {
+                    0
+                }
         })
         .max()
         .unwrap_or(0);
-    34 * most + 64 * n * n + 4096
+    // Step 0: a node sends one 48-byte box per (set it owns, other member); the
+    // largest set count of any allowed threshold bounds it.
+    let d = n.saturating_sub(1) / 2;
+    let boxes = super::prss::set_count(n, d).saturating_mul(n) * 80;
+    34 * most + boxes + 128 * n * n + 4096
 }
 
 /// Reassembles one message from its parts.

@@ -105,7 +105,7 @@ fn run(fx: &Fixture, inputs: &[PartyInput]) -> Run {
     let mut nodes = Vec::new();
     let mut outbox: Vec<(usize, Payload)> = Vec::new();
     for (i, (id, round)) in fx.nodes.iter().zip(&rounds).enumerate() {
-        let (n, parts) = NodeLimits::start(round, id, 1).expect("start");
+        let (n, parts) = NodeLimits::start(round, id, 1, &mut rng).expect("start");
         nodes.push(n);
         outbox.extend(parts.into_iter().map(|p| (i, p)));
     }
@@ -151,7 +151,7 @@ fn run(fx: &Fixture, inputs: &[PartyInput]) -> Run {
                     panic!("part")
                 };
                 for out in nodes[i]
-                    .on_part(spec, &fx.nodes[i], step, part, parts, bytes)
+                    .on_part(spec, &fx.nodes[i], (step, part, parts), bytes, &mut rng)
                     .expect("node")
                 {
                     outbox.push((i, out));
@@ -190,7 +190,7 @@ fn covered_round_verdict_volumes_and_own_bits_match_plaintext() {
     // desk-0 USD: net −18500 + 20000 + 500 ≥ 0.
     assert!(x[..6].iter().all(|v| *v >= 0), "{x:?}");
     let r = run(&fx, &inputs);
-    assert_eq!(r.steps, 14);
+    assert_eq!(r.steps, u32::from(super::STEPS));
     for v in &r.verdicts {
         v.check(&fx.spec).expect("signed");
         assert!(v.covered);

@@ -92,11 +92,14 @@ impl NodeLimits {
     /// Starts attempt `attempt` on a closed round; returns the step-0 parts.
     ///
     /// # Security
-    /// Derives this node's input shares from its secret shares of the round.
+    /// Derives this node's input shares from its secret shares of the round. `rng`
+    /// must be cryptographically secure: the run's set keys and the sealing of the
+    /// results are drawn from it (fresh at every start).
     pub fn start(
         round: &NodeRound,
         identity: &NodeIdentity,
         attempt: u32,
+        rng: &mut impl rand_core::CryptoRngCore,
     ) -> Result<(Self, Vec<Payload>), ProtocolError> {
         let spec = round.spec();
         if attempt == 0 || attempt > MAX_ATTEMPTS {
@@ -125,7 +128,7 @@ impl NodeLimits {
             .ok_or(ProtocolError::UnknownSender(identity.node_id()))?;
         let job = layout.job();
         let max = parts::max_message_bytes(&job, params.n());
-        let (mpc, first) = NodeMpc::start(params, job, me, identity, inputs)?;
+        let (mpc, first) = NodeMpc::start(params, job, me, identity, inputs, rng)?;
         let out = payloads(spec, attempt, 0, &first);
         Ok((
             Self {
@@ -163,10 +166,9 @@ impl NodeLimits {
         &mut self,
         spec: &RoundSpec,
         identity: &NodeIdentity,
-        step: u8,
-        part: u32,
-        count: u32,
+        (step, part, count): (u8, u32, u32),
         bytes: Vec<u8>,
+        rng: &mut impl rand_core::CryptoRngCore,
     ) -> Result<Vec<Payload>, ProtocolError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -192,7 +194,7 @@ impl NodeLimits {
         };
         let king: KingStep = postcard::from_bytes(&whole)
             .map_err(|_| ProtocolError::Malformed("limit-check king step"))?;
-        match self.mpc.handle(&king) {
+        match self.mpc.handle(identity, &king) {
             Ok(Ok(next)) => Ok(payloads(spec, self.attempt, next.step, &next)),
             Ok(Err(outcome)) => {
                 let verdict = LimitVerdict::produce(
@@ -203,8 +205,15 @@ impl NodeLimits {
                     self.attempt,
                     &outcome,
                 );
-                let bits =
-                    LimitBits::produce(spec, &self.layout, identity, self.inputs_digest, &outcome)?;
+                let bits = LimitBits::produce(
+                    spec,
+                    &self.layout,
+                    identity,
+                    self.inputs_digest,
+                    self.attempt,
+                    &outcome,
+                    rng,
+                )?;
                 self.result = Some((verdict.clone(), bits.clone()));
                 Ok(vec![Payload::LimitResult { verdict, bits }])
             }

@@ -6,8 +6,9 @@
 //! with context `"quorate/netting/limits/pair/v1\0" ‖ session`; from it
 //! `box key = SHA-256("quorate/netting/limits/box/v1\0" ‖ pair key)` and
 //! `mask key = SHA-256("quorate/netting/limits/mask/v1\0" ‖ pair key)`.
-//! Set key: the lowest member's `derive_seed("quorate/netting/limits/set/v1\0" ‖
-//! session ‖ mask (u64 BE))`. Box: ChaCha20-Poly1305 under the box key, nonce =
+//! Set key: 32 bytes the lowest member draws from its cryptographic generator at
+//! every start (never derived again: a re-run, even of the same attempt after a
+//! restart, never repeats a mask). Box: ChaCha20-Poly1305 under the box key, nonce =
 //! mask (u64 LE) ‖ 4 zero bytes, associated data `session ‖ mask (u64 BE) ‖ from
 //! (u16 BE) ‖ to (u16 BE)`, plaintext the 32-byte set key.
 
@@ -54,6 +55,7 @@ pub(crate) fn start(
     params: &Params,
     me: usize,
     identity: &NodeIdentity,
+    rng: &mut impl rand_core::CryptoRngCore,
 ) -> Result<(Pending, Vec<SetKeyBox>), ProtocolError> {
     let n = params.n();
     let mut ctx = b"quorate/netting/limits/pair/v1\0".to_vec();
@@ -81,10 +83,8 @@ pub(crate) fn start(
         if mask.trailing_zeros() as usize != me {
             continue;
         }
-        let mut c = b"quorate/netting/limits/set/v1\0".to_vec();
-        c.extend_from_slice(&params.session);
-        c.extend_from_slice(&mask.to_be_bytes());
-        let key = identity.derive_seed(&c);
+        let mut key = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(key.as_mut());
         for (j, bk) in box_keys.iter().enumerate() {
             let Some(bk) = bk else { continue };
             if mask & (1 << j) == 0 {
@@ -119,15 +119,29 @@ pub(crate) fn start(
     ))
 }
 
-/// Opens the set keys other members sent and builds the PRSS state. Every set
-/// containing this node must be covered exactly once; a box that does not open
-/// names its sender.
+/// Key-confirmation digests `(set, digest)` of the sets a node belongs to.
+pub(crate) type KeyDigests = Vec<(u64, [u8; 32])>;
+
+/// `H("quorate/netting/limits/set-key-check/v1\0" ‖ session ‖ u64 set ‖ key)`.
+fn key_digest(params: &Params, mask: u64, key: &[u8; 32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"quorate/netting/limits/set-key-check/v1\0");
+    h.update(params.session);
+    h.update(mask.to_be_bytes());
+    h.update(key);
+    h.finalize().into()
+}
+
+/// Opens the set keys other members sent and builds the PRSS state, with the
+/// key-confirmation digest of every set containing this node. Every such set must
+/// be covered exactly once; a box that does not open aborts (without a name: the
+/// coordinator relays the boxes).
 pub(crate) fn finish(
     params: &Params,
     me: usize,
     pending: Pending,
     boxes: &[SetKeyBox],
-) -> Result<prss::Prss, ProtocolError> {
+) -> Result<(prss::Prss, KeyDigests), ProtocolError> {
     let n = params.n();
     let fail = |reason: String, culprits: Vec<crate::NodeId>| ProtocolError::LimitCheckAborted {
         step: 0,
@@ -178,5 +192,12 @@ pub(crate) fn finish(
         keys.push((mask, k));
     }
     keys.sort_by_key(|(m, _)| *m);
-    Ok(prss::Prss::new(&params.xs(), me, keys, pending.mask_keys))
+    let digests = keys
+        .iter()
+        .map(|(m, k)| (*m, key_digest(params, *m, k)))
+        .collect();
+    Ok((
+        prss::Prss::new(&params.xs(), me, keys, pending.mask_keys),
+        digests,
+    ))
 }

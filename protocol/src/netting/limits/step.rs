@@ -33,12 +33,60 @@ pub struct NodeStep {
     pub from: u16,
     /// Step 0: set keys for the other members.
     pub boxes: Vec<SetKeyBox>,
+    /// Step 1: `(set, H("quorate/netting/limits/set-key-check/v1\0" ‖ session ‖ u64
+    /// set ‖ key))` for every set containing the sender, in set order, so the king
+    /// sees whether every member holds the same set key.
+    pub key_digests: Vec<(u64, [u8; 32])>,
     /// Masked degree-`2d` shares `w_i = z_i − R_i + m_i` of this step's products.
     pub products: Vec<F>,
     /// Shares of the values this step opens.
     pub openings: Vec<F>,
-    /// Step 12: SHA-256 of every broadcast king step this node received.
+    /// Step 16: SHA-256 chain of every broadcast king step this node received.
     pub transcript: Option<[u8; 32]>,
+    /// Ed25519 signature by the node over [`signed_digest`] of its checked openings
+    /// (the prefix the king relays to every node) and transcript.
+    pub signature: Vec<u8>,
+}
+
+/// A node's signed checked openings, as the king relays them to every node.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Signed {
+    /// The checked prefix of the node's openings.
+    pub openings: Vec<F>,
+    /// Its transcript digest (step 16).
+    pub transcript: Option<[u8; 32]>,
+    /// Its signature.
+    pub signature: Vec<u8>,
+}
+
+/// What a node signs for a step: `H("quorate/netting/limits/node-step/v1\0" ‖
+/// session ‖ u8 step ‖ u16 from ‖ u64 count ‖ canonical openings ‖ transcript (0
+/// or 1 ‖ 32 bytes))`.
+pub fn signed_digest(
+    session: &[u8; 32],
+    step: u8,
+    from: u16,
+    openings: &[F],
+    transcript: Option<[u8; 32]>,
+) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"quorate/netting/limits/node-step/v1\0");
+    h.update(session);
+    h.update([step]);
+    h.update(from.to_be_bytes());
+    h.update((openings.len() as u64).to_be_bytes());
+    for o in openings {
+        h.update(o.to_bytes());
+    }
+    match transcript {
+        Some(t) => {
+            h.update([1]);
+            h.update(t);
+        }
+        None => h.update([0]),
+    }
+    h.finalize().into()
 }
 
 /// The king's answer to one step (broadcast, except `boxes`).
@@ -52,13 +100,11 @@ pub struct KingStep {
     pub products: Vec<F>,
     /// Opened values (steps 2 and 3).
     pub openings: Vec<F>,
-    /// Step 2: a square root of every opened `q`.
+    /// Step 4: a square root of every opened `q`.
     pub roots: Vec<F>,
-    /// Steps 11–13: every node's shares of the opened values, by position
-    /// (each node checks them itself).
-    pub shares: Vec<Vec<F>>,
-    /// Step 12: every node's transcript digest, by position.
-    pub transcripts: Vec<[u8; 32]>,
+    /// Checked steps: every node's signed checked openings, by position (each
+    /// node verifies the signatures and opens them itself).
+    pub signed: Vec<Signed>,
 }
 
 fn varint_len(mut v: usize) -> usize {
@@ -87,15 +133,31 @@ fn boxes_len(b: &[SetKeyBox]) -> usize {
             .sum::<usize>()
 }
 
+fn signed_len(s: &Signed) -> usize {
+    scalars_len(&s.openings)
+        + 1
+        + s.transcript.map_or(0, |_| 32)
+        + varint_len(s.signature.len())
+        + s.signature.len()
+}
+
 impl NodeStep {
     /// Length of the postcard encoding, without encoding.
     pub fn encoded_len(&self) -> usize {
         1 + varint_len(usize::from(self.from))
             + boxes_len(&self.boxes)
+            + varint_len(self.key_digests.len())
+            + self
+                .key_digests
+                .iter()
+                .map(|(m, _)| varint_len(*m as usize) + 32)
+                .sum::<usize>()
             + scalars_len(&self.products)
             + scalars_len(&self.openings)
             + 1
             + self.transcript.map_or(0, |_| 32)
+            + varint_len(self.signature.len())
+            + self.signature.len()
     }
 }
 
@@ -106,31 +168,23 @@ impl KingStep {
             + scalars_len(&self.products)
             + scalars_len(&self.openings)
             + scalars_len(&self.roots)
-            + varint_len(self.shares.len())
-            + self.shares.iter().map(|s| scalars_len(s)).sum::<usize>()
-            + varint_len(self.transcripts.len())
-            + 32 * self.transcripts.len()
+            + varint_len(self.signed.len())
+            + self.signed.iter().map(signed_len).sum::<usize>()
     }
 
     /// What a node hashes into its transcript: SHA-256 over the step and every
-    /// broadcast field's length and elements (Montgomery limbs, little-endian),
-    /// excluding `boxes` (they differ per recipient).
+    /// broadcast vector's length and elements (Montgomery limbs, little-endian);
+    /// `boxes` (per recipient) and `signed` (verified by signature) are left out.
     pub fn broadcast_digest(&self) -> [u8; 32] {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(b"quorate/netting/limits/transcript/v1\0");
         h.update([self.step]);
-        for v in [&self.products, &self.openings, &self.roots]
-            .into_iter()
-            .chain(self.shares.iter())
-        {
+        for v in [&self.products, &self.openings, &self.roots] {
             h.update((v.len() as u64).to_be_bytes());
             for x in v {
                 h.update(x.montgomery_bytes());
             }
-        }
-        for t in &self.transcripts {
-            h.update(t);
         }
         h.finalize().into()
     }
@@ -151,9 +205,11 @@ mod tests {
                 to: 4,
                 ciphertext: vec![7; 48],
             }],
+            key_digests: vec![(0b11100, [4; 32]), (300, [5; 32])],
             products: vec![F::from_u64(5); 200],
             openings: vec![F::ONE; 3],
             transcript: Some([1; 32]),
+            signature: vec![9; 64],
         };
         assert_eq!(
             n.encoded_len(),
@@ -165,8 +221,14 @@ mod tests {
             products: vec![F::from_u64(9); 130],
             openings: vec![F::ONE; 2],
             roots: vec![F::ONE; 2],
-            shares: vec![vec![F::ONE; 2]; 5],
-            transcripts: vec![[3; 32]; 5],
+            signed: vec![
+                Signed {
+                    openings: vec![F::ONE; 2],
+                    transcript: Some([3; 32]),
+                    signature: vec![8; 64]
+                };
+                5
+            ],
         };
         assert_eq!(
             k.encoded_len(),

@@ -78,6 +78,12 @@ struct Tamper {
     product: Option<(u8, usize)>,
     /// (step, position): add 1 to this node's first opening share of that step.
     opening: Option<(u8, usize)>,
+    /// (step, position): change an opening share without re-signing.
+    unsigned: Option<(u8, usize)>,
+    /// step: the king changes the first share it relays of position 1.
+    king_relay: Option<u8>,
+    /// The king announces another square (with a matching root) for bit 0.
+    king_square: bool,
     /// step: the king adds 1 to its first product answer.
     king_product: Option<u8>,
     /// step: the king sends position 0 a different first product answer.
@@ -97,7 +103,7 @@ fn run_with(
     let mut nodes = Vec::new();
     let mut msgs: Vec<NodeStep> = Vec::new();
     for (i, (id, share)) in net.ids.iter().zip(shares).enumerate() {
-        let (node, m) = NodeMpc::start(net.params.clone(), job.clone(), i, id, share)?;
+        let (node, m) = NodeMpc::start(net.params.clone(), job.clone(), i, id, share, &mut rng)?;
         nodes.push(node);
         msgs.push(m);
     }
@@ -110,6 +116,19 @@ fn run_with(
                 m.products[0] += F::ONE;
             }
             if tamper.opening == Some((m.step, pos)) {
+                // A deviating node signs what it sends.
+                m.openings[0] += F::ONE;
+                let k = king::checked(job, m.step);
+                let d = super::step::signed_digest(
+                    &net.params.session,
+                    m.step,
+                    m.from,
+                    &m.openings[..k],
+                    m.transcript,
+                );
+                m.signature = net.ids[pos].sign(&d).to_bytes().to_vec();
+            }
+            if tamper.unsigned == Some((m.step, pos)) {
                 m.openings[0] += F::ONE;
             }
             answers = king.receive(m)?;
@@ -121,11 +140,22 @@ fn run_with(
                 a.products[0] += F::ONE;
             }
         }
+        if tamper.king_relay == Some(step) {
+            for a in answers.iter_mut() {
+                a.signed[1].openings[0] += F::ONE;
+            }
+        }
+        if tamper.king_square && step == super::node::steps::BIT_CHECK {
+            for a in answers.iter_mut() {
+                a.roots[0] += F::ONE;
+                a.openings[0] = a.roots[0] * a.roots[0];
+            }
+        }
         if tamper.king_split == Some(step) {
             answers[0].products[0] += F::ONE;
         }
         for (i, a) in answers.iter().enumerate() {
-            match nodes[i].handle(a)? {
+            match nodes[i].handle(&net.ids[i], a)? {
                 Ok(m) => msgs.push(m),
                 Err(o) => outcomes[i] = Some(o),
             }
@@ -270,11 +300,11 @@ fn step_and_message_counts_match_the_documented_protocol() {
     };
     let (_, stats, _) = run(&net, &job, &[1, 2, 3, -4, 5, 6]);
     let m = BITS as u64;
-    assert_eq!(stats.steps, 14);
-    // 7m − 3 products per comparison, 2 per verdict group.
-    assert_eq!(stats.products, n_in as u64 * (7 * m - 3) + 2);
+    assert_eq!(stats.steps, 18);
+    // 8m − 3 products per comparison, 2 per verdict group.
+    assert_eq!(stats.products, n_in as u64 * (8 * m - 3) + 2);
     assert_eq!(stats.openings, n_in as u64 * (m + 1));
-    let per_step: usize = (0..14)
+    let per_step: usize = (0..18)
         .map(|s| {
             let (p, o) = king::expected(&job, s);
             p + o
@@ -288,14 +318,16 @@ fn deviating_node_in_a_multiplication_is_detected() {
     let net = net(5, 3);
     let job = one_group(3);
     let values: Vec<F> = [4i128, -2, 9].iter().map(|x| F::from_i128(*x)).collect();
-    for step in [1u8, 2, 5, 9, 10] {
+    // Step 1 carries input MACs and bit products, step 2 the bits' MACs (checked
+    // at step 4, before any bit is used), 9 and 13 the tree, 14 the verdicts.
+    for step in [1u8, 2, 9, 13, 14] {
         let t = Tamper {
             product: Some((step, 2)),
             ..Default::default()
         };
         match run_with(&net, &job, &values, &t) {
             Err(ProtocolError::LimitCheckAborted { step: at, .. }) => {
-                assert!(at == 2 || at == 12, "step {step}: aborted at {at}")
+                assert!(at == 4 || at == 16, "step {step}: aborted at {at}")
             }
             other => panic!(
                 "tampered product at step {step} was not detected: {:?}",
@@ -305,22 +337,43 @@ fn deviating_node_in_a_multiplication_is_detected() {
     }
     // The king tampering with a product, or telling one node something else.
     let t = Tamper {
-        king_product: Some(6),
+        king_product: Some(10),
         ..Default::default()
     };
     assert!(matches!(
         run_with(&net, &job, &values, &t),
-        Err(ProtocolError::LimitCheckAborted { step: 12, .. })
+        Err(ProtocolError::LimitCheckAborted { step: 16, .. })
     ));
     let t = Tamper {
-        king_split: Some(7),
+        king_product: Some(2),
+        ..Default::default()
+    };
+    assert!(matches!(
+        run_with(&net, &job, &values, &t),
+        Err(ProtocolError::LimitCheckAborted { step: 4, .. })
+    ));
+    let t = Tamper {
+        king_split: Some(11),
         ..Default::default()
     };
     let err = run_with(&net, &job, &values, &t).expect_err("must fail");
     assert!(
-        matches!(err, ProtocolError::LimitCheckAborted { step: 12, .. }),
+        matches!(err, ProtocolError::LimitCheckAborted { step: 16, .. }),
         "{err}"
     );
+    // A share changed after signing is refused naming its sender.
+    let t = Tamper {
+        unsigned: Some((15, 1)),
+        ..Default::default()
+    };
+    match run_with(&net, &job, &values, &t) {
+        Err(ProtocolError::LimitCheckAborted {
+            culprits, step: 15, ..
+        }) => {
+            assert_eq!(culprits, vec![net.params.nodes[1]])
+        }
+        other => panic!("unsigned change not caught: {:?}", other.map(|r| r.2)),
+    }
 }
 
 #[test]
@@ -329,19 +382,19 @@ fn deviating_opening_share_names_the_node_where_the_code_allows() {
     let net5 = net(5, 3);
     let v: Vec<F> = [4i128, -2].iter().map(|x| F::from_i128(*x)).collect();
     let t = Tamper {
-        opening: Some((3, 3)),
+        opening: Some((7, 3)),
         ..Default::default()
     };
     match run_with(&net5, &one_group(2), &v, &t) {
         Err(ProtocolError::LimitCheckAborted {
-            culprits, step: 3, ..
+            culprits, step: 7, ..
         }) => assert!(culprits.is_empty()),
         other => panic!("bad opening share not caught: {:?}", other.map(|r| r.2)),
     }
     let net = net(6, 3);
     let job = one_group(2);
     let values: Vec<F> = [4i128, -2].iter().map(|x| F::from_i128(*x)).collect();
-    for step in [2u8, 3, 11, 13] {
+    for step in [4u8, 7, 15, 17] {
         let t = Tamper {
             opening: Some((step, 3)),
             ..Default::default()
@@ -380,4 +433,45 @@ fn roots_of_a_large_batch_square_back_and_a_non_square_is_refused() {
     assert!(king::roots(&bad).is_none());
     bad[4321] = F::ZERO;
     assert!(king::roots(&bad).is_none());
+}
+
+#[test]
+fn a_king_cannot_invent_relayed_shares_or_squares() {
+    let net = net(5, 3);
+    let job = one_group(2);
+    let values: Vec<F> = [4i128, -2].iter().map(|x| F::from_i128(*x)).collect();
+    // Another node's signed share, changed in the relay: refused by every node.
+    for step in [3u8, 16, 17] {
+        let t = Tamper {
+            king_relay: Some(step),
+            ..Default::default()
+        };
+        match run_with(&net, &job, &values, &t) {
+            Err(ProtocolError::LimitCheckAborted {
+                step: at,
+                reason,
+                culprits,
+            }) => {
+                assert_eq!(at, step);
+                assert!(
+                    reason.contains("did not sign") && culprits.is_empty(),
+                    "{reason}"
+                );
+            }
+            other => panic!(
+                "forged relay at step {step} accepted: {:?}",
+                other.map(|r| r.2)
+            ),
+        }
+    }
+    // Another square with a matching root: caught at the square check, before any
+    // masked input is opened.
+    let t = Tamper {
+        king_square: true,
+        ..Default::default()
+    };
+    match run_with(&net, &job, &values, &t) {
+        Err(ProtocolError::LimitCheckAborted { step: 6, .. }) => {}
+        other => panic!("forged square accepted: {:?}", other.map(|r| r.2)),
+    }
 }

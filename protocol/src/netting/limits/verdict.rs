@@ -159,18 +159,27 @@ pub struct LimitBits {
     pub node: NodeId,
     /// Party index.
     pub party: u32,
+    /// Run attempt (a desk opens bits of one attempt only).
+    pub attempt: u32,
     /// The shares, sealed to the party's `seal_key`.
     pub sealed: SealedBox,
     /// Ed25519 signature by `node` over [`LimitBits::digest`].
     pub signature: Vec<u8>,
 }
 
-fn bits_aad(round: &RoundId, inputs: &[u8; 32], node: &NodeId, party: u32) -> Vec<u8> {
+fn bits_aad(
+    round: &RoundId,
+    inputs: &[u8; 32],
+    node: &NodeId,
+    party: u32,
+    attempt: u32,
+) -> Vec<u8> {
     let mut a = b"quorate/netting/limit-bits-box/v1\0".to_vec();
     a.extend_from_slice(&round.0);
     a.extend_from_slice(inputs);
     a.extend_from_slice(node.as_bytes());
     a.extend_from_slice(&party.to_be_bytes());
+    a.extend_from_slice(&attempt.to_be_bytes());
     a
 }
 
@@ -184,27 +193,26 @@ impl LimitBits {
         h.update(self.inputs_digest);
         h.update(self.node.as_bytes());
         h.update(self.party.to_be_bytes());
+        h.update(self.attempt.to_be_bytes());
         h.update(box_digest(&self.node, &self.sealed));
         h.finalize().into()
     }
 
-    /// Seals and signs this node's shares of every participant's bits.
-    /// Deterministic per node and inputs (sealing randomness derived from the
-    /// identity), so a repeated delivery is byte-identical.
+    /// Seals and signs this node's shares of every participant's bits (the caller
+    /// keeps them: a repeated delivery re-sends the same messages).
     ///
     /// # Security
-    /// The shares leave only sealed to their owner.
+    /// The shares leave only sealed to their owner; `rng` must be cryptographically
+    /// secure (fresh sealing randomness for every attempt's different shares).
     pub fn produce(
         spec: &RoundSpec,
         layout: &Layout,
         identity: &NodeIdentity,
         inputs_digest: [u8; 32],
+        attempt: u32,
         outcome: &Outcome,
+        rng: &mut impl rand_core::CryptoRngCore,
     ) -> Result<Vec<Self>, ProtocolError> {
-        let mut context = b"quorate/netting/limit-bits-sealing/v1\0".to_vec();
-        context.extend_from_slice(&inputs_digest);
-        let seed = identity.derive_seed(&context);
-        let rng = &mut <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(*seed);
         let node = identity.node_id();
         let a = layout.assets.len();
         let mut out = Vec::with_capacity(layout.parties.len());
@@ -216,14 +224,15 @@ impl LimitBits {
                 )?;
                 plain.extend_from_slice(&s.to_bytes());
             }
-            let aad = bits_aad(&spec.id, &inputs_digest, &node, p as u32);
+            let aad = bits_aad(&spec.id, &inputs_digest, &node, p as u32, attempt);
             let mut msg = Self {
                 round: spec.id,
                 spec_digest: spec.digest(),
                 inputs_digest,
                 node,
                 party: p as u32,
-                sealed: seal::seal(rng, &spec.parties[p].seal_key, &aad, &plain)?,
+                attempt,
+                sealed: seal::seal(&mut *rng, &spec.parties[p].seal_key, &aad, &plain)?,
                 signature: Vec::new(),
             };
             msg.signature = identity.sign(&msg.digest()).to_bytes().to_vec();
@@ -262,7 +271,14 @@ pub fn open_bits(
     let members = spec.committee.members();
     let mut cols: Vec<(F, Vec<F>)> = Vec::new();
     let mut seen = Vec::new();
-    for b in bits {
+    // Every node's bits must come from one attempt: the one most messages are of
+    // (a node signing another attempt number cannot shut the others out).
+    let attempt = bits
+        .iter()
+        .map(|b| b.attempt)
+        .max_by_key(|a| (bits.iter().filter(|b| b.attempt == *a).count(), *a))
+        .unwrap_or(0);
+    for b in bits.iter().filter(|b| b.attempt == attempt) {
         let Some(m) = members.iter().find(|m| m.node == b.node) else {
             continue;
         };
@@ -277,7 +293,7 @@ pub fn open_bits(
         {
             continue;
         }
-        let aad = bits_aad(&spec.id, inputs_digest, &b.node, b.party);
+        let aad = bits_aad(&spec.id, inputs_digest, &b.node, b.party, b.attempt);
         let plain = seal::open(seal_secret, &aad, &b.sealed).ok_or_else(|| {
             ProtocolError::OpeningFailed {
                 reason: "a node's sealed bits do not open".into(),

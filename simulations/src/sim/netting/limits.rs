@@ -276,7 +276,11 @@ impl World {
             .map_or(0, |c| c.node_us(0, job_inputs).round() as Micros);
         let label = self.topo.label(node);
         let r = self.round_mut(round);
-        let started = NodeLimits::start(&r.node_rounds[pos], &identity, attempt);
+        // Deterministic per (round, node, attempt): the simulator replays from its seed.
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(
+            (round as u64) << 32 ^ (pos as u64) << 8 ^ u64::from(attempt),
+        );
+        let started = NodeLimits::start(&r.node_rounds[pos], &identity, attempt, &mut rng);
         let Some(l) = r.limits.as_deref_mut() else {
             return 0;
         };
@@ -357,7 +361,10 @@ impl World {
         let Some(run) = l.nodes.get_mut(&pos).filter(|n| n.attempt() == attempt) else {
             return 0;
         };
-        let out = match run.on_part(&spec, &identity, step, part, parts, bytes) {
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(
+            (round as u64) << 40 ^ (pos as u64) << 16 ^ u64::from(attempt) << 8 ^ u64::from(step),
+        );
+        let out = match run.on_part(&spec, &identity, (step, part, parts), bytes, &mut rng) {
             Ok(out) if out.is_empty() => return 0,
             Ok(out) => out,
             Err(e) => {
