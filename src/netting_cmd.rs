@@ -336,7 +336,12 @@ pub(crate) async fn run(
             let result = verify_result(&spec, p, &key.seal, &fetched)?;
             let bits = verify_limit_bits(&spec, p, &key.seal, &fetched)?;
             if json {
-                print::json_value(&serde_json::json!({ "result": result, "limits": bits }))?;
+                // The PartyResult JSON, plus `limits` in limit-checked rounds.
+                let mut v = serde_json::to_value(&result)?;
+                if let (Some(bits), Some(map)) = (&bits, v.as_object_mut()) {
+                    map.insert("limits".into(), serde_json::to_value(bits)?);
+                }
+                print::json_value(&v)?;
             } else {
                 print::result(&result, fetched.outputs.len(), &view, &roster, false)?;
                 if let Some(bits) = &bits {
