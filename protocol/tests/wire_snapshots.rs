@@ -219,6 +219,7 @@ fn limit_check_steps_are_stable() {
         signed: vec![Signed {
             openings: vec![F::ONE],
             transcript: Some([0x63; 32]),
+            key_digests: vec![(0b10110, [0x67; 32])],
             signature: vec![0x66; 64],
         }],
     };

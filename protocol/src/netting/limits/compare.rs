@@ -24,6 +24,8 @@ pub struct Wire {
     pub mac: F,
 }
 
+impl zeroize::DefaultIsZeroes for Wire {}
+
 impl Wire {
     /// `self + o`.
     pub fn plus(self, o: Wire) -> Wire {

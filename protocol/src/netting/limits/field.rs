@@ -132,6 +132,9 @@ impl Default for F {
     }
 }
 
+// `Zeroize` for `F` and collections of it: overwritten with 0 (= `F::default`).
+impl zeroize::DefaultIsZeroes for F {}
+
 impl F {
     /// 0.
     pub const ZERO: F = F([0; 4]);

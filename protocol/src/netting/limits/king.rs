@@ -112,6 +112,11 @@ impl King {
         self.verdicts.as_ref()
     }
 
+    /// Whether position `pos`'s message for the current step is in.
+    pub fn has_message(&self, pos: usize) -> bool {
+        self.inbox.get(pos).is_some_and(Option::is_some)
+    }
+
     /// Positions whose message for the current step has not arrived.
     pub fn waiting_for(&self) -> Vec<NodeId> {
         (0..self.params.n())
@@ -172,6 +177,7 @@ impl King {
             msg.from,
             &msg.openings[..k],
             msg.transcript,
+            &msg.key_digests,
         );
         let signed = ed25519_dalek::Signature::from_slice(&msg.signature)
             .ok()
@@ -275,6 +281,19 @@ impl King {
                 .map(|m| Signed {
                     openings: m.openings[..k].to_vec(),
                     transcript: m.transcript,
+                    key_digests: Vec::new(),
+                    signature: m.signature.clone(),
+                })
+                .collect();
+        }
+        if step == steps::PRODUCTS {
+            // Every node checks its own sets' digests itself (the king may be lying).
+            base.signed = msgs
+                .iter()
+                .map(|m| Signed {
+                    openings: Vec::new(),
+                    transcript: None,
+                    key_digests: m.key_digests.clone(),
                     signature: m.signature.clone(),
                 })
                 .collect();
@@ -341,11 +360,29 @@ impl King {
     }
 }
 
+/// The even one of `±s` (canonical encoding's lowest bit 0; `ℓ` is odd, so exactly
+/// one of the two is even). Every node accepts only this root, so the king cannot
+/// give different nodes different signs (which would turn shares of `b` into shares
+/// of `1 − b` at some nodes and let `c` reveal the mask).
+pub fn canonical_root(s: F) -> F {
+    if s.to_bytes()[0] & 1 == 1 {
+        -s
+    } else {
+        s
+    }
+}
+
 /// A square root of every value (`None` when one is zero or not a square). The
 /// king's largest cost (one exponentiation per random bit), so large batches are
 /// split over the machine's cores; the result does not depend on how.
 pub fn roots(qs: &[F]) -> Option<Vec<F>> {
-    let one = |q: &F| if *q == F::ZERO { None } else { q.sqrt() };
+    let one = |q: &F| {
+        if *q == F::ZERO {
+            None
+        } else {
+            q.sqrt().map(canonical_root)
+        }
+    };
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);

@@ -145,6 +145,7 @@ pub struct NodeMpc {
     s: Vec<Wire>,
     check: Option<F>,
     my_last: Vec<F>,
+    my_transcript: Option<[u8; 32]>,
     verdicts: Vec<F>,
     sums: Vec<F>,
 }
@@ -161,9 +162,8 @@ impl core::fmt::Debug for NodeMpc {
 
 impl Drop for NodeMpc {
     fn drop(&mut self) {
-        // Shares of secrets: overwrite before the memory is freed.
-        let wipe = |v: &mut Vec<F>| v.iter_mut().for_each(|x| *x = F::ZERO);
-        let wipe_w = |v: &mut Vec<Wire>| v.iter_mut().for_each(|x| *x = Wire::default());
+        use zeroize::Zeroize;
+        // Shares of secrets: overwritten before the memory is freed.
         for v in [
             &mut self.uu,
             &mut self.u_bits_mac,
@@ -171,7 +171,7 @@ impl Drop for NodeMpc {
             &mut self.verdicts,
             &mut self.sums,
         ] {
-            wipe(v);
+            v.zeroize();
         }
         for v in [
             &mut self.x,
@@ -184,14 +184,25 @@ impl Drop for NodeMpc {
             &mut self.eq,
             &mut self.s,
         ] {
-            wipe_w(v);
+            v.zeroize();
         }
-        self.macs.iter_mut().for_each(|p| *p = (F::ZERO, F::ZERO));
-        self.bit_macs
+        for (v, m) in self
+            .macs
             .iter_mut()
-            .for_each(|p| *p = (F::ZERO, F::ZERO));
-        self.rho = F::ZERO;
-        self.rho_bits = F::ZERO;
+            .chain(self.bit_macs.iter_mut())
+            .chain(self.opened.iter_mut())
+        {
+            v.zeroize();
+            m.zeroize();
+        }
+        self.rho.zeroize();
+        self.rho_bits.zeroize();
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.bits);
     }
 }
 
@@ -283,6 +294,7 @@ impl NodeMpc {
             s: Vec::new(),
             check: None,
             my_last: Vec::new(),
+            my_transcript: None,
             verdicts: Vec::new(),
             sums: Vec::new(),
             params,
@@ -367,7 +379,11 @@ impl NodeMpc {
             msg.from,
             &self.my_last,
             msg.transcript,
+            &msg.key_digests,
         );
+        if let Some(t) = msg.transcript {
+            self.my_transcript = Some(t);
+        }
         msg.signature = identity.sign(&digest).to_bytes().to_vec();
     }
 
@@ -435,6 +451,7 @@ impl NodeMpc {
                 i as u16,
                 &s.openings,
                 s.transcript,
+                &s.key_digests,
             );
             let ok = ed25519_dalek::Signature::from_slice(&s.signature)
                 .ok()
@@ -451,7 +468,9 @@ impl NodeMpc {
                 ));
             }
         }
-        if king.signed[self.me].openings != self.my_last {
+        if king.signed[self.me].openings != self.my_last
+            || (step == steps::PRODUCTS && king.signed[self.me].key_digests != self.key_digests)
+        {
             return Err(abort(
                 step,
                 "the coordinator relayed a share of this node that it did not send",
@@ -503,6 +522,7 @@ impl NodeMpc {
     }
 
     fn after_products(&mut self, king: &KingStep) -> Result<(Vec<F>, Vec<F>), ProtocolError> {
+        self.confirm_keys(king)?;
         let e = self.reduced(king)?;
         let nm = self.u.len();
         let mut it = e.into_iter();
@@ -533,6 +553,30 @@ impl NodeMpc {
             .map(|(u, m)| *m * u.v)
             .collect();
         Ok((self.reduce(z)?, Vec::new()))
+    }
+
+    /// Every member of every set containing this node must have signed the same
+    /// set-key digest as this node (a set owner that sent members different keys
+    /// is caught here, before anything depends on the keys; nobody is named).
+    fn confirm_keys(&self, king: &KingStep) -> Result<(), ProtocolError> {
+        self.open_signed(king)?;
+        for (set, mine) in &self.key_digests {
+            for i in (0..self.params.n()).filter(|i| set & (1 << i) != 0) {
+                let theirs = king.signed[i]
+                    .key_digests
+                    .iter()
+                    .find(|(s, _)| s == set)
+                    .map(|(_, d)| d);
+                if theirs != Some(mine) {
+                    return Err(abort(
+                        steps::PRODUCTS,
+                        format!("position {i} holds another key for set {set:#x} than this node (its owner sent different keys, or a member misreports; not attributable)"),
+                        Vec::new(),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn after_bit_macs(&mut self, king: &KingStep) -> Result<(Vec<F>, Vec<F>), ProtocolError> {
@@ -587,11 +631,11 @@ impl NodeMpc {
             .roots
             .iter()
             .zip(&king.openings)
-            .any(|(r, q)| *r == F::ZERO || *r * *r != *q)
+            .any(|(r, q)| *r == F::ZERO || *r * *r != *q || super::king::canonical_root(*r) != *r)
         {
             return Err(abort(
                 4,
-                "a root the coordinator returned does not square to the opened value",
+                "a root the coordinator returned does not square to the opened value or is not the canonical (even) root",
                 Vec::new(),
             ));
         }
@@ -842,7 +886,7 @@ impl NodeMpc {
         // this answer was added; every node's digest is signed.
         let n = self.params.n();
         let v = self.open_signed(king)?;
-        let mine = king.signed[self.me].transcript;
+        let mine = self.my_transcript;
         let differ: Vec<usize> = (0..n)
             .filter(|&i| king.signed[i].transcript != mine || mine.is_none())
             .collect();

@@ -123,11 +123,17 @@ fn run(fx: &Fixture, inputs: &[PartyInput]) -> Run {
                 } => {
                     let from = fx.nodes[i].node_id();
                     if let Some(a) = king
-                        .on_part(spec, &from, step, part, parts, bytes)
+                        .on_part(spec, &from, step, part, parts, bytes.clone())
                         .expect("king")
                     {
                         answers = a;
                     }
+                    // A duplicate part (a retransmission) changes nothing, also
+                    // once the node's message is complete and others are awaited.
+                    assert!(king
+                        .on_part(spec, &from, step, part, parts, bytes)
+                        .expect("a duplicate part is idempotent")
+                        .is_none());
                 }
                 Payload::LimitResult { verdict, bits } => results[i] = Some((verdict, bits)),
                 other => panic!("unexpected {other:?}"),

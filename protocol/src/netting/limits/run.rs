@@ -309,8 +309,9 @@ impl KingLimits {
             .iter()
             .position(|n| n == from)
             .ok_or(ProtocolError::UnknownSender(*from))?;
-        if step != self.king.step() {
-            // Late or repeated parts of an answered step are dropped.
+        if step != self.king.step() || self.king.has_message(pos) {
+            // Late or repeated parts of a step this node already completed are
+            // dropped (duplicates are idempotent).
             return Ok(None);
         }
         let Some(whole) = self.inboxes[pos].add(part, count, bytes)? else {

@@ -55,19 +55,22 @@ pub struct Signed {
     pub openings: Vec<F>,
     /// Its transcript digest (step 16).
     pub transcript: Option<[u8; 32]>,
+    /// Its set-key digests (step 1).
+    pub key_digests: Vec<(u64, [u8; 32])>,
     /// Its signature.
     pub signature: Vec<u8>,
 }
 
 /// What a node signs for a step: `H("quorate/netting/limits/node-step/v1\0" ‖
 /// session ‖ u8 step ‖ u16 from ‖ u64 count ‖ canonical openings ‖ transcript (0
-/// or 1 ‖ 32 bytes))`.
+/// or 1 ‖ 32 bytes) ‖ u64 count ‖ (u64 set ‖ 32-byte digest) per key digest)`.
 pub fn signed_digest(
     session: &[u8; 32],
     step: u8,
     from: u16,
     openings: &[F],
     transcript: Option<[u8; 32]>,
+    key_digests: &[(u64, [u8; 32])],
 ) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
@@ -85,6 +88,11 @@ pub fn signed_digest(
             h.update(t);
         }
         None => h.update([0]),
+    }
+    h.update((key_digests.len() as u64).to_be_bytes());
+    for (set, d) in key_digests {
+        h.update(set.to_be_bytes());
+        h.update(d);
     }
     h.finalize().into()
 }
@@ -134,7 +142,12 @@ fn boxes_len(b: &[SetKeyBox]) -> usize {
 }
 
 fn signed_len(s: &Signed) -> usize {
-    scalars_len(&s.openings)
+    varint_len(s.key_digests.len())
+        + s.key_digests
+            .iter()
+            .map(|(m, _)| varint_len(*m as usize) + 32)
+            .sum::<usize>()
+        + scalars_len(&s.openings)
         + 1
         + s.transcript.map_or(0, |_| 32)
         + varint_len(s.signature.len())
@@ -225,6 +238,7 @@ mod tests {
                 Signed {
                     openings: vec![F::ONE; 2],
                     transcript: Some([3; 32]),
+                    key_digests: vec![(7, [2; 32])],
                     signature: vec![8; 64]
                 };
                 5

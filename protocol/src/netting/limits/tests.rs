@@ -84,6 +84,10 @@ struct Tamper {
     king_relay: Option<u8>,
     /// The king announces another square (with a matching root) for bit 0.
     king_square: bool,
+    /// The king gives position 0 the other (odd) root of square 0.
+    king_odd_root: bool,
+    /// This position reports (and signs) another set-key digest at step 1.
+    key_digest: Option<usize>,
     /// step: the king adds 1 to its first product answer.
     king_product: Option<u8>,
     /// step: the king sends position 0 a different first product answer.
@@ -125,6 +129,19 @@ fn run_with(
                     m.from,
                     &m.openings[..k],
                     m.transcript,
+                    &m.key_digests,
+                );
+                m.signature = net.ids[pos].sign(&d).to_bytes().to_vec();
+            }
+            if m.step == super::node::steps::PRODUCTS && tamper.key_digest == Some(pos) {
+                m.key_digests[0].1[0] ^= 1;
+                let d = super::step::signed_digest(
+                    &net.params.session,
+                    m.step,
+                    m.from,
+                    &[],
+                    None,
+                    &m.key_digests,
                 );
                 m.signature = net.ids[pos].sign(&d).to_bytes().to_vec();
             }
@@ -147,9 +164,12 @@ fn run_with(
         }
         if tamper.king_square && step == super::node::steps::BIT_CHECK {
             for a in answers.iter_mut() {
-                a.roots[0] += F::ONE;
+                a.roots[0] = king::canonical_root(a.roots[0] + F::ONE);
                 a.openings[0] = a.roots[0] * a.roots[0];
             }
+        }
+        if tamper.king_odd_root && step == super::node::steps::BIT_CHECK {
+            answers[0].roots[0] = -answers[0].roots[0];
         }
         if tamper.king_split == Some(step) {
             answers[0].products[0] += F::ONE;
@@ -473,5 +493,37 @@ fn a_king_cannot_invent_relayed_shares_or_squares() {
     match run_with(&net, &job, &values, &t) {
         Err(ProtocolError::LimitCheckAborted { step: 6, .. }) => {}
         other => panic!("forged square accepted: {:?}", other.map(|r| r.2)),
+    }
+}
+
+#[test]
+fn a_king_cannot_split_root_signs_and_set_keys_must_agree() {
+    let net = net(5, 3);
+    let job = one_group(2);
+    let values: Vec<F> = [4i128, -2].iter().map(|x| F::from_i128(*x)).collect();
+    // The other root to one node would turn its shares of b into shares of 1 − b
+    // and let c reveal the mask: refused at once, before c is opened.
+    let t = Tamper {
+        king_odd_root: true,
+        ..Default::default()
+    };
+    match run_with(&net, &job, &values, &t) {
+        Err(ProtocolError::LimitCheckAborted {
+            step: 4, reason, ..
+        }) => {
+            assert!(reason.contains("canonical"), "{reason}")
+        }
+        other => panic!("odd root accepted: {:?}", other.map(|r| r.2)),
+    }
+    // A member holding (or claiming) another set key: aborted at step 1, nobody named.
+    let t = Tamper {
+        key_digest: Some(2),
+        ..Default::default()
+    };
+    match run_with(&net, &job, &values, &t) {
+        Err(ProtocolError::LimitCheckAborted {
+            step: 1, culprits, ..
+        }) => assert!(culprits.is_empty()),
+        other => panic!("set-key mismatch accepted: {:?}", other.map(|r| r.2)),
     }
 }

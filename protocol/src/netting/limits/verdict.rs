@@ -273,24 +273,35 @@ pub fn open_bits(
     let mut seen = Vec::new();
     // Every node's bits must come from one attempt: the one most messages are of
     // (a node signing another attempt number cannot shut the others out).
-    let attempt = bits
+    // Only messages validly signed by a committee member for this round, party and
+    // inputs count, one per (node, attempt); forged copies cannot sway the choice.
+    let spec_digest = spec.digest();
+    let mut valid: Vec<&LimitBits> = Vec::new();
+    for b in bits {
+        let ok = members.iter().any(|m| m.node == b.node)
+            && b.round == spec.id
+            && b.spec_digest == spec_digest
+            && b.party as usize == party
+            && &b.inputs_digest == inputs_digest
+            && !valid
+                .iter()
+                .any(|v| v.node == b.node && v.attempt == b.attempt)
+            && ed25519_dalek::Signature::from_slice(&b.signature)
+                .is_ok_and(|sig| crate::identity::verify(&b.node, &b.digest(), &sig).is_ok());
+        if ok {
+            valid.push(b);
+        }
+    }
+    let attempt = valid
         .iter()
         .map(|b| b.attempt)
-        .max_by_key(|a| (bits.iter().filter(|b| b.attempt == *a).count(), *a))
+        .max_by_key(|a| (valid.iter().filter(|b| b.attempt == *a).count(), *a))
         .unwrap_or(0);
-    for b in bits.iter().filter(|b| b.attempt == attempt) {
+    for b in valid.into_iter().filter(|b| b.attempt == attempt) {
         let Some(m) = members.iter().find(|m| m.node == b.node) else {
             continue;
         };
-        let sig = ed25519_dalek::Signature::from_slice(&b.signature)
-            .map_err(|_| ProtocolError::BadSignature { claimed: b.node })?;
-        if b.round != spec.id
-            || b.spec_digest != spec.digest()
-            || b.party as usize != party
-            || &b.inputs_digest != inputs_digest
-            || seen.contains(&b.node)
-            || crate::identity::verify(&b.node, &b.digest(), &sig).is_err()
-        {
+        if seen.contains(&b.node) {
             continue;
         }
         let aad = bits_aad(&spec.id, inputs_digest, &b.node, b.party, b.attempt);
