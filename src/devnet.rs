@@ -485,7 +485,8 @@ async fn demo(url: &str, admin_token: &str, dir: &Path, args: &DevnetArgs) -> an
         );
     }
     let key = settlement_key.context("no secp256k1-tr key for the netting demo")?;
-    crate::devnet_netting::demo(&api, dir, &roster, &client, &key).await
+    crate::devnet_netting::demo(&api, dir, &roster, &client, &key).await?;
+    crate::devnet_limits::demo(&api, dir, &roster, &client, &key).await
 }
 
 /// The last `lines` lines of a process log, indented, for an error message.

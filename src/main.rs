@@ -4,6 +4,7 @@
 
 mod coordinator_cmd;
 mod devnet;
+mod devnet_limits;
 mod devnet_netting;
 mod netting_cmd;
 mod netting_files;

@@ -33,7 +33,7 @@ fn devnet_demo_signs_and_verifies_with_every_ciphersuite_and_keys_survive_restar
         "--http-port",
         &http,
         "--nodes",
-        "4",
+        "5",
         "--threshold",
         "3",
         "--segments",
@@ -64,6 +64,18 @@ fn devnet_demo_signs_and_verifies_with_every_ciphersuite_and_keys_survive_restar
         ),
         "{netting}"
     );
+    // The limit-checked demo round: not settled, the short desk named by the
+    // nodes' verified verdict, every desk's own bits as the plaintext says.
+    let limits = stdout
+        .lines()
+        .find(|l| l.starts_with("limit-checked round "))
+        .unwrap_or_else(|| panic!("no limit-checked line: {stdout}"));
+    assert!(
+        limits.contains("not settled:")
+            && limits.contains("not covered (verdict signed by")
+            && limits.ends_with("every desk opened its own bits"),
+        "{limits}"
+    );
     for f in ["desk-a.party", "desk-a.csv", "round.toml"] {
         assert!(data.join("netting").join(f).exists(), "{f}");
     }
@@ -72,7 +84,7 @@ fn devnet_demo_signs_and_verifies_with_every_ciphersuite_and_keys_survive_restar
     // the close on every node; at least a threshold of nodes approved the
     // settlement (the signers of the attempt).
     let mut approved = 0;
-    for i in 1..=4 {
+    for i in 1..=5 {
         let log = data.join(format!("node{i}.audit.jsonl"));
         let v = Command::new(env!("CARGO_BIN_EXE_quorate"))
             .args(["audit", "verify"])
@@ -82,12 +94,14 @@ fn devnet_demo_signs_and_verifies_with_every_ciphersuite_and_keys_survive_restar
         assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
         let text = std::fs::read_to_string(&log).expect("log");
         assert_eq!(text.matches("key_generated").count(), 3, "{text}");
+        // Two rounds: the settled one and the limit-checked one.
         assert_eq!(
             text.matches("\"netting_bundle_accepted\"").count(),
-            3,
+            6,
             "{text}"
         );
-        assert_eq!(text.matches("\"netting_closed\"").count(), 1, "{text}");
+        assert_eq!(text.matches("\"netting_closed\"").count(), 2, "{text}");
+        assert_eq!(text.matches("\"limit_verdict\"").count(), 1, "{text}");
         if text.contains("\"settlement_approved\"") {
             approved += 1;
         }
