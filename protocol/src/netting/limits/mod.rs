@@ -12,7 +12,7 @@
 //! - **Multiplication** ([`node`], [`king`]): each node sends `w_i = x_i·y_i − R_i
 //!   + m_i` (its degree-`2d` product share, minus its share of a PRSS random `R`,
 //!   plus a mask cancelling under the Lagrange weights); the king interpolates
-//!   `e = xy − R` from all `n` points and broadcasts it; `[xy] = e + [R]`. A
+//!   `e = xy − R` from all `n` points and broadcasts it; the product's share is `e + R_i`. A
 //!   degree-`2d` polynomial needs `2d + 1` points, hence **`2(t − 1) < n`**
 //!   ([`check_committee`]).
 //! - **Deviation check** (Chida et al., CRYPTO 2018): every wire `z` carries

@@ -409,7 +409,7 @@ impl NodeMpc {
         Ok(w)
     }
 
-    /// `[xy] = e + [R]` for the products in flight.
+    /// The product shares `e + R_i` for the products in flight.
     fn reduced(&mut self, king: &KingStep) -> Result<Vec<F>, ProtocolError> {
         if king.products.len() != self.reduce.len() {
             return Err(abort(

@@ -3,7 +3,7 @@
 //! reconstructs masked values and relays; it learns nothing it could not compute
 //! from public values, and whatever it gets wrong the nodes' final checks catch.
 //!
-//! Encoding: postcard; every [`F`](super::field::F) is 32 canonical little-endian
+//! Encoding: postcard; every [`F`] is 32 canonical little-endian
 //! bytes (non-canonical refused). Vectors are in the order the protocol defines
 //! for that step (see `protocol/NETTING.md`, "Limit checks").
 
