@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use quorate_protocol::{
     netting::{
-        limits::run::{KingLimits, NodeLimits, MAX_ATTEMPTS},
+        limits::{local, run::MAX_ATTEMPTS},
         session::NodeRound,
         RoundSpec,
     },
-    NodeIdentity, Payload, ProtocolError,
+    NodeIdentity, ProtocolError,
 };
 
 use crate::netting::limits::{LimitAttempt, LimitsOutcome};
@@ -55,70 +55,13 @@ fn run_attempt(
     attempt: u32,
     outcome: &mut LimitsOutcome,
 ) -> Result<(), ProtocolError> {
-    let (participants, digest) = nodes
-        .first()
-        .and_then(|(_, r)| r.closed())
-        .ok_or(ProtocolError::InvalidState("limit checks before close"))?;
-    let mut king = KingLimits::new(spec, participants, &digest, attempt)?;
-    let mut limits = Vec::with_capacity(nodes.len());
-    let mut inbox: Vec<(usize, Payload)> = Vec::new();
-    for (i, (id, round)) in nodes.iter().enumerate() {
-        let (n, parts) = NodeLimits::start(round, id, attempt, &mut rand_core::OsRng)?;
-        limits.push(n);
-        inbox.extend(parts.into_iter().map(|p| (i, p)));
-    }
-    let mut results = vec![None; nodes.len()];
-    while !inbox.is_empty() {
-        let mut answers = Vec::new();
-        for (i, p) in inbox.drain(..) {
-            match p {
-                Payload::LimitPart {
-                    step,
-                    part,
-                    parts,
-                    bytes,
-                    ..
-                } => {
-                    let from = nodes[i].0.node_id();
-                    if let Some(a) = king.on_part(spec, &from, step, part, parts, bytes)? {
-                        answers = a;
-                    }
-                }
-                Payload::LimitResult { verdict, bits } => results[i] = Some((verdict, bits)),
-                _ => return Err(ProtocolError::InvalidState("unexpected limit payload")),
-            }
-        }
-        for (node, parts) in answers {
-            let i = nodes
-                .iter()
-                .position(|(id, _)| id.node_id() == node)
-                .ok_or(ProtocolError::UnknownSender(node))?;
-            for p in parts {
-                let Payload::LimitPart {
-                    step,
-                    part,
-                    parts,
-                    bytes,
-                    ..
-                } = p
-                else {
-                    continue;
-                };
-                let back = limits[i].on_part(
-                    spec,
-                    &nodes[i].0,
-                    (step, part, parts),
-                    bytes,
-                    &mut rand_core::OsRng,
-                )?;
-                inbox.extend(back.into_iter().map(|b| (i, b)));
-            }
-        }
-    }
-    outcome.stats = king.stats();
-    for r in results.into_iter().flatten() {
-        outcome.verdicts.push(r.0);
-        outcome.bits.extend(r.1);
+    let refs: Vec<(&NodeIdentity, &NodeRound)> =
+        nodes.iter().map(|(id, r)| (id.as_ref(), r)).collect();
+    let (results, stats) = local::run_round(spec, &refs, attempt, &mut rand_core::OsRng)?;
+    outcome.stats = stats;
+    for (verdict, bits) in results {
+        outcome.verdicts.push(verdict);
+        outcome.bits.extend(bits);
     }
     Ok(())
 }

@@ -96,3 +96,112 @@ pub fn run(
         }
     }
 }
+
+/// A node's signed results of one limit-check run.
+pub type NodeResults = (super::verdict::LimitVerdict, Vec<super::verdict::LimitBits>);
+
+/// Runs attempt `attempt` of a closed round's limit checks in process: every
+/// node's real [`NodeLimits`](super::run::NodeLimits) and the coordinator's
+/// [`KingLimits`](super::run::KingLimits), over the same payloads the network
+/// carries (no envelopes). Returns every node's results, in `nodes` order, and the
+/// king's costs. Used by the coordinator's in-memory backend and by tests.
+///
+/// # Security
+/// Runs every node's secret shares through the MPC in one process: for local
+/// backends, tests and simulations only.
+pub fn run_round(
+    spec: &crate::netting::RoundSpec,
+    nodes: &[(&NodeIdentity, &crate::netting::session::NodeRound)],
+    attempt: u32,
+    rng: &mut impl CryptoRngCore,
+) -> Result<(Vec<NodeResults>, Stats), ProtocolError> {
+    run_round_with(spec, nodes, attempt, rng, false)
+}
+
+/// [`run_round`], optionally delivering every part twice to both sides (a network
+/// that retransmits): the outcome must not change.
+pub fn run_round_with(
+    spec: &crate::netting::RoundSpec,
+    nodes: &[(&NodeIdentity, &crate::netting::session::NodeRound)],
+    attempt: u32,
+    rng: &mut impl CryptoRngCore,
+    retransmit: bool,
+) -> Result<(Vec<NodeResults>, Stats), ProtocolError> {
+    let copies = if retransmit { 2 } else { 1 };
+    use super::run::{KingLimits, NodeLimits};
+    use crate::wire::Payload;
+    let (participants, digest) = nodes
+        .first()
+        .and_then(|(_, r)| r.closed())
+        .ok_or(ProtocolError::InvalidState("limit checks before close"))?;
+    let mut king = KingLimits::new(spec, participants, &digest, attempt)?;
+    let mut runs = Vec::with_capacity(nodes.len());
+    let mut inbox: Vec<(usize, Payload)> = Vec::new();
+    for (i, (id, round)) in nodes.iter().enumerate() {
+        let (n, parts) = NodeLimits::start(round, id, attempt, rng)?;
+        runs.push(n);
+        inbox.extend(parts.into_iter().map(|p| (i, p)));
+    }
+    let mut results: Vec<Option<NodeResults>> = vec![None; nodes.len()];
+    while !inbox.is_empty() {
+        let mut answers = Vec::new();
+        for (i, p) in inbox.drain(..) {
+            match p {
+                Payload::LimitPart {
+                    step,
+                    part,
+                    parts,
+                    bytes,
+                    ..
+                } => {
+                    let from = nodes[i].0.node_id();
+                    for _ in 0..copies {
+                        if let Some(a) =
+                            king.on_part(spec, &from, step, part, parts, bytes.clone())?
+                        {
+                            answers = a;
+                        }
+                    }
+                }
+                Payload::LimitResult { verdict, bits } => results[i] = Some((verdict, bits)),
+                _ => return Err(ProtocolError::InvalidState("unexpected limit payload")),
+            }
+        }
+        for (node, parts) in answers {
+            let i = nodes
+                .iter()
+                .position(|(id, _)| id.node_id() == node)
+                .ok_or(ProtocolError::UnknownSender(node))?;
+            for p in parts {
+                let Payload::LimitPart {
+                    step,
+                    part,
+                    parts,
+                    bytes,
+                    ..
+                } = p
+                else {
+                    continue;
+                };
+                for _ in 0..copies {
+                    let back = runs[i].on_part(
+                        spec,
+                        nodes[i].0,
+                        (step, part, parts),
+                        bytes.clone(),
+                        rng,
+                    )?;
+                    inbox.extend(back.into_iter().map(|b| (i, b)));
+                }
+            }
+        }
+    }
+    let results =
+        results
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or(ProtocolError::InvalidState(
+                "a node did not finish its limit checks",
+            ))?;
+    Ok((results, king.stats()))
+}

@@ -6,10 +6,11 @@ use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
 
 use super::{
     inputs::Layout,
-    run::{KingLimits, NodeLimits},
+    local,
     verdict::{open_bits, LimitBits, LimitVerdict},
 };
 use crate::{
+    identity::NodeIdentity,
     netting::{
         input::{Cover, PartyInput, Position},
         round::LimitSettings,
@@ -17,7 +18,6 @@ use crate::{
         share::deal,
         tests::{fixture, Fixture},
     },
-    wire::Payload,
 };
 
 const INSTRUMENTS: &[(&str, &str, i64, i64, i64)] = &[
@@ -99,82 +99,74 @@ fn run(fx: &Fixture, inputs: &[PartyInput]) -> Run {
     for (node, round) in fx.nodes.iter().zip(&mut rounds) {
         round.close(node, &expected).expect("close");
     }
-    let (participants, digest) = rounds[0].closed().expect("closed");
-    let participants = participants.to_vec();
-    let mut king = KingLimits::new(spec, &participants, &digest, 1).expect("king");
-    let mut nodes = Vec::new();
-    let mut outbox: Vec<(usize, Payload)> = Vec::new();
-    for (i, (id, round)) in fx.nodes.iter().zip(&rounds).enumerate() {
-        let (n, parts) = NodeLimits::start(round, id, 1, &mut rng).expect("start");
-        nodes.push(n);
-        outbox.extend(parts.into_iter().map(|p| (i, p)));
-    }
-    let mut results: Vec<Option<(LimitVerdict, Vec<LimitBits>)>> = vec![None; fx.nodes.len()];
-    while !outbox.is_empty() {
-        let mut answers = Vec::new();
-        for (i, p) in outbox.drain(..) {
-            match p {
-                Payload::LimitPart {
-                    step,
-                    part,
-                    parts,
-                    bytes,
-                    ..
-                } => {
-                    let from = fx.nodes[i].node_id();
-                    if let Some(a) = king
-                        .on_part(spec, &from, step, part, parts, bytes.clone())
-                        .expect("king")
-                    {
-                        answers = a;
-                    }
-                    // A duplicate part (a retransmission) changes nothing, also
-                    // once the node's message is complete and others are awaited.
-                    assert!(king
-                        .on_part(spec, &from, step, part, parts, bytes)
-                        .expect("a duplicate part is idempotent")
-                        .is_none());
-                }
-                Payload::LimitResult { verdict, bits } => results[i] = Some((verdict, bits)),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        for (node_id, parts) in answers {
-            let i = fx
-                .nodes
-                .iter()
-                .position(|n| n.node_id() == node_id)
-                .expect("node");
-            for p in parts {
-                let Payload::LimitPart {
-                    step,
-                    part,
-                    parts,
-                    bytes,
-                    ..
-                } = p
-                else {
-                    panic!("part")
-                };
-                for out in nodes[i]
-                    .on_part(spec, &fx.nodes[i], (step, part, parts), bytes, &mut rng)
-                    .expect("node")
-                {
-                    outbox.push((i, out));
-                }
-            }
-        }
-    }
-    let (verdicts, bits): (Vec<_>, Vec<_>) = results
-        .into_iter()
-        .map(|r| r.expect("every node finished"))
-        .unzip();
+    let digest = rounds[0].closed().expect("closed").1;
+    let refs: Vec<(&NodeIdentity, &NodeRound)> = fx.nodes.iter().zip(&rounds).collect();
+    let (results, stats) = local::run_round(spec, &refs, 1, &mut rng).expect("limit checks");
+    let (verdicts, bits): (Vec<_>, Vec<_>) = results.into_iter().unzip();
     Run {
         verdicts,
         bits,
         inputs_digest: digest,
-        steps: king.stats().steps,
+        steps: stats.steps,
     }
+}
+
+#[test]
+fn retransmitted_parts_change_nothing_and_blame_nobody() {
+    // Five desks: step messages span several parts, and every part (and every
+    // answer part) arrives twice, also after its message was complete.
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let mut fx = fixture(&mut rng, 5, INSTRUMENTS, 5, 3);
+    fx.spec.limits = Some(LimitSettings {
+        max_cover: 1 << 40,
+        reveal_failures: true,
+        efficiency: true,
+    });
+    fx.spec.validate().expect("valid");
+    let spec = &fx.spec;
+    let bundles: Vec<_> = (0..5)
+        .map(|p| {
+            deal(
+                spec,
+                p,
+                &fx.party_keys[p],
+                &PartyInput::default(),
+                10,
+                &mut rng,
+            )
+            .expect("deal")
+        })
+        .collect();
+    let expected: Vec<Option<[u8; 32]>> = bundles.iter().map(|b| Some(b.header.digest())).collect();
+    let rounds: Vec<NodeRound> = fx
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(j, id)| {
+            let mut round = NodeRound::new(spec.clone()).expect("round");
+            for b in &bundles {
+                round
+                    .accept_bundle(20, id, &b.header, &b.boxes[j])
+                    .expect("accept");
+            }
+            round.close(id, &expected).expect("close");
+            round
+        })
+        .collect();
+    let layout = Layout::new(spec, &[true; 5]).expect("layout");
+    let job = layout.job();
+    assert!(
+        super::parts::max_message_bytes(&job, 5) > 2 * super::parts::PART_BYTES,
+        "the round must need several parts per message"
+    );
+    let refs: Vec<(&NodeIdentity, &NodeRound)> = fx.nodes.iter().zip(&rounds).collect();
+    let (results, stats) = local::run_round_with(spec, &refs, 1, &mut rng, true)
+        .expect("retransmissions are idempotent");
+    assert_eq!(stats.steps, u32::from(super::STEPS));
+    assert!(
+        results.iter().all(|(v, _)| v.covered),
+        "all-zero books are covered"
+    );
 }
 
 fn plain(fx: &Fixture, inputs: &[PartyInput]) -> Vec<i128> {
