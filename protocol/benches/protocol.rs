@@ -12,8 +12,13 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use frost_core::{keys, round1, round2, SigningPackage};
 use quorate_protocol::{
-    aggregate::AggregatorConfig, local, sign::SignerConfig, suite::Suite, Aggregator, Envelope,
-    Input, KeyShare, NodeIdentity, Output, SessionId, SignTarget, Signer, Timestamp,
+    aggregate::AggregatorConfig,
+    local,
+    presign::{NoncePool, PoolConfig, MAX_OFFER},
+    sign::SignerConfig,
+    suite::Suite,
+    Aggregator, Envelope, Input, KeyShare, NodeIdentity, Output, SessionId, SignTarget, Signer,
+    Timestamp,
 };
 use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
 
@@ -198,6 +203,63 @@ fn bench_signing<C: Suite>(c: &mut Criterion, t: u16, n: u16) {
                         tweak: None,
                     },
                 );
+                (s, env)
+            },
+            |(mut s, env)| {
+                s.handle(now, Input::Message(env), &mut ChaCha20Rng::seed_from_u64(2))
+                    .expect("sign")
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    // Presigned round 2: `Signer::presigned` answering a `PresignedSign` (the whole
+    // online work of a node in one-round signing). Setup: nonces taken from the
+    // node's pool, the coordinator's package carrying their commitment.
+    const EPOCH: [u8; 16] = [7; 16];
+    let mut pool = NoncePool::new(
+        &f.shares[0],
+        EPOCH,
+        PoolConfig {
+            size: MAX_OFFER,
+            refill_below: 1,
+            lifetime_ms: u64::MAX,
+        },
+    )
+    .expect("pool");
+    let mut next = 0u64;
+    g.bench_function(BenchmarkId::new("quorate-presigned", &label), |b| {
+        b.iter_batched(
+            || {
+                if pool.held() == 0 {
+                    pool.refill(now, &mut rng).expect("offer");
+                }
+                let index = next;
+                next += 1;
+                let nonces = pool.take(EPOCH, index, now).expect("take");
+                let mine = nonces.commitments().expect("commitments");
+                let mut map = package.signing_commitments().clone();
+                map.insert(
+                    *f.key_packages[0].identifier(),
+                    round1::SigningCommitments::<C>::deserialize(&mine).expect("c"),
+                );
+                let pkg = SigningPackage::new(map, &MESSAGE).serialize().expect("ser");
+                let env = Envelope::seal(
+                    &f.coordinator,
+                    C::SUITE,
+                    f.shares[0].public.key_id,
+                    SessionId([3; 32]),
+                    quorate_protocol::Payload::PresignedSign {
+                        request: Vec::new(),
+                        message: MESSAGE.to_vec(),
+                        tweak: None,
+                        package: pkg,
+                        epoch: EPOCH,
+                        index,
+                    },
+                );
+                let s =
+                    Signer::presigned(f.ids[0].clone(), &f.shares[0], signer_config(&f), nonces)
+                        .expect("signer");
                 (s, env)
             },
             |(mut s, env)| {

@@ -6,6 +6,11 @@
 //! signer's verifying share and aggregates. Invalid shares abort the attempt naming
 //! *all* culprits; missing signers are named when the deadline fires. Retrying with
 //! another subset (ROAST-style) is the caller's loop: each attempt is a new session.
+//!
+//! A presigned attempt ([`Aggregator::presigned`], see [`crate::presign`]) skips the
+//! commitment round: it builds the signing package from commitments the signers
+//! registered ahead of time and sends each signer one [`Payload::PresignedSign`];
+//! share collection, verification and blame are the same.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -19,6 +24,7 @@ use crate::{
     inbox::{Admit, Inbox, InboxStats},
     key::{GroupPublic, SignatureBytes},
     machine::{Input, Output, Status, TimerId, Timestamp},
+    presign::{decode_commitment, PresignRef},
     sign::SignTarget,
     suite::{identifier, Suite},
     wire::{Envelope, Payload, Round},
@@ -76,6 +82,33 @@ impl Aggregator {
         Ok(me)
     }
 
+    /// Creates a one-round attempt from presigned commitments: `commitments` holds
+    /// exactly one [`PresignRef`] per signer of `config.signers` (from
+    /// [`PresignBook::take_set`](crate::presign::PresignBook::take_set)). On
+    /// `Input::Start` it decodes them (a commitment that does not decode canonically
+    /// aborts naming its node), builds the signing package and sends each signer a
+    /// [`Payload::PresignedSign`] with `config.request` verbatim and the signer's own
+    /// `(epoch, index)`, and arms the deadline; then it collects and verifies shares
+    /// like [`Aggregator::new`]'s attempt (invalid shares name every culprit, the
+    /// deadline names the silent).
+    pub fn presigned(
+        identity: Arc<NodeIdentity>,
+        public: &GroupPublic,
+        config: AggregatorConfig,
+        commitments: BTreeMap<NodeId, PresignRef>,
+    ) -> Result<Self, ProtocolError> {
+        let mut me = Self::new(identity, public, config)?;
+        crate::suite::with_inner!(&mut me.inner, s => {
+            if !commitments.keys().eq(s.ids.keys()) {
+                return Err(ProtocolError::InvalidParameters(
+                    "presigned commitments must name exactly the chosen signers".into(),
+                ));
+            }
+            s.presigned = Some(commitments);
+        });
+        Ok(me)
+    }
+
     /// Feeds one input.
     pub fn handle(
         &mut self,
@@ -119,6 +152,8 @@ struct Session<C: Suite> {
     package: Option<SigningPackage<C>>,
     shares: BTreeMap<NodeId, SignatureShare<C>>,
     start: Option<Payload>,
+    /// Presigned commitments per signer: the attempt has no commitment round.
+    presigned: Option<BTreeMap<NodeId, PresignRef>>,
 }
 
 impl<C: Suite> Session<C> {
@@ -161,6 +196,7 @@ impl<C: Suite> Session<C> {
             package: None,
             shares: BTreeMap::new(),
             start: None,
+            presigned: None,
         })
     }
 
@@ -207,17 +243,27 @@ impl<C: Suite> Session<C> {
                     timer: TimerId::Deadline,
                     at: now.plus_ms(self.config.timeout_ms),
                 });
-                let payload = self.start.clone().unwrap_or_else(|| Payload::SignRequest {
-                    request: self.config.request.clone(),
-                    message: self.config.target.message.clone(),
-                    tweak: self.config.target.tweak,
-                });
-                let env = self.envelope(payload);
-                for node in self.ids.keys() {
-                    out.push(Output::Send {
-                        to: *node,
-                        msg: env.clone(),
+                if let Some(refs) = &self.presigned {
+                    // The commitment round happened ahead of time: `advance` below
+                    // builds the package and sends each signer its `PresignedSign`.
+                    for (node, r) in refs {
+                        let c = decode_commitment::<C>(&r.commitments)
+                            .ok_or_else(|| ProtocolError::aborted(*node, Fault::InvalidElement))?;
+                        self.commitments.insert(*node, c);
+                    }
+                } else {
+                    let payload = self.start.clone().unwrap_or_else(|| Payload::SignRequest {
+                        request: self.config.request.clone(),
+                        message: self.config.target.message.clone(),
+                        tweak: self.config.target.tweak,
                     });
+                    let env = self.envelope(payload);
+                    for node in self.ids.keys() {
+                        out.push(Output::Send {
+                            to: *node,
+                            msg: env.clone(),
+                        });
+                    }
                 }
                 self.phase = Phase::Commit;
             }
@@ -238,13 +284,12 @@ impl<C: Suite> Session<C> {
             }
             Input::Message(env) => {
                 let ids = &self.ids;
-                if self
-                    .inbox
-                    .admit(&env, &[Round::SignCommit, Round::SignShare], |n| {
-                        ids.contains_key(n)
-                    })?
-                    == Admit::Duplicate
-                {
+                let rounds: &[Round] = if self.presigned.is_some() {
+                    &[Round::SignShare]
+                } else {
+                    &[Round::SignCommit, Round::SignShare]
+                };
+                if self.inbox.admit(&env, rounds, |n| ids.contains_key(n))? == Admit::Duplicate {
                     return Ok(out);
                 }
                 let sender = env.sender;
@@ -281,15 +326,32 @@ impl<C: Suite> Session<C> {
             let bytes = package
                 .serialize()
                 .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
-            let env = self.envelope(Payload::SignPackage {
-                package: bytes,
-                tweak: self.config.target.tweak,
-            });
-            for node in self.ids.keys() {
-                out.push(Output::Send {
-                    to: *node,
-                    msg: env.clone(),
+            if let Some(refs) = &self.presigned {
+                for (node, r) in refs {
+                    let env = self.envelope(Payload::PresignedSign {
+                        request: self.config.request.clone(),
+                        message: self.config.target.message.clone(),
+                        tweak: self.config.target.tweak,
+                        package: bytes.clone(),
+                        epoch: r.epoch,
+                        index: r.index,
+                    });
+                    out.push(Output::Send {
+                        to: *node,
+                        msg: env,
+                    });
+                }
+            } else {
+                let env = self.envelope(Payload::SignPackage {
+                    package: bytes,
+                    tweak: self.config.target.tweak,
                 });
+                for node in self.ids.keys() {
+                    out.push(Output::Send {
+                        to: *node,
+                        msg: env.clone(),
+                    });
+                }
             }
             self.package = Some(package);
             self.phase = Phase::Share;

@@ -8,6 +8,12 @@
 //!   names the culprits ([`ProtocolError::culprits`]);
 //! - **local refusals and bugs** (`NonceReused`, `RequestMismatch`, `InvalidParameters`,
 //!   `InvalidState`, `Crypto`): nothing a peer can be blamed for;
+//! - **presigning** ([`crate::presign`]): a node's pool refuses an id it never issued
+//!   (`PresignUnknown`) or one already consumed or expired (`PresignUsed`); a
+//!   coordinator's book refuses an offer with invalid content (`PresignOfferInvalid`,
+//!   blaming the node) or one repeating indices it already saw (`PresignOfferStale`,
+//!   nobody blamed: a duplicate delivery looks the same). None of them is fatal: the
+//!   request or offer is refused on its own (invariant 11);
 //! - **`Attestation`**: a key's attestations are missing, do not verify or disagree
 //!   with its data (a verifier's refusal to trust the key).
 
@@ -179,6 +185,43 @@ pub enum ProtocolError {
         /// Nodes proven at fault.
         culprits: Vec<NodeId>,
     },
+    /// A presigned signing request names nonces this pool never issued: another
+    /// epoch (a previous run of the node, another pool) or an index beyond the last
+    /// one offered. Nothing is consumed.
+    #[error("presigned nonces {index} of epoch {epoch_hex} were never issued by this pool", epoch_hex = hex::encode(.epoch))]
+    PresignUnknown {
+        /// The epoch the request named.
+        epoch: [u8; 16],
+        /// The index the request named.
+        index: u64,
+    },
+    /// A presigned signing request names nonces this pool issued but no longer
+    /// holds: already used for a signature, or expired (invariant 1).
+    #[error("presigned nonces {index} were already used or have expired; refusing to sign")]
+    PresignUsed {
+        /// The index the request named.
+        index: u64,
+    },
+    /// A node's presign offer is invalid (too many commitments, a commitment that
+    /// does not decode canonically as the key's ciphersuite, zero lifetime, index
+    /// overflow): provably the node's fault (invariant 8). The offer is dropped whole.
+    #[error("presign offer from {node:?} refused: {reason}")]
+    PresignOfferInvalid {
+        /// The node that signed the offer: the culprit.
+        node: NodeId,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A node's presign offer repeats or overlaps indices already seen in its epoch,
+    /// or names a retired epoch. Refused without blame (a duplicate or replayed
+    /// delivery looks the same); nothing in the book changes.
+    #[error("presign offer from {node:?} is stale: {reason}")]
+    PresignOfferStale {
+        /// The node named in the offer (not blamed).
+        node: NodeId,
+        /// What repeats.
+        reason: String,
+    },
     /// A node validly signed outputs computed on other inputs than this node's:
     /// the coordinator closed the round differently at different nodes.
     #[error("node {node:?} computed the round on other inputs than this node (the coordinator closed it differently)")]
@@ -218,11 +261,18 @@ impl ProtocolError {
             Self::ParametersDiffer { coordinator, .. } => vec![*coordinator],
             Self::OpeningFailed { culprits, .. } => culprits.clone(),
             Self::LimitCheckAborted { culprits, .. } => culprits.clone(),
+            Self::PresignOfferInvalid { node, .. } => vec![*node],
             _ => Vec::new(),
         }
     }
 
     /// True when the error ends the session (as opposed to dropping one message).
+    ///
+    /// The presigning refusals are not fatal: the pool and the book are not
+    /// sessions, and a refused id or offer leaves them serving every other request.
+    /// (A presigned signer session that gets a package it must refuse fails with
+    /// [`ProtocolError::NonceReused`], [`ProtocolError::RequestMismatch`] or
+    /// [`ProtocolError::Aborted`], which are.)
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,

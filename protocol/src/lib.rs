@@ -16,6 +16,7 @@ pub mod key;
 pub mod local;
 pub mod machine;
 pub mod netting;
+pub mod presign;
 pub mod request;
 pub mod roster;
 #[cfg(feature = "round2-cache")]

@@ -5,6 +5,11 @@
 //! the message (and tweak) this node approved, then sign. The nonces are *moved out*
 //! of the machine by signing and zeroized (invariant 1): any later, different signing
 //! package for the same session is refused with [`ProtocolError::NonceReused`].
+//!
+//! A presigned session ([`Signer::presigned`], see [`crate::presign`]) starts with
+//! nonces taken from the node's pool instead of round 1: it answers one
+//! [`Payload::PresignedSign`] with its share, after the same round-2 checks plus
+//! the presigned id and the message the envelope carries.
 
 use std::sync::Arc;
 
@@ -23,6 +28,7 @@ use crate::{
     inbox::{Admit, Inbox, InboxStats},
     key::KeyShare,
     machine::{Input, Output, Status, TimerId, Timestamp},
+    presign::pool::{NoncesInner, PresignedNonces, Taken},
     suite::{identifier, Ciphersuite, Suite},
     wire::{Envelope, Payload, Round},
 };
@@ -78,6 +84,53 @@ impl Signer {
         Ok(Self { inner })
     }
 
+    /// Creates a presigned signer session for `share`, holding `nonces` taken from
+    /// the node's [`NoncePool`](crate::presign::NoncePool) for the
+    /// [`Payload::PresignedSign`] that named them. Its one input is that message
+    /// (`Input::Message`): it runs the checks of round 2 (tweak; its commitment
+    /// unaltered in the package; the approved message, in the envelope and in the
+    /// package; every signer a member; the package decodes), checks that the
+    /// envelope's `(epoch, index)` are those of `nonces`, and answers
+    /// [`Payload::SignShare`] and `Output::Done` like [`Signer::new`]'s session.
+    /// `Input::Start` is refused with [`ProtocolError::InvalidState`] (a driver
+    /// bug; fatal, so the nonces are dropped). The session arms no timer.
+    ///
+    /// # Security
+    /// The nonces are consumed by the one signature or dropped (zeroized) with the
+    /// session, or on any fatal refusal. A second, different package is refused:
+    /// [`ProtocolError::NonceReused`] after the signature, or
+    /// [`ProtocolError::Equivocation`] by the coordinator after a refused first
+    /// package. Fails (dropping the nonces) if they belong to another key or suite.
+    pub fn presigned(
+        identity: Arc<NodeIdentity>,
+        share: &KeyShare,
+        config: SignerConfig,
+        nonces: PresignedNonces,
+    ) -> Result<Self, ProtocolError> {
+        if nonces.key() != share.public.key_id || nonces.suite() != share.public.suite {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "presigned nonces of key {} ({}) given for key {} ({})",
+                nonces.key(),
+                nonces.suite(),
+                share.public.key_id,
+                share.public.suite
+            )));
+        }
+        let id = (nonces.epoch(), nonces.index());
+        let inner = match nonces.inner {
+            NoncesInner::Secp256k1(t) => {
+                Inner::Secp256k1(Session::presigned(identity, share, config, t, id)?)
+            }
+            NoncesInner::Secp256k1Tr(t) => {
+                Inner::Secp256k1Tr(Session::presigned(identity, share, config, t, id)?)
+            }
+            NoncesInner::Ed25519(t) => {
+                Inner::Ed25519(Session::presigned(identity, share, config, t, id)?)
+            }
+        };
+        Ok(Self { inner })
+    }
+
     /// Feeds one input.
     ///
     /// # Security
@@ -122,6 +175,9 @@ struct Session<C: Suite> {
     status: Status,
     nonces: Option<SigningNonces<C>>,
     commitments: Option<SigningCommitments<C>>,
+    /// `(epoch, index)` of presigned nonces: the session accepts only the
+    /// `PresignedSign` naming them.
+    presign: Option<([u8; 16], u64)>,
     used: bool,
     #[cfg(feature = "round2-cache")]
     cache: Option<Round2Cache>,
@@ -155,10 +211,25 @@ impl<C: Suite> Session<C> {
             status: Status::Running,
             nonces: None,
             commitments: None,
+            presign: None,
             used: false,
             #[cfg(feature = "round2-cache")]
             cache: None,
         })
+    }
+
+    fn presigned(
+        identity: Arc<NodeIdentity>,
+        share: &KeyShare,
+        config: SignerConfig,
+        taken: Taken<C>,
+        id: ([u8; 16], u64),
+    ) -> Result<Self, ProtocolError> {
+        let mut session = Self::new(identity, share, config)?;
+        session.nonces = Some(taken.nonces);
+        session.commitments = Some(taken.commitments);
+        session.presign = Some(id);
+        Ok(session)
     }
 
     fn envelope(&self, payload: Payload) -> Envelope {
@@ -198,6 +269,11 @@ impl<C: Suite> Session<C> {
     ) -> Result<Vec<Output<ShareSent>>, ProtocolError> {
         match input {
             Input::Start => {
+                if self.presign.is_some() {
+                    return Err(ProtocolError::InvalidState(
+                        "a presigned signer is not started; feed it the PresignedSign",
+                    ));
+                }
                 if self.commitments.is_some() || self.used {
                     return Err(ProtocolError::InvalidState("signer already started"));
                 }
@@ -229,10 +305,12 @@ impl<C: Suite> Session<C> {
             }
             Input::Message(env) => {
                 let coordinator = self.config.coordinator;
-                match self
-                    .inbox
-                    .admit(&env, &[Round::SignPackage], |n| *n == coordinator)
-                {
+                let round = if self.presign.is_some() {
+                    Round::PresignedSign
+                } else {
+                    Round::SignPackage
+                };
+                match self.inbox.admit(&env, &[round], |n| *n == coordinator) {
                     Ok(Admit::Duplicate) => return Ok(Vec::new()),
                     Ok(Admit::New) => {}
                     // A second, different package after we signed: refuse (invariant 1).
@@ -244,8 +322,32 @@ impl<C: Suite> Session<C> {
                 if self.used || self.status != Status::Running {
                     return Err(ProtocolError::NonceReused);
                 }
-                let Payload::SignPackage { package, tweak } = env.payload else {
-                    return Err(ProtocolError::UnexpectedRound { got: env.round });
+                let (package, tweak) = match (env.payload, self.presign) {
+                    (Payload::SignPackage { package, tweak }, None) => (package, tweak),
+                    (
+                        Payload::PresignedSign {
+                            message,
+                            tweak,
+                            package,
+                            epoch,
+                            index,
+                            ..
+                        },
+                        Some(mine),
+                    ) => {
+                        if (epoch, index) != mine {
+                            return Err(ProtocolError::RequestMismatch(
+                                "presigned id differs from this session's nonces",
+                            ));
+                        }
+                        if message != self.config.target.message {
+                            return Err(ProtocolError::RequestMismatch(
+                                "message differs from the approved request",
+                            ));
+                        }
+                        (package, tweak)
+                    }
+                    _ => return Err(ProtocolError::UnexpectedRound { got: env.round }),
                 };
                 let share = self.sign(&package, tweak)?;
                 self.status = Status::Done;

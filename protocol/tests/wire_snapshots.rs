@@ -334,6 +334,26 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                 },
             },
         ),
+        (
+            "presign_offer",
+            Payload::PresignOffer {
+                epoch: [0x17; 16],
+                first: 300,
+                commitments: vec![vec![0x18; 3], vec![0x19; 2]],
+                lifetime_ms: 600_000,
+            },
+        ),
+        (
+            "presigned_sign",
+            Payload::PresignedSign {
+                request: b"req".to_vec(),
+                message: b"msg".to_vec(),
+                tweak: Some([0x1a; 32]),
+                package: vec![0x1b; 4],
+                epoch: [0x17; 16],
+                index: 301,
+            },
+        ),
     ]
 }
 
@@ -422,12 +442,14 @@ fn enum_tags_are_stable() {
         Round::LimitStart,
         Round::LimitPart,
         Round::LimitResult,
+        Round::PresignOffer,
+        Round::PresignedSign,
     ];
     let tags: Vec<u8> = rounds
         .iter()
         .flat_map(|r| postcard::to_allocvec(r).expect("encode"))
         .collect();
-    assert_eq!(tags, (0..19).collect::<Vec<u8>>());
+    assert_eq!(tags, (0..21).collect::<Vec<u8>>());
 }
 
 #[test]

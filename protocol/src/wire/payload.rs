@@ -45,6 +45,11 @@ pub enum Round {
     LimitPart,
     /// Limit checks: a node's signed verdict and sealed bits.
     LimitResult,
+    /// Presigning: a node registers fresh round-1 commitments with a coordinator.
+    PresignOffer,
+    /// Presigning: the coordinator's one-round signing request naming the
+    /// recipient's presigned commitment.
+    PresignedSign,
 }
 
 /// One row of a DKG echo: what `sender`'s round-1 message hashed to, with the
@@ -216,6 +221,38 @@ pub enum Payload {
         /// Per participating party.
         bits: Vec<crate::netting::limits::verdict::LimitBits>,
     },
+    /// Node → coordinator: round-1 commitments of nonces the node holds in its
+    /// in-memory pool ([`crate::presign::pool::NoncePool`]) for the envelope's key, for
+    /// one-round signing later. At most [`crate::presign::MAX_OFFER`] commitments.
+    PresignOffer {
+        /// The pool's epoch: random per pool (a restarted node starts a new one), so
+        /// ids of a previous pool can never name this pool's nonces.
+        epoch: [u8; 16],
+        /// Index of the first commitment; the others follow as `first + 1`, ….
+        first: u64,
+        /// Serialized `frost_core::round1::SigningCommitments`, one per index.
+        commitments: Vec<Vec<u8>>,
+        /// Milliseconds (from when the node made the offer) after which the node
+        /// drops these nonces; the coordinator stops using them earlier.
+        lifetime_ms: u64,
+    },
+    /// Coordinator → one signer: a complete one-round signing request that uses the
+    /// recipient's presigned commitment `(epoch, index)` (one envelope per signer).
+    PresignedSign {
+        /// The client's signed request, forwarded verbatim for the node's own checks.
+        request: Vec<u8>,
+        /// Bytes to sign.
+        message: Vec<u8>,
+        /// Optional Taproot merkle root.
+        tweak: Option<[u8; 32]>,
+        /// Serialized `frost_core::SigningPackage`: every chosen signer's presigned
+        /// commitment and the message.
+        package: Vec<u8>,
+        /// Epoch of the recipient's pool the commitment comes from.
+        epoch: [u8; 16],
+        /// Index of the recipient's commitment in that epoch.
+        index: u64,
+    },
 }
 
 impl Payload {
@@ -241,6 +278,8 @@ impl Payload {
             Self::LimitStart { .. } => Round::LimitStart,
             Self::LimitPart { .. } => Round::LimitPart,
             Self::LimitResult { .. } => Round::LimitResult,
+            Self::PresignOffer { .. } => Round::PresignOffer,
+            Self::PresignedSign { .. } => Round::PresignedSign,
         }
     }
 }
