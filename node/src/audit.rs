@@ -13,6 +13,29 @@
 //! it by comparing [`VerifyReport::entries`] and [`VerifyReport::last_hash`] with a
 //! value anchored elsewhere (e.g. exported to an auditor). The format is described
 //! in the crate README.
+//!
+//! # Group commit
+//!
+//! An entry is *durable* once the log file has been synced past it and, for a log
+//! opened with [`AuditLog::open_anchored`], the keystore's anchor has moved to it.
+//! [`AuditLog::append`] makes each entry durable before it returns (one sync and one
+//! anchor update per entry). To share that cost, [`AuditLog::append_deferred`]
+//! builds, signs and writes an entry without syncing or anchoring it: the entry is
+//! *written but not durable* (it is in the file, and a crash of the process keeps
+//! it, but a crash of the host may lose it). [`AuditLog::commit`] then makes every
+//! entry written since the last commit durable with one sync and one anchor update
+//! (to the last of them); [`AuditLog::append`] commits pending entries along with
+//! its own.
+//!
+//! The contract: **nothing that depends on a record may leave the node before
+//! `commit()` returns `Ok`** — no signature share, no reply, no message to a peer.
+//! A deferred append that returns `Ok` only reserves the entry's place in the
+//! chain. If `commit` fails, the log is closed for appends (as after a failed
+//! [`AuditLog::append`]) and every entry since the last successful commit must be
+//! treated as not recorded: do not act on any of them. Entries that were written but
+//! never committed (the node stopped or crashed in between) are accepted by the next
+//! open when they are on disk and verify, exactly like entries whose anchor update
+//! failed; they are synced and anchored before that open returns.
 
 use std::{
     fmt,
@@ -242,8 +265,9 @@ pub enum AuditKind {
         /// SHA-256 request hash (hex).
         request_hash: String,
     },
-    /// This node contributed a signature share; written and synced before the share
-    /// is sent. `details` carries `request_hash` and `message_hash`.
+    /// This node contributed a signature share; committed (written, synced and
+    /// anchored) before the share is sent. `details` carries `request_hash` and
+    /// `message_hash`.
     ShareContributed {
         /// Key id.
         #[serde(with = "hex_id")]
@@ -834,10 +858,33 @@ pub struct AuditLog {
     next_seq: u64,
     prev_hash: [u8; 32],
     poisoned: bool,
-    /// File length (end of the last entry).
+    /// File length (end of the last entry written, committed or not).
     len: u64,
-    /// Where every append is anchored (the keystore), if opened anchored.
+    /// Where every commit is anchored (the keystore), if opened anchored.
     state: Option<StateStore>,
+    /// Entries written since the last successful commit (not durable yet).
+    pending: usize,
+    /// Durability work done so far.
+    stats: AuditStats,
+    /// Test hook: every later sync of the log fails.
+    #[cfg(test)]
+    fail_syncs: bool,
+}
+
+/// Counters of the durability work of an open [`AuditLog`] (for metrics and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AuditStats {
+    /// Successful commits that made at least one entry durable (each
+    /// [`AuditLog::append`] is one, a [`AuditLog::commit`] with nothing pending is
+    /// none).
+    pub commits: u64,
+    /// Syncs of the log file issued since it was opened, failed ones included
+    /// (by commits, and by the open itself when it repairs or anchors the log).
+    pub syncs: u64,
+    /// Anchor updates written to the keystore since the log was opened (by commits,
+    /// and by the open itself when it moves the anchor to the end of the log).
+    pub anchor_updates: u64,
 }
 
 impl fmt::Debug for AuditLog {
@@ -846,6 +893,7 @@ impl fmt::Debug for AuditLog {
             .field("path", &self.path)
             .field("node", &self.node)
             .field("next_seq", &self.next_seq)
+            .field("pending", &self.pending)
             .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
     }
@@ -899,10 +947,16 @@ impl AuditLog {
     /// [`AuditError::AnchorMismatch`]). A torn final line (no newline, does not
     /// verify) *after* the anchored entry is the unsynced tail of a crashed write:
     /// it is cut away and a `torn_tail_repaired` entry is appended. A torn line at
-    /// or before the anchor, or a bad line anywhere else, is refused. Every later
-    /// append updates the anchor before it returns. When the keystore holds a
-    /// policy snapshot (see `recovery`), verification resumes at the snapshot's
-    /// entry instead of the start (the prefix is checked by [`verify`]).
+    /// or before the anchor, or a bad line anywhere else, is refused. Complete
+    /// entries after the anchored one (written but never committed, or whose anchor
+    /// update failed) are accepted: the file is synced and the anchor moved to the
+    /// last of them before this returns. Every later commit ([`Self::append`], or
+    /// [`Self::commit`] after deferred appends) moves the anchor to the last entry
+    /// written before it returns. When the keystore holds a policy snapshot (see
+    /// `recovery`) at or before the anchored entry, verification resumes at the
+    /// snapshot's entry instead of the start (the prefix is checked by [`verify`]);
+    /// a snapshot beyond the anchor (taken over entries that were never committed)
+    /// is not trusted as a starting point, and the whole log is verified.
     ///
     /// # Security
     /// As [`Self::open`]. The anchor is sealed in the keystore, so only this node
@@ -958,8 +1012,17 @@ impl AuditLog {
                 .and_then(|b| crate::recovery::snapshot_checkpoint(&b)),
             None => None,
         };
+        // Only a snapshot of durable entries (at or before the anchor) is a safe
+        // starting point: one taken over entries that were never committed may
+        // describe a tail that a crash of the host has since lost, and resuming
+        // there would also skip the anchored entry.
         let checkpoint = match checkpoint {
-            Some(cp) if at_line_boundary(&mut file, cp.2).map_err(io_err)? => Some(cp),
+            Some(cp)
+                if anchor.is_some_and(|a| cp.0 <= a.seq)
+                    && at_line_boundary(&mut file, cp.2).map_err(io_err)? =>
+            {
+                Some(cp)
+            }
             _ => None,
         };
         file.seek(io::SeekFrom::Start(checkpoint.map_or(0, |c| c.2)))
@@ -973,6 +1036,7 @@ impl AuditLog {
         .map_err(io_err)?;
         let report = scanned.report;
         let mut repaired = None;
+        let mut syncs = 0u64;
         if let Some(bad) = report.first_bad {
             // Only the unsynced tail may be cut: a torn last line after the anchored
             // entry (or, before any anchor exists, in an otherwise empty log).
@@ -988,6 +1052,7 @@ impl AuditLog {
                 });
             }
             let len = file.metadata().map_err(io_err)?.len();
+            syncs += 1;
             file.set_len(scanned.good_end)
                 .and_then(|()| file.sync_all())
                 .map_err(io_err)?;
@@ -1029,6 +1094,7 @@ impl AuditLog {
             file.seek(io::SeekFrom::End(-1)).map_err(io_err)?;
             file.read_exact(&mut last).map_err(io_err)?;
             if last[0] != b'\n' {
+                syncs += 1;
                 file.write_all(b"\n")
                     .and_then(|()| file.sync_data())
                     .map_err(io_err)?;
@@ -1045,21 +1111,35 @@ impl AuditLog {
             poisoned: false,
             len,
             state,
+            pending: 0,
+            stats: AuditStats {
+                syncs,
+                ..AuditStats::default()
+            },
+            #[cfg(test)]
+            fail_syncs: false,
         };
-        // Bring the anchor up to the end of the log (entries synced after the last
-        // anchor update, or a log anchored for the first time).
-        if let (Some(st), Some(last)) = (&log.state, report.entries.checked_sub(1)) {
+        // Bring the anchor up to the end of the log (entries written after the last
+        // commit or whose anchor update failed, or a log anchored for the first
+        // time). Such entries may never have been synced (a crash between a write
+        // and its commit): sync them first, so the anchor never points past what
+        // is durable.
+        if let Some(last) = report
+            .entries
+            .checked_sub(1)
+            .filter(|_| log.state.is_some())
+        {
             let current = AuditAnchor {
                 seq: last,
                 hash: log.prev_hash,
                 end_offset: log.len,
             };
             if anchor != Some(current) {
-                st.set_audit_anchor(&current)
-                    .map_err(|source| AuditError::Anchor {
-                        path: log.path.clone(),
-                        source,
-                    })?;
+                log.sync_file().map_err(|source| AuditError::Io {
+                    path: log.path.clone(),
+                    source,
+                })?;
+                log.write_anchor(&current)?;
             }
         }
         if let Some(removed_bytes) = repaired {
@@ -1072,6 +1152,11 @@ impl AuditLog {
     }
 
     /// The anchor store, when the log was opened anchored.
+    ///
+    /// State sealed there that refers to a point of the log (the policy snapshot of
+    /// `recovery`) must be taken at a durable point: only when [`Self::pending`] is
+    /// 0, i.e. after a successful [`Self::commit`]. (An open does not resume
+    /// verification at a snapshot beyond the anchor.)
     pub fn state(&self) -> Option<&StateStore> {
         self.state.as_ref()
     }
@@ -1083,39 +1168,89 @@ impl AuditLog {
         self.file = file;
     }
 
+    /// Test hook: every later sync of the log file fails (writes still succeed), to
+    /// see what a failed commit does.
+    #[cfg(test)]
+    pub(crate) fn fail_syncs_for_test(&mut self) {
+        self.fail_syncs = true;
+    }
+
     /// The log file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The next sequence number.
+    /// The next sequence number (after every entry written, committed or not).
     pub fn next_seq(&self) -> u64 {
         self.next_seq
     }
 
-    /// Length of the log file (the end of the last entry).
+    /// Length of the log file: the end of the last entry written, committed or not.
     pub fn end_offset(&self) -> u64 {
         self.len
     }
 
-    /// Hash of the last entry (zeros if empty).
+    /// Hash of the last entry written, committed or not (zeros if empty).
     pub fn last_hash(&self) -> [u8; 32] {
         self.prev_hash
     }
 
-    /// Appends an entry stamped with the system clock, and syncs it to disk before
-    /// returning. An error means the entry may not be recorded: the caller must not
-    /// sign.
+    /// Entries written since the last successful [`Self::commit`]: written but not
+    /// durable. Nothing that depends on them may leave the node yet. After a failed
+    /// commit they stay counted here (they are not durable, and never will be by
+    /// this handle: the log is closed for appends).
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Counters of commits, syncs and anchor updates since the log was opened.
+    pub fn stats(&self) -> AuditStats {
+        self.stats
+    }
+
+    /// Appends an entry stamped with the system clock and commits it, together with
+    /// every pending entry written before it ([`Self::append_deferred`]), before
+    /// returning: the file is synced and, when anchored, the anchor moved to it.
+    /// An error means the entry (and every pending one) may not be recorded: the
+    /// caller must not sign, nor act on any of them. When the entry is refused
+    /// ([`AuditError::Details`]) nothing is written and pending entries stay
+    /// pending.
     pub fn append(&mut self, kind: AuditKind, details: Value) -> Result<AuditEntry, AuditError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        self.append_at(now, kind, details)
+        self.append_at(now_ms(), kind, details)
     }
 
     /// Appends an entry with a caller-supplied time (Unix ms). As [`Self::append`].
     pub fn append_at(
+        &mut self,
+        time_ms: u64,
+        kind: AuditKind,
+        details: Value,
+    ) -> Result<AuditEntry, AuditError> {
+        let entry = self.append_deferred_at(time_ms, kind, details)?;
+        self.commit()?;
+        Ok(entry)
+    }
+
+    /// Writes an entry stamped with the system clock *without* making it durable:
+    /// it is built, signed and written to the file, and takes its place in the
+    /// chain (seq, hash), but the file is not synced and the anchor does not move.
+    /// It becomes durable at the next successful [`Self::commit`] (or
+    /// [`Self::append`]).
+    ///
+    /// Nothing that depends on the entry may leave the node before that commit
+    /// returns `Ok`. An error is as for [`Self::append`]; a failed write closes the
+    /// log for appends, and pending entries written before it are then not durable
+    /// either.
+    pub fn append_deferred(
+        &mut self,
+        kind: AuditKind,
+        details: Value,
+    ) -> Result<AuditEntry, AuditError> {
+        self.append_deferred_at(now_ms(), kind, details)
+    }
+
+    /// As [`Self::append_deferred`], with a caller-supplied time (Unix ms).
+    pub fn append_deferred_at(
         &mut self,
         time_ms: u64,
         kind: AuditKind,
@@ -1155,11 +1290,7 @@ impl AuditLog {
             )));
         }
         line.push('\n');
-        let written = self
-            .file
-            .write_all(line.as_bytes())
-            .and_then(|()| self.file.sync_data());
-        if let Err(source) = written {
+        if let Err(source) = self.file.write_all(line.as_bytes()) {
             self.poisoned = true;
             return Err(AuditError::WriteFailed {
                 path: self.path.clone(),
@@ -1169,24 +1300,85 @@ impl AuditLog {
         self.next_seq += 1;
         self.prev_hash = entry.hash;
         self.len += line.len() as u64;
-        if let Some(st) = &self.state {
-            let anchor = AuditAnchor {
-                seq: entry.seq,
-                hash: entry.hash,
-                end_offset: self.len,
-            };
-            if let Err(source) = st.set_audit_anchor(&anchor) {
-                // The entry is on disk (the next open re-anchors it), but a node that
-                // cannot anchor its log must not act: fail closed.
-                self.poisoned = true;
-                return Err(AuditError::Anchor {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        }
+        self.pending += 1;
         Ok(entry)
     }
+
+    /// Makes every pending entry durable: one sync of the log file and, when
+    /// anchored, one anchor update to the last entry written (its seq, hash and end
+    /// offset). Does nothing when nothing is pending.
+    ///
+    /// Only once this returns `Ok` may anything that depends on those entries leave
+    /// the node. On error the log is closed for appends ([`AuditError::WriteFailed`]
+    /// when the sync failed, [`AuditError::Anchor`] when the anchor update did; then
+    /// [`AuditError::Poisoned`] on every later call) and every entry written since
+    /// the last successful commit must be treated as not recorded: do not sign, and
+    /// do not act on any of them. The next open accepts those of them that reached
+    /// the disk.
+    pub fn commit(&mut self) -> Result<(), AuditError> {
+        if self.poisoned {
+            return Err(AuditError::Poisoned {
+                path: self.path.clone(),
+            });
+        }
+        // The last pending entry (pending entries imply a last entry).
+        let Some(seq) = self.next_seq.checked_sub(1).filter(|_| self.pending > 0) else {
+            return Ok(());
+        };
+        if let Err(source) = self.sync_file() {
+            self.poisoned = true;
+            return Err(AuditError::WriteFailed {
+                path: self.path.clone(),
+                source,
+            });
+        }
+        let anchor = AuditAnchor {
+            seq,
+            hash: self.prev_hash,
+            end_offset: self.len,
+        };
+        if let Err(e) = self.write_anchor(&anchor) {
+            // The entries are on disk (the next open re-anchors them), but a node
+            // that cannot anchor its log must not act: fail closed.
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.pending = 0;
+        self.stats.commits += 1;
+        Ok(())
+    }
+
+    /// Syncs the log file's data, counting it.
+    fn sync_file(&mut self) -> io::Result<()> {
+        self.stats.syncs += 1;
+        #[cfg(test)]
+        if self.fail_syncs {
+            return Err(io::Error::other("sync failure injected by a test"));
+        }
+        self.file.sync_data()
+    }
+
+    /// Moves the anchor in the keystore (if anchored), counting it.
+    fn write_anchor(&mut self, anchor: &AuditAnchor) -> Result<(), AuditError> {
+        let Some(st) = &self.state else {
+            return Ok(());
+        };
+        st.set_audit_anchor(anchor)
+            .map_err(|source| AuditError::Anchor {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.stats.anchor_updates += 1;
+        Ok(())
+    }
+}
+
+/// The system clock as Unix ms (0 before 1970, saturating far in the future).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -1781,5 +1973,284 @@ mod tests {
             verify(&dir.path().join("missing"), None),
             Err(AuditError::Io { .. })
         ));
+    }
+
+    fn anchor_of(ks: &crate::keystore::Keystore) -> AuditAnchor {
+        ks.state().audit_anchor().expect("read").expect("anchored")
+    }
+
+    #[test]
+    fn deferred_appends_share_one_sync_and_one_anchor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 30);
+        let mut log = reopen(&path, &ks).expect("reopen");
+        let before = log.stats();
+        let anchored_before = anchor_of(&ks);
+        let mut last = None;
+        for i in 0..7u64 {
+            let e = log
+                .append_deferred_at(2000 + i, AuditKind::PolicyReloaded, json!({ "i": i }))
+                .expect("deferred");
+            assert_eq!(e.seq, 5 + i);
+            last = Some(e);
+        }
+        let last = last.expect("written");
+        assert_eq!(log.pending(), 7);
+        assert_eq!(log.next_seq(), 12, "seq advances at write time");
+        assert_eq!(log.last_hash(), last.hash);
+        assert_eq!(
+            log.end_offset(),
+            std::fs::metadata(&path).expect("meta").len(),
+            "written, and counted in the length"
+        );
+        assert_eq!(log.stats(), before, "no sync, no anchor update yet");
+        assert_eq!(anchor_of(&ks), anchored_before, "anchor did not move");
+
+        log.commit().expect("commit");
+        let after = log.stats();
+        assert_eq!(after.syncs - before.syncs, 1, "one sync for seven entries");
+        assert_eq!(after.anchor_updates - before.anchor_updates, 1);
+        assert_eq!(after.commits - before.commits, 1);
+        assert_eq!(log.pending(), 0);
+        let anchor = anchor_of(&ks);
+        assert_eq!((anchor.seq, anchor.hash), (11, last.hash));
+        assert_eq!(
+            anchor.end_offset,
+            std::fs::metadata(&path).expect("meta").len()
+        );
+        let report = verify(&path, Some(ks.node_id())).expect("verify");
+        assert!(report.is_valid(), "{report:?}");
+        assert_eq!(report.entries, 12);
+        assert_eq!(report.last_hash, Some(last.hash));
+    }
+
+    #[test]
+    fn append_commits_pending_entries_with_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 31);
+        let mut log = reopen(&path, &ks).expect("reopen");
+        let before = log.stats();
+        for _ in 0..3 {
+            log.append_deferred(AuditKind::PolicyReloaded, Value::Null)
+                .expect("deferred");
+        }
+        let e = log
+            .append(AuditKind::NodeStopped, Value::Null)
+            .expect("append");
+        assert_eq!(e.seq, 8);
+        assert_eq!(log.pending(), 0, "the append committed the batch");
+        let after = log.stats();
+        assert_eq!(after.syncs - before.syncs, 1);
+        assert_eq!(after.anchor_updates - before.anchor_updates, 1);
+        assert_eq!(after.commits - before.commits, 1);
+        let anchor = anchor_of(&ks);
+        assert_eq!((anchor.seq, anchor.hash), (8, e.hash));
+        assert_eq!(anchor.end_offset, log.end_offset());
+        // An append alone is one sync and one anchor update, as before.
+        log.append(AuditKind::NodeStopped, Value::Null)
+            .expect("append");
+        assert_eq!(log.stats().syncs - after.syncs, 1);
+        assert_eq!(log.stats().anchor_updates - after.anchor_updates, 1);
+        // Unanchored, the append syncs the batch too.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = identity(32);
+        let path = dir.path().join("audit.jsonl");
+        let mut log = AuditLog::open(&path, &id).expect("open");
+        log.append_deferred(AuditKind::Unsealed, Value::Null)
+            .expect("deferred");
+        log.append(AuditKind::NodeStopped, Value::Null)
+            .expect("append");
+        assert_eq!((log.pending(), log.stats().syncs), (0, 1));
+        assert_eq!(log.stats().anchor_updates, 0);
+        assert!(verify(&path, Some(id.node_id()))
+            .expect("verify")
+            .is_valid());
+    }
+
+    #[test]
+    fn commit_without_pending_entries_does_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 33);
+        let mut log = reopen(&path, &ks).expect("reopen");
+        let before = log.stats();
+        let anchor = anchor_of(&ks);
+        log.commit().expect("commit");
+        log.commit().expect("commit again");
+        assert_eq!(log.stats(), before);
+        assert_eq!(anchor_of(&ks), anchor);
+        // Nor after the pending entries were committed.
+        log.append_deferred(AuditKind::PolicyReloaded, Value::Null)
+            .expect("deferred");
+        log.commit().expect("commit");
+        let committed = log.stats();
+        log.commit().expect("nothing pending");
+        assert_eq!(log.stats(), committed);
+        // A fresh unanchored log: nothing to sync.
+        let path = dir.path().join("other.jsonl");
+        let mut log = AuditLog::open(&path, &identity(34)).expect("open");
+        log.commit().expect("commit");
+        assert_eq!(log.stats(), AuditStats::default());
+    }
+
+    #[test]
+    fn uncommitted_entries_survive_reopen_when_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 35);
+        let mut log = reopen(&path, &ks).expect("reopen");
+        let mut last = None;
+        for i in 0..3u64 {
+            last = Some(
+                log.append_deferred_at(3000 + i, AuditKind::PolicyReloaded, json!({ "i": i }))
+                    .expect("deferred"),
+            );
+        }
+        let last = last.expect("written");
+        drop(log); // no commit: as if the process died between write and commit
+        assert_eq!(anchor_of(&ks).seq, 4, "never anchored");
+
+        let mut log = reopen(&path, &ks).expect("accepted after the anchor");
+        assert_eq!(log.next_seq(), 8);
+        assert_eq!(log.last_hash(), last.hash);
+        assert_eq!(log.pending(), 0);
+        // Synced before the anchor was moved to them.
+        assert_eq!((log.stats().syncs, log.stats().anchor_updates), (1, 1));
+        let anchor = anchor_of(&ks);
+        assert_eq!((anchor.seq, anchor.hash), (7, last.hash));
+        assert_eq!(anchor.end_offset, log.end_offset());
+        let e = log
+            .append(AuditKind::NodeStopped, Value::Null)
+            .expect("append");
+        assert_eq!((e.seq, e.prev_hash), (8, last.hash));
+        drop(log);
+        let report = verify(&path, Some(ks.node_id())).expect("verify");
+        assert!(report.is_valid(), "{report:?}");
+        assert_eq!(report.entries, 9);
+    }
+
+    #[test]
+    fn torn_line_after_uncommitted_entries_is_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 36);
+        let mut log = reopen(&path, &ks).expect("reopen");
+        for _ in 0..2 {
+            log.append_deferred(AuditKind::PolicyReloaded, Value::Null)
+                .expect("deferred");
+        }
+        drop(log);
+        let torn = "{\"details\":null,\"has";
+        let mut text = std::fs::read_to_string(&path).expect("read");
+        text.push_str(torn);
+        std::fs::write(&path, &text).expect("write");
+        let log = reopen(&path, &ks).expect("repaired");
+        assert_eq!(
+            log.next_seq(),
+            8,
+            "five, two uncommitted and the repair record"
+        );
+        drop(log);
+        let entries = read_entries(&path).expect("entries");
+        assert_eq!(
+            entries[7].kind,
+            AuditKind::TornTailRepaired {
+                removed_bytes: torn.len() as u64
+            }
+        );
+        assert!(verify(&path, Some(ks.node_id()))
+            .expect("verify")
+            .is_valid());
+        assert_eq!(anchor_of(&ks).hash, entries[7].hash);
+    }
+
+    #[test]
+    fn failed_commit_poisons_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 37);
+        let mut log = reopen(&path, &ks).expect("reopen");
+        let anchor = anchor_of(&ks);
+        for _ in 0..2 {
+            log.append_deferred(AuditKind::PolicyReloaded, Value::Null)
+                .expect("deferred");
+        }
+        log.fail_syncs_for_test();
+        let err = log.commit().expect_err("sync fails");
+        assert!(matches!(err, AuditError::WriteFailed { .. }), "{err:?}");
+        assert!(err.is_log_failure());
+        assert_eq!(log.pending(), 2, "still not durable");
+        assert_eq!(log.stats().commits, 0);
+        assert_eq!(anchor_of(&ks), anchor, "anchor not moved past them");
+        assert!(matches!(log.commit(), Err(AuditError::Poisoned { .. })));
+        assert!(matches!(
+            log.append_deferred(AuditKind::NodeStopped, Value::Null),
+            Err(AuditError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            log.append(AuditKind::NodeStopped, Value::Null),
+            Err(AuditError::Poisoned { .. })
+        ));
+        assert_eq!(log.next_seq(), 7);
+        drop(log);
+        // The entries did reach the file; a reopen verifies and accepts them.
+        let log = reopen(&path, &ks).expect("reopen");
+        assert_eq!(log.next_seq(), 7);
+
+        // An append whose sync fails is refused the same way.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 38);
+        let mut log = reopen(&path, &ks).expect("reopen");
+        log.fail_syncs_for_test();
+        assert!(matches!(
+            log.append(AuditKind::NodeStopped, Value::Null),
+            Err(AuditError::WriteFailed { .. })
+        ));
+        assert_eq!(anchor_of(&ks).seq, 4);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn failed_deferred_write_poisons_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 39);
+        let mut log = reopen(&path, &ks).expect("reopen");
+        log.append_deferred(AuditKind::PolicyReloaded, Value::Null)
+            .expect("deferred");
+        log.redirect_writes_for_test(
+            OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        );
+        assert!(matches!(
+            log.append_deferred(AuditKind::NodeStopped, Value::Null),
+            Err(AuditError::WriteFailed { .. })
+        ));
+        assert_eq!((log.next_seq(), log.pending()), (6, 1));
+        assert!(matches!(log.commit(), Err(AuditError::Poisoned { .. })));
+    }
+
+    #[test]
+    fn open_ignores_a_snapshot_taken_over_uncommitted_entries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, ks) = anchored(&dir, 40);
+        let mut log = reopen(&path, &ks).expect("reopen");
+        for _ in 0..2 {
+            log.append_deferred(AuditKind::PolicyReloaded, Value::Null)
+                .expect("deferred");
+        }
+        // A policy snapshot at the end of the log, beyond the anchor (a caller
+        // that took it without committing first).
+        let mut engine = crate::policy::PolicyEngine::new(
+            crate::policy::Policy::from_toml("version = 1\n").expect("policy"),
+        );
+        crate::recovery::restore_from_log(&log, &mut engine, 10_000).expect("snapshot");
+        let snap = ks.state().audit_snapshot().expect("read").expect("written");
+        let checkpoint = crate::recovery::snapshot_checkpoint(&snap).expect("header");
+        assert_eq!(checkpoint.0, 6);
+        assert!(checkpoint.0 > anchor_of(&ks).seq);
+        drop(log);
+        // Resuming verification there would skip the anchored entry; the open
+        // verifies from the start instead and accepts the entries as written.
+        let log = reopen(&path, &ks).expect("opens");
+        assert_eq!(log.next_seq(), 7);
+        assert_eq!(anchor_of(&ks).seq, 6);
     }
 }
