@@ -31,32 +31,32 @@ use rand_core::{OsRng, RngCore};
 pub(crate) struct DevnetArgs {
     /// Number of signer nodes.
     #[arg(long, default_value_t = 5)]
-    nodes: usize,
+    pub(crate) nodes: usize,
     /// Signatures need this many nodes.
     #[arg(long, default_value_t = 3)]
-    threshold: u16,
+    pub(crate) threshold: u16,
     /// Number of network segments the nodes are spread over.
     #[arg(long, default_value_t = 3)]
-    segments: usize,
+    pub(crate) segments: usize,
     /// Data directory (identities, keystores, configs, logs, audit logs).
     #[arg(long, default_value = "devnet-data")]
-    data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Delete the data directory first (new identities, no keys).
     #[arg(long)]
-    fresh: bool,
+    pub(crate) fresh: bool,
     /// First port: the coordinator's libp2p port; nodes use the next ones and
     /// admin ports at +100.
     #[arg(long, default_value_t = 7400)]
-    base_port: u16,
+    pub(crate) base_port: u16,
     /// Coordinator HTTP port.
     #[arg(long, default_value_t = 8080)]
-    http_port: u16,
+    pub(crate) http_port: u16,
     /// Run DKG for every ciphersuite, sign and verify, and print the results.
     #[arg(long)]
-    demo: bool,
+    pub(crate) demo: bool,
     /// Exit after startup (and the demo) instead of waiting for Ctrl-C.
     #[arg(long)]
-    exit: bool,
+    pub(crate) exit: bool,
 }
 
 struct Layout {
@@ -119,6 +119,7 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
     let client = ed25519_dalek::SigningKey::generate(&mut OsRng);
     write_private(&dir.join("client.key"), &hex::encode(client.to_bytes()))?;
     let client_pub = hex::encode(client.verifying_key().to_bytes());
+    let bench_pub = new_bench_client(dir)?;
     let admin_token = random_hex(16);
     write_private(&dir.join("admin.token"), &admin_token)?;
     for i in 0..l.n {
@@ -163,23 +164,60 @@ fn generate(l: &Layout, segments: usize) -> anyhow::Result<()> {
     let (_, signature) = quorate_protocol::roster::sign_roster(roster.as_bytes(), &authority)?;
     std::fs::write(dir.join("roster.toml"), roster)?;
     std::fs::write(dir.join("roster.toml.sig"), hex::encode(signature))?;
-    std::fs::write(dir.join("policy.toml"), policy_text(&client_pub))?;
+    std::fs::write(
+        dir.join("policy.toml"),
+        policy_text(&client_pub, Some(&bench_pub)),
+    )?;
     std::fs::write(
         dir.join("coordinator.toml"),
         format!(
-            "identity_file = \"coordinator.identity\"\nroster = \"roster.toml\"\nroster_authority = \"{authority_pub}\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nhttp_listen = \"127.0.0.1:{}\"\nadmin_token_env = \"QUORATE_ADMIN_TOKEN\"\ndata_dir = \"coordinator-data\"\n\n[[clients]]\nname = \"devnet-client\"\npublic_key = \"{client_pub}\"\nrequests_per_minute = 600\n",
-            l.base_port, l.http_port
+            "identity_file = \"coordinator.identity\"\nroster = \"roster.toml\"\nroster_authority = \"{authority_pub}\"\nlisten = [\"/ip4/127.0.0.1/tcp/{}\"]\nhttp_listen = \"127.0.0.1:{}\"\nadmin_token_env = \"QUORATE_ADMIN_TOKEN\"\ndata_dir = \"coordinator-data\"\n\n[[clients]]\nname = \"devnet-client\"\npublic_key = \"{client_pub}\"\nrequests_per_minute = 600\n{}",
+            l.base_port, l.http_port, bench_coordinator_client(&bench_pub)
         ),
     )?;
     Ok(())
 }
 
+/// Creates `bench-client.key`, the load generator's client (`quorate bench`), and
+/// returns its public key (hex).
+fn new_bench_client(dir: &Path) -> anyhow::Result<String> {
+    let bench = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    write_private(
+        &dir.join("bench-client.key"),
+        &hex::encode(bench.to_bytes()),
+    )?;
+    Ok(hex::encode(bench.verifying_key().to_bytes()))
+}
+
+/// The bench client's entry in `coordinator.toml`: no practical rate limit.
+fn bench_coordinator_client(bench_pub: &str) -> String {
+    format!("\n[[clients]]\nname = \"bench-client\"\npublic_key = \"{bench_pub}\"\nrequests_per_minute = 1000000\n")
+}
+
 /// Every node's policy: the devnet client may sign with every key and create
 /// netting rounds, and every node signs netting settlement batches with every key.
-fn policy_text(client_pub: &str) -> String {
-    format!(
+/// The bench client (`quorate bench`) may sign with every key for the `BENCH`
+/// asset only, one unit per request.
+fn policy_text(client_pub: &str, bench_pub: Option<&str>) -> String {
+    let mut text = format!(
         "version = 1\n\n[netting]\nsettlement_keys = [\"*\"]\n\n[clients.devnet-client]\npublic_key = \"{client_pub}\"\nkeys = [\"*\"]\nnetting = true\n\n[clients.devnet-client.limits.BTC]\nper_request = 100_000_000\nper_window = 1_000_000_000\n"
-    )
+    );
+    if let Some(bench) = bench_pub {
+        let _ = write!(
+            text,
+            "\n[clients.bench-client]\npublic_key = \"{bench}\"\nkeys = [\"*\"]\n\n[clients.bench-client.limits.BENCH]\nper_request = 1\nper_window = 1_000_000_000_000\n"
+        );
+    }
+    text
+}
+
+/// The public key (hex) of the Ed25519 key in a `*.key` file of the data directory.
+fn public_of(dir: &Path, file: &str) -> anyhow::Result<String> {
+    let key = std::fs::read_to_string(dir.join(file))?;
+    let mut sk = [0u8; 32];
+    hex::decode_to_slice(key.trim(), &mut sk).with_context(|| file.to_string())?;
+    let public = ed25519_dalek::SigningKey::from_bytes(&sk).verifying_key();
+    Ok(hex::encode(public.to_bytes()))
 }
 
 /// A data directory from before netting: enables it in the policy (rewritten from
@@ -188,13 +226,20 @@ fn upgrade_for_netting(dir: &Path) -> anyhow::Result<()> {
     let policy = dir.join("policy.toml");
     let text = std::fs::read_to_string(&policy)
         .with_context(|| format!("reading {}", policy.display()))?;
-    if !text.contains("[netting]") {
-        let key = std::fs::read_to_string(dir.join("client.key"))?;
-        let mut sk = [0u8; 32];
-        hex::decode_to_slice(key.trim(), &mut sk).context("client.key")?;
-        let public = ed25519_dalek::SigningKey::from_bytes(&sk).verifying_key();
-        std::fs::write(&policy, policy_text(&hex::encode(public.to_bytes())))?;
-        println!("policy.toml: netting enabled for devnet-client (settlement_keys = [\"*\"])");
+    if !text.contains("[netting]") || !text.contains("bench-client") {
+        let bench = if dir.join("bench-client.key").exists() {
+            public_of(dir, "bench-client.key")?
+        } else {
+            let bench = new_bench_client(dir)?;
+            let coordinator = dir.join("coordinator.toml");
+            let mut toml = std::fs::read_to_string(&coordinator)?;
+            toml.push_str(&bench_coordinator_client(&bench));
+            std::fs::write(&coordinator, toml)?;
+            bench
+        };
+        let client = public_of(dir, "client.key")?;
+        std::fs::write(&policy, policy_text(&client, Some(&bench)))?;
+        println!("policy.toml: netting enabled for devnet-client (settlement_keys = [\"*\"]), bench-client added");
     }
     crate::devnet_netting::ensure_material(dir)
 }
@@ -268,7 +313,32 @@ async fn healthy(http: &reqwest::Client, addr: SocketAddr) -> bool {
     )
 }
 
-pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
+/// A running devnet: its processes (stopped, gracefully, on drop), where they are
+/// and how to talk to them.
+pub(crate) struct Running {
+    children: Children,
+    /// Coordinator API base URL.
+    pub(crate) url: String,
+    /// Canonical data directory.
+    pub(crate) dir: PathBuf,
+    /// The coordinator's admin token.
+    pub(crate) admin_token: String,
+}
+
+impl Running {
+    /// `(name, pid)` of every process: `node1`…`nodeN`, then `coordinator`.
+    pub(crate) fn pids(&self) -> Vec<(String, u32)> {
+        self.children
+            .0
+            .iter()
+            .map(|(name, c)| (name.clone(), c.id()))
+            .collect()
+    }
+}
+
+/// Generates (first run) or reuses the data directory, starts every node and the
+/// coordinator, and waits until all answer `/health`.
+pub(crate) async fn start(args: &DevnetArgs) -> anyhow::Result<Running> {
     ensure!(
         (2..=50).contains(&args.nodes),
         "--nodes must be between 2 and 50"
@@ -351,55 +421,97 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
             &admin_token,
         )?,
     ));
+    let url = format!("http://127.0.0.1:{}", l.http_port);
+    wait_healthy(&l, &dir, &mut children).await?;
+    Ok(Running {
+        children,
+        url,
+        dir,
+        admin_token,
+    })
+}
+
+/// Waits (at most 60 s) until every node's admin port and the coordinator answer
+/// `/health`, failing early with the log tail of a process that exited.
+async fn wait_healthy(l: &Layout, dir: &Path, children: &mut Children) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let mut up = vec![false; l.n + 1];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while up.iter().any(|u| !u) {
+        for (name, c) in &mut children.0 {
+            if let Ok(Some(status)) = c.try_wait() {
+                let log = dir.join("logs").join(format!("{name}.log"));
+                bail!(
+                    "{name} exited ({status}); the end of {}:\n{}",
+                    log.display(),
+                    log_tail(&log, 15)
+                );
+            }
+        }
+        for (i, is_up) in up.iter_mut().enumerate() {
+            if *is_up {
+                continue;
+            }
+            let (name, addr) = if i < l.n {
+                (
+                    format!("node{}", i + 1),
+                    SocketAddr::from(([127, 0, 0, 1], l.admin_port(i))),
+                )
+            } else {
+                (
+                    "coordinator".to_string(),
+                    SocketAddr::from(([127, 0, 0, 1], l.http_port)),
+                )
+            };
+            if healthy(&http, addr).await {
+                *is_up = true;
+                println!("  {name:<12} up");
+            }
+        }
+        if Instant::now() > deadline {
+            let waiting: Vec<String> = (0..=l.n)
+                .filter(|i| !up[*i])
+                .map(|i| {
+                    if i < l.n {
+                        format!("node{}", i + 1)
+                    } else {
+                        "coordinator".into()
+                    }
+                })
+                .collect();
+            bail!(
+                "still waiting for {} after 60 s; see the logs in {}",
+                waiting.join(", "),
+                dir.join("logs").display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Give libp2p a moment to connect the coordinator to every node.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(())
+}
+
+pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let url = format!("http://127.0.0.1:{}", l.http_port);
-    rt.block_on(async {
-        let http = reqwest::Client::new();
-        let mut up = vec![false; l.n + 1];
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while up.iter().any(|u| !u) {
-            for (name, c) in &mut children.0 {
-                if let Ok(Some(status)) = c.try_wait() {
-                    let log = dir.join("logs").join(format!("{name}.log"));
-                    bail!("{name} exited ({status}); the end of {}:\n{}", log.display(), log_tail(&log, 15));
-                }
-            }
-            for (i, is_up) in up.iter_mut().enumerate() {
-                if *is_up {
-                    continue;
-                }
-                let (name, addr) = if i < l.n {
-                    (format!("node{}", i + 1), SocketAddr::from(([127, 0, 0, 1], l.admin_port(i))))
-                } else {
-                    ("coordinator".to_string(), SocketAddr::from(([127, 0, 0, 1], l.http_port)))
-                };
-                if healthy(&http, addr).await {
-                    *is_up = true;
-                    println!("  {name:<12} up");
-                }
-            }
-            if Instant::now() > deadline {
-                let waiting: Vec<String> = (0..=l.n).filter(|i| !up[*i]).map(|i| if i < l.n { format!("node{}", i + 1) } else { "coordinator".into() }).collect();
-                bail!("still waiting for {} after 60 s; see the logs in {}", waiting.join(", "), dir.join("logs").display());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        // Give libp2p a moment to connect the coordinator to every node.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        println!("\nquorate devnet is up: {} nodes in {} segments, threshold {}", l.n, args.segments, args.threshold);
+    let net = rt.block_on(async {
+        let net = start(args).await?;
+        let (url, dir) = (&net.url, net.dir.display());
+        println!("\nquorate devnet is up: {} nodes in {} segments, threshold {}", args.nodes, args.segments, args.threshold);
         println!("coordinator API  {url}   (OpenAPI: {url}/openapi.json)");
-        println!("data and logs    {}", dir.display());
+        println!("data and logs    {dir}");
         println!("transport        plain HTTP on loopback (no TLS: a devnet only; configure [tls] in coordinator.toml for anything else)");
         println!("\ntry:");
-        println!("  export QUORATE_URL={url} QUORATE_ADMIN_TOKEN=$(cat {}/admin.token) QUORATE_ROSTER={}/roster.toml", dir.display(), dir.display());
-        println!("  quorate client keys create --ciphersuite secp256k1-tr --threshold {} --n {} --min-segments {}", args.threshold, l.n, args.segments);
-        println!("  quorate client --roster {}/roster.toml sign --key <key id> --client-key {}/client.key --message $(printf 'hello' | sha256sum | cut -c1-64)", dir.display(), dir.display());
+        println!("  export QUORATE_URL={url} QUORATE_ADMIN_TOKEN=$(cat {dir}/admin.token) QUORATE_ROSTER={dir}/roster.toml");
+        println!("  quorate client keys create --ciphersuite secp256k1-tr --threshold {} --n {} --min-segments {}", args.threshold, args.nodes, args.segments);
+        println!("  quorate client --roster {dir}/roster.toml sign --key <key id> --client-key {dir}/client.key --message $(printf 'hello' | sha256sum | cut -c1-64)");
         println!("  curl -s {url}/v1/keys");
-        println!("  netting desks' files in {} (README.md, \"Netting guide for a desk\")", crate::devnet_netting::netting_dir(&dir).display());
+        println!("  quorate bench --devnet-dir {dir}");
+        println!("  netting desks' files in {} (README.md, \"Netting guide for a desk\")", crate::devnet_netting::netting_dir(&net.dir).display());
         if args.demo {
-            demo(&url, &admin_token, &dir, args).await?;
+            demo(&net.url, &net.admin_token, &net.dir, args).await?;
         }
         if !args.exit {
             println!("\nCtrl-C stops the network.");
@@ -409,10 +521,10 @@ pub(crate) fn run(args: &DevnetArgs) -> anyhow::Result<()> {
                 _ = term.recv() => {}
             }
         }
-        Ok(())
+        anyhow::Ok(net)
     })?;
     println!("stopping…");
-    drop(children);
+    drop(net);
     Ok(())
 }
 

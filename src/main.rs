@@ -2,6 +2,8 @@
 //! the crates.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "sim")]
+mod bench;
 mod coordinator_cmd;
 mod devnet;
 mod devnet_limits;
@@ -40,6 +42,10 @@ enum Command {
     Coordinator(coordinator_cmd::CoordinatorArgs),
     /// Talk to a coordinator: keys, signing, verification, netting.
     Client(coordinator_cmd::ClientArgs),
+    /// Load generator: drive a network through its HTTP API, meter every process,
+    /// compare with the in-process frost-core limit.
+    #[cfg(feature = "sim")]
+    Bench(Box<bench::BenchArgs>),
     /// Run the deterministic network simulator on a scenario file.
     #[cfg(feature = "sim")]
     Sim(quorate_sim::cli::SimArgs),
@@ -75,6 +81,8 @@ fn main() -> anyhow::Result<()> {
         Command::Roster(cmd) => node_cmd::roster(cmd),
         Command::Coordinator(args) => coordinator_cmd::coordinator(&args),
         Command::Client(args) => coordinator_cmd::client(args),
+        #[cfg(feature = "sim")]
+        Command::Bench(args) => bench::run(&args),
         #[cfg(feature = "sim")]
         Command::Sim(args) => {
             quorate_sim::cli::run(args)?;

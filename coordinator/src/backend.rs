@@ -53,6 +53,13 @@ pub trait Backend: Send + Sync + 'static {
         0
     }
 
+    /// Signing sessions per signer node by roster name (started, in flight);
+    /// exported as `quorate_coordinator_signer_sessions_total{node}` and
+    /// `quorate_coordinator_signer_sessions_active{node}`.
+    fn signer_sessions(&self) -> Vec<(String, crate::engine::NodeSessions)> {
+        Vec::new()
+    }
+
     /// Announces a netting round to its committee; every member's answer, in
     /// committee order.
     fn netting_open(

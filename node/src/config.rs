@@ -31,6 +31,9 @@
 //! netting_retention_secs = 86400        # a round is forgotten this long after its cut-off
 //! max_netting_horizon_secs = 604800     # refuse a round whose cut-off is further away
 //! max_netting_rounds_per_client = 4     # rounds held at once per creating client
+//! presign_pool_size = 64                # presigned nonces per (coordinator, key); 0 = off
+//! presign_refill_below = 32             # top the pool up when fewer are held
+//! presign_lifetime_secs = 300           # a presigned nonce is dropped unused after this
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -115,6 +118,14 @@ pub struct LimitsConfig {
     /// Netting rounds held at once that one client created (open or closed, until
     /// forgotten), so one client cannot take every slot.
     pub max_netting_rounds_per_client: usize,
+    /// Presigned nonces held in memory per (coordinator, key) for one-round
+    /// signing (0 turns presigning off; at most 256).
+    pub presign_pool_size: usize,
+    /// The pool is topped up (and the new commitments offered) once fewer than
+    /// this many are held.
+    pub presign_refill_below: usize,
+    /// Seconds a presigned nonce stays usable; then it is dropped unused.
+    pub presign_lifetime_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -138,7 +149,21 @@ impl Default for LimitsConfig {
             netting_retention_secs: 86_400,
             max_netting_horizon_secs: 7 * 86_400,
             max_netting_rounds_per_client: 4,
+            presign_pool_size: 64,
+            presign_refill_below: 32,
+            presign_lifetime_secs: 300,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// The presign pools' configuration; `None` when presigning is off.
+    pub fn presign(&self) -> Option<quorate_protocol::presign::PoolConfig> {
+        (self.presign_pool_size > 0).then(|| quorate_protocol::presign::PoolConfig {
+            size: self.presign_pool_size,
+            refill_below: self.presign_refill_below,
+            lifetime_ms: self.presign_lifetime_secs.saturating_mul(1000),
+        })
     }
 }
 
@@ -241,6 +266,14 @@ impl NodeConfig {
             return Err(invalid(
                 "limits: max_sessions and session_timeout_ms must be positive".into(),
             ));
+        }
+        if let Some(pool) = cfg.limits.presign() {
+            pool.validate().map_err(|e| {
+                invalid(format!(
+                    "limits: presign_pool_size (1..=256), presign_refill_below (at most the \
+                     pool size) and presign_lifetime_secs (> 0): {e}"
+                ))
+            })?;
         }
         Ok(cfg)
     }

@@ -177,6 +177,8 @@ struct Node {
     resend: Vec<(Instant, PeerId, Frame, u32)>,
     epoch: Instant,
     shutting_down: bool,
+    /// Presigned nonce pools, per connected coordinator and key (memory only).
+    presign: crate::presign::Pools,
 }
 
 /// How often a frame whose delivery failed is re-sent (backoff 200, 400, 800 … ms).
@@ -277,6 +279,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         resend: Vec::new(),
         epoch: Instant::now(),
         shutting_down: false,
+        presign: crate::presign::Pools::new(parts.limits.presign()),
     };
     node.record(AuditKind::NodeStarted, json!({ "keys": node.keys.len() }));
     let task = tokio::spawn(async move { node.run(control_rx, shutdown_rx).await });
@@ -400,8 +403,24 @@ impl Node {
                 }
                 tracing::debug!(%error, "incoming connection refused");
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
                 tracing::debug!(%peer_id, "connected");
+                if num_established.get() == 1 {
+                    self.coordinator_connected(&peer_id);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                if let Some(c) = self.coordinator_of(&peer_id) {
+                    self.presign.close(&c, &self.metrics);
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 let node = peer_id.and_then(|p| self.roster.by_peer_id(&p).map(|n| n.node));
@@ -502,6 +521,7 @@ impl Node {
         match &env.payload {
             Payload::DkgStart { .. } => self.on_dkg_start(env),
             Payload::SignRequest { .. } => self.on_sign_request(env),
+            Payload::PresignedSign { .. } => self.on_presigned_sign(env),
             Payload::NettingRound { .. }
             | Payload::NettingBundle { .. }
             | Payload::NettingClose { .. }
@@ -610,12 +630,12 @@ impl Node {
             env.session,
             Party::Signer(signer),
             "settle",
-            env.sender,
-            env.key,
+            (env.sender, env.key),
             Some(SignContext {
                 request_hash: approved.request_hash,
                 message_hash: approved.message_hash,
             }),
+            Input::Start,
         );
         Ack::Accepted
     }
@@ -722,9 +742,9 @@ impl Node {
             env.session,
             Party::Dkg(dkg),
             "dkg",
-            env.sender,
-            env.key,
+            (env.sender, env.key),
             None,
+            Input::Start,
         );
         Ack::Accepted
     }
@@ -760,13 +780,9 @@ impl Node {
         Ok(())
     }
 
-    /// A coordinator asks this node to sign one message of a client request. The
-    /// request passes these checks in order, each refusing it on its own (invariant
-    /// 11): session admission, decoding, key, then — on first sight — the client's
-    /// authentication *before anything is written*, its bounded audit record and the
-    /// policy decision, or — on a retry — a re-check against the current policy; then
-    /// the message and tweak must be the client's, the per-message attempt bound
-    /// holds, and a `sign_attempt` record is written before the signer exists.
+    /// A coordinator asks this node to sign one message of a client request in two
+    /// rounds: the request passes [`Self::approve_message`], then a signer is
+    /// started that commits fresh nonces.
     fn on_sign_request(&mut self, env: Envelope) -> Ack {
         match self.admit_sign_request(&env) {
             Ok(ack) | Err(ack) => ack,
@@ -774,7 +790,6 @@ impl Node {
     }
 
     fn admit_sign_request(&mut self, env: &Envelope) -> Result<Ack, Ack> {
-        self.admit_coordinator_session(env, "request signatures")?;
         let Payload::SignRequest {
             request,
             message,
@@ -783,6 +798,116 @@ impl Node {
         else {
             return Err(reject("malformed", "not a sign request"));
         };
+        let (key, context) = self.approve_message(env, request, message, tweak)?;
+        let signer = Signer::new(
+            self.identity.clone(),
+            &key.share,
+            self.signer_config(env, message, tweak),
+        )
+        .map_err(|e| reject("bad_parameters", e.to_string()))?;
+        self.start_session(
+            env.session,
+            Party::Signer(signer),
+            "sign",
+            (env.sender, env.key),
+            Some(context),
+            Input::Start,
+        );
+        Ok(Ack::Accepted)
+    }
+
+    /// What a signing session of `env`'s coordinator signs.
+    fn signer_config(
+        &self,
+        env: &Envelope,
+        message: &[u8],
+        tweak: &Option<[u8; 32]>,
+    ) -> SignerConfig {
+        SignerConfig {
+            session: env.session,
+            coordinator: env.sender,
+            target: SignTarget {
+                message: message.to_vec(),
+                tweak: *tweak,
+            },
+            timeout_ms: self.limits.session_timeout_ms,
+        }
+    }
+
+    /// A coordinator asks this node to sign one message in one round with nonces it
+    /// presigned: the nonces the envelope names are taken from this node's pool for
+    /// that coordinator — refused when not held — then the request passes the same
+    /// checks as [`Self::on_sign_request`] (so the same audit records), and the
+    /// signer answers the package at once.
+    fn on_presigned_sign(&mut self, env: Envelope) -> Ack {
+        match self.admit_presigned_sign(env) {
+            Ok(ack) | Err(ack) => ack,
+        }
+    }
+
+    fn admit_presigned_sign(&mut self, env: Envelope) -> Result<Ack, Ack> {
+        let Payload::PresignedSign {
+            request,
+            message,
+            tweak,
+            epoch,
+            index,
+            ..
+        } = &env.payload
+        else {
+            return Err(reject("malformed", "not a presigned sign request"));
+        };
+        // The nonces first: a request naming nonces this node does not hold costs
+        // the client no attempt and writes nothing. Taken here they are dropped
+        // (zeroized) if a later check refuses the request.
+        let now = self.now();
+        let nonces = self
+            .presign
+            .take(env.sender, env.key, *epoch, *index, now, &self.metrics)
+            .map_err(|e| {
+                let reason = match e {
+                    ProtocolError::PresignUsed { .. } => "presign_used",
+                    _ => "presign_unknown",
+                };
+                tracing::warn!(coordinator = %env.sender, error = %e, "presigned request refused");
+                reject(reason, e.to_string())
+            })?;
+        let (key, context) = self.approve_message(&env, request, message, tweak)?;
+        let signer = Signer::presigned(
+            self.identity.clone(),
+            &key.share,
+            self.signer_config(&env, message, tweak),
+            nonces,
+        )
+        .map_err(|e| reject("bad_parameters", e.to_string()))?;
+        let (session, coordinator, key_id) = (env.session, env.sender, env.key);
+        self.start_session(
+            session,
+            Party::Signer(signer),
+            "sign",
+            (coordinator, key_id),
+            Some(context),
+            Input::Message(env),
+        );
+        self.send_presign_offers();
+        Ok(Ack::Accepted)
+    }
+
+    /// The checks every signing session of a client request passes, in order, each
+    /// refusing it on its own (invariant 11): session admission, decoding, key, then
+    /// — on first sight — the client's authentication *before anything is
+    /// written*, its bounded audit record and the policy decision, or — on a retry —
+    /// a re-check against the current policy; then the message and tweak must be
+    /// the client's, the per-message attempt bound holds, and a `sign_attempt`
+    /// record is written (before the signer exists).
+    fn approve_message(
+        &mut self,
+        env: &Envelope,
+        request: &[u8],
+        message: &[u8],
+        tweak: &Option<[u8; 32]>,
+    ) -> Result<(StoredKey, SignContext), Ack> {
+        self.admit_coordinator_session(env, "request signatures")?;
         let signed = SignedRequest::decode(request)
             .map_err(|e| reject("malformed_request", e.to_string()))?;
         let key = self.key_for_request(env, &signed)?;
@@ -799,29 +924,84 @@ impl Node {
         };
         self.check_within_approval(env, &context, tweak)?;
         self.count_attempt(env, &key, &context)?;
-        let signer = Signer::new(
-            self.identity.clone(),
-            &key.share,
-            SignerConfig {
-                session: env.session,
-                coordinator: env.sender,
-                target: SignTarget {
-                    message: message.clone(),
-                    tweak: *tweak,
-                },
-                timeout_ms: self.limits.session_timeout_ms,
-            },
-        )
-        .map_err(|e| reject("bad_parameters", e.to_string()))?;
-        self.start_session(
-            env.session,
-            Party::Signer(signer),
-            "sign",
-            env.sender,
-            env.key,
-            Some(context),
+        Ok((key, context))
+    }
+
+    /// The roster coordinator behind a libp2p peer, if it is one.
+    fn coordinator_of(&self, peer: &PeerId) -> Option<NodeId> {
+        self.roster
+            .by_peer_id(peer)
+            .map(|p| p.node)
+            .filter(|n| self.roster.is_coordinator(n))
+    }
+
+    /// A coordinator connected: a new presign pool (new epoch) for every key held,
+    /// offered to it.
+    fn coordinator_connected(&mut self, peer: &PeerId) {
+        let Some(coordinator) = self.coordinator_of(peer) else {
+            return;
+        };
+        let now = self.now();
+        let offers: Vec<_> = self
+            .keys
+            .values()
+            .filter_map(|k| {
+                self.presign
+                    .open(coordinator, &k.share, now, &mut OsRng, &self.metrics)
+            })
+            .collect();
+        for o in offers {
+            self.send_offer(o);
+        }
+    }
+
+    /// A new key: a presign pool for it with every connected coordinator.
+    fn open_pools_for(&mut self, key_id: &KeyId) {
+        let Some(share) = self.keys.get(key_id).map(|k| k.share.clone()) else {
+            return;
+        };
+        let connected: Vec<NodeId> = self
+            .roster
+            .peers()
+            .iter()
+            .filter(|p| self.roster.is_coordinator(&p.node) && self.swarm.is_connected(&p.peer_id))
+            .map(|p| p.node)
+            .collect();
+        let now = self.now();
+        for c in connected {
+            if let Some(o) = self.presign.open(c, &share, now, &mut OsRng, &self.metrics) {
+                self.send_offer(o);
+            }
+        }
+    }
+
+    /// Tops up pools below their threshold and sends the offers.
+    fn send_presign_offers(&mut self) {
+        let now = self.now();
+        for o in self.presign.refill(now, &mut OsRng, &self.metrics) {
+            self.send_offer(o);
+        }
+    }
+
+    fn send_offer(&mut self, o: crate::presign::OfferOut) {
+        let Payload::PresignOffer { epoch, first, .. } = &o.payload else {
+            return;
+        };
+        // One session id per offer: its epoch and first index.
+        let mut session = [0u8; 32];
+        session[..16].copy_from_slice(epoch);
+        session[16..24].copy_from_slice(&first.to_be_bytes());
+        let env = Envelope::seal(
+            &self.identity,
+            o.suite,
+            o.key,
+            SessionId(session),
+            o.payload,
         );
-        Ok(Ack::Accepted)
+        let Some(peer) = self.roster.net(&o.coordinator).map(|p| p.peer_id) else {
+            return;
+        };
+        self.send_tracked(peer, Frame::Deliver(env), 0);
     }
 
     /// The key share the request names, which must be the envelope's key and suite.
@@ -1045,9 +1225,9 @@ impl Node {
         id: SessionId,
         party: Party,
         kind: &'static str,
-        coordinator: NodeId,
-        key_id: KeyId,
+        (coordinator, key_id): (NodeId, KeyId),
         request: Option<SignContext>,
+        first: Input,
     ) {
         self.sessions.insert(
             id,
@@ -1062,7 +1242,7 @@ impl Node {
             },
         );
         self.metrics.active_sessions.set(self.sessions.len() as i64);
-        self.feed(&id, Input::Start);
+        self.feed(&id, first);
         if let Some((_, buffered)) = self.pending.remove(&id) {
             self.unbuffer(&buffered);
             for (env, _) in buffered {
@@ -1240,6 +1420,7 @@ impl Node {
                                     },
                                 );
                                 self.route(id, session_coordinator, report);
+                                self.open_pools_for(&key_id);
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, key = %key_id, "cannot attest key");
@@ -1378,6 +1559,7 @@ impl Node {
                 self.unbuffer(&msgs);
             }
         }
+        self.send_presign_offers();
         let now_ms = unix_ms();
         self.approvals.retain(|_, a| a.expires_at_ms > now_ms);
         self.netting.expire(now_ms / 1000);

@@ -9,6 +9,7 @@ pub mod keystore;
 pub mod metrics;
 pub mod netting;
 pub mod policy;
+mod presign;
 pub mod recovery;
 pub mod roster;
 pub mod service;

@@ -57,6 +57,11 @@ pub struct Metrics {
     /// Settlement culprits: committee nodes whose signed public shares failed
     /// against the commitments when this node rebuilt a settlement batch, by node.
     pub settlement_culprits: Family<Label, Counter>,
+    /// Presigned nonces held now (all pools).
+    pub presign_held: Gauge,
+    /// Presigned nonces by what became of them (`generated`, `used`, `expired`,
+    /// `refused` requests naming nonces not held, `discarded` with their pool).
+    pub presign: Family<Label, Counter>,
 }
 
 impl Default for Metrics {
@@ -77,6 +82,8 @@ impl Default for Metrics {
             invalid_shares: Family::default(),
             equivocations: Family::default(),
             settlement_culprits: Family::default(),
+            presign_held: Gauge::default(),
+            presign: Family::default(),
         }
     }
 }
@@ -131,6 +138,17 @@ impl Metrics {
             "settlement_culprits",
             "Settlement culprits (signed public shares that fail), by node",
             self.settlement_culprits.clone(),
+        );
+        r.register(
+            "presign_held",
+            "Presigned nonces held in memory now (all coordinators and keys)",
+            self.presign_held.clone(),
+        );
+        r.register(
+            "presign_nonces",
+            "Presigned nonces: generated, used, expired, discarded (pool dropped on \
+             disconnect), refused (requests naming nonces not held)",
+            self.presign.clone(),
         );
         let mut out = String::new();
         // Encoding into a String cannot fail.

@@ -915,7 +915,10 @@ async fn signer_sending_invalid_shares_is_named_and_excluded() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut members = node_ids(&net);
     members.push(net.mallory.node_id());
-    let key = dkg(&engine, &members, Ciphersuite::Secp256k1, 3).await;
+    // 4-of-5 over four segments: every choice spanning four segments includes the
+    // cheater, alone in its segment (three honest nodes holding presigned nonces
+    // span only three), so it is asked in the first attempt.
+    let key = dkg(&engine, &members, Ciphersuite::Secp256k1, 4).await;
     let msg = vec![0x55; 32];
     let result = engine
         .sign(
@@ -927,7 +930,6 @@ async fn signer_sending_invalid_shares_is_named_and_excluded() {
     key.public
         .verify(&msg, &result.signatures[0].signature.signature, None)
         .expect("verifies");
-    // The cheater is alone in its segment, so the segment-spreading choice asks it first.
     assert_eq!(
         result.attempts[0].outcome, "blamed",
         "{:?}",
@@ -1504,4 +1506,235 @@ async fn early_messages_are_bounded_in_bytes_per_sender() {
     }
     assert!(refused, "the byte bound was never reached");
     node.stop().await.expect("stop");
+}
+
+/// Waits for one `PresignOffer` for `key` from each of `nodes` at a raw coordinator
+/// (dialling them first), answering every frame it is sent. Panics naming the nodes
+/// it still waited for.
+async fn offers_at(
+    raw: &mut RawPeer,
+    nodes: &[NodeId],
+    key: KeyId,
+) -> std::collections::BTreeMap<NodeId, ([u8; 16], u64, Vec<Vec<u8>>)> {
+    for n in nodes {
+        // A new connection even if the swarm still believes in an old one (a node
+        // that restarted): the node opens its pools when a coordinator connects.
+        let peer = raw.roster.net(n).expect("in roster").peer_id;
+        let _ = raw.swarm.dial(
+            libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                .build(),
+        );
+    }
+    let mut got = std::collections::BTreeMap::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < nodes.len() {
+        let Ok(event) = tokio::time::timeout_at(until, raw.swarm.select_next_some()).await else {
+            let missing: Vec<_> = nodes.iter().filter(|n| !got.contains_key(*n)).collect();
+            panic!("no presign offer for {key} from {missing:?} within 10 s");
+        };
+        let ev = match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Dkg(e))
+            | SwarmEvent::Behaviour(BehaviourEvent::Sign(e)) => e,
+            _ => continue,
+        };
+        if let request_response::Event::Message {
+            message:
+                request_response::Message::Request {
+                    request, channel, ..
+                },
+            ..
+        } = ev
+        {
+            let _ = raw
+                .swarm
+                .behaviour_mut()
+                .sign
+                .send_response(channel, Ack::Accepted);
+            if let Frame::Deliver(env) = request {
+                if let Payload::PresignOffer {
+                    epoch,
+                    first,
+                    commitments,
+                    ..
+                } = env.payload
+                {
+                    if env.key == key && nodes.contains(&env.sender) {
+                        got.entry(env.sender).or_insert((epoch, first, commitments));
+                    }
+                }
+            }
+        }
+    }
+    got
+}
+
+/// A coordinator (here a raw peer with the second coordinator's identity) that
+/// names presigned nonces twice, names an epoch or index the node never issued, or
+/// an id of a pool the node had before it restarted, is refused every time; the
+/// first, genuine one-round request is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presigned_nonces_are_single_use_even_against_a_coordinator_that_tries() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(2, 21);
+    let (mut nodes, metrics, engine) = started(&net, Routing::Direct).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Secp256k1, 2).await;
+    engine.shutdown().await;
+    let mut raw = RawPeer::new(&net, &net.second_coordinator);
+    let offers = offers_at(&mut raw, &ids, key.key_id()).await;
+    let message = vec![5u8; 32];
+    // A package of both nodes' first presigned commitments.
+    let package = |index_of: &dyn Fn(&NodeId) -> usize| {
+        let mut commitments = std::collections::BTreeMap::new();
+        for n in &ids {
+            let (_, _, list) = &offers[n];
+            let c = frost_secp256k1::round1::SigningCommitments::deserialize(&list[index_of(n)])
+                .expect("commitment");
+            let member = key.public.members[n];
+            commitments.insert(
+                frost_secp256k1::Identifier::try_from(member).expect("id"),
+                c,
+            );
+        }
+        frost_secp256k1::SigningPackage::new(commitments, &message)
+            .serialize()
+            .expect("package")
+    };
+    // Each ask carries a request of its own, so no attempt bound interferes.
+    let ask = |session: u8, epoch: [u8; 16], index: u64, package: Vec<u8>| {
+        let signed = net.request(key.key_id(), vec![message.clone()], 1);
+        Envelope::seal(
+            &net.second_coordinator,
+            Ciphersuite::Secp256k1,
+            key.key_id(),
+            SessionId([session; 32]),
+            Payload::PresignedSign {
+                request: signed.encode(),
+                message: message.clone(),
+                tweak: None,
+                package,
+                epoch,
+                index,
+            },
+        )
+    };
+    let (epoch, first, _) = offers[&ids[0]].clone();
+    let genuine = package(&|_| 0);
+    let ack = raw
+        .ask(
+            &ids[0],
+            Frame::Deliver(ask(1, epoch, first, genuine.clone())),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(
+        ack,
+        Ack::Accepted,
+        "the first use of a presigned nonce signs"
+    );
+    // The same nonce again, in a new session: refused.
+    let ack = raw
+        .ask(
+            &ids[0],
+            Frame::Deliver(ask(2, epoch, first, genuine.clone())),
+        )
+        .await
+        .expect("answer");
+    assert!(rejected(&ack, "presign_used"), "{ack:?}");
+    // An epoch this node never had, and an index it never issued.
+    let ack = raw
+        .ask(
+            &ids[0],
+            Frame::Deliver(ask(3, [0xEE; 16], first, genuine.clone())),
+        )
+        .await
+        .expect("answer");
+    assert!(rejected(&ack, "presign_unknown"), "{ack:?}");
+    let ack = raw
+        .ask(
+            &ids[0],
+            Frame::Deliver(ask(4, epoch, first + 10_000, genuine.clone())),
+        )
+        .await
+        .expect("answer");
+    assert!(rejected(&ack, "presign_unknown"), "{ack:?}");
+    // Restarted, the node holds none of its old nonces: the second one is refused.
+    let old = nodes.remove(0);
+    old.stop().await.expect("stop");
+    let restarted = net.start(0, Routing::Direct, metrics[0].clone());
+    // Connected again (the new pool's offer arrived), it has a new epoch …
+    let renewed = offers_at(&mut raw, &ids[..1], key.key_id()).await;
+    assert_ne!(
+        renewed[&ids[0]].0, epoch,
+        "a restarted node offers a new epoch"
+    );
+    // … and refuses the nonces of the old one.
+    let second = package(&|_| 1);
+    let ack = raw
+        .ask(&ids[0], Frame::Deliver(ask(5, epoch, first + 1, second)))
+        .await
+        .expect("answer");
+    assert!(rejected(&ack, "presign_unknown"), "{ack:?}");
+    let m = metrics[0].render();
+    assert!(
+        m.contains("quorate_presign_nonces_total{label=\"refused\"} 4"),
+        "{m}"
+    );
+    restarted.stop().await.expect("stop");
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+    // Only the genuine request left records: received, allowed, attempted, share.
+    let kinds = audit_kinds(&net.audit_path(0)).join("\n");
+    assert_eq!(kinds.matches("share_contributed").count(), 1, "{kinds}");
+    assert_eq!(kinds.matches("sign_attempt").count(), 1, "{kinds}");
+}
+
+/// Through the engine, a 3-of-3 key signs a request of several messages in one
+/// round each once the nodes' offers arrived: the nodes count presigned nonces
+/// used, none refused, and every signature verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_signs_in_one_round_with_presigned_nonces() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 22);
+    let (nodes, metrics, engine) = started(&net, Routing::Direct).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Ed25519, 3).await;
+    // Offers follow the DKG (the coordinator files them once it knows the key).
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while metrics.iter().any(|m| {
+        !m.render()
+            .contains("quorate_presign_nonces_total{label=\"generated\"}")
+    }) {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "nodes generated no presigned nonces within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let messages: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 32]).collect();
+    let result = engine
+        .sign(key.clone(), net.request(key.key_id(), messages.clone(), 1))
+        .await
+        .expect("sign");
+    assert_eq!(result.signatures.len(), 5);
+    for s in &result.signatures {
+        key.public
+            .verify(&s.message, &s.signature.signature, None)
+            .expect("signature verifies");
+    }
+    for m in &metrics {
+        let text = m.render();
+        assert!(
+            text.contains("quorate_presign_nonces_total{label=\"used\"} 5"),
+            "{text}"
+        );
+        assert!(!text.contains("label=\"refused\""), "{text}");
+    }
+    engine.shutdown().await;
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
 }

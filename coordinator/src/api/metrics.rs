@@ -26,6 +26,12 @@ pub(crate) struct RejectLabels {
     pub(crate) reason: String,
 }
 
+/// Labels of the per-node signing session metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct NodeLabels {
+    pub(crate) node: String,
+}
+
 /// The API's metrics.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -38,6 +44,10 @@ pub(crate) struct Metrics {
     pub(crate) dkg_seconds: Histogram,
     /// Mirrors the backend's count of refused relay frames (synced on scrape).
     pub(crate) relays_dropped: Counter,
+    /// Signing sessions started per signer node (synced on scrape).
+    pub(crate) signer_sessions: Family<NodeLabels, Counter>,
+    /// Signing sessions in flight per signer node (synced on scrape).
+    pub(crate) signer_sessions_active: Family<NodeLabels, Gauge>,
 }
 
 impl Metrics {
@@ -81,9 +91,24 @@ impl Metrics {
              recipient not in its committee",
             relays_dropped.clone(),
         );
+        let signer_sessions = Family::<NodeLabels, Counter>::default();
+        let signer_sessions_active = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "signer_sessions",
+            "Signing sessions started per signer node (roster name): selection spreads \
+             them over every eligible node",
+            signer_sessions.clone(),
+        );
+        registry.register(
+            "signer_sessions_active",
+            "Signing sessions in flight per signer node (roster name)",
+            signer_sessions_active.clone(),
+        );
         Self {
             registry,
             relays_dropped,
+            signer_sessions,
+            signer_sessions_active,
             requests,
             jobs,
             rejections,
@@ -109,6 +134,21 @@ impl Metrics {
         }
     }
 
+    /// Brings the per-node session metrics up to the backend's counts.
+    pub(crate) fn sync_signer_sessions(&self, nodes: &[(String, crate::engine::NodeSessions)]) {
+        for (node, s) in nodes {
+            let labels = NodeLabels { node: node.clone() };
+            let c = self.signer_sessions.get_or_create(&labels);
+            let seen = c.get();
+            if s.total > seen {
+                c.inc_by(s.total - seen);
+            }
+            self.signer_sessions_active
+                .get_or_create(&labels)
+                .set(i64::try_from(s.active).unwrap_or(i64::MAX));
+        }
+    }
+
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
@@ -121,6 +161,27 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signer_sessions_are_exported_per_node() {
+        let m = Metrics::new();
+        let s = |total, active| crate::engine::NodeSessions { total, active };
+        m.sync_signer_sessions(&[("node1".into(), s(5, 2)), ("node2".into(), s(3, 0))]);
+        m.sync_signer_sessions(&[("node1".into(), s(9, 1))]);
+        let text = m.encode();
+        assert!(
+            text.contains("quorate_coordinator_signer_sessions_total{node=\"node1\"} 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("quorate_coordinator_signer_sessions_total{node=\"node2\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("quorate_coordinator_signer_sessions_active{node=\"node1\"} 1"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn relays_dropped_follows_the_backend_count() {

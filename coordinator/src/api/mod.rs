@@ -371,6 +371,9 @@ async fn metrics_text<B: Backend>(State(state): State<Arc<ApiState<B>>>) -> Resp
     state
         .metrics
         .sync_relays_dropped(state.backend.relays_dropped());
+    state
+        .metrics
+        .sync_signer_sessions(&state.backend.signer_sessions());
     (
         [(
             header::CONTENT_TYPE,

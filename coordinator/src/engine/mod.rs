@@ -8,7 +8,10 @@ mod netting;
 mod p2p;
 mod retry;
 mod select;
+mod signing;
 mod task;
+
+pub use signing::load::NodeSessions;
 
 use std::sync::Arc;
 
@@ -94,6 +97,8 @@ pub(crate) struct Counters {
     /// `Frame::Relay` envelopes refused (no live session, sender or recipient not in
     /// its committee, spoofed sender, unknown recipient).
     pub(crate) relays_dropped: std::sync::atomic::AtomicU64,
+    /// Signing sessions per signer node, by roster name.
+    pub(crate) signer_sessions: signing::load::SharedLoad,
 }
 
 /// Handle to the engine task. Cheap to clone.
@@ -128,6 +133,17 @@ impl Engine {
         let task = task::Task::new(config, rx, counters.clone(), limits, netting)?;
         tokio::spawn(task.run());
         Ok(Self { tx, counters })
+    }
+
+    /// Signing sessions per signer node (by roster name): started so far and in
+    /// flight now.
+    pub fn signer_sessions(&self) -> Vec<(String, NodeSessions)> {
+        let map = self
+            .counters
+            .signer_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Relay envelopes refused so far: only envelopes of a live session this
@@ -245,6 +261,10 @@ impl crate::backend::Backend for Engine {
 
     fn relays_dropped(&self) -> u64 {
         Engine::relays_dropped(self)
+    }
+
+    fn signer_sessions(&self) -> Vec<(String, NodeSessions)> {
+        Engine::signer_sessions(self)
     }
 
     fn netting_open(

@@ -8,12 +8,10 @@ use std::{
 use futures::StreamExt;
 use libp2p::{request_response, swarm::SwarmEvent, PeerId, Swarm};
 use quorate_protocol::{
-    aggregate::AggregatorConfig,
-    request::SignedRequest,
     roster::Roster,
     wire::frame::{Ack, Frame},
-    Aggregator, AttestedKey, Envelope, GroupPublic, Input, KeyAttestation, KeyId, NodeId,
-    NodeIdentity, Output, Payload, ProtocolError, SessionId, SignTarget, TimerId, Timestamp,
+    AttestedKey, Envelope, GroupPublic, KeyAttestation, KeyId, NodeId, NodeIdentity, Payload,
+    SessionId,
 };
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot};
@@ -22,11 +20,12 @@ use super::{
     netting::{Netting, Tag, Timeouts},
     p2p::{self, Behaviour, BehaviourEvent},
     select::{self, Candidate},
+    signing::{load::Load, Signing},
     Command, EngineConfig, NodeStatus,
 };
 use crate::{
     error::CoordinatorError,
-    types::{Attempt, KeyRecord, KeySpec, MessageSignature, Participants, SignResult},
+    types::{KeyRecord, KeySpec, Participants},
 };
 
 fn unix_ms() -> u64 {
@@ -49,38 +48,15 @@ struct DkgRun {
     reply: Option<oneshot::Sender<Result<KeyRecord, CoordinatorError>>>,
 }
 
-struct AttemptRun {
-    session: SessionId,
-    aggregator: Aggregator,
-    signers: Vec<NodeId>,
-    deadline: Instant,
-}
-
-struct SignJob {
-    key: KeyRecord,
-    request: SignedRequest,
-    next_message: usize,
-    signatures: Vec<MessageSignature>,
-    retries: super::retry::Retries,
-    attempts_this_message: usize,
-    current: Option<AttemptRun>,
-    /// Every session of this job, so late answers to earlier attempts still count.
-    sessions: Vec<SessionId>,
-    reply: Option<oneshot::Sender<Result<SignResult, CoordinatorError>>>,
-}
-
 pub(crate) struct Task {
-    identity: std::sync::Arc<NodeIdentity>,
+    pub(super) identity: std::sync::Arc<NodeIdentity>,
     roster: Roster,
     swarm: Swarm<Behaviour>,
     rx: mpsc::Receiver<Command>,
-    session_timeout: Duration,
     dkg_timeout: Duration,
     connected: BTreeSet<PeerId>,
     dkgs: BTreeMap<SessionId, DkgRun>,
-    jobs: BTreeMap<u64, SignJob>,
-    next_job: u64,
-    session_job: BTreeMap<SessionId, u64>,
+    pub(super) signing: Signing,
     outbound: BTreeMap<request_response::OutboundRequestId, (SessionId, NodeId)>,
     netting: Netting,
     counters: std::sync::Arc<super::Counters>,
@@ -130,6 +106,11 @@ impl Task {
                 .listen_on(addr)
                 .map_err(|e| CoordinatorError::Transport(format!("listen {a}: {e}")))?;
         }
+        let names = config
+            .roster
+            .signers()
+            .map(|p| (p.node, p.name.clone()))
+            .collect();
         let netting = Netting::new(
             config.identity.clone(),
             config.roster.clone(),
@@ -146,13 +127,13 @@ impl Task {
             roster: config.roster,
             swarm,
             rx,
-            session_timeout: Duration::from_millis(config.session_timeout_ms),
             dkg_timeout: Duration::from_millis(config.dkg_timeout_ms),
             connected: BTreeSet::new(),
             dkgs: BTreeMap::new(),
-            jobs: BTreeMap::new(),
-            next_job: 0,
-            session_job: BTreeMap::new(),
+            signing: Signing::new(
+                Load::new(names, counters.signer_sessions.clone()),
+                Duration::from_millis(config.session_timeout_ms),
+            ),
             outbound: BTreeMap::new(),
             counters,
         })
@@ -175,15 +156,12 @@ impl Task {
                 let _ = r.send(Err(CoordinatorError::Shutdown));
             }
         }
-        for (_, j) in std::mem::take(&mut self.jobs) {
-            if let Some(r) = j.reply {
-                let _ = r.send(Err(CoordinatorError::Shutdown));
-            }
-        }
+        self.signing.shutdown();
         self.netting.shutdown();
     }
 
-    fn candidates(&self, among: Option<&[NodeId]>) -> Vec<Candidate> {
+    /// Signers of the roster (`among` only, if given) with what selection needs.
+    pub(super) fn candidates(&self, among: Option<&[NodeId]>) -> Vec<Candidate> {
         self.roster
             .signers()
             .filter(|p| among.is_none_or(|a| a.contains(&p.node)))
@@ -191,8 +169,18 @@ impl Task {
                 node: p.node,
                 segment: p.signer.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
                 connected: p2p::peer_id(&p.node).is_some_and(|id| self.connected.contains(&id)),
+                load: self.signing.load.of(&p.node),
             })
             .collect()
+    }
+
+    /// Sends a session's envelope, remembering the request so that a refusal or a
+    /// failure to deliver reaches the session.
+    pub(super) fn send_tracked_envelope(&mut self, to: NodeId, msg: Envelope) {
+        let session = msg.session;
+        if let Some(id) = self.send(&to, Frame::Deliver(msg)) {
+            self.outbound.insert(id, (session, to));
+        }
     }
 
     fn send(&mut self, to: &NodeId, frame: Frame) -> Option<request_response::OutboundRequestId> {
@@ -238,23 +226,7 @@ impl Task {
             }
             Command::Sign(boxed, reply) => {
                 let (key, request) = *boxed;
-                let id = self.next_job;
-                self.next_job += 1;
-                self.jobs.insert(
-                    id,
-                    SignJob {
-                        key,
-                        request,
-                        next_message: 0,
-                        signatures: Vec::new(),
-                        retries: Default::default(),
-                        attempts_this_message: 0,
-                        current: None,
-                        sessions: Vec::new(),
-                        reply: Some(reply),
-                    },
-                );
-                self.next_attempt(id);
+                self.start_sign_job(key, request, reply);
             }
             Command::Nodes(reply) => {
                 let nodes = self
@@ -382,6 +354,16 @@ impl Task {
                 ..
             } => {
                 self.connected.remove(&peer_id);
+                // A node reconnecting starts a new pool: what it offered is void.
+                if let Some(p) = self
+                    .roster
+                    .peers()
+                    .iter()
+                    .find(|p| p2p::peer_id(&p.node) == Some(peer_id))
+                {
+                    let node = p.node;
+                    self.signing.presign.forget(&node);
+                }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "coordinator listening")
@@ -559,20 +541,17 @@ impl Task {
             self.flush_netting();
             return;
         }
-        let Some(job_id) = self.session_job.get(&env.session).copied() else {
-            return;
-        };
-        let now = Timestamp(0);
-        let result = {
-            let Some(run) = self.jobs.get_mut(&job_id).and_then(|j| j.current.as_mut()) else {
-                return;
-            };
-            if run.session != env.session {
-                return;
+        if matches!(env.payload, Payload::PresignOffer { .. }) {
+            let (key, node) = (env.key, env.sender);
+            match self.signing.presign.offer(key, node, env.payload) {
+                Ok(filed) => tracing::debug!(%node, %key, filed, "presign offer"),
+                Err(e) => tracing::warn!(%node, %key, error = %e, "presign offer refused"),
             }
-            run.aggregator.handle(now, Input::Message(env), &mut OsRng)
-        };
-        self.on_aggregator_result(job_id, result);
+            return;
+        }
+        if self.signing.owns(&env.session) {
+            self.on_signing_envelope(env);
+        }
     }
 
     // ------------------------------------------------------------------ DKG
@@ -620,6 +599,7 @@ impl Task {
         let result = match first {
             Some(p) if run.reports.values().all(|(r, _)| *r == p) => {
                 tracing::info!(key = %p.key_id, suite = %p.suite, "key generated");
+                self.signing.presign.know(&p);
                 let mut attestations: Vec<KeyAttestation> =
                     run.reports.into_values().map(|(_, a)| a).collect();
                 attestations.sort_by_key(|a| p.members.get(&a.node).copied());
@@ -639,171 +619,6 @@ impl Task {
         }
     }
 
-    // ------------------------------------------------------------------ signing
-
-    fn finish_job(&mut self, job_id: u64, result: Result<(), CoordinatorError>) {
-        let Some(mut job) = self.jobs.remove(&job_id) else {
-            return;
-        };
-        job.current = None;
-        for s in &job.sessions {
-            self.session_job.remove(s);
-        }
-        let out = result.map(|()| SignResult {
-            signatures: job.signatures,
-            attempts: job.retries.attempts,
-        });
-        if let Some(r) = job.reply.take() {
-            let _ = r.send(out);
-        }
-    }
-
-    /// Starts the next attempt for the job's current message (or finishes the job).
-    fn next_attempt(&mut self, job_id: u64) {
-        let Some(job) = self.jobs.get(&job_id) else {
-            return;
-        };
-        if job.next_message >= job.request.request.messages.len() {
-            self.finish_job(job_id, Ok(()));
-            return;
-        }
-        let public = job.key.public.clone();
-        let t = usize::from(public.threshold);
-        let n = public.members.len();
-        // At most n − t + 1 attempts per message.
-        if job.attempts_this_message > n.saturating_sub(t) {
-            let err = job
-                .retries
-                .give_up(n - job.retries.excluded.len(), t, &["policy:"]);
-            self.finish_job(job_id, Err(err));
-            return;
-        }
-        let members: Vec<NodeId> = public
-            .members
-            .keys()
-            .filter(|m| !job.retries.excluded.contains(m))
-            .copied()
-            .collect();
-        let candidates = self.candidates(Some(&members));
-        let Some(signers) = select::pick(&candidates, t) else {
-            let err = job.retries.give_up(candidates.len(), t, &["policy:"]);
-            self.finish_job(job_id, Err(err));
-            return;
-        };
-        let message = job.request.request.messages[job.next_message].clone();
-        let session = random_session();
-        let aggregator = Aggregator::new(
-            self.identity.clone(),
-            &public,
-            AggregatorConfig {
-                session,
-                signers: signers.clone(),
-                target: SignTarget {
-                    message,
-                    tweak: job.request.request.tweak,
-                },
-                request: job.request.encode(),
-                timeout_ms: u64::try_from(self.session_timeout.as_millis()).unwrap_or(u64::MAX),
-            },
-        );
-        let mut aggregator = match aggregator {
-            Ok(a) => a,
-            Err(e) => {
-                self.finish_job(job_id, Err(CoordinatorError::BadRequest(e.to_string())));
-                return;
-            }
-        };
-        let outputs = aggregator.handle(Timestamp(0), Input::Start, &mut OsRng);
-        if let Some(job) = self.jobs.get_mut(&job_id) {
-            job.sessions.push(session);
-            job.attempts_this_message += 1;
-            job.current = Some(AttemptRun {
-                session,
-                aggregator,
-                signers,
-                deadline: Instant::now() + self.session_timeout,
-            });
-        }
-        self.session_job.insert(session, job_id);
-        tracing::debug!(%session, "signing attempt started");
-        self.on_aggregator_result(job_id, outputs);
-    }
-
-    fn on_aggregator_result(
-        &mut self,
-        job_id: u64,
-        result: Result<Vec<Output<quorate_protocol::SignatureBytes>>, ProtocolError>,
-    ) {
-        match result {
-            Ok(outputs) => {
-                for o in outputs {
-                    match o {
-                        Output::Send { to, msg } => {
-                            let session = msg.session;
-                            if let Some(id) = self.send(&to, Frame::Deliver(msg)) {
-                                self.outbound.insert(id, (session, to));
-                            }
-                        }
-                        Output::Done(sig) => self.attempt_succeeded(job_id, sig),
-                        Output::SetTimer { .. } => {}
-                    }
-                }
-            }
-            Err(e) if e.is_fatal() => {
-                let outcome = match &e {
-                    ProtocolError::Aborted {
-                        fault: quorate_protocol::Fault::Timeout,
-                        ..
-                    } => "timeout",
-                    _ => "blamed",
-                };
-                self.attempt_failed(job_id, outcome, e.culprits(), None);
-            }
-            Err(e) => tracing::debug!(error = %e, "message dropped"),
-        }
-    }
-
-    fn attempt_succeeded(&mut self, job_id: u64, sig: quorate_protocol::SignatureBytes) {
-        let Some(job) = self.jobs.get_mut(&job_id) else {
-            return;
-        };
-        let Some(run) = job.current.take() else {
-            return;
-        };
-        let message = job.request.request.messages[job.next_message].clone();
-        job.retries.attempts.push(Attempt {
-            signers: run.signers,
-            outcome: "signed".into(),
-            blamed: Vec::new(),
-            refused: Vec::new(),
-        });
-        job.signatures.push(MessageSignature {
-            message,
-            signature: sig,
-        });
-        job.next_message += 1;
-        job.attempts_this_message = 0;
-        self.next_attempt(job_id);
-    }
-
-    fn attempt_failed(
-        &mut self,
-        job_id: u64,
-        outcome: &str,
-        blamed: Vec<NodeId>,
-        refused: Option<(NodeId, String)>,
-    ) {
-        let Some(job) = self.jobs.get_mut(&job_id) else {
-            return;
-        };
-        let Some(run) = job.current.take() else {
-            return;
-        };
-        tracing::warn!(session = %run.session, outcome, ?blamed, ?refused, "signing attempt failed; retrying with another subset");
-        job.retries.failed(run.signers, outcome, blamed, refused);
-        self.next_attempt(job_id);
-    }
-
     fn on_refusal(&mut self, session: SessionId, node: NodeId, reason: String) {
         if let Some(run) = self.dkgs.remove(&session) {
             if let Some(r) = run.reply {
@@ -814,22 +629,7 @@ impl Task {
             }
             return;
         }
-        let Some(job_id) = self.session_job.get(&session).copied() else {
-            return;
-        };
-        let current = self
-            .jobs
-            .get(&job_id)
-            .and_then(|j| j.current.as_ref())
-            .is_some_and(|r| r.session == session);
-        if current {
-            self.attempt_failed(job_id, "refused", Vec::new(), Some((node, reason)));
-        } else if let Some(job) = self.jobs.get_mut(&job_id) {
-            // A late answer from an earlier attempt: remember it for the next choice.
-            if job.retries.late_refusal(node, reason.clone()) {
-                tracing::warn!(%node, %reason, "late refusal from an earlier attempt");
-            }
-        }
+        self.on_signing_refusal(session, node, reason);
     }
 
     fn on_tick(&mut self) {
@@ -859,23 +659,7 @@ impl Task {
                 }
             }
         }
-        let due: Vec<u64> = self
-            .jobs
-            .iter()
-            .filter(|(_, j)| j.current.as_ref().is_some_and(|r| r.deadline <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for job_id in due {
-            let result = match self.jobs.get_mut(&job_id).and_then(|j| j.current.as_mut()) {
-                Some(run) => run.aggregator.handle(
-                    Timestamp(0),
-                    Input::Timeout(TimerId::Deadline),
-                    &mut OsRng,
-                ),
-                None => continue,
-            };
-            self.on_aggregator_result(job_id, result);
-        }
+        self.signing_tick();
     }
 }
 

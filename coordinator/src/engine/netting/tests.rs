@@ -97,6 +97,7 @@ fn world(refuse_close: usize, refuse_settle: usize) -> (World, KeyRecord) {
             node: n.node_id(),
             segment: format!("s{i}"),
             connected: true,
+            load: (0, 0),
         })
         .collect();
     let nodes = ids
