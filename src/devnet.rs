@@ -203,12 +203,16 @@ fn policy_text(client_pub: &str, bench_pub: Option<&str>) -> String {
         "version = 1\n\n[netting]\nsettlement_keys = [\"*\"]\n\n[clients.devnet-client]\npublic_key = \"{client_pub}\"\nkeys = [\"*\"]\nnetting = true\n\n[clients.devnet-client.limits.BTC]\nper_request = 100_000_000\nper_window = 1_000_000_000\n"
     );
     if let Some(bench) = bench_pub {
-        let _ = write!(
-            text,
-            "\n[clients.bench-client]\npublic_key = \"{bench}\"\nkeys = [\"*\"]\n\n[clients.bench-client.limits.BENCH]\nper_request = 1\nper_window = 1_000_000_000_000\n"
-        );
+        text.push_str(&bench_policy_client(bench));
     }
     text
+}
+
+/// The bench client's policy: every key, one unit of `BENCH` per request.
+fn bench_policy_client(bench_pub: &str) -> String {
+    format!(
+        "\n[clients.bench-client]\npublic_key = \"{bench_pub}\"\nkeys = [\"*\"]\n\n[clients.bench-client.limits.BENCH]\nper_request = 1\nper_window = 1_000_000_000_000\n"
+    )
 }
 
 /// The public key (hex) of the Ed25519 key in a `*.key` file of the data directory.
@@ -226,20 +230,23 @@ fn upgrade_for_netting(dir: &Path) -> anyhow::Result<()> {
     let policy = dir.join("policy.toml");
     let text = std::fs::read_to_string(&policy)
         .with_context(|| format!("reading {}", policy.display()))?;
-    if !text.contains("[netting]") || !text.contains("bench-client") {
-        let bench = if dir.join("bench-client.key").exists() {
-            public_of(dir, "bench-client.key")?
-        } else {
-            let bench = new_bench_client(dir)?;
-            let coordinator = dir.join("coordinator.toml");
-            let mut toml = std::fs::read_to_string(&coordinator)?;
-            toml.push_str(&bench_coordinator_client(&bench));
-            std::fs::write(&coordinator, toml)?;
-            bench
-        };
+    if !text.contains("[netting]") {
         let client = public_of(dir, "client.key")?;
-        std::fs::write(&policy, policy_text(&client, Some(&bench)))?;
-        println!("policy.toml: netting enabled for devnet-client (settlement_keys = [\"*\"]), bench-client added");
+        std::fs::write(&policy, policy_text(&client, None))?;
+        println!("policy.toml: netting enabled for devnet-client (settlement_keys = [\"*\"])");
+    }
+    if !dir.join("bench-client.key").exists() {
+        // A data directory from before `quorate bench`: its client is appended to
+        // the coordinator's clients and to the policy (the rest is left as it is).
+        let bench = new_bench_client(dir)?;
+        let coordinator = dir.join("coordinator.toml");
+        let mut toml = std::fs::read_to_string(&coordinator)?;
+        toml.push_str(&bench_coordinator_client(&bench));
+        std::fs::write(&coordinator, toml)?;
+        let mut text = std::fs::read_to_string(&policy)?;
+        text.push_str(&bench_policy_client(&bench));
+        std::fs::write(&policy, text)?;
+        println!("coordinator.toml, policy.toml: bench-client added (quorate bench)");
     }
     crate::devnet_netting::ensure_material(dir)
 }

@@ -30,6 +30,9 @@ use crate::{
 };
 
 mod netting;
+mod writer;
+
+pub(crate) use writer::JobWriter;
 
 const KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("coordinator_keys");
 const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("coordinator_jobs");
@@ -431,18 +434,30 @@ impl Store {
 
     /// [`Store::put_job`] at time `now` (Unix ms).
     pub(crate) fn put_job_at(&self, job: &Job, now: u64) -> Result<(), CoordinatorError> {
-        let bytes = serde_json::to_vec(job).map_err(|e| self.err(e))?;
+        self.put_jobs_at(std::slice::from_ref(job), now)
+    }
+
+    /// Stores (replaces) every job of `jobs` in one transaction (one sync): the
+    /// group commit of [`JobWriter`].
+    pub(crate) fn put_jobs(&self, jobs: &[Job]) -> Result<(), CoordinatorError> {
+        self.put_jobs_at(jobs, now_ms())
+    }
+
+    fn put_jobs_at(&self, jobs: &[Job], now: u64) -> Result<(), CoordinatorError> {
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(JOBS).map_err(|e| self.err(e))?;
             let mut job_exp = txn.open_table(JOB_EXPIRY).map_err(|e| self.err(e))?;
             prune_jobs(&mut job_exp, &mut t, now, &self.path)?;
-            t.insert(job.id.as_str(), bytes.as_slice())
-                .map_err(|e| self.err(e))?;
-            if job.status != JobStatus::Pending {
-                job_exp
-                    .insert((self.job_expiry(job), job.id.as_str()), ())
+            for job in jobs {
+                let bytes = serde_json::to_vec(job).map_err(|e| self.err(e))?;
+                t.insert(job.id.as_str(), bytes.as_slice())
                     .map_err(|e| self.err(e))?;
+                if job.status != JobStatus::Pending {
+                    job_exp
+                        .insert((self.job_expiry(job), job.id.as_str()), ())
+                        .map_err(|e| self.err(e))?;
+                }
             }
         }
         txn.commit().map_err(|e| self.err(e))

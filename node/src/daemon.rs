@@ -179,10 +179,17 @@ struct Node {
     shutting_down: bool,
     /// Presigned nonce pools, per connected coordinator and key (memory only).
     presign: crate::presign::Pools,
+    /// Frames produced while audit records were pending: sent after the group
+    /// commit (bounded by [`MAX_BATCH`] events per commit).
+    held: Vec<(PeerId, Frame, u32)>,
 }
 
 /// How often a frame whose delivery failed is re-sent (backoff 200, 400, 800 … ms).
 const MAX_RESENDS: u32 = 5;
+
+/// Events handled before one group commit of the audit log: what is ready when the
+/// first arrives, at most this many.
+const MAX_BATCH: usize = 64;
 
 fn unix_ms() -> u64 {
     SystemTime::now()
@@ -280,8 +287,10 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         epoch: Instant::now(),
         shutting_down: false,
         presign: crate::presign::Pools::new(parts.limits.presign()),
+        held: Vec::new(),
     };
     node.record(AuditKind::NodeStarted, json!({ "keys": node.keys.len() }));
+    node.commit_audit();
     let task = tokio::spawn(async move { node.run(control_rx, shutdown_rx).await });
     Ok(NodeHandle {
         node_id: me,
@@ -307,8 +316,13 @@ impl Node {
     /// everything (invariant 6); a record the log refuses (details it cannot hold)
     /// refuses this one action with the reason, and the node serves others
     /// (invariant 11).
+    ///
+    /// The record is written at once and made durable by the next group commit
+    /// ([`Self::commit_audit`], at the end of the batch of events it belongs to):
+    /// every frame this node sends meanwhile is held until then, so nothing that
+    /// depends on a record leaves the node before the record is durable.
     fn record_or_refuse(&mut self, kind: AuditKind, details: serde_json::Value) -> Result<(), Ack> {
-        match self.audit.append(kind, details) {
+        match self.audit.append_deferred(kind, details) {
             Ok(_) => Ok(()),
             Err(e) if e.is_log_failure() => {
                 tracing::error!(error = %e, "audit log write failed: refusing to sign from now on");
@@ -334,7 +348,16 @@ impl Node {
         let mut grace_until: Option<Instant> = None;
         loop {
             tokio::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                event = self.swarm.select_next_some() => {
+                    self.on_swarm_event(event);
+                    // Group commit: what else is ready joins this batch.
+                    for _ in 1..MAX_BATCH {
+                        match futures::FutureExt::now_or_never(self.swarm.select_next_some()) {
+                            Some(event) => self.on_swarm_event(event),
+                            None => break,
+                        }
+                    }
+                }
                 _ = tick.tick() => self.on_tick(),
                 Some(c) = control.recv() => self.on_control(c),
                 changed = shutdown.changed(), if grace_until.is_none() => {
@@ -345,6 +368,7 @@ impl Node {
                     }
                 }
             }
+            self.commit_audit();
             if let Some(until) = grace_until {
                 if self.sessions.is_empty() || Instant::now() >= until {
                     let aborted: Vec<SessionId> = self.sessions.keys().copied().collect();
@@ -352,6 +376,7 @@ impl Node {
                         self.end_session(&s, "aborted_shutdown", Vec::new());
                     }
                     self.record(AuditKind::NodeStopped, json!({}));
+                    self.commit_audit();
                     return Ok(());
                 }
             }
@@ -857,9 +882,11 @@ impl Node {
         else {
             return Err(reject("malformed", "not a presigned sign request"));
         };
-        // The nonces first: a request naming nonces this node does not hold costs
-        // the client no attempt and writes nothing. Taken here they are dropped
-        // (zeroized) if a later check refuses the request.
+        // Session admission (a repeated session is refused as such, not as used
+        // nonces), then the nonces: a request naming nonces this node does not
+        // hold costs the client no attempt and writes nothing. Taken here they are
+        // dropped (zeroized) if a later check refuses the request.
+        self.admit_coordinator_session(&env, "request signatures")?;
         let now = self.now();
         let nonces = self
             .presign
@@ -1001,7 +1028,10 @@ impl Node {
         let Some(peer) = self.roster.net(&o.coordinator).map(|p| p.peer_id) else {
             return;
         };
-        self.send_tracked(peer, Frame::Deliver(env), 0);
+        // Never re-sent: a late copy of an old offer could make the coordinator's
+        // book fall back to an epoch this node dropped. A lost offer costs only
+        // presigning until the next pool (the coordinator signs in two rounds).
+        self.send_tracked(peer, Frame::Deliver(env), MAX_RESENDS);
     }
 
     /// The key share the request names, which must be the envelope's key and suite.
@@ -1513,7 +1543,39 @@ impl Node {
         self.metrics.active_sessions.set(self.sessions.len() as i64);
     }
 
+    /// Sends a frame (held until the group commit while audit records are pending),
+    /// kept until answered so a failed send can be retried.
     fn send_tracked(&mut self, peer: PeerId, frame: Frame, tries: u32) {
+        // Held while records are pending, and behind frames already held (a
+        // durable `append` elsewhere in the batch must not let later frames
+        // overtake them).
+        if self.audit.pending() > 0 || !self.held.is_empty() {
+            self.held.push((peer, frame, tries));
+            return;
+        }
+        self.send_now(peer, frame, tries);
+    }
+
+    /// Makes the batch's audit records durable (one sync, one anchor update), then
+    /// sends the frames held for them. If the log cannot be synced the node fails
+    /// closed: the held frames are dropped, never sent.
+    fn commit_audit(&mut self) {
+        if self.audit.pending() > 0 {
+            if let Err(e) = self.audit.commit() {
+                if !self.audit_failed {
+                    tracing::error!(error = %e, held = self.held.len(), "audit log commit failed: refusing to sign from now on; held messages dropped");
+                }
+                self.audit_failed = true;
+                self.held.clear();
+                return;
+            }
+        }
+        for (peer, frame, tries) in std::mem::take(&mut self.held) {
+            self.send_now(peer, frame, tries);
+        }
+    }
+
+    fn send_now(&mut self, peer: PeerId, frame: Frame, tries: u32) {
         let id = transport::send(&mut self.swarm, &peer, frame.clone());
         if self.in_flight.len() < self.limits.max_pending_messages {
             self.in_flight.insert(id, (peer, frame, tries));
@@ -1650,7 +1712,9 @@ fn release(
         let (kind, details) = share_record().ok_or_else(|| {
             crate::audit::AuditError::Details("signature share without a signing request".into())
         })?;
-        audit.append(kind, details)?;
+        // Durable before the share leaves: the daemon holds every frame until the
+        // batch's group commit.
+        audit.append_deferred(kind, details)?;
     }
     Ok(outputs)
 }

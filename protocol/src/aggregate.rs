@@ -388,11 +388,11 @@ impl<C: Suite> Session<C> {
                     }
                 }
             })?;
+            // No second verification here: `aggregate_custom` returns a signature only
+            // after verifying it under the group key (tweaked for secp256k1-tr), and
+            // otherwise checks every share and names the culprits (frost-core 3,
+            // `aggregate_custom` / `detect_cheater`).
             let crypto = |e: frost_core::Error<C>| ProtocolError::Crypto(e.to_string());
-            self.pkp
-                .verifying_key()
-                .verify(&self.config.target.message, &signature)
-                .map_err(crypto)?;
             self.phase = Phase::Finished;
             self.status = Status::Done;
             out.push(Output::Done(SignatureBytes {

@@ -40,6 +40,20 @@ pub(crate) struct Baseline {
     pub(crate) limit_per_second: f64,
 }
 
+impl Baseline {
+    /// The mean of two runs (the run before the load and the run after it).
+    pub(crate) fn mean(a: &Self, b: &Self) -> Self {
+        let avg = |x: f64, y: f64| (x + y) / 2.0;
+        Self {
+            signer_us: avg(a.signer_us, b.signer_us),
+            aggregate_us: avg(a.aggregate_us, b.aggregate_us),
+            signature_us: avg(a.signature_us, b.signature_us),
+            limit_per_second: avg(a.limit_per_second, b.limit_per_second),
+            ..a.clone()
+        }
+    }
+}
+
 /// Measures the baseline for `suite` at `threshold`-of-`n` for about `seconds`
 /// (split between the single-thread cost breakdown and the all-threads limit).
 pub(crate) fn measure(

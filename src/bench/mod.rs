@@ -122,8 +122,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "--concurrency values must be between 1 and 1024"
     );
     anyhow::ensure!(
-        args.messages.iter().all(|m| (1..=1024).contains(m)),
-        "--messages values must be between 1 and 1024"
+        args.messages
+            .iter()
+            .all(|m| (1..=quorate_protocol::request::MAX_MESSAGES).contains(m)),
+        "--messages values must be between 1 and {} (a request's most)",
+        quorate_protocol::request::MAX_MESSAGES
     );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,8 +159,10 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         args.baseline_seconds
     );
     // Nothing else runs on this (single-threaded) runtime meanwhile, and the
-    // network is idle: the baseline has the machine to itself.
-    let baseline = baseline::measure(suite, t, n, args.baseline_seconds)?;
+    // network is idle: the baseline has the machine to itself. It is measured
+    // before and after the rows, and the rows are compared with the mean, so a
+    // machine whose load changes during the run shows it as two different runs.
+    let before = baseline::measure(suite, t, n, args.baseline_seconds / 2.0)?;
     let names = node_ids(&target);
     let loads = loads(args);
     if args.warmup > 0 {
@@ -177,7 +182,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         )
         .await?;
     }
-    let mut rows = Vec::new();
+    let mut measured = Vec::new();
     for l in loads {
         let bar = progress(args, &l);
         let before = readings(&target);
@@ -185,21 +190,26 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         let after = readings(&target);
         bar.finish_and_clear();
         let cpu = cpu_rows(&before, &after, &outcome, &names);
-        let row = Row::new(&outcome, l.concurrency, l.messages, cpu, &baseline);
         eprintln!(
-            "{} clients × {} messages: {:.0} signatures/s ({:.0} % of the in-process limit), p50 {:.1} ms",
-            row.concurrency,
-            row.messages,
-            row.signatures_per_second,
-            row.ratio_to_limit * 100.0,
-            row.latency_ms.p50
+            "{} clients × {} messages: {:.0} signatures/s, p50 {:.1} ms",
+            l.concurrency,
+            l.messages,
+            outcome.signatures as f64 / outcome.elapsed.as_secs_f64().max(1e-9),
+            outcome.latency_us.value_at_quantile(0.5) as f64 / 1000.0
         );
-        rows.push(row);
+        measured.push((l, outcome, cpu));
     }
+    let after = baseline::measure(suite, t, n, args.baseline_seconds / 2.0)?;
+    let baseline = baseline::Baseline::mean(&before, &after);
+    let rows = measured
+        .into_iter()
+        .map(|(l, outcome, cpu)| Row::new(&outcome, l.concurrency, l.messages, cpu, &baseline))
+        .collect();
     Ok(Report {
         version: env!("CARGO_PKG_VERSION").into(),
         key_id: key.key_id().to_string(),
         baseline,
+        baseline_runs: [before, after],
         rows,
     })
 }

@@ -73,8 +73,11 @@ pub(crate) struct Report {
     pub(crate) version: String,
     /// Key signed with.
     pub(crate) key_id: String,
-    /// In-process frost-core on this machine, same suite, t and n.
+    /// In-process frost-core on this machine, same suite, t and n: the mean of
+    /// `baseline_runs`, what the ratios use.
     pub(crate) baseline: Baseline,
+    /// The baseline measured before the rows and after them.
+    pub(crate) baseline_runs: [Baseline; 2],
     /// One per load.
     pub(crate) rows: Vec<Row>,
 }
@@ -131,8 +134,17 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "in-process frost-core, {} {}-of-{}: {:.0} signatures/s on {} threads; one signer's round 1 + round 2 {:.0} µs, aggregation + verification {:.0} µs, a whole signature {:.0} µs",
-            b.suite, b.threshold, b.n, b.limit_per_second, b.threads, b.signer_us, b.aggregate_us, b.signature_us
+            "in-process frost-core, {} {}-of-{}: {:.0} signatures/s on {} threads (before the load {:.0}, after it {:.0}); one signer's round 1 + round 2 {:.0} µs, aggregation + verification {:.0} µs, a whole signature {:.0} µs",
+            b.suite,
+            b.threshold,
+            b.n,
+            b.limit_per_second,
+            b.threads,
+            self.baseline_runs[0].limit_per_second,
+            self.baseline_runs[1].limit_per_second,
+            b.signer_us,
+            b.aggregate_us,
+            b.signature_us
         );
         let _ = writeln!(out);
         let _ = writeln!(

@@ -82,7 +82,17 @@ impl Target {
     pub(crate) async fn connect(args: &BenchArgs) -> anyhow::Result<Self> {
         if args.spawn_devnet {
             let (dir, remove) = match &args.data_dir {
-                Some(d) => (d.clone(), None),
+                Some(d) => {
+                    // It is wiped first: only an empty directory or a devnet's.
+                    let empty = std::fs::read_dir(d).map_or(true, |mut e| e.next().is_none());
+                    if !empty && !d.join("roster.toml").exists() {
+                        bail!(
+                            "{} is neither empty nor a devnet data directory; --data-dir is wiped first",
+                            d.display()
+                        );
+                    }
+                    (d.clone(), None)
+                }
                 None => {
                     let mut tag = [0u8; 6];
                     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut tag);

@@ -68,6 +68,9 @@ pub struct ApiState<B> {
     waiters: Mutex<HashMap<String, watch::Receiver<Option<Job>>>>,
     /// Idempotency scopes being admitted right now (see [`ScopeClaim`]).
     claims: ClaimTable,
+    /// Group commit of finished jobs (`None` if its thread could not start: each
+    /// job is then stored on its own).
+    writer: Option<crate::store::JobWriter>,
 }
 
 type ClaimTable = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
@@ -137,7 +140,11 @@ impl<B: Backend> ApiState<B> {
     pub fn new(backend: Arc<B>, store: Arc<Store>, settings: ServiceSettings) -> Self {
         let cap = settings.limits.nonce_cache;
         let per_client = settings.limits.nonce_cache_per_client;
+        let writer = crate::store::JobWriter::spawn(&store)
+            .inspect_err(|e| tracing::warn!(error = %e, "finished jobs are stored one by one"))
+            .ok();
         Self {
+            writer,
             backend,
             store,
             settings,
@@ -724,9 +731,20 @@ async fn sign<B: Backend>(
         result: None,
         problem: None,
     };
-    let created = state
-        .store
-        .create_job(&job, scope.as_deref().map(|s| (s, body_hash.as_str())));
+    // The store syncs its write: off the async threads.
+    let created = {
+        let (store, job, scope, hash) = (
+            state.store.clone(),
+            job.clone(),
+            scope.clone(),
+            body_hash.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            store.create_job(&job, scope.as_deref().map(|s| (s, hash.as_str())))
+        })
+        .await
+        .unwrap_or_else(|e| Err(crate::error::CoordinatorError::Storage(e.to_string())))
+    };
     match created {
         Ok(Created::New) => {}
         Ok(Created::Existing(rec)) => {
@@ -872,7 +890,11 @@ fn spawn_job<B: Backend>(
                 label
             }
         };
-        if let Err(e) = state.store.put_job(&job) {
+        let stored = match &state.writer {
+            Some(w) => w.put(job.clone()).await,
+            None => state.store.put_job(&job),
+        };
+        if let Err(e) = stored {
             tracing::error!(job = %job.id, error = %e, "could not store finished job");
         }
         state

@@ -290,7 +290,9 @@ struct Pool<C: Suite> {
     config: PoolConfig,
     /// Next index to issue: every index below it was issued once.
     next: u64,
-    slots: BTreeMap<u64, Slot<C>>,
+    /// Boxed: rebalancing the map moves pointers, never the nonces themselves (a
+    /// moved-from copy would be freed without being zeroized).
+    slots: BTreeMap<u64, Box<Slot<C>>>,
     stats: PoolStats,
 }
 
@@ -334,13 +336,13 @@ impl<C: Suite> Pool<C> {
             };
             self.slots.insert(
                 index,
-                Slot {
+                Box::new(Slot {
                     taken: Taken {
                         nonces,
                         commitments: c,
                     },
                     expires_at,
-                },
+                }),
             );
             self.next = next;
             self.stats.generated += 1;

@@ -154,7 +154,13 @@ impl Task {
                 reply: Some(reply),
             },
         );
-        self.pump_job(id);
+        // Behind the jobs already waiting for room.
+        if self.signing.waiting.is_empty() {
+            self.pump_job(id);
+        } else {
+            self.signing.waiting.push_back(id);
+            self.pump_waiting();
+        }
     }
 
     /// Starts attempts for the job's unsigned, idle messages while it has fewer
@@ -238,13 +244,20 @@ impl Task {
         // The usual choice (segments, then load); presigned when every chosen
         // signer holds a commitment, or when as many segments can be spanned by
         // signers that all do; otherwise two rounds with the usual choice.
-        let Some(usual) = select::pick(&with_room, t) else {
-            if select::pick(&candidates, t).is_some() {
-                return Start::NoRoom;
-            }
+        let Some(best) = select::pick(&candidates, t) else {
             let err = job.retries.give_up(candidates.len(), t, &["policy:"]);
             self.finish_job(id, Err(err));
             return Start::Ended;
+        };
+        // Busy nodes make a message wait rather than sign from fewer segments.
+        let usual = match select::pick(&with_room, t) {
+            Some(u)
+                if select::segments_spanned(&candidates, &u)
+                    >= select::segments_spanned(&candidates, &best) =>
+            {
+                u
+            }
+            _ => return Start::NoRoom,
         };
         let presign = &self.signing.presign;
         let holding: Vec<Candidate> = with_room
@@ -376,8 +389,9 @@ impl Task {
             refused: Vec::new(),
         });
         job.messages[m].signature = Some(sig);
-        self.pump_job(id);
+        // Jobs waiting for room go first, then this one refills.
         self.pump_waiting();
+        self.pump_job(id);
     }
 
     fn attempt_failed(
@@ -397,8 +411,28 @@ impl Task {
         self.signing.load.ended(&run.signers);
         tracing::warn!(session = %run.session, message = m, outcome, ?blamed, ?refused, "signing attempt failed; retrying with another subset");
         job.retries.failed(run.signers, outcome, blamed, refused);
-        self.pump_job(id);
         self.pump_waiting();
+        self.pump_job(id);
+    }
+
+    fn presign_attempt_refused(&mut self, id: u64, m: usize, node: NodeId, reason: String) {
+        let Some(job) = self.signing.jobs.get_mut(&id) else {
+            return;
+        };
+        let Some(run) = job.messages[m].current.take() else {
+            return;
+        };
+        self.signing.load.ended(&run.signers);
+        tracing::info!(session = %run.session, %node, %reason, "presigned attempt refused; retrying");
+        job.messages[m].attempts = job.messages[m].attempts.saturating_sub(1);
+        job.retries.attempts.push(Attempt {
+            signers: run.signers,
+            outcome: "refused".into(),
+            blamed: Vec::new(),
+            refused: vec![(node, reason)],
+        });
+        self.pump_waiting();
+        self.pump_job(id);
     }
 
     fn finish_job(&mut self, id: u64, result: Result<(), CoordinatorError>) {
@@ -451,7 +485,13 @@ impl Task {
             .get(&id)
             .and_then(|j| j.messages[m].current.as_ref())
             .is_some_and(|r| r.session == session);
-        if current {
+        if current && reason.starts_with("presign") {
+            // The node does not hold what the book offered (a restart, an expiry
+            // race): not its fault. The message is retried at once — in two rounds
+            // with this node, its commitments forgotten — without an exclusion and
+            // without using up one of the message's n − t + 1 attempts.
+            self.presign_attempt_refused(id, m, node, reason);
+        } else if current {
             self.attempt_failed(id, m, "refused", Vec::new(), Some((node, reason)));
         } else if let Some(job) = self.signing.jobs.get_mut(&id) {
             // A late answer from an earlier attempt: remember it for the next choice.

@@ -14,7 +14,7 @@ use std::{
 };
 
 use quorate_protocol::{
-    presign::{BookConfig, Offer, PresignBook, PresignRef},
+    presign::{BookConfig, Offer, PresignBook, PresignRef, MAX_OFFER},
     Ciphersuite, GroupPublic, KeyId, NodeId, Payload, ProtocolError, Timestamp,
 };
 
@@ -81,9 +81,11 @@ impl Presign {
         payload: Payload,
     ) -> Result<usize, ProtocolError> {
         let offer = Offer::try_from(payload)?;
+        check_shape(node, &offer)?;
         if self.keys.contains_key(&key) {
             return self.file(key, node, offer);
         }
+        self.expire_parked();
         let parked = self.parked.entry(node).or_default();
         if parked.len() >= MAX_PARKED_KEYS && !parked.contains_key(&key) {
             return Err(ProtocolError::PresignOfferStale {
@@ -106,7 +108,29 @@ impl Presign {
             });
         }
         let (suite, now) = (*suite, self.now());
+        // Decoding is the costly part: an offer the book would cap is refused first.
+        let held = self.book.available(key, node, now);
+        let cap = self.book.config().cap;
+        if held + offer.commitments.len() > cap {
+            return Err(ProtocolError::PresignOfferStale {
+                node,
+                reason: format!(
+                    "{held} commitments held and {} offered exceed the cap of {cap}",
+                    offer.commitments.len()
+                ),
+            });
+        }
         self.book.offer(key, suite, node, offer, now)
+    }
+
+    /// Parked offers whose lifetime ended are dropped.
+    fn expire_parked(&mut self) {
+        for offers in self.parked.values_mut() {
+            offers.retain(|_, (o, at)| {
+                u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX) < o.lifetime_ms
+            });
+        }
+        self.parked.retain(|_, offers| !offers.is_empty());
     }
 
     /// Commitments usable now for `node` and `key`.
@@ -131,9 +155,82 @@ impl Presign {
         self.parked.remove(node);
     }
 
-    /// Drops expired commitments.
+    /// Drops expired commitments and parked offers.
     pub(crate) fn expire(&mut self) {
         let now = self.now();
         self.book.expire(now);
+        self.expire_parked();
+    }
+}
+
+/// Largest serialized `SigningCommitments` of any suite (two 33-byte SEC1 points
+/// and frost-core's header for secp256k1; Ed25519's are smaller), with room.
+const MAX_COMMITMENT_BYTES: usize = 96;
+
+/// What can be checked of an offer without its key's suite: at most
+/// [`MAX_OFFER`] commitments of plausible size, a lifetime. A parked offer is
+/// decoded in full only when its key becomes known.
+fn check_shape(node: NodeId, offer: &Offer) -> Result<(), ProtocolError> {
+    let invalid = |reason: String| ProtocolError::PresignOfferInvalid { node, reason };
+    if offer.commitments.is_empty() || offer.commitments.len() > MAX_OFFER {
+        return Err(invalid(format!(
+            "{} commitments; an offer carries 1 to {MAX_OFFER}",
+            offer.commitments.len()
+        )));
+    }
+    if offer
+        .commitments
+        .iter()
+        .any(|c| c.is_empty() || c.len() > MAX_COMMITMENT_BYTES)
+    {
+        return Err(invalid(format!(
+            "a commitment is empty or longer than {MAX_COMMITMENT_BYTES} bytes"
+        )));
+    }
+    if offer.lifetime_ms == 0 {
+        return Err(invalid("zero lifetime".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(count: usize, len: usize) -> Payload {
+        Payload::PresignOffer {
+            epoch: [1; 16],
+            first: 0,
+            commitments: vec![vec![2; len]; count],
+            lifetime_ms: 60_000,
+        }
+    }
+
+    #[test]
+    fn offers_for_unknown_keys_are_checked_before_they_are_parked_and_bounded() {
+        let mut p = Presign::new();
+        let node = NodeId([7; 32]);
+        assert!(p
+            .offer(KeyId([0; 16]), node, offer(MAX_OFFER + 1, 69))
+            .is_err());
+        assert!(p.offer(KeyId([0; 16]), node, offer(1, 0)).is_err());
+        assert!(p
+            .offer(KeyId([0; 16]), node, offer(1, MAX_COMMITMENT_BYTES + 1))
+            .is_err());
+        for k in 0..MAX_PARKED_KEYS {
+            let key = KeyId([u8::try_from(k).expect("small"); 16]);
+            assert_eq!(p.offer(key, node, offer(4, 69)).expect("parked"), 0);
+        }
+        let err = p.offer(KeyId([0xFF; 16]), node, offer(4, 69));
+        assert!(
+            matches!(err, Err(ProtocolError::PresignOfferStale { .. })),
+            "{err:?}"
+        );
+        p.forget(&node);
+        assert_eq!(
+            p.offer(KeyId([0xFF; 16]), node, offer(4, 69))
+                .expect("parked"),
+            0
+        );
     }
 }
