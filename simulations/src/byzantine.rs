@@ -114,7 +114,9 @@ impl Adversary {
             (Behaviour::InvalidShare, Payload::SignShare { .. }) => {
                 faults::corrupt_signature_share(identity, &env, rng).ok()
             }
+            // Under ROAST the commitment for the next session travels with the share.
             (Behaviour::WithholdCommit, Payload::SignCommit { .. })
+            | (Behaviour::WithholdCommit, Payload::PresignOffer { .. })
             | (Behaviour::WithholdShare, Payload::SignShare { .. }) => None,
             (Behaviour::Delay, _) => return vec![(env, self.delay_us)],
             (Behaviour::Replay, _) => {

@@ -16,7 +16,7 @@ use crate::{
     sim,
 };
 
-fn scenario(n: u16, t: u16, kind: &str, count: u32) -> Result<Scenario, SimError> {
+fn scenario(n: u16, t: u16, kind: &str, count: u32, strategy: &str) -> Result<Scenario, SimError> {
     Scenario::from_toml(
         &format!(
             r#"
@@ -27,6 +27,8 @@ n = {n}
 threshold = {t}
 [network]
 latency = {{ dist = "constant", ms = 1 }}
+[signing]
+strategy = "{strategy}"
 [cpu]
 model = "none"
 [workload]
@@ -153,10 +155,25 @@ fn model(by_k: &BTreeMap<usize, Vec<f64>>) -> Cost {
     best.map(|(_, c)| c).unwrap_or_default()
 }
 
+/// The ops only ROAST runs perform (their runs calibrate nothing else, so the
+/// two-round ops keep their own measurements).
+const ROAST_OPS: [Op; 6] = [
+    Op::PresignRefill,
+    Op::SignerPresigned,
+    Op::AggOffer,
+    Op::AggPresignedStart,
+    Op::AggCheckSetup,
+    Op::AggShareCheck,
+];
+
 fn measure(s: &Scenario, points: &mut Points) -> Result<(), SimError> {
     let mut world = sim::World::new(s, None, &sim::WorldOptions { measure: true })?;
     world.run(&mut |_, _| {});
-    collect(&world.samples(), points);
+    let mut samples = world.samples();
+    if s.signing.strategy == crate::scenario::SigningStrategy::Roast {
+        samples.retain(|x| x.ops.iter().all(|op| ROAST_OPS.contains(op)));
+    }
+    collect(&samples, points);
     Ok(())
 }
 
@@ -166,11 +183,15 @@ pub fn measure_table(progress: &mut dyn FnMut(&str)) -> Result<CostTable, SimErr
     let mut points = Points::new();
     for (n, t, count) in SIGNING {
         progress(&format!("signing {t}-of-{n} ({count} signatures)"));
-        measure(&scenario(n, t, "fixed-rate", count)?, &mut points)?;
+        measure(&scenario(n, t, "fixed-rate", count, "retry")?, &mut points)?;
+    }
+    for (n, t, count) in SIGNING {
+        progress(&format!("ROAST signing {t}-of-{n} ({count} signatures)"));
+        measure(&scenario(n, t, "fixed-rate", count, "roast")?, &mut points)?;
     }
     for (n, t) in DKG {
         progress(&format!("DKG n = {n}"));
-        measure(&scenario(n, t, "dkg", 1)?, &mut points)?;
+        measure(&scenario(n, t, "dkg", 1, "retry")?, &mut points)?;
     }
     let mut table = CostTable::default();
     for op in Op::ALL {

@@ -30,7 +30,10 @@ use std::path::PathBuf;
 pub use cost::{Cost, CostTable, Op};
 pub use error::SimError;
 pub use node::NodeStats;
-pub use report::{LimitsReport, NettingRoundReport, NettingSummary, SessionRecord, Summary};
+pub use report::{
+    LimitsReport, NettingRoundReport, NettingSummary, PresignReport, RoastRecord, SessionRecord,
+    Summary,
+};
 pub use scenario::Scenario;
 pub use sim::{NettingRound, RunResult};
 

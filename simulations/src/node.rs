@@ -8,7 +8,10 @@ use std::{
 };
 
 use quorate_protocol::{
-    ids::SessionId, local::Party, Envelope, KeyId, KeyShare, NodeId, NodeIdentity,
+    ids::SessionId,
+    local::Party,
+    presign::{NoncePool, PoolStats},
+    Envelope, KeyId, KeyShare, NodeId, NodeIdentity,
 };
 use serde::Serialize;
 
@@ -31,6 +34,9 @@ pub(crate) enum Work {
         /// Which timer.
         timer: quorate_protocol::TimerId,
     },
+    /// Signer (ROAST): create its nonce pools if it has none (a new epoch after a
+    /// start or restart), top them up and offer the new commitments.
+    Presign,
     /// Coordinator: start the next attempt of a signing request.
     StartAttempt {
         /// Request number.
@@ -58,6 +64,46 @@ pub(crate) enum Work {
         /// Round number.
         round: usize,
     },
+}
+
+/// Sums of [`PoolStats`] over pools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PoolTotals {
+    pub generated: u64,
+    pub taken: u64,
+    pub expired: u64,
+    pub refused: u64,
+}
+
+impl PoolTotals {
+    pub(crate) fn add(&mut self, s: PoolStats) {
+        self.generated += s.generated;
+        self.taken += s.taken;
+        self.expired += s.expired;
+        self.refused += s.refused;
+    }
+
+    pub(crate) fn add_totals(&mut self, s: PoolTotals) {
+        self.generated += s.generated;
+        self.taken += s.taken;
+        self.expired += s.expired;
+        self.refused += s.refused;
+    }
+}
+
+/// A node's own record of one pool: which indices it offered and still holds,
+/// and which the coordinator asked for, so that it can tell nonces its
+/// coordinator will never ask for (see `sim::roast`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PoolTrack {
+    /// Offered, not taken (nor found expired).
+    pub held: BTreeSet<u64>,
+    /// Recent takes: (when, index), oldest first.
+    pub takes: VecDeque<(Micros, u64)>,
+    /// Highest index taken longer ago than the grace period.
+    pub settled: Option<u64>,
+    /// The pool's `taken` count at the last top-up, and when (idle detection).
+    pub mark: Option<(u64, Micros)>,
 }
 
 /// Liveness.
@@ -130,6 +176,13 @@ pub(crate) struct SimNode {
     pub blamed: u32,
     /// Responsive selection avoids this node until then (it was blamed).
     pub penalty_until: Micros,
+    /// Presigned nonces per key (ROAST): memory, lost on crash.
+    pub pools: BTreeMap<KeyId, NoncePool>,
+    /// Counters of pools lost in crashes or replaced (added to the live pools' in
+    /// reports).
+    pub lost_pools: PoolTotals,
+    /// What the node knows about each pool's nonces (see [`PoolTrack`]).
+    pub pool_track: BTreeMap<KeyId, PoolTrack>,
 }
 
 impl SimNode {
@@ -150,10 +203,13 @@ impl SimNode {
             rtt_us: None,
             blamed: 0,
             penalty_until: 0,
+            pools: BTreeMap::new(),
+            lost_pools: PoolTotals::default(),
+            pool_track: BTreeMap::new(),
         }
     }
 
-    /// Crash: memory (sessions, nonces, queue) is gone; the keystore stays.
+    /// Crash: memory (sessions, nonces, nonce pools, queue) is gone; the keystore stays.
     pub(crate) fn crash(&mut self, now: Micros) {
         if self.liveness != Liveness::Crashed {
             self.mark_down(now);
@@ -162,8 +218,25 @@ impl SimNode {
         self.sessions.clear();
         self.finished.clear();
         self.queue.clear();
+        self.drop_pools();
         self.epoch += 1;
         self.busy_until = now;
+    }
+
+    /// Drops every nonce pool (its nonces are zeroized), keeping its counters.
+    pub(crate) fn drop_pools(&mut self) {
+        for pool in std::mem::take(&mut self.pools).into_values() {
+            self.lost_pools.add(pool.stats());
+        }
+        self.pool_track.clear();
+    }
+
+    /// Drops the pool of `key`, keeping its counters.
+    pub(crate) fn drop_pool(&mut self, key: &KeyId) {
+        if let Some(pool) = self.pools.remove(key) {
+            self.lost_pools.add(pool.stats());
+        }
+        self.pool_track.remove(key);
     }
 
     /// Pause: stops processing; inputs queue up.

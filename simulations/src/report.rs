@@ -39,6 +39,63 @@ pub struct SessionRecord {
     pub messages: u64,
     /// Bytes sent for this session.
     pub bytes: u64,
+    /// ROAST figures (signing requests under `strategy = "roast"` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roast: Option<RoastRecord>,
+}
+
+/// ROAST figures of one signing request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoastRecord {
+    /// Sessions started (also `attempts`).
+    pub sessions: u32,
+    /// Most sessions running at once (started, some signer not answered yet):
+    /// at most n − t + 1.
+    pub max_concurrent: u32,
+    /// Rounds to the signature, counted as causal message depth (offers are
+    /// round 1, each session adds two): at most 2(n − t) + 3; `null` if unsigned.
+    pub rounds: Option<u32>,
+    /// Signers marked malicious for the request (invalid shares), as node labels.
+    pub malicious: Vec<String>,
+    /// Sessions not started because they would have exceeded the round bound.
+    pub round_capped: u32,
+}
+
+/// Presigning counters of a run under `strategy = "roast"`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PresignReport {
+    /// `PresignOffer` envelopes the coordinator admitted or refused.
+    pub offers: u64,
+    /// Commitments filed in the coordinator's book.
+    pub commitments_filed: u64,
+    /// Offers the book (or the envelope check) refused.
+    pub offers_refused: u64,
+    /// Commitments the book handed out for sessions.
+    pub commitments_used: u64,
+    /// Handed-out commitments whose `(node, epoch, index)` had been handed out
+    /// before: must be 0.
+    pub reused: u64,
+    /// Nonces the signers' pools generated (over all epochs).
+    pub pool_generated: u64,
+    /// Nonces taken from the pools for a signature.
+    pub pool_taken: u64,
+    /// Nonces that expired unused.
+    pub pool_expired: u64,
+    /// `NoncePool::take` calls refused (unknown, used or expired ids).
+    pub pool_refused: u64,
+    /// `PresignedSign`s a signer refused because its pool did not hand out the
+    /// named nonces.
+    pub signer_refusals: u64,
+    /// Nonces signers dropped because their coordinator had asked for later ones
+    /// more than a second before (their offer or `PresignedSign` was lost or
+    /// refused in transit); they count as taken in `pool_taken`.
+    pub orphans_dropped: u64,
+    /// ROAST sessions started, all requests.
+    pub sessions: u64,
+    /// Most sessions of one request running at once.
+    pub max_concurrent: u32,
+    /// Most rounds any signed request took.
+    pub max_rounds: Option<u32>,
 }
 
 /// Latency percentiles (ms).
@@ -137,6 +194,9 @@ pub struct Summary {
     /// Netting rounds (only with a `[netting]` table).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netting: Option<NettingSummary>,
+    /// Presigning and ROAST counters (only with `strategy = "roast"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presign: Option<PresignReport>,
 }
 
 /// One phase of a netting round: when it ran (ms after the round started) and
@@ -353,11 +413,17 @@ fn opt(v: Option<f64>) -> String {
 
 /// The sessions as CSV text.
 pub fn sessions_csv(records: &[SessionRecord]) -> String {
+    // ROAST runs add their columns at the end (other runs keep the header as is).
+    let roast = records.iter().any(|r| r.roast.is_some());
     let mut out = String::from(
-        "id,kind,committee,arrived_ms,finished_ms,latency_ms,outcome,attempts,signers,culprits,culprits_correct,fault,messages,bytes\n",
+        "id,kind,committee,arrived_ms,finished_ms,latency_ms,outcome,attempts,signers,culprits,culprits_correct,fault,messages,bytes",
     );
+    if roast {
+        out.push_str(",roast_sessions,max_concurrent,rounds,malicious,round_capped");
+    }
+    out.push('\n');
     for r in records {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{},{},{},{:.3},{},{},{},{},{},{},{},{},{},{}",
             r.id,
@@ -375,6 +441,22 @@ pub fn sessions_csv(records: &[SessionRecord]) -> String {
             r.messages,
             r.bytes
         );
+        match (&r.roast, roast) {
+            (Some(x), _) => {
+                let _ = write!(
+                    out,
+                    ",{},{},{},{},{}",
+                    x.sessions,
+                    x.max_concurrent,
+                    x.rounds.map_or(String::new(), |v| v.to_string()),
+                    csv_field(&x.malicious.join(";")),
+                    x.round_capped
+                );
+            }
+            (None, true) => out.push_str(",,,,,"),
+            (None, false) => {}
+        }
+        out.push('\n');
     }
     out
 }

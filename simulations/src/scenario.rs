@@ -187,10 +187,31 @@ pub enum Selection {
     Responsive,
 }
 
+/// How the coordinator runs a signing request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SigningStrategy {
+    /// Sequential attempts: each a fresh two-round FROST session with `t` signers;
+    /// culprits are excluded and the next attempt starts after the previous one
+    /// failed (at most `max_attempts`).
+    #[default]
+    Retry,
+    /// ROAST (Ruffing et al., CCS 2022) over presigned nonces: every signer keeps a
+    /// `NoncePool` and offers its commitments ahead of time; the coordinator starts
+    /// a one-round session with `t` responsive signers whenever it has that many,
+    /// concurrently, and a signer whose share checks out is responsive again with
+    /// the commitment it sends along with the share. No timeouts (only the safety
+    /// deadline `roast_deadline_ms`).
+    Roast,
+}
+
 /// Signing sessions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningSpec {
+    /// Coordinator strategy: `retry` (default) or `roast`.
+    #[serde(default)]
+    pub strategy: SigningStrategy,
     /// Aggregator deadline per attempt.
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
@@ -215,10 +236,44 @@ pub struct SigningSpec {
     /// only the host run time changes (about 10x for 67-of-100). Off in `calibrate`.
     #[serde(default = "yes")]
     pub share_public_work: bool,
+    /// `roast`: presigned nonces each signer's pool holds per key (1..=256). The
+    /// pool refills one nonce as soon as one is taken, and offers it with the share.
+    #[serde(default = "default_presign_pool")]
+    pub presign_pool: usize,
+    /// `roast`: lifetime of a presigned nonce (the coordinator's book stops using
+    /// it 5 s earlier).
+    #[serde(default = "default_presign_lifetime")]
+    pub presign_lifetime_ms: u64,
+    /// `roast`: every this often a signer drops expired nonces, tops its pool up,
+    /// and replaces a pool nothing was taken from since the last time with a new
+    /// one (new epoch): its coordinator may have lost track of those nonces (an
+    /// offer lost or refused in transit).
+    #[serde(default = "default_presign_refresh")]
+    pub presign_refresh_ms: u64,
+    /// `roast`: safety deadline of a request (ROAST itself needs no timeout); at
+    /// the deadline the request ends `timed-out`, naming the signers it still waits for.
+    #[serde(default = "default_roast_deadline")]
+    pub roast_deadline_ms: u64,
 }
 
 fn default_timeout() -> u64 {
     2_000
+}
+
+fn default_presign_pool() -> usize {
+    4
+}
+
+fn default_presign_lifetime() -> u64 {
+    120_000
+}
+
+fn default_presign_refresh() -> u64 {
+    10_000
+}
+
+fn default_roast_deadline() -> u64 {
+    60_000
 }
 
 fn default_message_bytes() -> usize {
@@ -228,6 +283,7 @@ fn default_message_bytes() -> usize {
 impl Default for SigningSpec {
     fn default() -> Self {
         Self {
+            strategy: SigningStrategy::Retry,
             timeout_ms: default_timeout(),
             signer_timeout_ms: None,
             retry: true,
@@ -235,6 +291,10 @@ impl Default for SigningSpec {
             selection: Selection::Random,
             message_bytes: default_message_bytes(),
             share_public_work: true,
+            presign_pool: default_presign_pool(),
+            presign_lifetime_ms: default_presign_lifetime(),
+            presign_refresh_ms: default_presign_refresh(),
+            roast_deadline_ms: default_roast_deadline(),
         }
     }
 }
@@ -534,6 +594,37 @@ impl Scenario {
         }
         if self.signing.timeout_ms == 0 {
             return Err(SimError::invalid("signing.timeout_ms", "must be positive"));
+        }
+        let sg = &self.signing;
+        if sg.presign_pool == 0 || sg.presign_pool > quorate_protocol::presign::MAX_OFFER {
+            return Err(SimError::invalid(
+                "signing.presign_pool",
+                format!(
+                    "must be between 1 and {}",
+                    quorate_protocol::presign::MAX_OFFER
+                ),
+            ));
+        }
+        if sg.presign_lifetime_ms <= 2 * crate::sim::PRESIGN_MARGIN_MS {
+            return Err(SimError::invalid(
+                "signing.presign_lifetime_ms",
+                format!(
+                    "must exceed {} ms (twice the book's safety margin)",
+                    2 * crate::sim::PRESIGN_MARGIN_MS
+                ),
+            ));
+        }
+        if sg.presign_refresh_ms == 0 {
+            return Err(SimError::invalid(
+                "signing.presign_refresh_ms",
+                "must be positive",
+            ));
+        }
+        if sg.roast_deadline_ms == 0 {
+            return Err(SimError::invalid(
+                "signing.roast_deadline_ms",
+                "must be positive",
+            ));
         }
         if self.max_attempts() == 0 {
             return Err(SimError::invalid(

@@ -6,7 +6,11 @@ mod common;
 use std::path::Path;
 
 use common::temp_dir;
-use quorate_sim::{cli, scenario::Scenario, sweep};
+use quorate_sim::{
+    cli,
+    scenario::{Scenario, SigningStrategy},
+    sweep,
+};
 
 fn shipped(name: &str) -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,6 +34,16 @@ fn shipped_scenarios_are_valid_and_expand() {
         Some(33)
     );
     assert_eq!(roast.max_attempts(), 34);
+    // ROAST proper: the same network and adversary under the roast strategy.
+    let proper = shipped("roast-proper-67of100.toml");
+    assert_eq!(proper.signing.strategy, SigningStrategy::Roast);
+    assert_eq!(roast.signing.strategy, SigningStrategy::Retry);
+    assert_eq!(proper.network, roast.network);
+    assert_eq!(proper.byzantine, roast.byzantine);
+    assert_eq!(proper.sweep, roast.sweep);
+    let small = shipped("roast-7of10.toml");
+    assert_eq!((small.committee.n, small.committee.threshold), (10, 7));
+    assert_eq!(small.signing.strategy, SigningStrategy::Roast);
     let dkg = shipped("dkg-scaling.toml");
     let points = sweep::expand(&dkg, dkg.sweep.as_ref().expect("sweep")).expect("expand");
     let sizes: Vec<u16> = points.iter().map(|p| p.scenario.committee.n).collect();

@@ -49,8 +49,15 @@ pub(crate) fn classify(
         (_, InputKind::Timeout) => {}
         (Role::Signer, InputKind::Start) => ops.push(Op::SignerCommit),
         (Role::Signer, InputKind::Message(Round::SignPackage)) => ops.push(Op::SignerShare),
+        (Role::Signer, InputKind::Message(Round::PresignedSign)) => ops.push(Op::SignerPresigned),
         (Role::Signer, InputKind::Message(_)) => {}
-        (Role::Aggregator { .. }, InputKind::Start) => ops.push(Op::AggStart),
+        (Role::Aggregator { .. }, InputKind::Start) => {
+            if sends(Round::PresignedSign) {
+                ops.push(Op::AggPresignedStart);
+            } else {
+                ops.push(Op::AggStart);
+            }
+        }
         (Role::Aggregator { .. }, InputKind::Message(Round::SignCommit)) => {
             ops.push(Op::AggCommit);
             if sends(Round::SignPackage) {
@@ -105,12 +112,24 @@ impl World {
     /// Feeds `input` to `node`'s session; charges its cost; carries out the
     /// outputs at the end of the computation. Returns the cost (µs).
     pub(super) fn step(&mut self, node: usize, session: SessionId, input: Input) -> Micros {
+        self.step_after(node, session, input, 0)
+    }
+
+    /// [`World::step`] for a node that has already worked `offset` µs on the same
+    /// input: the machine sees that later time and its outputs leave after both.
+    pub(super) fn step_after(
+        &mut self,
+        node: usize,
+        session: SessionId,
+        input: Input,
+        offset: Micros,
+    ) -> Micros {
         let kind = match &input {
             Input::Start => InputKind::Start,
             Input::Message(env) => InputKind::Message(env.round),
             Input::Timeout(_) => InputKind::Timeout,
         };
-        let local = Timestamp(self.nodes[node].clock.local_ms(self.now));
+        let local = Timestamp(self.nodes[node].clock.local_ms(self.now + offset));
         let Some(s) = self.nodes[node].sessions.get_mut(&session) else {
             return 0;
         };
@@ -130,7 +149,7 @@ impl World {
             Some(t) => t.charge(&ops, k, 1.0),
             None => 0,
         };
-        let done = self.now + cost;
+        let done = self.now + offset + cost;
         match result {
             Ok(outs) => self.apply(node, session, role, outs, done),
             Err(e) => self.failed(node, session, role, &e, done),
@@ -207,6 +226,9 @@ impl World {
         }
         self.close_session(node, session);
         match role {
+            Role::Aggregator { request } if self.is_roast(request) => {
+                self.roast_session_failed(request, session, error);
+            }
             Role::Aggregator { request } => self.attempt_failed(request, session, error, done),
             Role::Dkg { run } => self.dkg_member_failed(run, node, error, done),
             Role::Signer => {}
@@ -316,8 +338,17 @@ impl World {
 
     pub(super) fn on_message(&mut self, node: usize, from: usize, env: Envelope) -> Micros {
         let session = env.session;
-        if node == self.topo.coordinator() && env.round == Round::SignCommit {
-            self.observe_commit(from, &session);
+        if node == self.topo.coordinator() {
+            match env.round {
+                Round::SignCommit => self.observe_commit(from, &session),
+                Round::PresignOffer if self.presign.is_some() => return self.on_offer(env),
+                Round::SignShare => {
+                    if let Some(id) = self.roast_request_of(&session) {
+                        return self.roast_share(id, env);
+                    }
+                }
+                _ => {}
+            }
         }
         if self.nodes[node].sessions.contains_key(&session) {
             return self.step(node, session, Input::Message(env));
@@ -327,6 +358,9 @@ impl World {
         }
         if matches!(env.payload, Payload::SettleRequest { .. }) {
             return self.join_settlement(node, env);
+        }
+        if matches!(env.payload, Payload::PresignedSign { .. }) {
+            return self.join_presigned(node, env);
         }
         self.nodes[node].stats.stale += 1;
         0
@@ -429,6 +463,15 @@ mod tests {
         assert_eq!(
             classify(Role::Dkg { run: 1 }, InputKind::Start, &ok),
             vec![Op::DkgStart]
+        );
+        assert_eq!(
+            classify(Role::Signer, InputKind::Message(Round::PresignedSign), &ok),
+            vec![Op::SignerPresigned]
+        );
+        // A start that sends no `PresignedSign` is the two-round one.
+        assert_eq!(
+            classify(Role::Aggregator { request: 1 }, InputKind::Start, &ok),
+            vec![Op::AggStart]
         );
     }
 }

@@ -3,6 +3,8 @@
 mod dkg;
 mod exec;
 pub(crate) mod netting;
+mod roast;
+mod share_check;
 mod signing;
 mod summary;
 
@@ -30,6 +32,7 @@ use crate::{
 };
 
 pub use netting::NettingRound;
+pub(crate) use roast::PRESIGN_MARGIN_MS;
 pub use summary::RunResult;
 
 /// A timed measurement of one state-machine call (calibration mode).
@@ -87,6 +90,14 @@ enum Event {
         round: usize,
         attempt: u32,
     },
+    /// ROAST: a member tops its nonce pools up (first at time 0, then every
+    /// `presign_refresh_ms`, per incarnation `epoch`).
+    PresignRefresh {
+        node: usize,
+        epoch: u32,
+    },
+    /// ROAST: a request's safety deadline.
+    RoastDeadline(u64),
 }
 
 /// Which request or DKG run a session belongs to.
@@ -153,6 +164,8 @@ pub(crate) struct World {
     round2_cache: Option<Round2Cache>,
     /// The `[netting]` workload, if any.
     netting: Option<Box<netting::Netting>>,
+    /// The coordinator's presign book and the ROAST requests (`strategy = "roast"`).
+    presign: Option<Box<roast::Presign>>,
 }
 
 impl World {
@@ -249,7 +262,10 @@ impl World {
             round2_cache: (scenario.signing.share_public_work && !options.measure)
                 .then(Round2Cache::default),
             netting,
+            presign: (scenario.signing.strategy == crate::scenario::SigningStrategy::Roast)
+                .then(|| Box::new(roast::Presign::new())),
         };
+        world.schedule_presigning();
         for (round, t) in netting_starts.into_iter().enumerate() {
             world.events.push(t, Event::NettingStart(round));
             world.arrivals_left += 1;
@@ -416,6 +432,8 @@ impl World {
             Event::NettingClose(round) => self.netting_close_due(round),
             Event::NettingDeadline(round) => self.netting_deadline(round),
             Event::NettingLimitsTimeout { round, attempt } => self.limits_timeout(round, attempt),
+            Event::PresignRefresh { node, epoch } => self.presign_refresh(node, epoch),
+            Event::RoastDeadline(id) => self.roast_deadline(id),
         }
     }
 
@@ -431,7 +449,16 @@ impl World {
                 self.dkg_member_lost(node);
             }
             Change::Pause => self.nodes[node].pause(self.now),
-            Change::Restart | Change::Resume => {
+            Change::Restart => {
+                self.nodes[node].up(self.now);
+                if node == self.topo.coordinator() {
+                    self.presign_coordinator_back();
+                } else {
+                    self.presign_restarted(node);
+                }
+                self.pump(node);
+            }
+            Change::Resume => {
                 self.nodes[node].up(self.now);
                 self.pump(node);
             }
@@ -464,6 +491,7 @@ impl World {
             Work::Message { from, env } => self.on_message(node, from, *env),
             Work::Timeout { session, timer } => self.on_timeout(node, session, timer),
             Work::StartAttempt { request } => self.start_attempt(request),
+            Work::Presign => self.presign_work(node),
             Work::StartDkg { run } => self.start_dkg(node, run),
             Work::Netting { from, msg } => self.netting_work(node, from, *msg),
             Work::NettingClose { round } => self.coordinator_close(round),

@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// How long responsive selection avoids a blamed signer.
-const PENALTY_US: Micros = 30_000_000;
+pub(super) const PENALTY_US: Micros = 30_000_000;
 
 /// Short name of what went wrong, for reports.
 pub(crate) fn fault_name(error: &ProtocolError) -> String {
@@ -65,6 +65,14 @@ impl World {
         if req.finished.is_some() {
             return 0;
         }
+        // Netting settlements ask with their own payload: always the retry loop.
+        let settlement = self.netting.as_ref().and_then(|n| n.payload(id)).is_some();
+        if self.roast_mode() && !settlement {
+            return self.roast_begin(id);
+        }
+        let Some(req) = self.requests.get(&id) else {
+            return 0;
+        };
         let c = req.committee;
         let members: Vec<usize> = self.topo.members(c).collect();
         // Responsive selection: by round-trip estimate, unmeasured signers first,
@@ -152,6 +160,7 @@ impl World {
 
     pub(super) fn attempt_succeeded(&mut self, id: u64, session: SessionId, done: Micros) {
         self.adversary.end_session(&session);
+        self.roast_succeeded(id, &session);
         self.finish_request(id, Outcome::Signed, done);
     }
 
@@ -243,11 +252,13 @@ impl World {
             at,
             &format!("request {id} {} {}", outcome.name(), req.attempts),
         );
+        self.roast_finish(id);
         self.settlement_signed(id, outcome, at);
     }
 
     /// The coordinator crashed: every request in flight is lost.
     pub(super) fn coordinator_lost(&mut self) {
         self.finish_open_requests(Outcome::Lost);
+        self.presign_coordinator_lost();
     }
 }

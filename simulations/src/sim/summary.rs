@@ -60,6 +60,7 @@ impl World {
                 fault: r.last_fault.clone(),
                 messages: r.messages,
                 bytes: r.bytes,
+                roast: self.roast_record(r.id),
             });
         }
         for r in self.runs.values() {
@@ -96,6 +97,7 @@ impl World {
                 fault: r.last_fault.clone(),
                 messages: r.messages,
                 bytes: r.bytes,
+                roast: None,
             });
         }
         sessions.sort_by_key(|s| s.id);
@@ -151,6 +153,7 @@ impl World {
             },
             nodes,
             netting,
+            presign: self.presign_report(),
         };
         RunResult {
             summary,
