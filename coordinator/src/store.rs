@@ -32,6 +32,9 @@ use crate::{
 mod netting;
 mod writer;
 
+/// Page cache of the store's database.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 pub(crate) use writer::JobWriter;
 
 const KEYS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("coordinator_keys");
@@ -151,7 +154,13 @@ impl Store {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| storage(parent, e))?;
         }
-        let db = Database::create(&path).map_err(|e| storage(&path, e))?;
+        // redb caches pages up to its cache size (1 GiB by default): the job table
+        // grows with the retention period, so without a bound the coordinator's
+        // memory would grow with it (1.5 KB per signature in a 100 000-signature run).
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| storage(&path, e))?;
         let mut me = Self {
             db,
             path,

@@ -57,6 +57,10 @@ pub(crate) struct Task {
     connected: BTreeSet<PeerId>,
     dkgs: BTreeMap<SessionId, DkgRun>,
     pub(super) signing: Signing,
+    /// libp2p peer id of every roster member (computed once: it decodes a point).
+    peers: BTreeMap<NodeId, PeerId>,
+    /// The roster member behind each peer id.
+    nodes: BTreeMap<PeerId, NodeId>,
     outbound: BTreeMap<request_response::OutboundRequestId, (SessionId, NodeId)>,
     netting: Netting,
     counters: std::sync::Arc<super::Counters>,
@@ -106,6 +110,12 @@ impl Task {
                 .listen_on(addr)
                 .map_err(|e| CoordinatorError::Transport(format!("listen {a}: {e}")))?;
         }
+        let peers: BTreeMap<NodeId, PeerId> = config
+            .roster
+            .peers()
+            .iter()
+            .filter_map(|p| Some((p.node, p2p::peer_id(&p.node)?)))
+            .collect();
         let names = config
             .roster
             .signers()
@@ -130,6 +140,8 @@ impl Task {
             dkg_timeout: Duration::from_millis(config.dkg_timeout_ms),
             connected: BTreeSet::new(),
             dkgs: BTreeMap::new(),
+            peers: peers.clone(),
+            nodes: peers.iter().map(|(n, p)| (*p, *n)).collect(),
             signing: Signing::new(
                 Load::new(names, counters.signer_sessions.clone()),
                 Duration::from_millis(config.session_timeout_ms),
@@ -168,10 +180,17 @@ impl Task {
             .map(|p| Candidate {
                 node: p.node,
                 segment: p.signer.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
-                connected: p2p::peer_id(&p.node).is_some_and(|id| self.connected.contains(&id)),
+                connected: self.is_connected(&p.node),
                 load: self.signing.load.of(&p.node),
             })
             .collect()
+    }
+
+    /// Whether `node` has a connection now.
+    fn is_connected(&self, node: &NodeId) -> bool {
+        self.peers
+            .get(node)
+            .is_some_and(|id| self.connected.contains(id))
     }
 
     /// Sends a session's envelope, remembering the request so that a refusal or a
@@ -184,7 +203,7 @@ impl Task {
     }
 
     fn send(&mut self, to: &NodeId, frame: Frame) -> Option<request_response::OutboundRequestId> {
-        let peer = p2p::peer_id(to)?;
+        let peer = *self.peers.get(to)?;
         Some(p2p::send(&mut self.swarm, &peer, frame))
     }
 
@@ -236,8 +255,7 @@ impl Task {
                         node: p.node,
                         name: p.name.clone(),
                         segment: p.signer.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
-                        connected: p2p::peer_id(&p.node)
-                            .is_some_and(|id| self.connected.contains(&id)),
+                        connected: self.is_connected(&p.node),
                     })
                     .collect();
                 let _ = reply.send(nodes);
@@ -355,13 +373,7 @@ impl Task {
             } => {
                 self.connected.remove(&peer_id);
                 // A node reconnecting starts a new pool: what it offered is void.
-                if let Some(p) = self
-                    .roster
-                    .peers()
-                    .iter()
-                    .find(|p| p2p::peer_id(&p.node) == Some(peer_id))
-                {
-                    let node = p.node;
+                if let Some(node) = self.nodes.get(&peer_id).copied() {
                     self.signing.presign.forget(&node);
                 }
             }
@@ -439,13 +451,7 @@ impl Task {
     }
 
     fn on_frame(&mut self, peer: &PeerId, frame: Frame) -> Ack {
-        let Some(from) = self
-            .roster
-            .peers()
-            .iter()
-            .find(|p| p2p::peer_id(&p.node).as_ref() == Some(peer))
-            .map(|p| p.node)
-        else {
+        let Some(from) = self.nodes.get(peer).copied() else {
             return Ack::Rejected {
                 reason: "unknown_peer".into(),
                 detail: "not in the roster".into(),

@@ -38,6 +38,9 @@ use crate::{
 /// Messages of one request in flight at once.
 pub(crate) const MAX_PARALLEL_MESSAGES: usize = 16;
 
+/// Waiting jobs tried in a row without finding room before the rest wait too.
+const WAITING_TRIES: usize = 2;
+
 /// The reply channel of a signing job.
 pub(crate) type SignReply = oneshot::Sender<Result<SignResult, CoordinatorError>>;
 
@@ -197,11 +200,28 @@ impl Task {
         }
     }
 
-    /// Gives jobs waiting for room another chance (after a session ended).
+    /// Gives jobs waiting for room another chance (after a session ended), oldest
+    /// first, until [`WAITING_TRIES`] of them in a row still find no room (the
+    /// nodes are full: the rest keep their place without being tried).
     fn pump_waiting(&mut self) {
-        let waiting: Vec<u64> = std::mem::take(&mut self.signing.waiting).into();
-        for id in waiting {
+        let mut waiting = std::mem::take(&mut self.signing.waiting);
+        let mut still_full = 0;
+        while let Some(id) = waiting.pop_front() {
             self.pump_job(id);
+            if self.signing.waiting.contains(&id) {
+                still_full += 1;
+                if still_full == WAITING_TRIES {
+                    break;
+                }
+            } else {
+                still_full = 0;
+            }
+        }
+        // Those not tried stay behind the ones just re-queued, in their order.
+        for id in waiting {
+            if !self.signing.waiting.contains(&id) {
+                self.signing.waiting.push_back(id);
+            }
         }
     }
 
