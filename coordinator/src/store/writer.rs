@@ -98,8 +98,10 @@ mod tests {
             request_hash: "22".repeat(32),
             messages: 1,
             status: JobStatus::Succeeded,
-            created_at_ms: 1,
-            finished_at_ms: Some(2),
+            // Finished now: a job finished long ago is past its retention and the
+            // next write's pruning would remove it.
+            created_at_ms: crate::backend::now_ms(),
+            finished_at_ms: Some(crate::backend::now_ms()),
             result: None,
             problem: None,
         }
