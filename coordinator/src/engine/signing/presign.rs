@@ -81,10 +81,12 @@ impl Presign {
         payload: Payload,
     ) -> Result<usize, ProtocolError> {
         let offer = Offer::try_from(payload)?;
-        check_shape(node, &offer)?;
         if self.keys.contains_key(&key) {
+            // The book checks the whole offer, decoding every commitment.
             return self.file(key, node, offer);
         }
+        // Parked undecoded (the suite is not known yet): only its shape is checked.
+        check_shape(node, &offer)?;
         self.expire_parked();
         let parked = self.parked.entry(node).or_default();
         if parked.len() >= MAX_PARKED_KEYS && !parked.contains_key(&key) {
