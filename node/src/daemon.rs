@@ -1463,6 +1463,8 @@ impl Node {
             // Recorded before the share left (see `release`).
             Outcome::Share(_) => {}
             Outcome::Signature(_) => {}
+            // This daemon does not run resharing sessions yet.
+            Outcome::Reshare(_) => {}
         }
         self.end_session(id, "done", Vec::new());
     }

@@ -22,15 +22,16 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     committee::Committee,
+    echo,
     error::{Fault, ProtocolError},
-    identity::{self, NodeIdentity},
+    identity::NodeIdentity,
     ids::{KeyId, NodeId, SessionId},
     inbox::{Admit, Inbox, InboxStats},
     key::KeyShare,
     machine::{Input, Output, Status, TimerId, Timestamp},
     seal::{self, SealedBox},
     suite::{identifier, Ciphersuite, Suite},
-    wire::{EchoEntry, Envelope, Header, Payload, Round, PROTOCOL_VERSION},
+    wire::{EchoEntry, Envelope, Payload, Round},
 };
 
 /// Parameters of one DKG run; every participant must use the same values.
@@ -155,8 +156,7 @@ enum Phase {
 
 struct Received1<C: Suite> {
     package: round1::Package<C>,
-    hash: [u8; 32],
-    signature: ed25519_dalek::Signature,
+    heard: echo::Heard,
 }
 
 struct Session<C: Suite> {
@@ -360,8 +360,10 @@ impl<C: Suite> Session<C> {
             self.me,
             Received1 {
                 package,
-                hash: env.payload_hash(),
-                signature: env.signature,
+                heard: echo::Heard {
+                    hash: env.payload_hash(),
+                    signature: env.signature,
+                },
             },
         );
         self.secret1 = Some(secret);
@@ -444,7 +446,6 @@ impl<C: Suite> Session<C> {
     fn store(&mut self, env: Envelope) -> Result<(), ProtocolError> {
         let sender = env.sender;
         let hash = env.payload_hash();
-        let n = self.config.committee.len();
         match env.payload {
             Payload::DkgRound1 { package, .. } => {
                 let package = round1::Package::<C>::deserialize(&package)
@@ -456,17 +457,15 @@ impl<C: Suite> Session<C> {
                     sender,
                     Received1 {
                         package,
-                        hash,
-                        signature: env.signature,
+                        heard: echo::Heard {
+                            hash,
+                            signature: env.signature,
+                        },
                     },
                 );
             }
             Payload::DkgEcho { entries, .. } => {
-                let covers_committee = entries.len() == n
-                    && entries
-                        .iter()
-                        .zip(self.config.committee.nodes())
-                        .all(|(e, node)| e.sender == node);
+                let covers_committee = echo::covers(&entries, self.config.committee.nodes());
                 if !covers_committee {
                     return Err(ProtocolError::aborted(sender, Fault::ForgedEcho));
                 }
@@ -499,19 +498,7 @@ impl<C: Suite> Session<C> {
     ) -> Result<(), ProtocolError> {
         let n = self.config.committee.len();
         if self.phase == Phase::Round1 && self.round1.len() == n {
-            let entries = self
-                .config
-                .committee
-                .nodes()
-                .map(|node| {
-                    let r = &self.round1[&node];
-                    EchoEntry {
-                        sender: node,
-                        payload_hash: r.hash,
-                        signature: r.signature,
-                    }
-                })
-                .collect();
+            let entries = echo::entries(self.config.committee.nodes(), &self.heard())?;
             let params = self.params;
             self.broadcast(Payload::DkgEcho { params, entries }, out);
             self.phase = Phase::Echo;
@@ -552,33 +539,21 @@ impl<C: Suite> Session<C> {
 
     /// Compares every echo with what we received (invariant 5).
     fn check_echoes(&self) -> Result<(), ProtocolError> {
-        for (echoer, entries) in &self.echoes {
-            for entry in entries {
-                let ours = &self.round1[&entry.sender];
-                if entry.payload_hash == ours.hash {
-                    continue;
-                }
-                let header = Header {
-                    version: PROTOCOL_VERSION,
-                    suite: self.config.suite,
-                    key: self.config.key_id,
-                    session: self.config.session,
-                    round: Round::DkgRound1,
-                    sender: entry.sender,
-                };
-                let digest = header.signing_digest(&entry.payload_hash);
-                return if identity::verify(&entry.sender, &digest, &entry.signature).is_ok() {
-                    // Two different round-1 messages, both signed by the sender.
-                    Err(ProtocolError::Equivocation {
-                        culprit: entry.sender,
-                        round: Round::DkgRound1,
-                    })
-                } else {
-                    Err(ProtocolError::aborted(*echoer, Fault::ForgedEcho))
-                };
-            }
-        }
-        Ok(())
+        let ctx = echo::Context {
+            suite: self.config.suite,
+            key: self.config.key_id,
+            session: self.config.session,
+            round: Round::DkgRound1,
+        };
+        echo::check(ctx, &self.echoes, &self.heard())
+    }
+
+    /// The round-1 messages received, as echoed.
+    fn heard(&self) -> BTreeMap<NodeId, echo::Heard> {
+        self.round1
+            .iter()
+            .map(|(node, r)| (*node, r.heard.clone()))
+            .collect()
     }
 
     fn round1_packages(

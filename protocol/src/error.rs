@@ -55,6 +55,10 @@ pub enum Fault {
     /// The signing package omitted or altered the signer's own commitment.
     #[error("signing package does not carry our commitment")]
     CommitmentAltered,
+    /// A resharing dealer's commitment does not open to its Lagrange-weighted old
+    /// verifying share (it dealt something other than its share of the key).
+    #[error("reshare commitment not bound to the dealer's old share")]
+    UnboundReshare,
 }
 
 /// Every error the protocol core returns.

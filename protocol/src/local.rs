@@ -19,6 +19,7 @@ use crate::{
     identity::NodeIdentity,
     ids::{KeyId, NodeId, SessionId},
     key::{KeyShare, SignatureBytes},
+    lifecycle::{Reshare, ReshareConfig, ReshareEvent},
     machine::{Input, Output, Timestamp},
     sign::{ShareSent, SignTarget, Signer, SignerConfig},
     suite::Ciphersuite,
@@ -35,6 +36,8 @@ pub enum Party {
     Signer(Signer),
     /// A signing coordinator.
     Aggregator(Aggregator),
+    /// A resharing participant.
+    Reshare(Reshare),
 }
 
 /// What a party finished with.
@@ -46,6 +49,8 @@ pub enum Outcome {
     Share(ShareSent),
     /// The coordinator's aggregated signature.
     Signature(SignatureBytes),
+    /// A resharing participant's new share or completion.
+    Reshare(ReshareEvent),
 }
 
 fn map_outputs<T>(outs: Vec<Output<T>>, f: impl Fn(T) -> Outcome) -> Vec<Output<Outcome>> {
@@ -70,6 +75,7 @@ impl Party {
             Self::Dkg(m) => map_outputs(m.handle(now, input, rng)?, |d| Outcome::Key(d.share)),
             Self::Signer(m) => map_outputs(m.handle(now, input, rng)?, Outcome::Share),
             Self::Aggregator(m) => map_outputs(m.handle(now, input, rng)?, Outcome::Signature),
+            Self::Reshare(m) => map_outputs(m.handle(now, input, rng)?, Outcome::Reshare),
         })
     }
 }
@@ -117,6 +123,8 @@ pub struct Net {
     queue: VecDeque<(NodeId, Envelope)>,
     /// What each party finished with.
     pub outcomes: BTreeMap<NodeId, Outcome>,
+    /// New shares reshared parties reported ([`ReshareEvent::NewShare`]).
+    pub new_shares: BTreeMap<NodeId, KeyShare>,
     /// Every error any party returned, in order (fatal and message rejections).
     pub errors: Vec<(NodeId, ProtocolError)>,
     /// Messages delivered.
@@ -157,6 +165,9 @@ impl Net {
                 for o in outs {
                     match o {
                         Output::Send { to, msg } => self.queue.push_back((to, msg)),
+                        Output::Done(Outcome::Reshare(ReshareEvent::NewShare(share))) => {
+                            self.new_shares.insert(node, share);
+                        }
                         Output::Done(d) => {
                             self.outcomes.insert(node, d);
                         }
@@ -306,4 +317,72 @@ pub fn run_signing(
         Some(Outcome::Signature(s)) => Ok(s),
         _ => Err(ProtocolError::InvalidState("signing did not finish")),
     }
+}
+
+/// Reshares a key in memory: `dealers` (old members with their old shares, at
+/// least the old threshold) hand it to `committee` at `threshold`; `newcomers` are
+/// the identities of new members that are not dealers. Returns every new member's
+/// share in committee order, after every participant finished.
+pub fn run_reshare(
+    dealers: &[(Arc<NodeIdentity>, KeyShare)],
+    newcomers: &[Arc<NodeIdentity>],
+    committee: &Committee,
+    threshold: u16,
+    rng: &mut impl CryptoRngCore,
+) -> Result<Vec<KeyShare>, ProtocolError> {
+    let old = dealers
+        .first()
+        .map(|(_, s)| s.public.clone())
+        .ok_or_else(|| ProtocolError::InvalidParameters("no dealers".into()))?;
+    let mut session = [0u8; 32];
+    rng.fill_bytes(&mut session);
+    let mut dealer_ids: Vec<NodeId> = dealers.iter().map(|(id, _)| id.node_id()).collect();
+    dealer_ids.sort();
+    let config = ReshareConfig {
+        suite: old.suite,
+        key_id: old.key_id,
+        session: SessionId(session),
+        old: old.clone(),
+        dealers: dealer_ids,
+        committee: committee.clone(),
+        threshold,
+        generation: 1,
+        timeout_ms: 60_000,
+        coordinator: NodeId([0; 32]),
+    };
+    let mut net = Net::new();
+    let mut identities: BTreeMap<NodeId, Arc<NodeIdentity>> = BTreeMap::new();
+    for (id, share) in dealers {
+        let m = Reshare::new(id.clone(), config.clone(), Some(share))?;
+        net.add(id.node_id(), Party::Reshare(m));
+        identities.insert(id.node_id(), id.clone());
+    }
+    for id in newcomers {
+        let m = Reshare::new(id.clone(), config.clone(), None)?;
+        net.add(id.node_id(), Party::Reshare(m));
+        identities.insert(id.node_id(), id.clone());
+    }
+    for node in identities.keys() {
+        net.input(*node, Input::Start, rng);
+    }
+    net.run_clean(rng);
+    if let Some((_, e)) = net.errors.into_iter().next() {
+        return Err(e);
+    }
+    for node in identities.keys() {
+        if !matches!(
+            net.outcomes.get(node),
+            Some(Outcome::Reshare(ReshareEvent::Finished { .. }))
+        ) {
+            return Err(ProtocolError::InvalidState("reshare did not finish"));
+        }
+    }
+    committee
+        .nodes()
+        .map(|n| {
+            net.new_shares
+                .remove(&n)
+                .ok_or(ProtocolError::InvalidState("new member without a share"))
+        })
+        .collect()
 }

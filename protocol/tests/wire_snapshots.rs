@@ -354,6 +354,71 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                 index: 301,
             },
         ),
+        (
+            "reshare_start",
+            Payload::ReshareStart {
+                operation: vec![0x20; 5],
+                dealers: vec![NodeId([0x21; 32])],
+                old: quorate_protocol::GroupPublic {
+                    suite: Ciphersuite::Secp256k1,
+                    key_id: KeyId([0x12; 16]),
+                    threshold: 2,
+                    members: committee()
+                        .members()
+                        .iter()
+                        .map(|m| (m.node, m.index))
+                        .collect(),
+                    verifying_key: vec![0x13; 33],
+                    public_key_package: vec![0x14; 8],
+                },
+                committee: committee(),
+                generation: 3,
+                timeout_ms: 30_000,
+            },
+        ),
+        (
+            "reshare_commit",
+            Payload::ReshareCommit {
+                params: [0x22; 32],
+                commitment: vec![vec![0x23; 33], vec![0x24; 33]],
+            },
+        ),
+        (
+            "reshare_echo",
+            Payload::ReshareEcho {
+                params: [0x22; 32],
+                entries: vec![quorate_protocol::wire::EchoEntry {
+                    sender: NodeId([0x25; 32]),
+                    payload_hash: [0x26; 32],
+                    signature: sig,
+                }],
+            },
+        ),
+        (
+            "reshare_share",
+            Payload::ReshareShare {
+                params: [0x22; 32],
+                recipient: NodeId([0x27; 32]),
+                sealed: quorate_protocol::seal::SealedBox {
+                    ephemeral: [0x28; 32],
+                    ciphertext: vec![0x29; 48],
+                },
+            },
+        ),
+        (
+            "reshare_confirm",
+            Payload::ReshareConfirm {
+                params: [0x22; 32],
+                group_key: vec![0x2a; 33],
+                transcript: [0x2b; 32],
+            },
+        ),
+        (
+            "reshare_finish",
+            Payload::ReshareFinish {
+                confirms: vec![vec![0x2c; 6]],
+            },
+        ),
     ]
 }
 
@@ -444,12 +509,18 @@ fn enum_tags_are_stable() {
         Round::LimitResult,
         Round::PresignOffer,
         Round::PresignedSign,
+        Round::ReshareStart,
+        Round::ReshareCommit,
+        Round::ReshareEcho,
+        Round::ReshareShare,
+        Round::ReshareConfirm,
+        Round::ReshareFinish,
     ];
     let tags: Vec<u8> = rounds
         .iter()
         .flat_map(|r| postcard::to_allocvec(r).expect("encode"))
         .collect();
-    assert_eq!(tags, (0..21).collect::<Vec<u8>>());
+    assert_eq!(tags, (0..27).collect::<Vec<u8>>());
 }
 
 #[test]

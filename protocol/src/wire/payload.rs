@@ -50,6 +50,18 @@ pub enum Round {
     /// Presigning: the coordinator's one-round signing request naming the
     /// recipient's presigned commitment.
     PresignedSign,
+    /// Lifecycle: a coordinator starts an operator-approved reshare (or refresh).
+    ReshareStart,
+    /// Resharing: a dealer's Feldman commitment, broadcast.
+    ReshareCommit,
+    /// Resharing: what each new member received from the dealers, broadcast.
+    ReshareEcho,
+    /// Resharing: a dealer's sub-share, sealed to one new member.
+    ReshareShare,
+    /// Resharing: the group key and transcript a new member derived.
+    ReshareConfirm,
+    /// Lifecycle: the coordinator's proof that every new member confirmed.
+    ReshareFinish,
 }
 
 /// One row of a DKG echo: what `sender`'s round-1 message hashed to, with the
@@ -253,6 +265,62 @@ pub enum Payload {
         /// Index of the recipient's commitment in that epoch.
         index: u64,
     },
+    /// Coordinator → every participant (dealers and new members): run the
+    /// approved operation. Old shares stay in use until the run finishes.
+    ReshareStart {
+        /// Encoded [`ApprovedOperation`](crate::lifecycle::ApprovedOperation).
+        operation: Vec<u8>,
+        /// The old members that deal (at least the old threshold), sorted.
+        dealers: Vec<NodeId>,
+        /// Public data of the generation being replaced.
+        old: crate::key::GroupPublic,
+        /// The new committee with roster indices and sealing keys.
+        committee: crate::committee::Committee,
+        /// Generation number of the new shares.
+        generation: u64,
+        /// Milliseconds until missing participants are named and the run aborts.
+        timeout_ms: u64,
+    },
+    /// Dealer → every other participant: the Feldman commitment to the dealer's
+    /// resharing polynomial, whose constant term is the dealer's Lagrange-weighted
+    /// old share.
+    ReshareCommit {
+        /// [`ReshareConfig::params_hash`](crate::lifecycle::ReshareConfig::params_hash).
+        params: [u8; 32],
+        /// Serialized group elements, one per coefficient (new threshold many).
+        commitment: Vec<Vec<u8>>,
+    },
+    /// New member → every other participant: echo of the dealers' commitments.
+    ReshareEcho {
+        /// As in `ReshareCommit`.
+        params: [u8; 32],
+        /// One entry per dealer, in dealer order.
+        entries: Vec<EchoEntry>,
+    },
+    /// Dealer → one new member: the dealer's polynomial at the member's index.
+    ReshareShare {
+        /// As in `ReshareCommit`.
+        params: [u8; 32],
+        /// The only node able to open the box.
+        recipient: NodeId,
+        /// The sealed scalar (canonical encoding).
+        sealed: SealedBox,
+    },
+    /// New member → every other participant and the coordinator.
+    ReshareConfirm {
+        /// As in `ReshareCommit`.
+        params: [u8; 32],
+        /// Serialized group verifying key (unchanged by resharing).
+        group_key: Vec<u8>,
+        /// SHA-256 of the new serialized public key package.
+        transcript: [u8; 32],
+    },
+    /// Coordinator → every participant: every new member's signed confirmation,
+    /// so a participant that missed the end of the run can finish it.
+    ReshareFinish {
+        /// Encoded `ReshareConfirm` envelopes, one per new member.
+        confirms: Vec<Vec<u8>>,
+    },
 }
 
 impl Payload {
@@ -280,6 +348,12 @@ impl Payload {
             Self::LimitResult { .. } => Round::LimitResult,
             Self::PresignOffer { .. } => Round::PresignOffer,
             Self::PresignedSign { .. } => Round::PresignedSign,
+            Self::ReshareStart { .. } => Round::ReshareStart,
+            Self::ReshareCommit { .. } => Round::ReshareCommit,
+            Self::ReshareEcho { .. } => Round::ReshareEcho,
+            Self::ReshareShare { .. } => Round::ReshareShare,
+            Self::ReshareConfirm { .. } => Round::ReshareConfirm,
+            Self::ReshareFinish { .. } => Round::ReshareFinish,
         }
     }
 }
