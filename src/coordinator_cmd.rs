@@ -147,6 +147,9 @@ enum KeysCmd {
         /// Key id (hex).
         key: String,
     },
+    /// Refresh or reshare: propose, inspect, approve, apply an operation.
+    #[command(flatten)]
+    Lifecycle(crate::lifecycle_cmd::LifecycleCmd),
 }
 
 pub(crate) fn read_secret(path: &std::path::Path) -> anyhow::Result<ed25519_dalek::SigningKey> {
@@ -270,6 +273,9 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
                 .await?;
             println!("{}", serde_json::to_string_pretty(&key)?);
             report_attestation(&key, roster.as_ref())?;
+        }
+        ClientCmd::Keys(KeysCmd::Lifecycle(cmd)) => {
+            crate::lifecycle_cmd::run(client, roster.as_ref(), cmd).await?;
         }
         ClientCmd::Keys(KeysCmd::List) => {
             for k in client.list_keys().await? {

@@ -86,7 +86,7 @@ impl Layout {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -216,7 +216,7 @@ fn bench_policy_client(bench_pub: &str) -> String {
 }
 
 /// The public key (hex) of the Ed25519 key in a `*.key` file of the data directory.
-fn public_of(dir: &Path, file: &str) -> anyhow::Result<String> {
+pub(crate) fn public_of(dir: &Path, file: &str) -> anyhow::Result<String> {
     let key = std::fs::read_to_string(dir.join(file))?;
     let mut sk = [0u8; 32];
     hex::decode_to_slice(key.trim(), &mut sk).with_context(|| file.to_string())?;
@@ -389,6 +389,7 @@ pub(crate) async fn start(args: &DevnetArgs) -> anyhow::Result<Running> {
         );
         generate(&l, args.segments)?;
         crate::devnet_netting::ensure_material(&l.dir)?;
+        crate::devnet_lifecycle::ensure_operators(&l.dir)?;
     } else {
         let nodes_in_dir = (0..)
             .take_while(|i| l.dir.join(format!("node{}.toml", i + 1)).exists())
@@ -403,6 +404,7 @@ pub(crate) async fn start(args: &DevnetArgs) -> anyhow::Result<Running> {
             l.dir.display()
         );
         upgrade_for_netting(&l.dir)?;
+        crate::devnet_lifecycle::ensure_operators(&l.dir)?;
     }
     let dir = std::fs::canonicalize(&l.dir)?;
     let exe = std::env::current_exe()?;

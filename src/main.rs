@@ -6,8 +6,10 @@
 mod bench;
 mod coordinator_cmd;
 mod devnet;
+mod devnet_lifecycle;
 mod devnet_limits;
 mod devnet_netting;
+mod lifecycle_cmd;
 mod netting_cmd;
 mod netting_files;
 mod netting_print;

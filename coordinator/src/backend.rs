@@ -40,6 +40,21 @@ pub trait Backend: Send + Sync + 'static {
         spec: KeySpec,
     ) -> impl Future<Output = Result<KeyRecord, CoordinatorError>> + Send;
 
+    /// Runs an operator-approved refresh or reshare of `key`; returns the new
+    /// generation's record.
+    fn reshare(
+        &self,
+        key: KeyRecord,
+        operation: quorate_protocol::lifecycle::ApprovedOperation,
+    ) -> impl Future<Output = Result<KeyRecord, CoordinatorError>> + Send {
+        let _ = (key, operation);
+        async {
+            Err(CoordinatorError::Transport(
+                "this backend does not run key lifecycle operations".into(),
+            ))
+        }
+    }
+
     /// Signs every message of `request` with `key`.
     fn sign(
         &self,
@@ -278,6 +293,7 @@ impl Backend for LocalBackend {
             public,
             attestations,
             created_at_ms: now_ms(),
+            generation: 0,
         };
         let held: Shares = members.into_iter().zip(shares).collect();
         self.keys

@@ -362,6 +362,24 @@ impl Client {
         Self::decode(req.send().await.map_err(http)?).await
     }
 
+    /// `POST /v1/keys/{id}/refresh` or `/reshare` (by the operation's kind) with an
+    /// approved operation; waits for the run and returns the new generation's key.
+    pub async fn lifecycle(
+        &self,
+        operation: &quorate_protocol::lifecycle::ApprovedOperation,
+    ) -> Result<KeyView, ClientError> {
+        let o = &operation.operation;
+        let path = format!("/v1/keys/{}/{}", o.key_id, o.kind.name());
+        let body = crate::api::lifecycle::LifecycleBody {
+            operation: hex::encode(operation.encode()),
+        };
+        let mut req = self.http.post(self.url(&path)).json(&body);
+        if let Some(t) = &self.admin_token {
+            req = req.bearer_auth(t);
+        }
+        Self::decode(req.send().await.map_err(http)?).await
+    }
+
     /// `GET /v1/keys`.
     pub async fn list_keys(&self) -> Result<Vec<KeyView>, ClientError> {
         let list: KeyList = Self::decode(
@@ -581,6 +599,7 @@ pub fn verify_key(view: &KeyView, roster: &Roster) -> Result<AttestedKey, Client
         public: public.clone(),
         attestations: attestations.clone(),
         created_at_ms: view.created_at_ms,
+        generation: view.generation,
     };
     if KeyView::from_record(&record) != *view {
         return Err(ClientError::Unattested(

@@ -78,6 +78,27 @@ pub enum CoordinatorError {
     /// A bound on concurrent work is reached; retry later.
     #[error("busy: {0}")]
     Busy(String),
+    /// A lifecycle operation does not fit the key or the roster (the message names
+    /// the rule: generation, group key, committee, residency, expiry, approvals).
+    #[error("invalid lifecycle operation: {0}")]
+    InvalidOperation(String),
+    /// Nodes refused to take part in a refresh or reshare (node, rule: detail).
+    #[error("lifecycle operation refused: {}", .refusals.iter().map(|(n, r)| format!("{n}: {r}")).collect::<Vec<_>>().join(", "))]
+    LifecycleRefused {
+        /// Who refused and why.
+        refusals: Vec<(NodeId, String)>,
+    },
+    /// A refresh or reshare did not complete; culprits are named when known.
+    #[error("lifecycle run failed: {reason}")]
+    LifecycleFailed {
+        /// What happened.
+        reason: String,
+        /// Participants blamed.
+        culprits: Vec<NodeId>,
+    },
+    /// The key is being refreshed or reshared; retry when the run has ended.
+    #[error("key {0} is being refreshed or reshared")]
+    KeyBusy(quorate_protocol::KeyId),
     /// Configuration is invalid; the message names the field.
     #[error("configuration: {0}")]
     Config(String),

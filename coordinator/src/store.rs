@@ -301,15 +301,32 @@ impl Store {
             public: quorate_protocol::GroupPublic,
             created_at_ms: u64,
         }
-        postcard::from_bytes::<KeyRecord>(bytes).or_else(|e| {
-            postcard::from_bytes::<Unattested>(bytes)
-                .map(|old| KeyRecord {
-                    public: old.public,
-                    attestations: Vec::new(),
-                    created_at_ms: old.created_at_ms,
-                })
-                .map_err(|_| self.err(e))
-        })
+        #[derive(serde::Deserialize)]
+        struct FirstGeneration {
+            public: quorate_protocol::GroupPublic,
+            attestations: Vec<quorate_protocol::KeyAttestation>,
+            created_at_ms: u64,
+        }
+        if let Ok(r) = postcard::from_bytes::<KeyRecord>(bytes) {
+            return Ok(r);
+        }
+        // Records written before lifecycle operations existed: generation 0.
+        if let Ok(old) = postcard::from_bytes::<FirstGeneration>(bytes) {
+            return Ok(KeyRecord {
+                public: old.public,
+                attestations: old.attestations,
+                created_at_ms: old.created_at_ms,
+                generation: 0,
+            });
+        }
+        postcard::from_bytes::<Unattested>(bytes)
+            .map(|old| KeyRecord {
+                public: old.public,
+                attestations: Vec::new(),
+                created_at_ms: old.created_at_ms,
+                generation: 0,
+            })
+            .map_err(|e| self.err(e))
     }
 
     /// Every key record, oldest first.

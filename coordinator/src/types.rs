@@ -39,6 +39,8 @@ pub struct KeyRecord {
     pub attestations: Vec<KeyAttestation>,
     /// Unix ms when the DKG finished.
     pub created_at_ms: u64,
+    /// Share generation: 0 from the DKG, + 1 per refresh or reshare.
+    pub generation: u64,
 }
 
 impl KeyRecord {

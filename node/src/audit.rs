@@ -285,6 +285,26 @@ pub enum AuditKind {
         #[serde(with = "hex_id::vec")]
         culprits: Vec<NodeId>,
     },
+    /// This node took part in an operator-approved refresh or reshare (details:
+    /// kind, generation, committee, threshold, dealers, approvers).
+    LifecycleStarted {
+        /// Key id.
+        #[serde(with = "hex_id")]
+        key_id: KeyId,
+        /// Session.
+        #[serde(with = "hex_id")]
+        session: SessionId,
+    },
+    /// A refresh or reshare finished here: the new generation replaced the old
+    /// share, or (a member that left) the old share was deleted (details: role,
+    /// threshold, participants, group key).
+    KeyReshared {
+        /// Key id.
+        #[serde(with = "hex_id")]
+        key_id: KeyId,
+        /// The generation now in force.
+        generation: u64,
+    },
     /// A new policy was loaded.
     PolicyReloaded,
     /// A policy reload failed; the old policy stays in force.

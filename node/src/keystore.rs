@@ -52,6 +52,12 @@ const KEY_PREFIX: &str = "key/";
 /// Records of DKG runs this node started: `dkg-session/<hex>` and `dkg-key/<hex>`.
 const DKG_SESSION_PREFIX: &str = "dkg-session/";
 const DKG_KEY_PREFIX: &str = "dkg-key/";
+/// A key's share generation (u64 big-endian; absent: 0, the DKG's).
+const KEY_GENERATION_PREFIX: &str = "key-gen/";
+/// A key's unfinished lifecycle run ([`LifecycleRecord`]).
+const LIFECYCLE_PREFIX: &str = "lifecycle/";
+/// A lifecycle session id used here (refused a second time).
+const LIFECYCLE_SESSION_PREFIX: &str = "lifecycle-session/";
 const AUDIT_ANCHOR_RECORD: &str = "audit_anchor";
 const AUDIT_SNAPSHOT_RECORD: &str = "audit_snapshot";
 const ROSTER_EPOCH_RECORD: &str = "roster_epoch";
@@ -938,8 +944,15 @@ impl SealedKeystore {
                 n if n.starts_with(KEY_PREFIX) => {
                     ks.decode_key(n, &sealed)?;
                 }
+                n if n.starts_with(KEY_GENERATION_PREFIX) => {
+                    decode_generation(n, &ks.sealer.open(n, &sealed)?)?;
+                }
+                n if n.starts_with(LIFECYCLE_PREFIX) => {
+                    LifecycleRecord::decode(n, &ks.sealer.open(n, &sealed)?)?;
+                }
                 n if n.starts_with(DKG_SESSION_PREFIX)
                     || n.starts_with(DKG_KEY_PREFIX)
+                    || n.starts_with(LIFECYCLE_SESSION_PREFIX)
                     || n.starts_with(NETTING_ROUND_PREFIX)
                     || n.starts_with(NETTING_BUNDLE_PREFIX) =>
                 {
@@ -1145,6 +1158,45 @@ impl StateStore {
             }
         }
         txn.commit().map_err(|e| self.err(e))
+    }
+}
+
+fn decode_generation(name: &str, plain: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = plain
+        .try_into()
+        .map_err(|_| corrupt(name, "generation is not 8 bytes"))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// A key's unfinished lifecycle run, kept until its proof of completion arrives
+/// (or a later run of the same key replaces it): the coordinator's signed
+/// `ReshareStart`, from which the run's parameters are rebuilt, and this node's
+/// new share once derived (pending: not used for signing until the run finishes).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LifecycleRecord {
+    /// Generation the run produces.
+    pub generation: u64,
+    /// The encoded `ReshareStart` envelope.
+    pub start: Vec<u8>,
+    /// This node's pending new share (a new member, after it derived it).
+    pub pending: Option<StoredKey>,
+    /// Whether this node has confirmed its share (sent `ReshareConfirm`).
+    pub confirmed: bool,
+}
+
+impl fmt::Debug for LifecycleRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LifecycleRecord")
+            .field("generation", &self.generation)
+            .field("pending", &self.pending.is_some())
+            .field("confirmed", &self.confirmed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LifecycleRecord {
+    fn decode(name: &str, plain: &[u8]) -> Result<Self> {
+        postcard::from_bytes(plain).map_err(|_| corrupt(name, "lifecycle record does not decode"))
     }
 }
 
@@ -1447,6 +1499,143 @@ impl Keystore {
             return Err(corrupt(name, "key id does not match the record name"));
         }
         Ok(key)
+    }
+
+    /// The generation of `key_id`'s shares held here (0: the DKG's).
+    pub fn key_generation(&self, key_id: &KeyId) -> Result<u64> {
+        let name = format!("{KEY_GENERATION_PREFIX}{key_id}");
+        match self.store.record(&name)? {
+            None => Ok(0),
+            Some(sealed) => decode_generation(&name, &self.sealer.open(&name, &sealed)?),
+        }
+    }
+
+    /// Records, durably and once, that this node takes part in lifecycle run
+    /// `session`: `Ok(false)` when the session id was used before (a coordinator
+    /// cannot make this node run one twice).
+    pub fn claim_lifecycle_run(&self, session: &SessionId) -> Result<bool> {
+        let name = format!("{LIFECYCLE_SESSION_PREFIX}{session}");
+        let sealed = self.sealer.seal(
+            &name,
+            Zeroizing::new(now_ms().to_be_bytes().to_vec()),
+            &mut OsRng,
+        )?;
+        let txn = self.store.db.begin_write().map_err(|e| self.store.err(e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.store.err(e))?;
+            if table
+                .get(name.as_str())
+                .map_err(|e| self.store.err(e))?
+                .is_some()
+            {
+                return Ok(false);
+            }
+            table
+                .insert(name.as_str(), sealed.as_slice())
+                .map_err(|e| self.store.err(e))?;
+        }
+        txn.commit().map_err(|e| self.store.err(e))?;
+        Ok(true)
+    }
+
+    /// Writes (or replaces) `key_id`'s lifecycle record, durably.
+    ///
+    /// # Security
+    /// A pending share in the record is sealed like any key record; the plaintext
+    /// buffer is zeroized.
+    pub fn put_lifecycle(&self, key_id: &KeyId, record: &LifecycleRecord) -> Result<()> {
+        let name = format!("{LIFECYCLE_PREFIX}{key_id}");
+        let plain = Zeroizing::new(
+            postcard::to_allocvec(record)
+                .map_err(|_| KeystoreError::Internal("lifecycle record does not encode"))?,
+        );
+        let sealed = self.sealer.seal(&name, plain, &mut OsRng)?;
+        let txn = self.store.db.begin_write().map_err(|e| self.store.err(e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.store.err(e))?;
+            table
+                .insert(name.as_str(), sealed.as_slice())
+                .map_err(|e| self.store.err(e))?;
+        }
+        txn.commit().map_err(|e| self.store.err(e))
+    }
+
+    /// Every unfinished lifecycle record, by key id.
+    ///
+    /// # Security
+    /// Records may hold pending secret shares (zeroized on drop).
+    pub fn lifecycle_records(&self) -> Result<Vec<(KeyId, LifecycleRecord)>> {
+        self.store
+            .records()?
+            .into_iter()
+            .filter_map(|(name, sealed)| {
+                let hex_id = name.strip_prefix(LIFECYCLE_PREFIX)?.to_owned();
+                Some((name, hex_id, sealed))
+            })
+            .map(|(name, hex_id, sealed)| {
+                let key_id = KeyId::from_hex(&hex_id)
+                    .map_err(|_| corrupt(&name, "record name is not a key id"))?;
+                let record = LifecycleRecord::decode(&name, &self.sealer.open(&name, &sealed)?)?;
+                Ok((key_id, record))
+            })
+            .collect()
+    }
+
+    /// Ends `key_id`'s lifecycle run at `generation` in one committed transaction:
+    /// the new share (if this node holds one) replaces the old one, or — a member
+    /// that leaves — the old share is deleted; the generation is recorded and the
+    /// lifecycle record removed. Returns the new share, if any.
+    ///
+    /// # Security
+    /// Deletes the old share for good: the run's proof of completion must have
+    /// been checked before this is called.
+    pub fn finish_lifecycle(
+        &self,
+        key_id: &KeyId,
+        generation: u64,
+        new: Option<&StoredKey>,
+    ) -> Result<()> {
+        let key_name = StoredKey::record_name(key_id);
+        let gen_name = format!("{KEY_GENERATION_PREFIX}{key_id}");
+        let run_name = format!("{LIFECYCLE_PREFIX}{key_id}");
+        let sealed_key = match new {
+            Some(key) => {
+                let buf = Zeroizing::new(
+                    postcard::to_allocvec(key)
+                        .map_err(|_| KeystoreError::Internal("key does not encode"))?,
+                );
+                Some(self.sealer.seal(&key_name, buf, &mut OsRng)?)
+            }
+            None => None,
+        };
+        let sealed_gen = self.sealer.seal(
+            &gen_name,
+            Zeroizing::new(generation.to_be_bytes().to_vec()),
+            &mut OsRng,
+        )?;
+        let txn = self.store.db.begin_write().map_err(|e| self.store.err(e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.store.err(e))?;
+            match &sealed_key {
+                Some(sealed) => {
+                    table
+                        .insert(key_name.as_str(), sealed.as_slice())
+                        .map_err(|e| self.store.err(e))?;
+                }
+                None => {
+                    table
+                        .remove(key_name.as_str())
+                        .map_err(|e| self.store.err(e))?;
+                }
+            }
+            table
+                .insert(gen_name.as_str(), sealed_gen.as_slice())
+                .map_err(|e| self.store.err(e))?;
+            table
+                .remove(run_name.as_str())
+                .map_err(|e| self.store.err(e))?;
+        }
+        txn.commit().map_err(|e| self.store.err(e))
     }
 }
 

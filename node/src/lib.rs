@@ -6,6 +6,7 @@ pub mod audit;
 pub mod config;
 pub mod daemon;
 pub mod keystore;
+pub mod lifecycle;
 pub mod metrics;
 pub mod netting;
 pub mod policy;

@@ -62,6 +62,12 @@ pub struct Metrics {
     /// Presigned nonces by what became of them (`generated`, `used`, `expired`,
     /// `refused` requests naming nonces not held, `discarded` with their pool).
     pub presign: Family<Label, Counter>,
+    /// Share generation held, per key (0: the DKG's; +1 per refresh or reshare).
+    pub key_generation: Family<Label, Gauge>,
+    /// Unix seconds of the last finished refresh or reshare, per key.
+    pub key_last_lifecycle: Family<Label, Gauge>,
+    /// Committee size of the generation held, per key.
+    pub key_participants: Family<Label, Gauge>,
 }
 
 impl Default for Metrics {
@@ -84,6 +90,9 @@ impl Default for Metrics {
             settlement_culprits: Family::default(),
             presign_held: Gauge::default(),
             presign: Family::default(),
+            key_generation: Family::default(),
+            key_last_lifecycle: Family::default(),
+            key_participants: Family::default(),
         }
     }
 }
@@ -150,10 +159,47 @@ impl Metrics {
              disconnect), refused (requests naming nonces not held)",
             self.presign.clone(),
         );
+        r.register(
+            "key_generation",
+            "Share generation held, by key (0 from the DKG, +1 per refresh or reshare)",
+            self.key_generation.clone(),
+        );
+        r.register(
+            "key_last_lifecycle_timestamp_seconds",
+            "Unix time of the key's last finished refresh or reshare",
+            self.key_last_lifecycle.clone(),
+        );
+        r.register(
+            "key_participants",
+            "Committee size of the key generation held",
+            self.key_participants.clone(),
+        );
         let mut out = String::new();
         // Encoding into a String cannot fail.
         let _ = encode(&mut out, &r);
         out
+    }
+
+    /// Sets a key's lifecycle gauges.
+    pub fn key_state(
+        &self,
+        key: &str,
+        generation: u64,
+        participants: usize,
+        finished_unix: Option<u64>,
+    ) {
+        let l = Label { label: key.into() };
+        self.key_generation
+            .get_or_create(&l)
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        self.key_participants
+            .get_or_create(&l)
+            .set(i64::try_from(participants).unwrap_or(i64::MAX));
+        if let Some(t) = finished_unix {
+            self.key_last_lifecycle
+                .get_or_create(&l)
+                .set(i64::try_from(t).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts one dropped message.

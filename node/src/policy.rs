@@ -217,6 +217,7 @@ struct PolicyFile {
     max_tracked_nonces: Option<usize>,
     max_tracked_nonces_per_client: Option<usize>,
     netting: Option<NettingFile>,
+    lifecycle: Option<crate::lifecycle::policy::LifecycleFile>,
     #[serde(default)]
     clients: BTreeMap<String, ClientFile>,
 }
@@ -420,6 +421,8 @@ pub struct Policy {
     settlement_keys: Option<KeySet>,
     /// Per-asset bounds on settlement transfers.
     settlement_limits: SettlementLimits,
+    /// Who approves refresh and resharing (`[lifecycle]`).
+    lifecycle: crate::lifecycle::policy::LifecycleApprovers,
 }
 
 fn invalid(client: Option<&str>, field: &str, reason: impl Into<String>) -> PolicyError {
@@ -448,6 +451,11 @@ fn parse_ed25519(client: &str, field: &str, s: &str) -> Result<[u8; 32], PolicyE
 }
 
 impl Policy {
+    /// Who approves lifecycle operations on this node's keys.
+    pub fn lifecycle(&self) -> &crate::lifecycle::policy::LifecycleApprovers {
+        &self.lifecycle
+    }
+
     /// Parses and validates a policy file's text.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
         let file: PolicyFile =
@@ -538,6 +546,7 @@ impl Policy {
                 )
             }
         };
+        let lifecycle = crate::lifecycle::policy::validate(file.lifecycle)?;
         let mut clients = BTreeMap::new();
         let mut by_key: HashMap<[u8; 32], String> = HashMap::new();
         for (name, c) in file.clients {
@@ -558,6 +567,7 @@ impl Policy {
             max_tracked_nonces_per_client,
             settlement_keys,
             settlement_limits,
+            lifecycle,
         })
     }
 

@@ -95,6 +95,20 @@ impl Pools {
         self.sync(metrics);
     }
 
+    /// This node no longer holds `key`: its pools (every coordinator) are dropped.
+    pub(crate) fn close_key(&mut self, key: &KeyId, metrics: &Metrics) {
+        let ids: Vec<(NodeId, KeyId)> = self
+            .pools
+            .keys()
+            .filter(|(_, k)| k == key)
+            .copied()
+            .collect();
+        for id in ids {
+            self.drop_pool(&id, metrics);
+        }
+        self.sync(metrics);
+    }
+
     fn drop_pool(&mut self, id: &(NodeId, KeyId), metrics: &Metrics) {
         if let Some(pool) = self.pools.remove(id) {
             self.count(id, pool.stats(), metrics);

@@ -15,7 +15,7 @@ use libp2p::{
 };
 use quorate_protocol::{
     wire::frame::{self, Ack, Frame},
-    NodeIdentity, Round,
+    NodeIdentity,
 };
 
 /// Protocol id of DKG traffic.
@@ -25,13 +25,10 @@ pub const SIGN_PROTOCOL: StreamProtocol = StreamProtocol::new("/quorate/sign/1")
 
 /// The protocol family a frame travels on.
 pub fn family(frame: &Frame) -> Family {
-    match frame.envelope().round {
-        Round::DkgStart
-        | Round::DkgRound1
-        | Round::DkgEcho
-        | Round::DkgRound2
-        | Round::DkgConfirm => Family::Dkg,
-        _ => Family::Sign,
+    if frame.envelope().round.is_key_setup() {
+        Family::Dkg
+    } else {
+        Family::Sign
     }
 }
 

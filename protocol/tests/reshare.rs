@@ -429,6 +429,7 @@ fn operation(committee: Vec<NodeId>, threshold: u16) -> Operation {
         group_key: vec![2; 33],
         committee,
         threshold,
+        segments: vec!["eu".into()],
         expires_at: 1_000,
         nonce: [3; 16],
     }
@@ -474,6 +475,12 @@ fn operation_needs_a_quorum_of_this_nodes_approvers() {
     let mut lowered = two.clone();
     lowered.operation.threshold = 2;
     assert!(lowered.verify(&allowed, 2, 10).is_err());
+    let mut elsewhere = two.clone();
+    elsewhere.operation.segments = vec![];
+    assert!(
+        elsewhere.verify(&allowed, 2, 10).is_err(),
+        "residency is approved too"
+    );
     let mut moved = two.clone();
     moved.operation.committee[0] = NodeId([0xee; 32]);
     moved.operation.committee.sort();

@@ -14,13 +14,6 @@ pub fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_quorate")
 }
 
-/// Ports of one devnet: nodes and coordinator at `base + 0..=6`, admin addresses
-/// at `base + 100..=106`, the HTTP API at `base + 150`.
-pub fn free_base() -> u16 {
-    let offsets: Vec<u16> = (0..=6).chain(100..=106).chain([150]).collect();
-    super::port_block(&offsets)
-}
-
 /// A running `quorate devnet` (5 nodes, threshold 3, 3 segments); stopped on drop.
 pub struct Devnet {
     pub child: Child,
@@ -42,9 +35,15 @@ impl Devnet {
     }
 
     pub fn start() -> Self {
+        Self::start_nodes(5)
+    }
+
+    /// A devnet of `nodes` signer nodes (threshold 3, 3 segments).
+    pub fn start_nodes(nodes: u16) -> Self {
         let dir = tempfile::tempdir().expect("tmp");
         let data = dir.path().join("net");
-        let base = free_base();
+        let offsets: Vec<u16> = (0..=nodes).chain(100..=100 + nodes).chain([150]).collect();
+        let base = super::port_block(&offsets);
         let http = base + 150;
         let mut child = Command::new(exe())
             .args(["devnet", "--data-dir"])
@@ -54,6 +53,8 @@ impl Devnet {
                 &base.to_string(),
                 "--http-port",
                 &http.to_string(),
+                "--nodes",
+                &nodes.to_string(),
             ])
             .env(
                 "RUST_LOG",

@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+pub mod lifecycle;
 pub(crate) mod metrics;
 pub mod model;
 pub mod netting;
@@ -169,6 +170,8 @@ pub fn router<B: Backend>(state: Arc<ApiState<B>>) -> Router {
         .route("/v1/keys", post(create_key::<B>).get(list_keys::<B>))
         .route("/v1/keys/{id}", get(get_key::<B>))
         .route("/v1/keys/{id}/signatures", post(sign::<B>))
+        .route("/v1/keys/{id}/refresh", post(lifecycle::refresh::<B>))
+        .route("/v1/keys/{id}/reshare", post(lifecycle::reshare::<B>))
         .route("/v1/jobs/{id}", get(get_job::<B>))
         .route("/v1/netting/rounds", post(netting::create_round::<B>))
         .route("/v1/netting/rounds/{id}", get(netting::get_round::<B>))
@@ -220,10 +223,12 @@ async fn track<B: Backend>(
 }
 
 /// Route templates of the router: the only `route` label values besides `unmatched`.
-pub(crate) const ROUTES: [&str; 13] = [
+pub(crate) const ROUTES: [&str; 15] = [
     "/v1/keys",
     "/v1/keys/{id}",
     "/v1/keys/{id}/signatures",
+    "/v1/keys/{id}/refresh",
+    "/v1/keys/{id}/reshare",
     "/v1/jobs/{id}",
     "/v1/netting/rounds",
     "/v1/netting/rounds/{id}",

@@ -138,6 +138,10 @@ pub struct KeyView {
     /// Every committee member's attestation of this key, in index order. Clients
     /// must verify them against their pinned roster before trusting the key.
     pub attestations: Vec<AttestationView>,
+    /// Share generation: 0 from the DKG, + 1 per refresh or reshare (absent from
+    /// older coordinators: 0).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 fn native(suite: Ciphersuite, vk: &[u8]) -> PublicKeyView {
@@ -218,6 +222,7 @@ impl KeyView {
             participants,
             public_key_package: hex::encode(&p.public_key_package),
             created_at_ms: record.created_at_ms,
+            generation: record.generation,
             attestations: record
                 .attestations
                 .iter()

@@ -78,11 +78,20 @@ pub enum ProblemKind {
     /// A limit-checked round is not settled because its limits are not covered
     /// (409); `failed` names the parties where the round reveals them.
     LimitsNotCovered,
+    /// A lifecycle operation does not fit the key or the roster (400): generation,
+    /// group key, committee, residency, expiry or approvals; the detail names the rule.
+    InvalidOperation,
+    /// Nodes refused a refresh or reshare (403); `refusals` names node and rule.
+    LifecycleRefused,
+    /// A refresh or reshare did not complete (502); `culprits` names blamed nodes.
+    LifecycleFailed,
+    /// The key is being refreshed or reshared (409); retry when the run ends.
+    KeyBusy,
 }
 
 impl ProblemKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [ProblemKind; 28] = [
+    pub const ALL: [ProblemKind; 32] = [
         Self::MalformedInput,
         Self::InvalidKeySpec,
         Self::Unauthorized,
@@ -111,6 +120,10 @@ impl ProblemKind {
         Self::BundleRefused,
         Self::NettingFailed,
         Self::LimitsNotCovered,
+        Self::InvalidOperation,
+        Self::LifecycleRefused,
+        Self::LifecycleFailed,
+        Self::KeyBusy,
     ];
 
     /// The last path segment of the `type` URI.
@@ -144,6 +157,10 @@ impl ProblemKind {
             Self::BundleRefused => "bundle-refused",
             Self::NettingFailed => "netting-failed",
             Self::LimitsNotCovered => "limits-not-covered",
+            Self::InvalidOperation => "invalid-operation",
+            Self::LifecycleRefused => "lifecycle-refused",
+            Self::LifecycleFailed => "lifecycle-failed",
+            Self::KeyBusy => "key-busy",
         }
     }
 
@@ -153,7 +170,10 @@ impl ProblemKind {
             Self::MalformedInput | Self::InvalidKeySpec | Self::InvalidRound => {
                 StatusCode::BAD_REQUEST
             }
-            Self::RoundRefused => StatusCode::FORBIDDEN,
+            Self::RoundRefused | Self::LifecycleRefused => StatusCode::FORBIDDEN,
+            Self::InvalidOperation => StatusCode::BAD_REQUEST,
+            Self::LifecycleFailed => StatusCode::BAD_GATEWAY,
+            Self::KeyBusy => StatusCode::CONFLICT,
             Self::UnknownRound => StatusCode::NOT_FOUND,
             Self::RoundConflict | Self::RoundNotSettled | Self::LimitsNotCovered => {
                 StatusCode::CONFLICT
@@ -208,6 +228,10 @@ impl ProblemKind {
             Self::BundleRefused => "Bundle refused",
             Self::NettingFailed => "Netting round failed",
             Self::LimitsNotCovered => "Round not settled: limits not covered",
+            Self::InvalidOperation => "Invalid lifecycle operation",
+            Self::LifecycleRefused => "Nodes refused the lifecycle operation",
+            Self::LifecycleFailed => "Lifecycle operation failed",
+            Self::KeyBusy => "Key is being refreshed or reshared",
         }
     }
 
@@ -374,6 +398,29 @@ impl From<&CoordinatorError> for Problem {
             CoordinatorError::InvalidRound(_) => Problem::new(ProblemKind::InvalidRound, detail),
             CoordinatorError::UnknownRound(_) => Problem::new(ProblemKind::UnknownRound, detail),
             CoordinatorError::RoundConflict(_) => Problem::new(ProblemKind::RoundConflict, detail),
+            CoordinatorError::InvalidOperation(_) => {
+                Problem::new(ProblemKind::InvalidOperation, detail)
+            }
+            CoordinatorError::LifecycleRefused { refusals } => {
+                Problem::new(ProblemKind::LifecycleRefused, detail).with(
+                    "refusals",
+                    Value::Array(
+                        refusals
+                            .iter()
+                            .map(|(n, r)| json!({"node": n.to_string(), "reason": r}))
+                            .collect(),
+                    ),
+                )
+            }
+            CoordinatorError::LifecycleFailed { culprits, .. } => {
+                Problem::new(ProblemKind::LifecycleFailed, detail).with(
+                    "culprits",
+                    json!(culprits.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                )
+            }
+            CoordinatorError::KeyBusy(_) => {
+                Problem::new(ProblemKind::KeyBusy, detail).with("retry_after_ms", json!(5000))
+            }
             CoordinatorError::Busy(_) => {
                 Problem::new(ProblemKind::Unavailable, detail).with("retry_after_ms", json!(1000))
             }

@@ -4,6 +4,7 @@
 //! nodes that cannot reach each other. It holds no key material: it only sees
 //! public packages and sealed shares.
 
+mod lifecycle;
 mod netting;
 mod p2p;
 mod retry;
@@ -84,6 +85,10 @@ pub(crate) enum Command {
     Sign(
         Box<(KeyRecord, SignedRequest)>,
         oneshot::Sender<Result<SignResult, CoordinatorError>>,
+    ),
+    Reshare(
+        Box<(KeyRecord, quorate_protocol::lifecycle::ApprovedOperation)>,
+        oneshot::Sender<Result<KeyRecord, CoordinatorError>>,
     ),
     Nodes(oneshot::Sender<Vec<NodeStatus>>),
     ListenAddrs(oneshot::Sender<Vec<String>>),
@@ -171,6 +176,17 @@ impl Engine {
         self.call(|tx| Command::CreateKey(spec, tx)).await?
     }
 
+    /// Runs an operator-approved refresh or reshare of `key` and returns the new
+    /// generation's record (same group key, new committee and shares).
+    pub async fn reshare(
+        &self,
+        key: KeyRecord,
+        operation: quorate_protocol::lifecycle::ApprovedOperation,
+    ) -> Result<KeyRecord, CoordinatorError> {
+        self.call(|tx| Command::Reshare(Box::new((key, operation)), tx))
+            .await?
+    }
+
     /// Signs every message of a client's signed request with `key`.
     pub async fn sign(
         &self,
@@ -249,6 +265,14 @@ impl crate::backend::Backend for Engine {
         spec: KeySpec,
     ) -> impl std::future::Future<Output = Result<KeyRecord, CoordinatorError>> + Send {
         Engine::create_key(self, spec)
+    }
+
+    fn reshare(
+        &self,
+        key: KeyRecord,
+        operation: quorate_protocol::lifecycle::ApprovedOperation,
+    ) -> impl std::future::Future<Output = Result<KeyRecord, CoordinatorError>> + Send {
+        Engine::reshare(self, key, operation)
     }
 
     fn sign(

@@ -12,7 +12,7 @@ use libp2p::{
 };
 use quorate_protocol::{
     wire::frame::{self, Ack, Frame},
-    NodeId, NodeIdentity, Round,
+    NodeId, NodeIdentity,
 };
 
 pub(crate) const DKG: StreamProtocol = StreamProtocol::new("/quorate/dkg/1");
@@ -171,15 +171,7 @@ pub(crate) fn send(
     peer: &PeerId,
     frame: Frame,
 ) -> request_response::OutboundRequestId {
-    let dkg = matches!(
-        frame.envelope().round,
-        Round::DkgStart
-            | Round::DkgRound1
-            | Round::DkgEcho
-            | Round::DkgRound2
-            | Round::DkgConfirm
-            | Round::DkgComplete
-    );
+    let dkg = frame.envelope().round.is_key_setup();
     dial_fresh_port(swarm, peer);
     if dkg {
         swarm.behaviour_mut().dkg.send_request(peer, frame)

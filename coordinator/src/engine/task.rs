@@ -17,6 +17,7 @@ use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    lifecycle::Lifecycle,
     netting::{Netting, Tag, Timeouts},
     p2p::{self, Behaviour, BehaviourEvent},
     select::{self, Candidate},
@@ -63,6 +64,8 @@ pub(crate) struct Task {
     nodes: BTreeMap<PeerId, NodeId>,
     outbound: BTreeMap<request_response::OutboundRequestId, (SessionId, NodeId)>,
     netting: Netting,
+    /// Live refresh and reshare runs.
+    lifecycle: Lifecycle,
     counters: std::sync::Arc<super::Counters>,
 }
 
@@ -147,6 +150,7 @@ impl Task {
                 Duration::from_millis(config.session_timeout_ms),
             ),
             outbound: BTreeMap::new(),
+            lifecycle: Lifecycle::default(),
             counters,
         })
     }
@@ -170,6 +174,7 @@ impl Task {
         }
         self.signing.shutdown();
         self.netting.shutdown();
+        self.lifecycle.shutdown();
     }
 
     /// Signers of the roster (`among` only, if given) with what selection needs.
@@ -245,7 +250,15 @@ impl Task {
             }
             Command::Sign(boxed, reply) => {
                 let (key, request) = *boxed;
+                if self.lifecycle.busy(&key.key_id()) {
+                    let _ = reply.send(Err(CoordinatorError::KeyBusy(key.key_id())));
+                    return;
+                }
                 self.start_sign_job(key, request, reply);
+            }
+            Command::Reshare(boxed, reply) => {
+                let (key, op) = *boxed;
+                self.start_reshare(key, op, reply);
             }
             Command::Nodes(reply) => {
                 let nodes = self
@@ -359,6 +372,43 @@ impl Task {
         Ok(())
     }
 
+    /// Checks an approved operation and starts its run (the start goes to every
+    /// participant; a refusal or an unreachable node fails the run).
+    fn start_reshare(
+        &mut self,
+        key: KeyRecord,
+        op: quorate_protocol::lifecycle::ApprovedOperation,
+        reply: oneshot::Sender<Result<KeyRecord, CoordinatorError>>,
+    ) {
+        if self.lifecycle.busy(&key.key_id()) {
+            let _ = reply.send(Err(CoordinatorError::KeyBusy(key.key_id())));
+            return;
+        }
+        let plan =
+            match super::lifecycle::plan::plan(&self.roster, &key, &op, unix_ms() / 1000, |n| {
+                self.is_connected(n)
+            }) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+        let session = random_session();
+        let out = self.lifecycle.start(
+            &self.identity,
+            key,
+            op,
+            plan,
+            session,
+            self.dkg_timeout,
+            reply,
+        );
+        for n in &out.to {
+            self.send_tracked_envelope(*n, out.env.clone());
+        }
+    }
+
     // ------------------------------------------------------------------ network
 
     fn on_swarm(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -421,6 +471,11 @@ impl Task {
                     (self.outbound.remove(&request_id), response)
                 {
                     tracing::warn!(%node, %reason, %detail, "node refused");
+                    if self.lifecycle.owns(&session) {
+                        self.lifecycle
+                            .on_refusal(session, node, format!("{reason}: {detail}"));
+                        return;
+                    }
                     self.on_refusal(session, node, reason);
                 }
             }
@@ -463,7 +518,8 @@ impl Task {
                     return self.drop_relay("sender_mismatch", "relay only your own envelopes");
                 }
                 let sealed_to = match &envelope.payload {
-                    Payload::DkgRound2 { recipient, .. } => Some(*recipient),
+                    Payload::DkgRound2 { recipient, .. }
+                    | Payload::ReshareShare { recipient, .. } => Some(*recipient),
                     _ => None,
                 };
                 if let Err(reason) = relay_check(
@@ -523,7 +579,10 @@ impl Task {
     /// members talk to each other (signers talk to the coordinator alone), so the only
     /// ones it relays for.
     fn relay_members(&self, session: &SessionId) -> Option<&[NodeId]> {
-        self.dkgs.get(session).map(|d| d.participants.as_slice())
+        self.dkgs
+            .get(session)
+            .map(|d| d.participants.as_slice())
+            .or_else(|| self.lifecycle.participants(session))
     }
 
     /// Refuses to relay an envelope, counting it.
@@ -545,7 +604,24 @@ impl Task {
         } = &env.payload
         {
             let (public, attestation) = (public.clone(), attestation.clone());
+            if self.lifecycle.owns(&env.session) {
+                if let Some(p) =
+                    self.lifecycle
+                        .on_report(env.session, env.sender, public, attestation)
+                {
+                    self.signing.presign.know(&p);
+                }
+                return;
+            }
             self.on_dkg_report(env.session, env.sender, public, attestation);
+            return;
+        }
+        if matches!(env.payload, Payload::ReshareConfirm { .. }) {
+            if let Some(out) = self.lifecycle.on_confirm(env, &self.identity) {
+                for n in &out.to {
+                    self.send_tracked_envelope(*n, out.env.clone());
+                }
+            }
             return;
         }
         // Netting rounds (and their settlement signing sessions): the sender is the
@@ -632,6 +708,7 @@ impl Task {
                     public: p,
                     attestations,
                     created_at_ms: unix_ms(),
+                    generation: 0,
                 })
             }
             _ => Err(CoordinatorError::DkgFailed {
@@ -645,6 +722,9 @@ impl Task {
     }
 
     fn on_refusal(&mut self, session: SessionId, node: NodeId, reason: String) {
+        if self.lifecycle.on_refusal(session, node, reason.clone()) {
+            return;
+        }
         if let Some(run) = self.dkgs.remove(&session) {
             if let Some(r) = run.reply {
                 let _ = r.send(Err(CoordinatorError::DkgFailed {
@@ -658,6 +738,9 @@ impl Task {
     }
 
     fn on_tick(&mut self) {
+        for p in self.lifecycle.on_tick(Instant::now()) {
+            self.signing.presign.know(&p);
+        }
         let candidates = self.candidates(None);
         self.netting.on_tick(&candidates);
         self.flush_netting();

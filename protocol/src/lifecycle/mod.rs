@@ -13,5 +13,5 @@ mod math;
 pub mod operation;
 pub mod reshare;
 
-pub use operation::{ApprovedOperation, Operation, OperationKind};
+pub use operation::{ApprovedOperation, Operation, OperationKind, MAX_OPERATION_SIZE};
 pub use reshare::{share_aad, verify_finish, Reshare, ReshareConfig, ReshareEvent};

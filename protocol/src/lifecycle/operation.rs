@@ -61,6 +61,9 @@ pub struct Operation {
     pub committee: Vec<NodeId>,
     /// The new threshold.
     pub threshold: u16,
+    /// Data residency after the operation: the roster segments the key's shares may
+    /// live in (empty: any). Every node refuses a committee member outside them.
+    pub segments: Vec<String>,
     /// Unix seconds after which nodes refuse the operation.
     pub expires_at: u64,
     /// Approver-chosen unique value.
@@ -91,6 +94,11 @@ impl Operation {
             return Err(bad(
                 "committee is not sorted by node id without repeats".into()
             ));
+        }
+        if self.segments.len() > MAX_COMMITTEE
+            || self.segments.iter().any(|s| s.is_empty() || s.len() > 64)
+        {
+            return Err(bad("segments: at most 255 names of 1 to 64 bytes".into()));
         }
         if self.threshold < 2 || usize::from(self.threshold) > self.committee.len() {
             return Err(bad(format!(

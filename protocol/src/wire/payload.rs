@@ -323,6 +323,28 @@ pub enum Payload {
     },
 }
 
+impl Round {
+    /// Key generation and lifecycle traffic (DKG and refresh/reshare), which
+    /// travels on `/quorate/dkg/1`; everything else on `/quorate/sign/1`.
+    pub fn is_key_setup(self) -> bool {
+        matches!(
+            self,
+            Self::DkgStart
+                | Self::DkgRound1
+                | Self::DkgEcho
+                | Self::DkgRound2
+                | Self::DkgConfirm
+                | Self::DkgComplete
+                | Self::ReshareStart
+                | Self::ReshareCommit
+                | Self::ReshareEcho
+                | Self::ReshareShare
+                | Self::ReshareConfirm
+                | Self::ReshareFinish
+        )
+    }
+}
+
 impl Payload {
     /// The round this payload belongs to.
     pub fn round(&self) -> Round {

@@ -79,6 +79,7 @@ fn world(refuse_close: usize, refuse_settle: usize) -> (World, KeyRecord) {
         public: shares[0].public.clone(),
         attestations: Vec::new(),
         created_at_ms: 0,
+        generation: 0,
     };
     let netting = Netting::new(
         coordinator.clone(),

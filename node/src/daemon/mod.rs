@@ -30,6 +30,8 @@ use rand_core::OsRng;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
+mod lifecycle;
+
 use crate::{
     audit::{AuditKind, AuditLog},
     config::{LimitsConfig, Routing},
@@ -182,6 +184,8 @@ struct Node {
     /// Frames produced while audit records were pending: sent after the group
     /// commit (bounded by [`MAX_BATCH`] events per commit).
     held: Vec<(PeerId, Frame, u32)>,
+    /// Key generations, live and unfinished refresh/reshare runs.
+    lifecycle: crate::lifecycle::Lifecycle,
 }
 
 /// How often a frame whose delivery failed is re-sent (backoff 200, 400, 800 … ms).
@@ -236,13 +240,23 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
             .listen_on(a.clone())
             .map_err(|e| format!("cannot listen on {a}: {e}"))?;
     }
-    let keys = parts
+    let keys: BTreeMap<KeyId, StoredKey> = parts
         .keystore
         .keys()
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|k| (k.key_id(), k))
         .collect();
+    let lifecycle = crate::lifecycle::Lifecycle::load(&parts.keystore, keys.keys().copied())
+        .map_err(|e| format!("cannot read key generations from the keystore: {e}"))?;
+    for (id, key) in &keys {
+        parts.metrics.key_state(
+            &id.to_string(),
+            lifecycle.generation(id),
+            key.share.public.members.len(),
+            None,
+        );
+    }
     // Window usage and request nonces survive restarts: replay them from the log.
     let mut policy = parts.policy;
     let (restored, approvals) =
@@ -288,6 +302,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         shutting_down: false,
         presign: crate::presign::Pools::new(parts.limits.presign()),
         held: Vec::new(),
+        lifecycle,
     };
     node.record(AuditKind::NodeStarted, json!({ "keys": node.keys.len() }));
     node.commit_audit();
@@ -545,6 +560,8 @@ impl Node {
         }
         match &env.payload {
             Payload::DkgStart { .. } => self.on_dkg_start(env),
+            Payload::ReshareStart { .. } => self.on_reshare_start(env),
+            Payload::ReshareFinish { .. } => self.on_reshare_finish(env),
             Payload::SignRequest { .. } => self.on_sign_request(env),
             Payload::PresignedSign { .. } => self.on_presigned_sign(env),
             Payload::NettingRound { .. }
@@ -715,18 +732,10 @@ impl Node {
             return reject("key_exists", format!("key {} already exists", env.key));
         }
         // The coordinator may choose members, not invent them.
-        for m in committee.members() {
-            let ok = self
-                .roster
-                .by_node(&m.node)
-                .and_then(|p| p.signer.as_ref())
-                .is_some_and(|(index, _, seal)| *index == m.index && *seal == m.seal_key);
-            if !ok {
-                return reject(
-                    "bad_committee",
-                    format!("member {} does not match the roster", m.node),
-                );
-            }
+        if let Err(ack) =
+            crate::lifecycle::admit::check_committee_in_roster(&self.roster, committee)
+        {
+            return ack;
         }
         if let Err(ack) = self.check_dkg_spread(*threshold, committee) {
             return ack;
@@ -1046,6 +1055,15 @@ impl Node {
             return Err(reject(
                 "request_mismatch",
                 "envelope key or suite differs from the client request",
+            ));
+        }
+        if self.lifecycle.is_running(&signed.request.key_id) {
+            return Err(reject(
+                "resharing",
+                format!(
+                    "key {} is being refreshed or reshared; its shares are not used until the run ends",
+                    signed.request.key_id
+                ),
             ));
         }
         Ok(key)
@@ -1372,7 +1390,14 @@ impl Node {
                                 s.deadline = Some(Instant::now() + Duration::from_millis(delay));
                             }
                         }
-                        Output::Done(outcome) => self.on_done(id, outcome),
+                        Output::Done(outcome) => {
+                            // A step whose result could not be kept releases
+                            // nothing after it (a reshare confirmation must not
+                            // leave before its share is durable).
+                            if !self.on_done(id, outcome) {
+                                break;
+                            }
+                        }
                     }
                 }
             }
@@ -1408,10 +1433,14 @@ impl Node {
         self.send_tracked(peer_id, frame, 0);
     }
 
-    fn on_done(&mut self, id: &SessionId, outcome: Outcome) {
+    /// A session's result; `false` when the rest of the step must not be released.
+    fn on_done(&mut self, id: &SessionId, outcome: Outcome) -> bool {
         let Some(session) = self.sessions.get(id) else {
-            return;
+            return false;
         };
+        if let Outcome::Reshare(event) = outcome {
+            return self.on_reshare_event(id, event);
+        }
         let key_id = session.key_id;
         let session_coordinator = session.coordinator;
         match outcome {
@@ -1424,6 +1453,13 @@ impl Node {
                 match self.keystore.put_key(&stored) {
                     Ok(()) => {
                         let suite = stored.share.public.suite;
+                        self.lifecycle.generated(key_id);
+                        self.metrics.key_state(
+                            &key_id.to_string(),
+                            0,
+                            stored.share.public.members.len(),
+                            None,
+                        );
                         self.record(
                             AuditKind::KeyGenerated { key_id, suite },
                             json!({
@@ -1437,36 +1473,17 @@ impl Node {
                         // attested with our identity key for clients (invariant 9).
                         let public = stored.share.public.clone();
                         self.keys.insert(key_id, stored);
-                        match quorate_protocol::attestation::attest(&self.identity, &public) {
-                            Ok(attestation) => {
-                                let report = Envelope::seal(
-                                    &self.identity,
-                                    suite,
-                                    key_id,
-                                    *id,
-                                    Payload::DkgComplete {
-                                        public,
-                                        attestation,
-                                    },
-                                );
-                                self.route(id, session_coordinator, report);
-                                self.open_pools_for(&key_id);
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, key = %key_id, "cannot attest key");
-                            }
-                        }
+                        self.report_key(id, session_coordinator, public);
+                        self.open_pools_for(&key_id);
                     }
                     Err(e) => tracing::error!(error = %e, key = %key_id, "cannot store key share"),
                 }
             }
             // Recorded before the share left (see `release`).
-            Outcome::Share(_) => {}
-            Outcome::Signature(_) => {}
-            // This daemon does not run resharing sessions yet.
-            Outcome::Reshare(_) => {}
+            Outcome::Share(_) | Outcome::Signature(_) | Outcome::Reshare(_) => {}
         }
         self.end_session(id, "done", Vec::new());
+        true
     }
 
     fn on_fatal(&mut self, id: &SessionId, e: &ProtocolError) {
@@ -1519,6 +1536,7 @@ impl Node {
         let Some(session) = self.sessions.remove(id) else {
             return;
         };
+        self.lifecycle.ended(id);
         if outcome != "done" {
             self.record(
                 AuditKind::SessionAborted {
