@@ -2,6 +2,7 @@
 //! the crates.
 #![forbid(unsafe_code)]
 
+mod backup_cmd;
 #[cfg(feature = "sim")]
 mod bench;
 mod coordinator_cmd;
@@ -31,7 +32,7 @@ enum Command {
     Devnet(devnet::DevnetArgs),
     /// Run a signer node.
     Node(node_cmd::NodeArgs),
-    /// Create and inspect sealed keystores.
+    /// Create, inspect, back up and restore sealed keystores.
     #[command(subcommand)]
     Keystore(node_cmd::KeystoreCmd),
     /// Verify and export audit logs.

@@ -23,7 +23,7 @@ pub(crate) struct PassphraseArgs {
 }
 
 impl PassphraseArgs {
-    fn source(&self) -> PassphraseSource {
+    pub(crate) fn source(&self) -> PassphraseSource {
         match (&self.passphrase_env, &self.passphrase_file) {
             (Some(v), _) => PassphraseSource::Env(v.clone()),
             (_, Some(f)) => PassphraseSource::File(f.clone()),
@@ -64,6 +64,18 @@ pub(crate) enum KeystoreCmd {
         #[command(flatten)]
         pass: PassphraseArgs,
     },
+    /// Recovery keys that backups are encrypted to (ML-KEM-768 + X25519).
+    #[command(subcommand)]
+    RecoveryKey(crate::backup_cmd::RecoveryKeyCmd),
+    /// Export the node identity and key shares, encrypted to recovery keys.
+    Backup(crate::backup_cmd::BackupArgs),
+    /// Show a backup's public header (node, keys, recipients, time).
+    BackupInfo {
+        /// Backup file.
+        file: PathBuf,
+    },
+    /// Restore a backup into this node's keystore, or into a new one (`--create`).
+    Restore(crate::backup_cmd::RestoreArgs),
 }
 
 /// `quorate roster …` (the roster authority's tools).
@@ -155,6 +167,10 @@ pub(crate) fn keystore(cmd: KeystoreCmd) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&k.summary())?);
             }
         }
+        KeystoreCmd::RecoveryKey(cmd) => crate::backup_cmd::recovery_key(cmd)?,
+        KeystoreCmd::Backup(args) => crate::backup_cmd::backup(args)?,
+        KeystoreCmd::BackupInfo { file } => crate::backup_cmd::backup_info(&file)?,
+        KeystoreCmd::Restore(args) => crate::backup_cmd::restore(args)?,
     }
     Ok(())
 }

@@ -578,7 +578,7 @@ struct Sealer {
 impl Sealer {
     fn new(key: &Zeroizing<[u8; 32]>, meta: &Meta) -> Self {
         Self {
-            cipher: ChaCha20Poly1305::new(key.as_ref().into()),
+            cipher: ChaCha20Poly1305::new((&**key).into()),
             keystore_id: meta.keystore_id,
             header_hash: meta.header_hash,
         }
@@ -1510,6 +1510,24 @@ impl Keystore {
         }
     }
 
+    /// Records the generation of `key_id`'s share (a restore from backup).
+    pub fn set_key_generation(&self, key_id: &KeyId, generation: u64) -> Result<()> {
+        let name = format!("{KEY_GENERATION_PREFIX}{key_id}");
+        let sealed = self.sealer.seal(
+            &name,
+            Zeroizing::new(generation.to_be_bytes().to_vec()),
+            &mut OsRng,
+        )?;
+        let txn = self.store.db.begin_write().map_err(|e| self.store.err(e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.store.err(e))?;
+            table
+                .insert(name.as_str(), sealed.as_slice())
+                .map_err(|e| self.store.err(e))?;
+        }
+        txn.commit().map_err(|e| self.store.err(e))
+    }
+
     /// Records, durably and once, that this node takes part in lifecycle run
     /// `session`: `Ok(false)` when the session id was used before (a coordinator
     /// cannot make this node run one twice).
@@ -1637,6 +1655,31 @@ impl Keystore {
         }
         txn.commit().map_err(|e| self.store.err(e))
     }
+
+    /// Seals and stores a key share, replacing a share stored under the same key id
+    /// (a restore told to overwrite). Returns whether one was replaced. Committed
+    /// durably before it returns. [`Self::put_key`] is the refusing variant.
+    ///
+    /// # Security
+    /// As [`Self::put_key`]. The replaced record is gone once this returns.
+    pub fn replace_key(&self, key: &StoredKey) -> Result<bool> {
+        let name = StoredKey::record_name(&key.key_id());
+        let len = postcard::experimental::serialized_size(key)
+            .map_err(|_| KeystoreError::Internal("key does not encode"))?;
+        let buf = postcard::to_extend(key, Vec::with_capacity(len + TAG_LEN))
+            .map_err(|_| KeystoreError::Internal("key does not encode"))?;
+        let sealed = self.sealer.seal(&name, Zeroizing::new(buf), &mut OsRng)?;
+        let txn = self.store.db.begin_write().map_err(|e| self.store.err(e))?;
+        let replaced = {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.store.err(e))?;
+            let old = table
+                .insert(name.as_str(), sealed.as_slice())
+                .map_err(|e| self.store.err(e))?;
+            old.is_some()
+        };
+        txn.commit().map_err(|e| self.store.err(e))?;
+        Ok(replaced)
+    }
 }
 
 fn now_ms() -> u64 {
@@ -1644,6 +1687,24 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// Derives a 32-byte key from `passphrase` with Argon2id under `kdf` and `salt`, as
+/// the keystore derives its record key, for other files sealed under an operator
+/// passphrase (backup recovery keys). Refuses parameters out of range, and below the
+/// floor unless `insecure_test_kdf` and they are [`KdfParams::insecure_for_tests`].
+///
+/// # Security
+/// Returns the key in a zeroizing buffer.
+pub fn derive_passphrase_key(
+    passphrase: &Passphrase,
+    salt: &[u8],
+    kdf: &KdfParams,
+    insecure_test_kdf: bool,
+) -> Result<Zeroizing<[u8; 32]>> {
+    kdf.validate()?;
+    kdf.check_floor(insecure_test_kdf)?;
+    derive_key(passphrase, salt, kdf)
 }
 
 #[cfg(test)]
@@ -1740,8 +1801,8 @@ mod tests {
         let ks = sealed.unseal(&pass("correct horse")).expect("unseal");
         assert_eq!(ks.identity().node_id(), ids[1].node_id());
         assert_eq!(
-            ks.identity().to_secret_bytes().as_ref(),
-            ids[1].to_secret_bytes().as_ref()
+            ks.identity().to_secret_bytes()[..],
+            ids[1].to_secret_bytes()[..]
         );
         let keys = ks.keys().expect("keys");
         assert_eq!(keys.len(), 2);
@@ -2365,7 +2426,7 @@ mod tests {
             .expect("open")
             .unseal(&pass("correct horse"))
             .expect("unseal");
-        let secret_hex = hex::encode(id.to_secret_bytes().as_ref());
+        let secret_hex = hex::encode(&id.to_secret_bytes()[..]);
         let sign_hex = &secret_hex[..64];
         let seal_hex = &secret_hex[64..];
         let signing_share = hex::encode(

@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 pub mod audit;
+pub mod backup;
 pub mod config;
 pub mod daemon;
 pub mod keystore;
@@ -17,6 +18,7 @@ pub mod service;
 pub mod transport;
 
 pub use audit::{AuditError, AuditKind, AuditLog, VerifyReport};
+pub use backup::BackupError;
 pub use keystore::{
     KdfParams, Keystore, KeystoreError, Passphrase, PassphraseSource, SealedKeystore, StoredKey,
 };
@@ -40,4 +42,7 @@ pub enum NodeError {
     /// Roster (invalid, badly signed or older than one accepted before).
     #[error(transparent)]
     Roster(#[from] quorate_protocol::roster::RosterError),
+    /// Backups, restores and recovery keys.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
 }
