@@ -62,6 +62,11 @@ pub trait Backend: Send + Sync + 'static {
         request: SignedRequest,
     ) -> impl Future<Output = Result<SignResult, CoordinatorError>> + Send;
 
+    /// Roster names of the signer nodes connected now (`GET /health`).
+    fn connected_nodes(&self) -> impl Future<Output = Vec<String>> + Send {
+        async { Vec::new() }
+    }
+
     /// Relay frames refused so far (outside a live session, or between nodes not in
     /// its committee); exported as `quorate_coordinator_relays_dropped_total`.
     fn relays_dropped(&self) -> u64 {

@@ -45,6 +45,7 @@ pub async fn run(
         config.store_path(),
         StoreOptions::from(&config.limits),
     )?);
+    engine.attach_store(store.clone()).await;
     let tls = config.tls_server_config()?;
     let result = service::serve(
         Arc::new(engine.clone()),

@@ -29,6 +29,7 @@ use crate::{
     types::KeyRecord,
 };
 
+pub mod lifecycle;
 mod netting;
 mod writer;
 

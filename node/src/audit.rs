@@ -305,6 +305,16 @@ pub enum AuditKind {
         /// The generation now in force.
         generation: u64,
     },
+    /// The coordinator aborted a refresh or reshare before it committed: a pending
+    /// share was dropped, the old generation stays (details: reason).
+    LifecycleAborted {
+        /// Key id.
+        #[serde(with = "hex_id")]
+        key_id: KeyId,
+        /// Session.
+        #[serde(with = "hex_id")]
+        session: SessionId,
+    },
     /// A new policy was loaded.
     PolicyReloaded,
     /// A policy reload failed; the old policy stays in force.

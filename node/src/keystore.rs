@@ -1578,6 +1578,17 @@ impl Keystore {
         txn.commit().map_err(|e| self.store.err(e))
     }
 
+    /// Removes `key_id`'s lifecycle record (the run was aborted), durably.
+    pub fn remove_lifecycle(&self, key_id: &KeyId) -> Result<()> {
+        let name = format!("{LIFECYCLE_PREFIX}{key_id}");
+        let txn = self.store.db.begin_write().map_err(|e| self.store.err(e))?;
+        {
+            let mut table = txn.open_table(RECORDS).map_err(|e| self.store.err(e))?;
+            table.remove(name.as_str()).map_err(|e| self.store.err(e))?;
+        }
+        txn.commit().map_err(|e| self.store.err(e))
+    }
+
     /// Every unfinished lifecycle record, by key id.
     ///
     /// # Security

@@ -408,7 +408,13 @@ fn finish_proof_is_every_members_confirmation_of_this_run() {
         panic!("finished")
     };
     let bytes: Vec<Vec<u8>> = confirms.iter().map(Envelope::encode).collect();
-    assert_eq!(verify_finish(&cfg, &bytes).expect("proof"), *transcript);
+    let (proved, package) = verify_finish(&cfg, &bytes).expect("proof");
+    assert_eq!(proved, *transcript);
+    assert_eq!(
+        package,
+        net.new_shares[&ids[0].node_id()].public.public_key_package,
+        "the proof carries the new public key package"
+    );
     // One missing, or from another run: refused.
     assert!(verify_finish(&cfg, &bytes[1..]).is_err());
     let mut other = cfg.clone();

@@ -411,12 +411,19 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                 params: [0x22; 32],
                 group_key: vec![0x2a; 33],
                 transcript: [0x2b; 32],
+                public_key_package: vec![0x2d; 5],
             },
         ),
         (
             "reshare_finish",
             Payload::ReshareFinish {
                 confirms: vec![vec![0x2c; 6]],
+            },
+        ),
+        (
+            "reshare_abort",
+            Payload::ReshareAbort {
+                reason: "deadline".into(),
             },
         ),
     ]
@@ -515,12 +522,13 @@ fn enum_tags_are_stable() {
         Round::ReshareShare,
         Round::ReshareConfirm,
         Round::ReshareFinish,
+        Round::ReshareAbort,
     ];
     let tags: Vec<u8> = rounds
         .iter()
         .flat_map(|r| postcard::to_allocvec(r).expect("encode"))
         .collect();
-    assert_eq!(tags, (0..27).collect::<Vec<u8>>());
+    assert_eq!(tags, (0..28).collect::<Vec<u8>>());
 }
 
 #[test]

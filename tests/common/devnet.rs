@@ -110,6 +110,11 @@ impl Devnet {
 
     /// Starts a process the way devnet does (for restarts after kill -9).
     pub fn restart(&mut self, name: &str, args: &[&str]) {
+        self.restart_with_env(name, args, &[]);
+    }
+
+    /// [`Self::restart`] with extra environment variables.
+    pub fn restart_with_env(&mut self, name: &str, args: &[&str], env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -120,6 +125,7 @@ impl Devnet {
             .args(args)
             .current_dir(&self.data)
             .env("QUORATE_ADMIN_TOKEN", token.trim())
+            .envs(env.iter().copied())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
@@ -130,6 +136,29 @@ impl Devnet {
         )
         .expect("pid");
         self.extra.push(child);
+    }
+
+    /// Waits (bounded) for the most recently restarted process to exit; its status.
+    pub fn wait_last_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.extra.last_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// The admin address (`host:port`) of a node, from its config.
+    pub fn admin_addr(&self, node: &str) -> String {
+        let cfg = std::fs::read_to_string(self.data.join(format!("{node}.toml"))).expect("cfg");
+        cfg.lines()
+            .find_map(|l| l.strip_prefix("admin = "))
+            .expect("admin line")
+            .trim_matches('"')
+            .to_string()
     }
 
     pub fn api(&self) -> Client {

@@ -368,6 +368,7 @@ async fn health<B: Backend>(State(state): State<Arc<ApiState<B>>>) -> Response {
         Err(e) => return Problem::from(e).into_response(),
     };
     let pending = state.waiters.lock().map(|w| w.len()).unwrap_or(0);
+    let connected_nodes = state.backend.connected_nodes().await;
     json_response(
         StatusCode::OK,
         &Health {
@@ -375,6 +376,7 @@ async fn health<B: Backend>(State(state): State<Arc<ApiState<B>>>) -> Response {
             version: env!("CARGO_PKG_VERSION").into(),
             keys,
             pending_jobs: pending,
+            connected_nodes,
         },
     )
 }

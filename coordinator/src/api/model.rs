@@ -378,4 +378,8 @@ pub struct Health {
     pub keys: usize,
     /// Jobs running in this process.
     pub pending_jobs: usize,
+    /// Roster names of the signer nodes the coordinator is connected to now
+    /// (absent from older coordinators).
+    #[serde(default)]
+    pub connected_nodes: Vec<String>,
 }

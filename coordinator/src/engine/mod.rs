@@ -90,6 +90,7 @@ pub(crate) enum Command {
         Box<(KeyRecord, quorate_protocol::lifecycle::ApprovedOperation)>,
         oneshot::Sender<Result<KeyRecord, CoordinatorError>>,
     ),
+    AttachStore(Arc<crate::store::Store>),
     Nodes(oneshot::Sender<Vec<NodeStatus>>),
     ListenAddrs(oneshot::Sender<Vec<String>>),
     Netting(NettingCommand),
@@ -187,6 +188,12 @@ impl Engine {
             .await?
     }
 
+    /// Gives the engine the store: refresh and reshare runs are recorded in it
+    /// (and runs a previous process left are finished or aborted).
+    pub async fn attach_store(&self, store: Arc<crate::store::Store>) {
+        let _ = self.tx.send(Command::AttachStore(store)).await;
+    }
+
     /// Signs every message of a client's signed request with `key`.
     pub async fn sign(
         &self,
@@ -265,6 +272,15 @@ impl crate::backend::Backend for Engine {
         spec: KeySpec,
     ) -> impl std::future::Future<Output = Result<KeyRecord, CoordinatorError>> + Send {
         Engine::create_key(self, spec)
+    }
+
+    async fn connected_nodes(&self) -> Vec<String> {
+        self.nodes()
+            .await
+            .into_iter()
+            .filter(|n| n.connected)
+            .map(|n| n.name)
+            .collect()
     }
 
     fn reshare(

@@ -260,6 +260,16 @@ impl Task {
                 let (key, op) = *boxed;
                 self.start_reshare(key, op, reply);
             }
+            Command::AttachStore(store) => {
+                self.lifecycle.attach(store, &self.identity);
+                // Every participant of a follow-up gets it now (dialled if need be).
+                let nodes: Vec<NodeId> = self.nodes.values().copied().collect();
+                for node in nodes {
+                    for env in self.lifecycle.on_connect(&node) {
+                        self.send(&node, Frame::Deliver(env));
+                    }
+                }
+            }
             Command::Nodes(reply) => {
                 let nodes = self
                     .roster
@@ -404,8 +414,15 @@ impl Task {
             self.dkg_timeout,
             reply,
         );
-        for n in &out.to {
-            self.send_tracked_envelope(*n, out.env.clone());
+        self.send_lifecycle(out);
+    }
+
+    /// Sends a lifecycle envelope to its recipients (refusals reach the run).
+    fn send_lifecycle(&mut self, out: Option<super::lifecycle::Outgoing>) {
+        if let Some(out) = out {
+            for n in &out.to {
+                self.send_tracked_envelope(*n, out.env.clone());
+            }
         }
     }
 
@@ -415,6 +432,12 @@ impl Task {
         match event {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 self.connected.insert(peer_id);
+                // Lifecycle follow-ups: a finish proof or abort it may have missed.
+                if let Some(node) = self.nodes.get(&peer_id).copied() {
+                    for env in self.lifecycle.on_connect(&node) {
+                        self.send(&node, Frame::Deliver(env));
+                    }
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -425,6 +448,9 @@ impl Task {
                 // A node reconnecting starts a new pool: what it offered is void.
                 if let Some(node) = self.nodes.get(&peer_id).copied() {
                     self.signing.presign.forget(&node);
+                    for out in self.lifecycle.on_disconnect(&node, &self.identity) {
+                        self.send_lifecycle(Some(out));
+                    }
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -472,8 +498,13 @@ impl Task {
                 {
                     tracing::warn!(%node, %reason, %detail, "node refused");
                     if self.lifecycle.owns(&session) {
-                        self.lifecycle
-                            .on_refusal(session, node, format!("{reason}: {detail}"));
+                        let (_, out) = self.lifecycle.on_refusal(
+                            session,
+                            node,
+                            format!("{reason}: {detail}"),
+                            &self.identity,
+                        );
+                        self.send_lifecycle(out);
                         return;
                     }
                     self.on_refusal(session, node, reason);
@@ -617,11 +648,8 @@ impl Task {
             return;
         }
         if matches!(env.payload, Payload::ReshareConfirm { .. }) {
-            if let Some(out) = self.lifecycle.on_confirm(env, &self.identity) {
-                for n in &out.to {
-                    self.send_tracked_envelope(*n, out.env.clone());
-                }
-            }
+            let out = self.lifecycle.on_confirm(env, &self.identity);
+            self.send_lifecycle(out);
             return;
         }
         // Netting rounds (and their settlement signing sessions): the sender is the
@@ -722,7 +750,11 @@ impl Task {
     }
 
     fn on_refusal(&mut self, session: SessionId, node: NodeId, reason: String) {
-        if self.lifecycle.on_refusal(session, node, reason.clone()) {
+        let (owned, out) = self
+            .lifecycle
+            .on_refusal(session, node, reason.clone(), &self.identity);
+        if owned {
+            self.send_lifecycle(out);
             return;
         }
         if let Some(run) = self.dkgs.remove(&session) {
@@ -738,8 +770,12 @@ impl Task {
     }
 
     fn on_tick(&mut self) {
-        for p in self.lifecycle.on_tick(Instant::now()) {
+        let (done, out) = self.lifecycle.on_tick(Instant::now(), &self.identity);
+        for p in done {
             self.signing.presign.know(&p);
+        }
+        for o in out {
+            self.send_lifecycle(Some(o));
         }
         let candidates = self.candidates(None);
         self.netting.on_tick(&candidates);

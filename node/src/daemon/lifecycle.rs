@@ -106,6 +106,7 @@ impl Node {
             None,
             Input::Start,
         );
+        crate::lifecycle::crash_point("reshare:started");
         Ok(Ack::Accepted)
     }
 
@@ -122,14 +123,16 @@ impl Node {
                     self.end_session(id, "keystore_failed", Vec::new());
                     return false;
                 }
+                crate::lifecycle::crash_point("reshare:pending");
                 true
             }
+            // Every member confirmed to us too, but the switch waits for the
+            // coordinator's finish proof: it is the one commit point, stored
+            // before it is sent, so no node switches on a run the coordinator
+            // could still abort.
             ReshareEvent::Finished { .. } => {
-                let generation = self.lifecycle.record(&key_id).map(|r| r.generation);
-                match generation {
-                    Some(generation) => self.finish_run(key_id, generation, id),
-                    None => tracing::error!(key = %key_id, "finished run without a record"),
-                }
+                tracing::info!(key = %key_id, session = %id, "every member confirmed; waiting for the coordinator's finish");
+                crate::lifecycle::crash_point("reshare:all-confirmed");
                 self.end_session(id, "done", Vec::new());
                 true
             }
@@ -172,7 +175,14 @@ impl Node {
             return reject("malformed", "not a reshare finish");
         };
         let Some(record) = self.lifecycle.record(&env.key).cloned() else {
-            // Finished already (or never ran here): idempotent.
+            // Finished already (or never ran here): idempotent. A member reports
+            // its generation again, in case the report was lost (a crash after the
+            // switch).
+            if let Some(key) = self.keys.get(&env.key) {
+                let public = key.share.public.clone();
+                self.report_key(&env.session, env.sender, public);
+                return Ack::Accepted;
+            }
             return if self.lifecycle.generation(&env.key) > 0 {
                 Ack::Accepted
             } else {
@@ -202,6 +212,47 @@ impl Node {
         Ack::Accepted
     }
 
+    /// The coordinator ends a run that did not commit: its pending share (if any)
+    /// is dropped and the old generation stays in force.
+    pub(super) fn on_reshare_abort(&mut self, env: Envelope) -> Ack {
+        if !self.roster.is_coordinator(&env.sender) {
+            return reject(
+                "not_coordinator",
+                "only a roster coordinator may abort a run",
+            );
+        }
+        let Payload::ReshareAbort { reason } = &env.payload else {
+            return reject("malformed", "not a reshare abort");
+        };
+        let ours = self.lifecycle.record(&env.key).and_then(|r| {
+            admit::config_from_start(&r.start)
+                .ok()
+                .filter(|c| c.session == env.session && c.coordinator == env.sender)
+        });
+        if ours.is_none() {
+            // Finished, aborted already, or never here: idempotent.
+            return Ack::Accepted;
+        }
+        if self.sessions.contains_key(&env.session) {
+            self.end_session(&env.session, "aborted", Vec::new());
+        }
+        if let Err(e) = self.keystore.remove_lifecycle(&env.key) {
+            return reject("keystore_unavailable", e.to_string());
+        }
+        self.lifecycle.aborted(&env.key);
+        let mut reason = reason.clone();
+        reason.truncate(256);
+        self.record(
+            AuditKind::LifecycleAborted {
+                key_id: env.key,
+                session: env.session,
+            },
+            json!({ "reason": reason }),
+        );
+        tracing::warn!(key = %env.key, session = %env.session, %reason, "lifecycle run aborted by the coordinator; old generation stays");
+        Ack::Accepted
+    }
+
     /// Switches `key_id` to `generation` in one keystore transaction (new share in,
     /// or old share out for a member that leaves), audits it, and has a new member
     /// attest the new public data to the coordinator.
@@ -227,10 +278,12 @@ impl Node {
         } else {
             None
         };
+        crate::lifecycle::crash_point("reshare:switching");
         if let Err(e) = self.keystore.finish_lifecycle(&key_id, generation, new) {
             tracing::error!(key = %key_id, error = %e, "cannot switch generations: the old one stays");
             return;
         }
+        crate::lifecycle::crash_point("reshare:switched");
         self.lifecycle.finished(key_id, generation);
         let role = match new {
             Some(key) => {

@@ -186,7 +186,13 @@ struct Node {
     held: Vec<(PeerId, Frame, u32)>,
     /// Key generations, live and unfinished refresh/reshare runs.
     lifecycle: crate::lifecycle::Lifecycle,
+    /// When the coordinators were last dialled (reconnects after a coordinator
+    /// restart, at most every [`COORDINATOR_REDIAL`]).
+    coordinator_dial: Instant,
 }
+
+/// How often a node re-dials a roster coordinator it is not connected to.
+const COORDINATOR_REDIAL: Duration = Duration::from_secs(2);
 
 /// How often a frame whose delivery failed is re-sent (backoff 200, 400, 800 … ms).
 const MAX_RESENDS: u32 = 5;
@@ -239,6 +245,14 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         swarm
             .listen_on(a.clone())
             .map_err(|e| format!("cannot listen on {a}: {e}"))?;
+    }
+    // Reach the coordinators at start: a restarted node gets its presign pools
+    // opened and any lifecycle finish or abort it missed without waiting for the
+    // coordinator's next request.
+    for c in parts.roster.data().coordinators() {
+        if let Some(peer) = parts.roster.net(&c.node).map(|p| p.peer_id) {
+            transport::dial_fresh_port(&mut swarm, &peer);
+        }
     }
     let keys: BTreeMap<KeyId, StoredKey> = parts
         .keystore
@@ -303,6 +317,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         presign: crate::presign::Pools::new(parts.limits.presign()),
         held: Vec::new(),
         lifecycle,
+        coordinator_dial: Instant::now(),
     };
     node.record(AuditKind::NodeStarted, json!({ "keys": node.keys.len() }));
     node.commit_audit();
@@ -562,6 +577,7 @@ impl Node {
             Payload::DkgStart { .. } => self.on_dkg_start(env),
             Payload::ReshareStart { .. } => self.on_reshare_start(env),
             Payload::ReshareFinish { .. } => self.on_reshare_finish(env),
+            Payload::ReshareAbort { .. } => self.on_reshare_abort(env),
             Payload::SignRequest { .. } => self.on_sign_request(env),
             Payload::PresignedSign { .. } => self.on_presigned_sign(env),
             Payload::NettingRound { .. }
@@ -1055,6 +1071,16 @@ impl Node {
             return Err(reject(
                 "request_mismatch",
                 "envelope key or suite differs from the client request",
+            ));
+        }
+        if self.lifecycle.finish_pending(&signed.request.key_id) {
+            return Err(reject(
+                "finish_pending",
+                format!(
+                    "this node confirmed a new generation of key {} and waits for the \
+                     coordinator's finish proof (or abort) before it signs again",
+                    signed.request.key_id
+                ),
             ));
         }
         if self.lifecycle.is_running(&signed.request.key_id) {
@@ -1602,8 +1628,25 @@ impl Node {
         }
     }
 
+    /// Dials every roster coordinator this node is not connected to.
+    fn dial_coordinators(&mut self) {
+        self.coordinator_dial = Instant::now();
+        let peers: Vec<PeerId> = self
+            .roster
+            .data()
+            .coordinators()
+            .filter_map(|c| self.roster.net(&c.node).map(|p| p.peer_id))
+            .collect();
+        for peer in peers {
+            transport::dial_fresh_port(&mut self.swarm, &peer);
+        }
+    }
+
     fn on_tick(&mut self) {
         let now_i = Instant::now();
+        if now_i.duration_since(self.coordinator_dial) >= COORDINATOR_REDIAL {
+            self.dial_coordinators();
+        }
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.resend)
             .into_iter()
             .partition(|(at, ..)| *at <= now_i);

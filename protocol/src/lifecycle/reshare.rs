@@ -707,12 +707,14 @@ impl<C: Suite> Session<C> {
             .map(|m| (m.node, m.index))
             .collect();
         let share = KeyShare::from_frost(self.config.key_id, members, my, &package, &public)?;
-        let transcript: [u8; 32] = Sha256::digest(&share.public.public_key_package).into();
+        let public_key_package = share.public.public_key_package.clone();
+        let transcript: [u8; 32] = Sha256::digest(&public_key_package).into();
         out.push(Output::Done(ReshareEvent::NewShare(share)));
         let env = self.envelope(Payload::ReshareConfirm {
             params: self.params,
             group_key: group_key.clone(),
             transcript,
+            public_key_package,
         });
         self.send_to(self.participants.clone().into_iter(), &env, out);
         if !self.participants.contains(&self.config.coordinator) {
@@ -819,13 +821,15 @@ impl<C: Suite> Session<C> {
 
 /// Checks a coordinator's proof that a run finished: one `ReshareConfirm` per new
 /// member of `config`, each signed by that member for this session and parameters,
-/// all with the old group key and one transcript. Returns the transcript.
+/// all with the old group key and one transcript, each carrying the public key
+/// package the transcript hashes. Returns the transcript and that package.
 pub fn verify_finish(
     config: &ReshareConfig,
     confirms: &[Vec<u8>],
-) -> Result<[u8; 32], ProtocolError> {
+) -> Result<([u8; 32], Vec<u8>), ProtocolError> {
     let params = config.params_hash();
     let mut transcript = None;
+    let mut package = Vec::new();
     let members: Vec<NodeId> = config.committee.nodes().collect();
     if confirms.len() != members.len() {
         return Err(ProtocolError::InvalidParameters(format!(
@@ -841,18 +845,21 @@ pub fn verify_finish(
             params: p,
             group_key,
             transcript: t,
+            public_key_package,
         } = &env.payload
         else {
             return Err(ProtocolError::Malformed(
                 "finish entry is not a confirmation",
             ));
         };
+        let package_hash: [u8; 32] = Sha256::digest(public_key_package).into();
         if env.sender != *member
             || env.session != config.session
             || env.key != config.key_id
             || env.suite != config.suite
             || *p != params
             || *group_key != config.old.verifying_key
+            || package_hash != *t
         {
             return Err(ProtocolError::InvalidParameters(format!(
                 "confirmation of {} does not belong to this run",
@@ -864,8 +871,10 @@ pub fn verify_finish(
                 "confirmations disagree on the new public key package".into(),
             ));
         }
+        package.clone_from(public_key_package);
     }
-    transcript.ok_or(ProtocolError::InvalidState("empty committee"))
+    let transcript = transcript.ok_or(ProtocolError::InvalidState("empty committee"))?;
+    Ok((transcript, package))
 }
 
 /// Associated data binding a sealed sub-share to its run: `"quorate/reshare-share/v1"

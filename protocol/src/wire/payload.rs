@@ -62,6 +62,8 @@ pub enum Round {
     ReshareConfirm,
     /// Lifecycle: the coordinator's proof that every new member confirmed.
     ReshareFinish,
+    /// Lifecycle: the coordinator ends a run that did not commit.
+    ReshareAbort,
 }
 
 /// One row of a DKG echo: what `sender`'s round-1 message hashed to, with the
@@ -314,12 +316,22 @@ pub enum Payload {
         group_key: Vec<u8>,
         /// SHA-256 of the new serialized public key package.
         transcript: [u8; 32],
+        /// The new serialized `frost_core::keys::PublicKeyPackage` (public), from
+        /// which the coordinator records the new generation at the commit point.
+        public_key_package: Vec<u8>,
     },
     /// Coordinator → every participant: every new member's signed confirmation,
     /// so a participant that missed the end of the run can finish it.
     ReshareFinish {
         /// Encoded `ReshareConfirm` envelopes, one per new member.
         confirms: Vec<Vec<u8>>,
+    },
+    /// Coordinator → every participant: the run did not commit (it never held
+    /// every member's confirmation); participants drop its pending shares and keep
+    /// the old generation.
+    ReshareAbort {
+        /// Why (at most 256 bytes of UTF-8).
+        reason: String,
     },
 }
 
@@ -341,6 +353,7 @@ impl Round {
                 | Self::ReshareShare
                 | Self::ReshareConfirm
                 | Self::ReshareFinish
+                | Self::ReshareAbort
         )
     }
 }
@@ -376,6 +389,7 @@ impl Payload {
             Self::ReshareShare { .. } => Round::ReshareShare,
             Self::ReshareConfirm { .. } => Round::ReshareConfirm,
             Self::ReshareFinish { .. } => Round::ReshareFinish,
+            Self::ReshareAbort { .. } => Round::ReshareAbort,
         }
     }
 }
