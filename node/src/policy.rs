@@ -2054,5 +2054,11 @@ carol = "{c}"
         let end = start + readme[start..].find("```").expect("closing fence");
         let policy = Policy::from_toml(&readme[start..end]).expect("README example parses");
         assert!(!policy.clients().is_empty());
+        assert_eq!(
+            policy.lifecycle().required,
+            2,
+            "the [lifecycle] example parses"
+        );
+        assert_eq!(policy.lifecycle().approvers.len(), 2);
     }
 }

@@ -101,3 +101,47 @@ pub(crate) fn validate(file: Option<LifecycleFile>) -> Result<LifecycleApprovers
         approvers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::policy::Policy;
+
+    const A: &str = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    const B: &str = "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c";
+
+    fn parse(section: &str) -> Result<Policy, String> {
+        Policy::from_toml(&format!("version = 1\n{section}")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn lifecycle_approvers_parse_and_default_to_refusing_everything() {
+        let none = parse("").expect("no section");
+        assert_eq!(none.lifecycle().required, 0);
+        let p = parse(&format!(
+            "[lifecycle]\nrequired = 2\napprovers = {{ alice = \"{A}\", bob = \"{B}\" }}\n"
+        ))
+        .expect("valid");
+        assert_eq!(p.lifecycle().required, 2);
+        assert_eq!(
+            p.lifecycle().names_of(&p.lifecycle().keys()),
+            ["alice", "bob"]
+        );
+    }
+
+    #[test]
+    fn bad_lifecycle_sections_name_the_field() {
+        for (section, field) in [
+            (format!("[lifecycle]\nrequired = 0\napprovers = {{ a = \"{A}\" }}"), "lifecycle.required"),
+            (format!("[lifecycle]\nrequired = 2\napprovers = {{ a = \"{A}\" }}"), "lifecycle.required"),
+            ("[lifecycle]\nrequired = 1\napprovers = { a = \"zz\" }".to_string(), "lifecycle.approvers.a"),
+            (format!("[lifecycle]\nrequired = 1\napprovers = {{ a = \"{A}\", b = \"{A}\" }}"), "lifecycle.approvers.b"),
+            (
+                "[lifecycle]\nrequired = 1\napprovers = { a = \"0000000000000000000000000000000000000000000000000000000000000000\" }".to_string(),
+                "lifecycle.approvers.a",
+            ),
+        ] {
+            let err = parse(&section).expect_err(&section);
+            assert!(err.contains(field), "{section}: {err}");
+        }
+    }
+}
