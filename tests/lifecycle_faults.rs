@@ -290,6 +290,17 @@ async fn refresh_interrupted_at_every_step_leaves_one_consistent_generation() {
                     },
                 )
                 .await;
+                // An abort proves nothing: a share node2 had confirmed is kept
+                // (sealed) for a finish proof that may still come.
+                if step == "reshare:pending" {
+                    let log = std::fs::read_to_string(net.data.join("node2.audit.jsonl"))
+                        .unwrap_or_default();
+                    let last = log
+                        .lines()
+                        .rfind(|l| l.contains("\"lifecycle_aborted\""))
+                        .unwrap_or_default();
+                    assert!(last.contains("\"pending_share_kept\":true"), "{last}");
+                }
             }
         }
         let view = wait_consistent(&net, &api, &key.key_id, generation).await;

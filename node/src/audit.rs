@@ -305,6 +305,16 @@ pub enum AuditKind {
         /// The generation now in force.
         generation: u64,
     },
+    /// This node derived and stored (pending) its share of a refresh or reshare and
+    /// is about to confirm it (details: generation).
+    ShareConfirmed {
+        /// Key id.
+        #[serde(with = "hex_id")]
+        key_id: KeyId,
+        /// Session.
+        #[serde(with = "hex_id")]
+        session: SessionId,
+    },
     /// The coordinator aborted a refresh or reshare before it committed: a pending
     /// share was dropped, the old generation stays (details: reason).
     LifecycleAborted {

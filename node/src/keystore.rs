@@ -1161,6 +1161,20 @@ impl StateStore {
     }
 }
 
+/// `lifecycle/<key id hex>/<session hex>` → (key id, session).
+fn parse_lifecycle_name(name: &str) -> Result<(KeyId, SessionId)> {
+    let rest = name
+        .strip_prefix(LIFECYCLE_PREFIX)
+        .ok_or_else(|| corrupt(name, "not a lifecycle record"))?;
+    let (key, session) = rest
+        .split_once('/')
+        .ok_or_else(|| corrupt(name, "lifecycle record name has no session"))?;
+    let key = KeyId::from_hex(key).map_err(|_| corrupt(name, "record name is not a key id"))?;
+    let session =
+        SessionId::from_hex(session).map_err(|_| corrupt(name, "record name is not a session"))?;
+    Ok((key, session))
+}
+
 fn decode_generation(name: &str, plain: &[u8]) -> Result<u64> {
     let bytes: [u8; 8] = plain
         .try_into()
@@ -1182,6 +1196,10 @@ pub struct LifecycleRecord {
     pub pending: Option<StoredKey>,
     /// Whether this node has confirmed its share (sent `ReshareConfirm`).
     pub confirmed: bool,
+    /// The coordinator aborted the run after this node confirmed: the node signs
+    /// with its old generation again but keeps the pending share, which a valid
+    /// finish proof for the run still switches in (an abort proves nothing).
+    pub aborted: bool,
 }
 
 impl fmt::Debug for LifecycleRecord {
@@ -1190,6 +1208,7 @@ impl fmt::Debug for LifecycleRecord {
             .field("generation", &self.generation)
             .field("pending", &self.pending.is_some())
             .field("confirmed", &self.confirmed)
+            .field("aborted", &self.aborted)
             .finish_non_exhaustive()
     }
 }
@@ -1556,13 +1575,19 @@ impl Keystore {
         Ok(true)
     }
 
-    /// Writes (or replaces) `key_id`'s lifecycle record, durably.
+    /// Writes (or replaces) the lifecycle record of `key_id`'s run `session`,
+    /// durably (record `lifecycle/<key id>/<session>`).
     ///
     /// # Security
     /// A pending share in the record is sealed like any key record; the plaintext
     /// buffer is zeroized.
-    pub fn put_lifecycle(&self, key_id: &KeyId, record: &LifecycleRecord) -> Result<()> {
-        let name = format!("{LIFECYCLE_PREFIX}{key_id}");
+    pub fn put_lifecycle(
+        &self,
+        key_id: &KeyId,
+        session: &SessionId,
+        record: &LifecycleRecord,
+    ) -> Result<()> {
+        let name = format!("{LIFECYCLE_PREFIX}{key_id}/{session}");
         let plain = Zeroizing::new(
             postcard::to_allocvec(record)
                 .map_err(|_| KeystoreError::Internal("lifecycle record does not encode"))?,
@@ -1578,9 +1603,9 @@ impl Keystore {
         txn.commit().map_err(|e| self.store.err(e))
     }
 
-    /// Removes `key_id`'s lifecycle record (the run was aborted), durably.
-    pub fn remove_lifecycle(&self, key_id: &KeyId) -> Result<()> {
-        let name = format!("{LIFECYCLE_PREFIX}{key_id}");
+    /// Removes the lifecycle record of `key_id`'s run `session`, durably.
+    pub fn remove_lifecycle(&self, key_id: &KeyId, session: &SessionId) -> Result<()> {
+        let name = format!("{LIFECYCLE_PREFIX}{key_id}/{session}");
         let txn = self.store.db.begin_write().map_err(|e| self.store.err(e))?;
         {
             let mut table = txn.open_table(RECORDS).map_err(|e| self.store.err(e))?;
@@ -1589,31 +1614,28 @@ impl Keystore {
         txn.commit().map_err(|e| self.store.err(e))
     }
 
-    /// Every unfinished lifecycle record, by key id.
+    /// Every unfinished lifecycle record, by key id and session.
     ///
     /// # Security
     /// Records may hold pending secret shares (zeroized on drop).
-    pub fn lifecycle_records(&self) -> Result<Vec<(KeyId, LifecycleRecord)>> {
+    pub fn lifecycle_records(&self) -> Result<Vec<(KeyId, SessionId, LifecycleRecord)>> {
         self.store
             .records()?
             .into_iter()
-            .filter_map(|(name, sealed)| {
-                let hex_id = name.strip_prefix(LIFECYCLE_PREFIX)?.to_owned();
-                Some((name, hex_id, sealed))
-            })
-            .map(|(name, hex_id, sealed)| {
-                let key_id = KeyId::from_hex(&hex_id)
-                    .map_err(|_| corrupt(&name, "record name is not a key id"))?;
+            .filter(|(name, _)| name.starts_with(LIFECYCLE_PREFIX))
+            .map(|(name, sealed)| {
+                let (key, session) = parse_lifecycle_name(&name)?;
                 let record = LifecycleRecord::decode(&name, &self.sealer.open(&name, &sealed)?)?;
-                Ok((key_id, record))
+                Ok((key, session, record))
             })
             .collect()
     }
 
-    /// Ends `key_id`'s lifecycle run at `generation` in one committed transaction:
-    /// the new share (if this node holds one) replaces the old one, or — a member
-    /// that leaves — the old share is deleted; the generation is recorded and the
-    /// lifecycle record removed. Returns the new share, if any.
+    /// Ends a lifecycle run of `key_id` at `generation` in one committed
+    /// transaction: the new share (if this node holds one) replaces the old one, or
+    /// — a member that leaves — the old share is deleted; the generation is
+    /// recorded and every lifecycle record of the key in `done` (the finished run
+    /// and the runs of generations it supersedes) is removed.
     ///
     /// # Security
     /// Deletes the old share for good: the run's proof of completion must have
@@ -1623,10 +1645,10 @@ impl Keystore {
         key_id: &KeyId,
         generation: u64,
         new: Option<&StoredKey>,
+        done: &[SessionId],
     ) -> Result<()> {
         let key_name = StoredKey::record_name(key_id);
         let gen_name = format!("{KEY_GENERATION_PREFIX}{key_id}");
-        let run_name = format!("{LIFECYCLE_PREFIX}{key_id}");
         let sealed_key = match new {
             Some(key) => {
                 let buf = Zeroizing::new(
@@ -1660,9 +1682,12 @@ impl Keystore {
             table
                 .insert(gen_name.as_str(), sealed_gen.as_slice())
                 .map_err(|e| self.store.err(e))?;
-            table
-                .remove(run_name.as_str())
-                .map_err(|e| self.store.err(e))?;
+            for session in done {
+                let run_name = format!("{LIFECYCLE_PREFIX}{key_id}/{session}");
+                table
+                    .remove(run_name.as_str())
+                    .map_err(|e| self.store.err(e))?;
+            }
         }
         txn.commit().map_err(|e| self.store.err(e))
     }

@@ -9,8 +9,8 @@ use common::{message, rng, setup, verify_independently};
 use frost_core::keys::{KeyPackage, PublicKeyPackage, SigningShare};
 use quorate_protocol::{
     lifecycle::{
-        share_aad, verify_finish, ApprovedOperation, Operation, OperationKind, Reshare,
-        ReshareConfig, ReshareEvent,
+        public_package, share_aad, verify_finish, ApprovedOperation, Operation, OperationKind,
+        Reshare, ReshareConfig, ReshareEvent,
     },
     local::{self, Net, Outcome, Party},
     seal, Ciphersuite, Committee, Envelope, Fault, Input, KeyShare, Member, NodeId, NodeIdentity,
@@ -398,8 +398,18 @@ fn finish_proof_is_every_members_confirmation_of_this_run() {
     let committee = local::committee_of(&ids).expect("committee");
     let cfg = config(&shares[0], &ids, &committee, 2);
     let mut net = refresh_net(&ids, &shares, &cfg, None, &mut rng);
-    net.run_clean(&mut rng);
+    // What reaches the coordinator (not a party here): the dealers' commitments.
+    let mut commits = std::collections::BTreeMap::new();
+    net.run(&mut rng, &mut |to, env| {
+        if *to == cfg.coordinator {
+            if let Payload::ReshareCommit { commitment, .. } = &env.payload {
+                commits.insert(env.sender, commitment.clone());
+            }
+        }
+        vec![env]
+    });
     assert!(fatal(&net).is_empty());
+    assert_eq!(commits.len(), 3, "every dealer tells the coordinator");
     let Some(Outcome::Reshare(ReshareEvent::Finished {
         transcript,
         confirms,
@@ -408,21 +418,34 @@ fn finish_proof_is_every_members_confirmation_of_this_run() {
         panic!("finished")
     };
     let bytes: Vec<Vec<u8>> = confirms.iter().map(Envelope::encode).collect();
-    let (proved, package) = verify_finish(&cfg, &bytes).expect("proof");
-    assert_eq!(proved, *transcript);
+    // The coordinator's package, from the commitments, is what members derived.
+    let package = public_package(&cfg, &commits).expect("package");
     assert_eq!(
         package,
-        net.new_shares[&ids[0].node_id()].public.public_key_package,
-        "the proof carries the new public key package"
+        net.new_shares[&ids[0].node_id()].public.public_key_package
     );
-    // One missing, or from another run: refused.
-    assert!(verify_finish(&cfg, &bytes[1..]).is_err());
+    assert_eq!(
+        verify_finish(&cfg, &package, &bytes).expect("proof"),
+        *transcript
+    );
+    // One missing, from another run, out of order, or another package: refused.
+    assert!(verify_finish(&cfg, &package, &bytes[1..]).is_err());
     let mut other = cfg.clone();
     other.session = SessionId([8; 32]);
-    assert!(verify_finish(&other, &bytes).is_err());
+    assert!(verify_finish(&other, &package, &bytes).is_err());
     let mut swapped = bytes.clone();
     swapped.swap(0, 1);
-    assert!(verify_finish(&cfg, &swapped).is_err());
+    assert!(verify_finish(&cfg, &package, &swapped).is_err());
+    assert!(verify_finish(&cfg, &shares[0].public.public_key_package, &bytes).is_err());
+    // A dealer's commitment that is not bound to its old share is named.
+    let mut bad = commits.clone();
+    let first = *bad.keys().next().expect("dealer");
+    let second = bad.values().nth(1).expect("other").clone();
+    bad.insert(first, second);
+    assert!(matches!(
+        public_package(&cfg, &bad),
+        Err(ProtocolError::Aborted { culprits, fault: Fault::UnboundReshare }) if culprits == vec![first]
+    ));
 }
 
 fn operation(committee: Vec<NodeId>, threshold: u16) -> Operation {
@@ -469,6 +492,16 @@ fn operation_needs_a_quorum_of_this_nodes_approvers() {
     };
     two.verify(&allowed, 2, 10).expect("two of three");
     assert!(two.verify(&allowed, 2, 1_000).is_err(), "expired");
+    let mut forever = two.clone();
+    forever.operation.expires_at = u64::MAX;
+    forever.approvals = vec![
+        forever.operation.approve(&keys[0]),
+        forever.operation.approve(&keys[2]),
+    ];
+    assert!(
+        forever.verify(&allowed, 2, 10).is_err(),
+        "lifetime over 30 days"
+    );
     assert!(
         two.verify(&allowed[..1], 2, 10).is_err(),
         "not this node's approvers"

@@ -411,12 +411,13 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                 params: [0x22; 32],
                 group_key: vec![0x2a; 33],
                 transcript: [0x2b; 32],
-                public_key_package: vec![0x2d; 5],
             },
         ),
         (
             "reshare_finish",
             Payload::ReshareFinish {
+                start: vec![0x2e; 4],
+                public_key_package: vec![0x2d; 5],
                 confirms: vec![vec![0x2c; 6]],
             },
         ),

@@ -266,7 +266,7 @@ impl Task {
                 let nodes: Vec<NodeId> = self.nodes.values().copied().collect();
                 for node in nodes {
                     for env in self.lifecycle.on_connect(&node) {
-                        self.send(&node, Frame::Deliver(env));
+                        self.send_tracked_envelope(node, env);
                     }
                 }
             }
@@ -435,7 +435,7 @@ impl Task {
                 // Lifecycle follow-ups: a finish proof or abort it may have missed.
                 if let Some(node) = self.nodes.get(&peer_id).copied() {
                     for env in self.lifecycle.on_connect(&node) {
-                        self.send(&node, Frame::Deliver(env));
+                        self.send_tracked_envelope(node, env);
                     }
                 }
             }
@@ -493,8 +493,13 @@ impl Task {
                     self.flush_netting();
                     return;
                 }
-                if let (Some((session, node)), Ack::Rejected { reason, detail }) =
-                    (self.outbound.remove(&request_id), response)
+                let sent = self.outbound.remove(&request_id);
+                if let (Some((session, node)), Ack::Accepted) = (sent, &response) {
+                    if self.lifecycle.owns(&session) {
+                        self.lifecycle.on_ack(session, node);
+                    }
+                }
+                if let (Some((session, node)), Ack::Rejected { reason, detail }) = (sent, response)
                 {
                     tracing::warn!(%node, %reason, %detail, "node refused");
                     if self.lifecycle.owns(&session) {
@@ -649,6 +654,11 @@ impl Task {
         }
         if matches!(env.payload, Payload::ReshareConfirm { .. }) {
             let out = self.lifecycle.on_confirm(env, &self.identity);
+            self.send_lifecycle(out);
+            return;
+        }
+        if matches!(env.payload, Payload::ReshareCommit { .. }) {
+            let out = self.lifecycle.on_commit(env, &self.identity);
             self.send_lifecycle(out);
             return;
         }

@@ -24,8 +24,12 @@ pub struct StoredRun {
     pub generation: u64,
     /// Dealers and new members.
     pub participants: Vec<NodeId>,
+    /// Nodes the finish proof goes to (participants and every old member).
+    pub recipients: Vec<NodeId>,
     /// New members that have not yet attested the new generation.
     pub unreported: Vec<NodeId>,
+    /// Recipients that have not yet acknowledged the finish (or abort).
+    pub unacked: Vec<NodeId>,
     /// The encoded `ReshareFinish` envelope once the run committed; `None`: not
     /// committed (a restarted coordinator aborts it).
     pub finish: Option<Vec<u8>>,
@@ -33,16 +37,43 @@ pub struct StoredRun {
     pub started_at_ms: u64,
 }
 
+fn name(key: &KeyId, session: &SessionId) -> String {
+    format!("{key}/{session}")
+}
+
 impl Store {
-    /// Writes (or replaces) the run record of its key.
+    /// Writes (or replaces) a run record (one per key and session).
     pub fn put_lifecycle_run(&self, run: &StoredRun) -> Result<(), CoordinatorError> {
         let bytes = postcard::to_allocvec(run).map_err(|e| self.err(e))?;
-        let name = run.key_id.to_string();
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(RUNS).map_err(|e| self.err(e))?;
-            t.insert(name.as_str(), bytes.as_slice())
+            t.insert(name(&run.key_id, &run.session).as_str(), bytes.as_slice())
                 .map_err(|e| self.err(e))?;
+        }
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// The commit point of a run, in one transaction: the key's new record and the
+    /// run record holding the finish proof. A crash leaves both or neither.
+    pub fn commit_lifecycle_run(
+        &self,
+        record: &crate::types::KeyRecord,
+        run: &StoredRun,
+    ) -> Result<(), CoordinatorError> {
+        let key_bytes = postcard::to_allocvec(record).map_err(|e| self.err(e))?;
+        let run_bytes = postcard::to_allocvec(run).map_err(|e| self.err(e))?;
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut keys = txn.open_table(super::KEYS).map_err(|e| self.err(e))?;
+            keys.insert(record.key_id().to_string().as_str(), key_bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+            let mut t = txn.open_table(RUNS).map_err(|e| self.err(e))?;
+            t.insert(
+                name(&run.key_id, &run.session).as_str(),
+                run_bytes.as_slice(),
+            )
+            .map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
     }
@@ -63,24 +94,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes the run record of `key_id` if it is `session`'s.
+    /// Removes a run record.
     pub fn remove_lifecycle_run(
         &self,
         key_id: &KeyId,
         session: &SessionId,
     ) -> Result<(), CoordinatorError> {
-        let name = key_id.to_string();
         let txn = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = txn.open_table(RUNS).map_err(|e| self.err(e))?;
-            let ours = t
-                .get(name.as_str())
-                .map_err(|e| self.err(e))?
-                .and_then(|v| postcard::from_bytes::<StoredRun>(v.value()).ok())
-                .is_some_and(|r| r.session == *session);
-            if ours {
-                t.remove(name.as_str()).map_err(|e| self.err(e))?;
-            }
+            t.remove(name(key_id, session).as_str())
+                .map_err(|e| self.err(e))?;
         }
         txn.commit().map_err(|e| self.err(e))
     }

@@ -35,6 +35,7 @@ impl Node {
                 format!("a refresh or reshare of key {} is already running", env.key),
             ));
         }
+        self.check_unfinished(&env)?;
         let held = self.keys.get(&env.key);
         let ctx = Context {
             me: self.identity.node_id(),
@@ -69,9 +70,10 @@ impl Node {
             start: env.encode(),
             pending: None,
             confirmed: false,
+            aborted: false,
         };
         self.keystore
-            .put_lifecycle(&env.key, &record)
+            .put_lifecycle(&env.key, &env.session, &record)
             .map_err(|e| reject("keystore_unavailable", e.to_string()))?;
         let op = &admitted.operation.operation;
         self.record_or_refuse(
@@ -110,6 +112,42 @@ impl Node {
         Ok(Ack::Accepted)
     }
 
+    /// Unfinished runs of the key stay (an abort proves nothing): a new run is
+    /// refused when the same approved operation already ran here (a replay), or
+    /// when the key holds [`MAX_UNFINISHED_RUNS`](crate::lifecycle::MAX_UNFINISHED_RUNS).
+    fn check_unfinished(&self, env: &Envelope) -> Result<(), Ack> {
+        let digest_of = |start: &[u8]| {
+            let env = Envelope::decode(start).ok()?;
+            let Payload::ReshareStart { operation, .. } = env.payload else {
+                return None;
+            };
+            quorate_protocol::lifecycle::ApprovedOperation::decode(&operation)
+                .ok()
+                .map(|op| op.operation.digest())
+        };
+        let Some(new) = digest_of(&env.encode()) else {
+            return Err(reject("malformed", "not a reshare start"));
+        };
+        let runs: Vec<_> = self.lifecycle.records_of(&env.key).collect();
+        if runs.iter().any(|(_, r)| digest_of(&r.start) == Some(new)) {
+            return Err(reject(
+                "operation_replayed",
+                "this approved operation already ran here; operators approve a new one",
+            ));
+        }
+        if runs.len() >= crate::lifecycle::MAX_UNFINISHED_RUNS {
+            return Err(reject(
+                "too_many_unfinished",
+                format!(
+                    "key {} has {} unfinished runs here; each waits for its finish proof",
+                    env.key,
+                    runs.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The resharing machine's events. A new share is made durable (pending) before
     /// the confirmation that follows it leaves; `false` stops the step's release.
     pub(super) fn on_reshare_event(&mut self, id: &SessionId, event: ReshareEvent) -> bool {
@@ -118,7 +156,7 @@ impl Node {
         };
         match event {
             ReshareEvent::NewShare(share) => {
-                if let Err(e) = self.keep_pending(&key_id, share) {
+                if let Err(e) = self.keep_pending(&key_id, id, share) {
                     tracing::error!(key = %key_id, error = %e, "new share not stored: leaving the run");
                     self.end_session(id, "keystore_failed", Vec::new());
                     return false;
@@ -139,31 +177,43 @@ impl Node {
         }
     }
 
-    fn keep_pending(&mut self, key_id: &KeyId, share: KeyShare) -> Result<(), String> {
+    fn keep_pending(
+        &mut self,
+        key_id: &KeyId,
+        session: &SessionId,
+        share: KeyShare,
+    ) -> Result<(), String> {
         let mut record = self
             .lifecycle
-            .record(key_id)
+            .record(key_id, session)
             .cloned()
             .ok_or("no lifecycle record")?;
-        let config = admit::config_from_start(&record.start)?;
-        let segments = operation_segments(&record.start);
         record.pending = Some(StoredKey {
             share,
             created_at_ms: unix_ms(),
-            allowed_segments: segments,
+            allowed_segments: operation_segments(&record.start),
         });
         record.confirmed = true;
-        debug_assert_eq!(config.key_id, *key_id);
+        self.record_durably(
+            AuditKind::ShareConfirmed {
+                key_id: *key_id,
+                session: *session,
+            },
+            json!({ "generation": record.generation }),
+        )
+        .map_err(|_| "audit log unavailable".to_string())?;
         self.keystore
-            .put_lifecycle(key_id, &record)
+            .put_lifecycle(key_id, session, &record)
             .map_err(|e| e.to_string())?;
-        self.lifecycle.update(*key_id, record);
+        self.lifecycle.update(*key_id, *session, record);
         Ok(())
     }
 
-    /// The coordinator's proof that every new member confirmed (for a node that
-    /// missed the end of the run): checked against the stored start, then the run
-    /// finishes here as it would have in the session.
+    /// A finish proof (from any roster coordinator: it proves itself): checked
+    /// against the run's start, then the run finishes here. For a run this node
+    /// took no part in (an old member left out), the start in the proof is checked
+    /// instead and a member that leaves retires its share. Accepted only once the
+    /// switch is durable, so the coordinator knows who still needs the proof.
     pub(super) fn on_reshare_finish(&mut self, env: Envelope) -> Ack {
         if !self.roster.is_coordinator(&env.sender) {
             return reject(
@@ -171,49 +221,75 @@ impl Node {
                 "only a roster coordinator may finish a run",
             );
         }
-        let Payload::ReshareFinish { confirms } = &env.payload else {
-            return reject("malformed", "not a reshare finish");
-        };
-        let Some(record) = self.lifecycle.record(&env.key).cloned() else {
-            // Finished already (or never ran here): idempotent. A member reports
-            // its generation again, in case the report was lost (a crash after the
-            // switch).
-            if let Some(key) = self.keys.get(&env.key) {
-                let public = key.share.public.clone();
-                self.report_key(&env.session, env.sender, public);
-                return Ack::Accepted;
-            }
-            return if self.lifecycle.generation(&env.key) > 0 {
-                Ack::Accepted
-            } else {
-                reject(
-                    "unknown_run",
-                    format!("no unfinished run of key {}", env.key),
-                )
-            };
-        };
-        let config: ReshareConfig = match admit::config_from_start(&record.start) {
-            Ok(c) => c,
-            Err(e) => return reject("keystore_unavailable", e),
-        };
-        if config.session != env.session {
+        if self.audit_failed {
             return reject(
-                "unknown_run",
-                format!("the unfinished run of key {} is another session", env.key),
+                "audit_unavailable",
+                "audit log cannot be written; node refuses to act",
             );
         }
-        if let Err(e) = verify_finish(&config, confirms) {
+        let Payload::ReshareFinish {
+            start,
+            public_key_package,
+            confirms,
+        } = &env.payload
+        else {
+            return reject("malformed", "not a reshare finish");
+        };
+        let stored = self.lifecycle.record(&env.key, &env.session).cloned();
+        let start_bytes = match &stored {
+            Some(r) => r.start.clone(),
+            None => start.clone(),
+        };
+        let config: ReshareConfig = match admit::config_from_start(&start_bytes) {
+            Ok(c) => c,
+            Err(e) => return reject("bad_proof", format!("the run's start: {e}")),
+        };
+        if config.session != env.session || config.key_id != env.key {
+            return reject("bad_proof", "the start is of another run");
+        }
+        let me = self.identity.node_id();
+        let member = config.committee.get(&me).is_some();
+        if stored.is_none() {
+            // Finished here already: a member attests again (its report may have
+            // been lost); a node that retired, or never held the key, acknowledges.
+            if self.lifecycle.generation(&env.key) >= config.generation {
+                if member {
+                    if let Some(key) = self.keys.get(&env.key) {
+                        let public = key.share.public.clone();
+                        self.report_key(&env.session, env.sender, public);
+                    }
+                }
+                return Ack::Accepted;
+            }
+            // An old member the run left out: it may only retire.
+            let holds_old = self
+                .keys
+                .get(&env.key)
+                .is_some_and(|k| k.share.public == config.old);
+            if member || !holds_old {
+                return reject(
+                    "unknown_run",
+                    format!("no unfinished run {} of key {} here", env.session, env.key),
+                );
+            }
+        }
+        if let Err(e) = verify_finish(&config, public_key_package, confirms) {
             return reject("bad_proof", e.to_string());
         }
-        self.finish_run(env.key, record.generation, &env.session);
+        let result = self.finish_run(&env.key, &env.session, &config, stored.as_ref());
         if self.sessions.contains_key(&env.session) {
             self.end_session(&env.session, "done", Vec::new());
         }
-        Ack::Accepted
+        match result {
+            Ok(()) => Ack::Accepted,
+            Err(ack) => ack,
+        }
     }
 
-    /// The coordinator ends a run that did not commit: its pending share (if any)
-    /// is dropped and the old generation stays in force.
+    /// The coordinator ends a run that did not commit. A run this node had not
+    /// confirmed is dropped; a confirmed one keeps its pending share (an abort
+    /// proves nothing: the run may have committed elsewhere) but the node signs
+    /// with its old generation again, and a finish proof still switches it in.
     pub(super) fn on_reshare_abort(&mut self, env: Envelope) -> Ack {
         if !self.roster.is_coordinator(&env.sender) {
             return reject(
@@ -224,86 +300,79 @@ impl Node {
         let Payload::ReshareAbort { reason } = &env.payload else {
             return reject("malformed", "not a reshare abort");
         };
-        let ours = self.lifecycle.record(&env.key).and_then(|r| {
-            admit::config_from_start(&r.start)
-                .ok()
-                .filter(|c| c.session == env.session && c.coordinator == env.sender)
-        });
-        if ours.is_none() {
-            // Finished, aborted already, or never here: idempotent.
+        if reason.len() > 256 {
+            return reject("malformed", "abort reason longer than 256 bytes");
+        }
+        let Some(record) = self.lifecycle.record(&env.key, &env.session).cloned() else {
+            return Ack::Accepted; // finished, aborted already, or never here
+        };
+        let ours =
+            admit::config_from_start(&record.start).is_ok_and(|c| c.coordinator == env.sender);
+        if !ours {
+            return reject("not_coordinator", "another coordinator started this run");
+        }
+        if record.aborted {
             return Ack::Accepted;
         }
-        if self.sessions.contains_key(&env.session) {
-            self.end_session(&env.session, "aborted", Vec::new());
-        }
-        if let Err(e) = self.keystore.remove_lifecycle(&env.key) {
-            return reject("keystore_unavailable", e.to_string());
-        }
-        self.lifecycle.aborted(&env.key);
-        let mut reason = reason.clone();
-        reason.truncate(256);
-        self.record(
+        if let Err(ack) = self.record_durably(
             AuditKind::LifecycleAborted {
                 key_id: env.key,
                 session: env.session,
             },
-            json!({ "reason": reason }),
-        );
+            json!({ "reason": reason, "pending_share_kept": record.confirmed }),
+        ) {
+            return ack;
+        }
+        if self.sessions.contains_key(&env.session) {
+            self.end_session(&env.session, "aborted", Vec::new());
+        }
+        let written = if record.confirmed {
+            let mut kept = record;
+            kept.aborted = true;
+            self.keystore.put_lifecycle(&env.key, &env.session, &kept)
+        } else {
+            self.keystore.remove_lifecycle(&env.key, &env.session)
+        };
+        if let Err(e) = written {
+            return reject("keystore_unavailable", e.to_string());
+        }
+        self.lifecycle.aborted(&env.key, &env.session);
         tracing::warn!(key = %env.key, session = %env.session, %reason, "lifecycle run aborted by the coordinator; old generation stays");
         Ack::Accepted
     }
 
-    /// Switches `key_id` to `generation` in one keystore transaction (new share in,
-    /// or old share out for a member that leaves), audits it, and has a new member
-    /// attest the new public data to the coordinator.
-    fn finish_run(&mut self, key_id: KeyId, generation: u64, session: &SessionId) {
-        let Some(record) = self.lifecycle.record(&key_id).cloned() else {
-            return;
-        };
+    /// Switches the key to the run's generation in one keystore transaction (new
+    /// share in, or old share out for a member that leaves), after its audit record
+    /// is durable; a new member attests the new public data to the coordinator.
+    fn finish_run(
+        &mut self,
+        key_id: &KeyId,
+        session: &SessionId,
+        config: &ReshareConfig,
+        record: Option<&LifecycleRecord>,
+    ) -> Result<(), Ack> {
+        let key_id = *key_id;
         let me = self.identity.node_id();
-        let config = match admit::config_from_start(&record.start) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(key = %key_id, error = %e, "stored start unreadable");
-                return;
-            }
-        };
         let member = config.committee.get(&me).is_some();
-        if member && record.pending.is_none() {
-            tracing::error!(key = %key_id, "run finished but this member holds no new share");
-            return;
-        }
         let new = if member {
-            record.pending.as_ref()
+            let pending = record.and_then(|r| r.pending.as_ref());
+            if pending.is_none() {
+                tracing::error!(key = %key_id, "run finished but this member holds no new share");
+                return Err(reject(
+                    "no_pending_share",
+                    "this member holds no share of the run",
+                ));
+            }
+            pending
         } else {
             None
         };
-        crate::lifecycle::crash_point("reshare:switching");
-        if let Err(e) = self.keystore.finish_lifecycle(&key_id, generation, new) {
-            tracing::error!(key = %key_id, error = %e, "cannot switch generations: the old one stays");
-            return;
-        }
-        crate::lifecycle::crash_point("reshare:switched");
-        self.lifecycle.finished(key_id, generation);
-        let role = match new {
-            Some(key) => {
-                self.keys.insert(key_id, key.clone());
-                "member"
-            }
-            None => {
-                self.keys.remove(&key_id);
-                self.presign.close_key(&key_id, &self.metrics);
-                "retired"
-            }
-        };
-        self.metrics.key_state(
-            &key_id.to_string(),
-            generation,
-            config.committee.len(),
-            Some(unix_ms() / 1000),
-        );
-        self.record(
-            AuditKind::KeyReshared { key_id, generation },
+        let role = if member { "member" } else { "retired" };
+        self.record_durably(
+            AuditKind::KeyReshared {
+                key_id,
+                generation: config.generation,
+            },
             json!({
                 "role": role,
                 "session": session.to_string(),
@@ -311,13 +380,43 @@ impl Node {
                 "participants": config.committee.len(),
                 "group_key": hex::encode(&config.old.verifying_key),
             }),
+        )?;
+        let mut done = self.lifecycle.superseded(&key_id, config.generation);
+        if !done.contains(session) {
+            done.push(*session);
+        }
+        crate::lifecycle::crash_point("reshare:switching");
+        if let Err(e) = self
+            .keystore
+            .finish_lifecycle(&key_id, config.generation, new, &done)
+        {
+            tracing::error!(key = %key_id, error = %e, "cannot switch generations: the old one stays");
+            return Err(reject("keystore_unavailable", e.to_string()));
+        }
+        crate::lifecycle::crash_point("reshare:switched");
+        self.lifecycle.finished(key_id, config.generation, &done);
+        match new {
+            Some(key) => {
+                self.keys.insert(key_id, key.clone());
+            }
+            None => {
+                self.keys.remove(&key_id);
+                self.presign.close_key(&key_id, &self.metrics);
+            }
+        }
+        self.metrics.key_state(
+            &key_id.to_string(),
+            config.generation,
+            config.committee.len(),
+            Some(unix_ms() / 1000),
         );
-        tracing::info!(key = %key_id, generation, role, "lifecycle run finished");
+        tracing::info!(key = %key_id, generation = config.generation, role, "lifecycle run finished");
         if let Some(key) = new {
             let public = key.share.public.clone();
             self.report_key(session, config.coordinator, public);
             self.open_pools_for(&key_id);
         }
+        Ok(())
     }
 
     /// Tells the coordinator the public data of a key generation this node now

@@ -351,6 +351,24 @@ impl Node {
     /// ([`Self::commit_audit`], at the end of the batch of events it belongs to):
     /// every frame this node sends meanwhile is held until then, so nothing that
     /// depends on a record leaves the node before the record is durable.
+    /// [`Self::record_or_refuse`], then synced at once: for records that must be
+    /// durable before an effect that is not a message (a keystore change).
+    fn record_durably(&mut self, kind: AuditKind, details: serde_json::Value) -> Result<(), Ack> {
+        if self.audit_failed {
+            return Err(reject(
+                "audit_unavailable",
+                "audit log cannot be written; node refuses to act",
+            ));
+        }
+        self.record_or_refuse(kind, details)?;
+        if let Err(e) = self.audit.commit() {
+            tracing::error!(error = %e, "audit log commit failed: refusing to act from now on");
+            self.audit_failed = true;
+            return Err(reject("audit_unavailable", "audit log cannot be written"));
+        }
+        Ok(())
+    }
+
     fn record_or_refuse(&mut self, kind: AuditKind, details: serde_json::Value) -> Result<(), Ack> {
         match self.audit.append_deferred(kind, details) {
             Ok(_) => Ok(()),

@@ -14,4 +14,4 @@ pub mod operation;
 pub mod reshare;
 
 pub use operation::{ApprovedOperation, Operation, OperationKind, MAX_OPERATION_SIZE};
-pub use reshare::{share_aad, verify_finish, Reshare, ReshareConfig, ReshareEvent};
+pub use reshare::{public_package, share_aad, verify_finish, Reshare, ReshareConfig, ReshareEvent};

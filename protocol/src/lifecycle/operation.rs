@@ -25,6 +25,9 @@ pub const MAX_OPERATION_APPROVALS: usize = 16;
 pub const MAX_COMMITTEE: usize = 255;
 /// Largest encoded approved operation.
 pub const MAX_OPERATION_SIZE: usize = 16 * 1024;
+/// Longest an approved operation may stay valid (`expires_at − now`): 30 days, so
+/// a leaked approval does not stay usable for years.
+pub const MAX_OPERATION_LIFETIME_SECS: u64 = 30 * 24 * 3600;
 
 /// Which lifecycle operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +196,12 @@ impl ApprovedOperation {
         if now_unix >= self.operation.expires_at {
             return Err(ProtocolError::InvalidParameters(format!(
                 "operation expired at {} (now {now_unix})",
+                self.operation.expires_at
+            )));
+        }
+        if self.operation.expires_at - now_unix > MAX_OPERATION_LIFETIME_SECS {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "operation valid until {}: more than {MAX_OPERATION_LIFETIME_SECS} s from now",
                 self.operation.expires_at
             )));
         }

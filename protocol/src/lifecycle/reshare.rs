@@ -483,6 +483,14 @@ impl<C: Suite> Session<C> {
             commitment: math::encode_commitment::<C>(&commitment)?,
         });
         self.send_to(self.participants.clone().into_iter(), &env, out);
+        // The coordinator derives the new public key package from the
+        // commitments (it records the generation before anyone switches).
+        if !self.participants.contains(&self.config.coordinator) {
+            out.push(Output::Send {
+                to: self.config.coordinator,
+                msg: env.clone(),
+            });
+        }
         self.heard.insert(
             self.me,
             echo::Heard {
@@ -707,14 +715,12 @@ impl<C: Suite> Session<C> {
             .map(|m| (m.node, m.index))
             .collect();
         let share = KeyShare::from_frost(self.config.key_id, members, my, &package, &public)?;
-        let public_key_package = share.public.public_key_package.clone();
-        let transcript: [u8; 32] = Sha256::digest(&public_key_package).into();
+        let transcript: [u8; 32] = Sha256::digest(&share.public.public_key_package).into();
         out.push(Output::Done(ReshareEvent::NewShare(share)));
         let env = self.envelope(Payload::ReshareConfirm {
             params: self.params,
             group_key: group_key.clone(),
             transcript,
-            public_key_package,
         });
         self.send_to(self.participants.clone().into_iter(), &env, out);
         if !self.participants.contains(&self.config.coordinator) {
@@ -820,16 +826,16 @@ impl<C: Suite> Session<C> {
 }
 
 /// Checks a coordinator's proof that a run finished: one `ReshareConfirm` per new
-/// member of `config`, each signed by that member for this session and parameters,
-/// all with the old group key and one transcript, each carrying the public key
-/// package the transcript hashes. Returns the transcript and that package.
+/// member of `config`, in committee order, each signed by that member for this
+/// session and parameters, all with the old group key and the transcript
+/// `SHA-256(public_key_package)`. Returns the transcript.
 pub fn verify_finish(
     config: &ReshareConfig,
+    public_key_package: &[u8],
     confirms: &[Vec<u8>],
-) -> Result<([u8; 32], Vec<u8>), ProtocolError> {
+) -> Result<[u8; 32], ProtocolError> {
     let params = config.params_hash();
-    let mut transcript = None;
-    let mut package = Vec::new();
+    let transcript: [u8; 32] = Sha256::digest(public_key_package).into();
     let members: Vec<NodeId> = config.committee.nodes().collect();
     if confirms.len() != members.len() {
         return Err(ProtocolError::InvalidParameters(format!(
@@ -845,36 +851,98 @@ pub fn verify_finish(
             params: p,
             group_key,
             transcript: t,
-            public_key_package,
         } = &env.payload
         else {
             return Err(ProtocolError::Malformed(
                 "finish entry is not a confirmation",
             ));
         };
-        let package_hash: [u8; 32] = Sha256::digest(public_key_package).into();
         if env.sender != *member
             || env.session != config.session
             || env.key != config.key_id
             || env.suite != config.suite
             || *p != params
             || *group_key != config.old.verifying_key
-            || package_hash != *t
         {
             return Err(ProtocolError::InvalidParameters(format!(
                 "confirmation of {} does not belong to this run",
                 env.sender
             )));
         }
-        if *transcript.get_or_insert(*t) != *t {
-            return Err(ProtocolError::InvalidParameters(
-                "confirmations disagree on the new public key package".into(),
-            ));
+        if *t != transcript {
+            return Err(ProtocolError::InvalidParameters(format!(
+                "{} confirmed another public key package",
+                env.sender
+            )));
         }
-        package.clone_from(public_key_package);
     }
-    let transcript = transcript.ok_or(ProtocolError::InvalidState("empty committee"))?;
-    Ok((transcript, package))
+    Ok(transcript)
+}
+
+/// The new public key package of a run, from every dealer's signed
+/// `ReshareCommit` (what the coordinator records at the commit point; members
+/// confirm its hash). Each commitment is checked as members check it: `t′` valid
+/// elements, the constant term bound to the dealer's old verifying share.
+pub fn public_package(
+    config: &ReshareConfig,
+    commits: &BTreeMap<NodeId, Vec<Vec<u8>>>,
+) -> Result<Vec<u8>, ProtocolError> {
+    crate::dispatch!(config.suite, C => public_package_of::<C>(config, commits))
+}
+
+fn public_package_of<C: Suite>(
+    config: &ReshareConfig,
+    commits: &BTreeMap<NodeId, Vec<Vec<u8>>>,
+) -> Result<Vec<u8>, ProtocolError> {
+    let old = config.old.package::<C>()?;
+    let indices = config
+        .dealers
+        .iter()
+        .map(|d| {
+            config
+                .old
+                .members
+                .get(d)
+                .copied()
+                .ok_or(ProtocolError::InvalidState("dealer without an old index"))
+        })
+        .collect::<Result<Vec<u16>, _>>()?;
+    let t = usize::from(config.threshold);
+    let mut group: Vec<Element<C>> = vec![<C::Group as frost_core::Group>::identity(); t];
+    for (d, index) in config.dealers.iter().zip(&indices) {
+        let raw = commits.get(d).ok_or(ProtocolError::InvalidState(
+            "a dealer's commitment is missing",
+        ))?;
+        if raw.len() != t {
+            return Err(ProtocolError::aborted(*d, Fault::InvalidElement));
+        }
+        let elements = math::decode_commitment::<C>(raw)
+            .map_err(|_| ProtocolError::aborted(*d, Fault::InvalidElement))?;
+        let lambda = math::lagrange_at_zero::<C>(*index, &indices)?;
+        let share = old
+            .verifying_shares()
+            .get(&identifier::<C>(*index)?)
+            .ok_or(ProtocolError::InvalidState(
+                "dealer without a verifying share",
+            ))?;
+        if elements[0] != math::verifying_element::<C>(share)? * lambda {
+            return Err(ProtocolError::aborted(*d, Fault::UnboundReshare));
+        }
+        for (g, e) in group.iter_mut().zip(&elements) {
+            *g = *g + *e;
+        }
+    }
+    let ids = config
+        .committee
+        .members()
+        .iter()
+        .map(|m| identifier::<C>(m.index))
+        .collect::<Result<std::collections::BTreeSet<Identifier<C>>, _>>()?;
+    let public = PublicKeyPackage::<C>::from_commitment(&ids, &math::vss_commitment::<C>(&group)?)
+        .map_err(|e| ProtocolError::Crypto(e.to_string()))?;
+    public
+        .serialize()
+        .map_err(|e| ProtocolError::Crypto(e.to_string()))
 }
 
 /// Associated data binding a sealed sub-share to its run: `"quorate/reshare-share/v1"

@@ -283,7 +283,8 @@ pub enum Payload {
         /// Milliseconds until missing participants are named and the run aborts.
         timeout_ms: u64,
     },
-    /// Dealer → every other participant: the Feldman commitment to the dealer's
+    /// Dealer → every other participant and the coordinator: the Feldman
+    /// commitment to the dealer's
     /// resharing polynomial, whose constant term is the dealer's Lagrange-weighted
     /// old share.
     ReshareCommit {
@@ -316,13 +317,16 @@ pub enum Payload {
         group_key: Vec<u8>,
         /// SHA-256 of the new serialized public key package.
         transcript: [u8; 32],
-        /// The new serialized `frost_core::keys::PublicKeyPackage` (public), from
-        /// which the coordinator records the new generation at the commit point.
-        public_key_package: Vec<u8>,
     },
     /// Coordinator → every participant: every new member's signed confirmation,
     /// so a participant that missed the end of the run can finish it.
     ReshareFinish {
+        /// The coordinator's signed `ReshareStart` of the run (encoded), so an old
+        /// member that took no part can check the proof and retire its share.
+        start: Vec<u8>,
+        /// The new serialized `frost_core::keys::PublicKeyPackage`, whose SHA-256
+        /// every confirmation's transcript is.
+        public_key_package: Vec<u8>,
         /// Encoded `ReshareConfirm` envelopes, one per new member.
         confirms: Vec<Vec<u8>>,
     },

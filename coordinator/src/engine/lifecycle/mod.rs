@@ -4,16 +4,18 @@
 //! A run: check the operation (`plan`), record the run in the store, send the signed
 //! `ReshareStart` to every participant (dealers and new members), relay their
 //! traffic if routing goes through the coordinator, and collect every new member's
-//! `ReshareConfirm`. With all of them the run **commits**: the coordinator stores
-//! the new key record (generation + 1, the public key package the confirmations
-//! carry) and the finish proof, *then* sends `ReshareFinish` to every participant —
-//! nodes switch generations only on that proof. It then waits for every new
-//! member's attested report and answers with the complete record.
+//! `ReshareConfirm` and every dealer's `ReshareCommit`. With all of them the run
+//! **commits**: the coordinator derives the new public key package from the
+//! commitments (its hash must be what every member confirmed), stores the new key
+//! record (generation + 1) and the finish proof in one transaction, *then* sends
+//! `ReshareFinish` to every participant and every old member — nodes switch
+//! generations only on that proof. It then waits for every new member's attested
+//! report and answers with the complete record.
 //!
 //! Before the commit point any refusal, unreachable participant or the deadline
-//! fails the run and sends `ReshareAbort` (nodes drop its pending shares and keep
-//! the old generation). After it, members that have not finished are followed up:
-//! the proof is sent again whenever a participant reconnects, late reports complete
+//! fails the run and sends `ReshareAbort` (nodes keep the old generation). Every
+//! recipient of a finish or abort is followed up until it acknowledges: the
+//! envelope is sent again on reconnect and every [`RESEND`]; late reports complete
 //! the stored record's attestations. A restarted coordinator reads its stored runs:
 //! committed ones are followed up the same way, uncommitted ones are aborted.
 
@@ -26,7 +28,7 @@ use std::{
 };
 
 use quorate_protocol::{
-    lifecycle::{verify_finish, ApprovedOperation, ReshareConfig},
+    lifecycle::{public_package, verify_finish, ApprovedOperation, ReshareConfig},
     AttestedKey, Envelope, GroupPublic, KeyAttestation, KeyId, NodeId, NodeIdentity, Payload,
     SessionId,
 };
@@ -54,29 +56,65 @@ fn crash_point(step: &str) {
     let _ = step;
 }
 
-/// How long a committed run's stragglers, or an abort's recipients, are followed up.
-const FOLLOW_UP: Duration = Duration::from_secs(24 * 3600);
+/// How often a follow-up is sent again to recipients that have not acknowledged.
+pub(crate) const RESEND: Duration = Duration::from_secs(15);
 
 struct Run {
     key: KeyRecord,
     config: ReshareConfig,
+    /// The signed start (carried by the finish proof).
+    start: Envelope,
     participants: Vec<NodeId>,
+    /// Participants and every old member: who gets the finish proof.
+    recipients: Vec<NodeId>,
+    commits: BTreeMap<NodeId, Vec<Vec<u8>>>,
     confirms: BTreeMap<NodeId, Envelope>,
     reports: BTreeMap<NodeId, KeyAttestation>,
     /// The new record, once committed.
     committed: Option<(KeyRecord, Envelope)>,
+    /// Recipients that acknowledged the finish.
+    acked: BTreeSet<NodeId>,
     deadline: Instant,
     reply: Option<Reply>,
 }
 
-/// A committed run with members that have not reported, or an aborted run.
+/// A committed run whose recipients have not all acknowledged the finish (or
+/// whose members have not all reported), or an aborted run not yet acknowledged.
 struct Followup {
-    session: SessionId,
+    key_id: KeyId,
     env: Envelope,
-    participants: Vec<NodeId>,
+    unacked: BTreeSet<NodeId>,
     /// Finish follow-ups: the new record and the members still to report.
     record: Option<(KeyRecord, BTreeSet<NodeId>)>,
-    until: Instant,
+    /// Every recipient (kept in the store with the sets above).
+    recipients: Vec<NodeId>,
+    participants: Vec<NodeId>,
+    generation: u64,
+    sent: Instant,
+}
+
+impl Followup {
+    fn stored(&self, session: SessionId) -> StoredRun {
+        StoredRun {
+            key_id: self.key_id,
+            session,
+            generation: self.generation,
+            participants: self.participants.clone(),
+            recipients: self.recipients.clone(),
+            unreported: self
+                .record
+                .as_ref()
+                .map(|(_, m)| m.iter().copied().collect())
+                .unwrap_or_default(),
+            unacked: self.unacked.iter().copied().collect(),
+            finish: self.record.as_ref().map(|_| self.env.encode()),
+            started_at_ms: crate::backend::now_ms(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.unacked.is_empty() && self.record.as_ref().is_none_or(|(_, m)| m.is_empty())
+    }
 }
 
 /// What to send after an event: one envelope to several nodes.
@@ -91,7 +129,7 @@ pub(crate) struct Outgoing {
 #[derive(Default)]
 pub(crate) struct Lifecycle {
     runs: BTreeMap<SessionId, Run>,
-    followups: BTreeMap<KeyId, Followup>,
+    followups: BTreeMap<SessionId, Followup>,
     store: Option<Arc<Store>>,
 }
 
@@ -101,11 +139,11 @@ fn abort_envelope(
     session: SessionId,
     reason: &str,
 ) -> Envelope {
-    let mut reason = reason.to_string();
-    reason.truncate(256);
-    while !reason.is_char_boundary(reason.len()) {
-        reason.pop();
+    let mut end = reason.len().min(256);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
     }
+    let reason = reason[..end].to_string();
     Envelope::seal(
         identity,
         key.public.suite,
@@ -125,33 +163,42 @@ impl Lifecycle {
                     let Ok(Some(key)) = store.key(&run.key_id) else {
                         continue;
                     };
-                    let followup = match &run.finish {
+                    let (env, record, unacked) = match &run.finish {
                         Some(bytes) => match Envelope::decode(bytes) {
-                            Ok(env) => Followup {
-                                session: run.session,
+                            Ok(env) => (
                                 env,
-                                participants: run.participants.clone(),
-                                record: Some((key, run.unreported.iter().copied().collect())),
-                                until: Instant::now() + FOLLOW_UP,
-                            },
+                                Some((key, run.unreported.iter().copied().collect())),
+                                run.unacked.iter().copied().collect(),
+                            ),
                             Err(_) => continue,
                         },
-                        None => Followup {
-                            session: run.session,
-                            env: abort_envelope(
+                        None => (
+                            abort_envelope(
                                 identity,
                                 &key,
                                 run.session,
                                 "the coordinator restarted before the run committed",
                             ),
-                            participants: run.participants.clone(),
-                            record: None,
-                            until: Instant::now() + FOLLOW_UP,
-                        },
+                            None,
+                            run.participants.iter().copied().collect(),
+                        ),
                     };
                     tracing::info!(key = %run.key_id, session = %run.session,
                         committed = run.finish.is_some(), "following up a lifecycle run from before the restart");
-                    self.followups.insert(run.key_id, followup);
+                    let f = Followup {
+                        key_id: run.key_id,
+                        env,
+                        unacked,
+                        record,
+                        recipients: run.recipients.clone(),
+                        participants: run.participants.clone(),
+                        generation: run.generation,
+                        sent: Instant::now(),
+                    };
+                    if run.finish.is_none() {
+                        let _ = store.put_lifecycle_run(&f.stored(run.session));
+                    }
+                    self.followups.insert(run.session, f);
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot read lifecycle runs from the store"),
@@ -166,7 +213,7 @@ impl Lifecycle {
 
     /// Whether `session` is a live run or a follow-up.
     pub(crate) fn owns(&self, session: &SessionId) -> bool {
-        self.runs.contains_key(session) || self.followups.values().any(|f| f.session == *session)
+        self.runs.contains_key(session) || self.followups.contains_key(session)
     }
 
     /// The participants of a live run (the nodes it relays between).
@@ -184,15 +231,26 @@ impl Lifecycle {
             .nodes()
             .filter(|n| !run.reports.contains_key(n))
             .collect();
-        store.put_lifecycle_run(&StoredRun {
+        store.put_lifecycle_run(&Self::stored_run(run, unreported))
+    }
+
+    fn stored_run(run: &Run, unreported: Vec<NodeId>) -> StoredRun {
+        StoredRun {
             key_id: run.config.key_id,
             session: run.config.session,
             generation: run.config.generation,
             participants: run.participants.clone(),
+            recipients: run.recipients.clone(),
             unreported,
+            unacked: run
+                .recipients
+                .iter()
+                .filter(|n| !run.acked.contains(n))
+                .copied()
+                .collect(),
             finish: run.committed.as_ref().map(|(_, env)| env.encode()),
             started_at_ms: crate::backend::now_ms(),
-        })
+        }
     }
 
     /// Starts a run of `op` on `key` with `plan`: the start envelope to send.
@@ -236,13 +294,21 @@ impl Lifecycle {
             },
         );
         let participants = config.participants();
+        let mut recipients = participants.clone();
+        recipients.extend(key.public.members.keys().copied());
+        recipients.sort();
+        recipients.dedup();
         let run = Run {
             key,
             config,
+            start: env.clone(),
             participants: participants.clone(),
+            recipients,
+            commits: BTreeMap::new(),
             confirms: BTreeMap::new(),
             reports: BTreeMap::new(),
             committed: None,
+            acked: BTreeSet::new(),
             deadline: Instant::now() + timeout,
             reply: Some(reply),
         };
@@ -251,15 +317,6 @@ impl Lifecycle {
                 let _ = r.send(Err(e));
             }
             return None;
-        }
-        // An abort follow-up of this key is superseded (the new run's start
-        // replaces the nodes' records); a finish follow-up goes on.
-        if self
-            .followups
-            .get(&run.config.key_id)
-            .is_some_and(|f| f.record.is_none())
-        {
-            self.followups.remove(&run.config.key_id);
         }
         tracing::info!(key = %run.config.key_id, %session, kind = op.operation.kind.name(), generation,
             t = run.config.threshold, n = run.config.committee.len(), dealers = run.config.dealers.len(),
@@ -285,25 +342,46 @@ impl Lifecycle {
         if let Some(r) = run.reply.take() {
             let _ = r.send(Err(e));
         }
-        self.followups.insert(
-            run.config.key_id,
-            Followup {
-                session,
-                env: env.clone(),
-                participants: run.participants.clone(),
-                record: None,
-                until: Instant::now() + FOLLOW_UP,
-            },
-        );
+        let f = Followup {
+            key_id: run.config.key_id,
+            env: env.clone(),
+            unacked: run.participants.iter().copied().collect(),
+            record: None,
+            recipients: run.participants.clone(),
+            participants: run.participants.clone(),
+            generation: run.config.generation,
+            sent: Instant::now(),
+        };
+        if let Some(store) = &self.store {
+            if let Err(e) = store.put_lifecycle_run(&f.stored(session)) {
+                tracing::error!(error = %e, "cannot store the abort follow-up");
+            }
+        }
+        self.followups.insert(session, f);
         Some(Outgoing {
             to: run.participants,
             env,
         })
     }
 
-    /// A new member's confirmation. With every member's, the run commits: the new
-    /// record and the finish proof are stored, then the proof goes to every
-    /// participant.
+    /// A dealer's commitment (the coordinator derives the new public key package
+    /// from them).
+    pub(crate) fn on_commit(&mut self, env: Envelope, identity: &NodeIdentity) -> Option<Outgoing> {
+        let session = env.session;
+        let run = self.runs.get_mut(&session)?;
+        let Payload::ReshareCommit { commitment, .. } = env.payload else {
+            return None;
+        };
+        if !run.config.dealers.contains(&env.sender)
+            || commitment.len() != usize::from(run.config.threshold)
+        {
+            return None;
+        }
+        run.commits.entry(env.sender).or_insert(commitment);
+        self.try_commit(session, identity)
+    }
+
+    /// A new member's confirmation.
     pub(crate) fn on_confirm(
         &mut self,
         env: Envelope,
@@ -315,7 +393,18 @@ impl Lifecycle {
             return None;
         }
         run.confirms.entry(env.sender).or_insert(env);
-        if run.confirms.len() < run.config.committee.len() {
+        self.try_commit(session, identity)
+    }
+
+    /// With every member's confirmation and every dealer's commitment, the run
+    /// commits: the new record and the finish proof are stored in one transaction,
+    /// then the proof goes to every participant and old member.
+    fn try_commit(&mut self, session: SessionId, identity: &NodeIdentity) -> Option<Outgoing> {
+        let run = self.runs.get(&session)?;
+        if run.committed.is_some()
+            || run.confirms.len() < run.config.committee.len()
+            || run.commits.len() < run.config.dealers.len()
+        {
             return None;
         }
         let confirms: Vec<Vec<u8>> = run
@@ -324,20 +413,30 @@ impl Lifecycle {
             .nodes()
             .filter_map(|n| run.confirms.get(&n).map(Envelope::encode))
             .collect();
-        let package = match verify_finish(&run.config, &confirms) {
-            Ok((_, package)) => package,
+        let package = match public_package(&run.config, &run.commits) {
+            Ok(p) => p,
             Err(e) => {
-                let culprits = run.config.committee.nodes().collect();
+                let culprits = e.culprits();
                 return self.abort(
                     session,
                     CoordinatorError::LifecycleFailed {
-                        reason: format!("confirmations disagree: {e}"),
+                        reason: format!("a dealer's commitment is invalid: {e}"),
                         culprits,
                     },
                     identity,
                 );
             }
         };
+        if let Err(e) = verify_finish(&run.config, &package, &confirms) {
+            return self.abort(
+                session,
+                CoordinatorError::LifecycleFailed {
+                    reason: format!("confirmations do not match the dealers' commitments: {e}"),
+                    culprits: Vec::new(),
+                },
+                identity,
+            );
+        }
         let public = GroupPublic {
             suite: run.config.suite,
             key_id: run.config.key_id,
@@ -350,7 +449,7 @@ impl Lifecycle {
                 .map(|m| (m.node, m.index))
                 .collect(),
             verifying_key: run.config.old.verifying_key.clone(),
-            public_key_package: package,
+            public_key_package: package.clone(),
         };
         let record = KeyRecord {
             public,
@@ -363,30 +462,34 @@ impl Lifecycle {
             run.config.suite,
             run.config.key_id,
             session,
-            Payload::ReshareFinish { confirms },
+            Payload::ReshareFinish {
+                start: run.start.encode(),
+                public_key_package: package,
+                confirms,
+            },
         );
-        run.committed = Some((record.clone(), finish.clone()));
-        let stored = match &self.store {
-            Some(store) => store.put_key(&record),
-            None => Ok(()),
+        let recipients = run.recipients.clone();
+        if let Some(run) = self.runs.get_mut(&session) {
+            run.committed = Some((record.clone(), finish.clone()));
+        }
+        let stored = match (&self.store, self.runs.get(&session)) {
+            (Some(store), Some(run)) => {
+                let members = run.config.committee.nodes().collect();
+                store.commit_lifecycle_run(&record, &Self::stored_run(run, members))
+            }
+            _ => Ok(()),
         };
-        let stored = stored.and_then(|()| {
-            self.runs
-                .get(&session)
-                .map_or(Ok(()), |run| self.persist(run))
-        });
         if let Err(e) = stored {
             if let Some(run) = self.runs.get_mut(&session) {
                 run.committed = None;
             }
             return self.abort(session, e, identity);
         }
-        let run = self.runs.get(&session)?;
-        tracing::info!(key = %run.config.key_id, %session, generation = run.config.generation,
+        tracing::info!(key = %record.key_id(), %session, generation = record.generation,
             "every new member confirmed: generation committed");
         crash_point("coordinator:committed");
         Some(Outgoing {
-            to: run.participants.clone(),
+            to: recipients,
             env: finish,
         })
     }
@@ -434,9 +537,9 @@ impl Lifecycle {
         attestation: KeyAttestation,
     ) -> Option<GroupPublic> {
         let key_id = public.key_id;
-        let f = self.followups.get_mut(&key_id)?;
+        let f = self.followups.get_mut(&session)?;
         let (record, missing) = f.record.as_mut()?;
-        if f.session != session || record.public != *public || !missing.remove(&from) {
+        if record.public != *public || !missing.remove(&from) {
             return None;
         }
         record.attestations.push(attestation);
@@ -453,15 +556,9 @@ impl Lifecycle {
             }
         }
         tracing::info!(key = %key_id, node = %from, missing = missing.len(), "late lifecycle report");
-        if missing.is_empty() {
-            let public = record.public.clone();
-            if let Some(store) = &self.store {
-                let _ = store.remove_lifecycle_run(&key_id, &session);
-            }
-            self.followups.remove(&key_id);
-            return Some(public);
-        }
-        None
+        let public = record.public.clone();
+        self.settle(session);
+        Some(public)
     }
 
     /// Answers a run whose members all reported (or whose deadline passed after the
@@ -483,26 +580,34 @@ impl Lifecycle {
             if let Err(e) = store.put_key(&record) {
                 tracing::error!(error = %e, "cannot store the new generation's attestations");
             }
-            if missing.is_empty() {
-                let _ = store.remove_lifecycle_run(&run.config.key_id, &run.config.session);
-            } else {
-                let _ = self.persist(&run);
-            }
         }
         if !missing.is_empty() {
             tracing::warn!(key = %record.key_id(), missing = missing.len(),
                 "generation committed; some members have not attested it yet (followed up)");
-            self.followups.insert(
-                record.key_id(),
-                Followup {
-                    session: run.config.session,
-                    env: finish,
-                    participants: run.participants.clone(),
-                    record: Some((record.clone(), missing)),
-                    until: Instant::now() + FOLLOW_UP,
-                },
-            );
         }
+        // Recipients that have not acknowledged the finish, and members that have
+        // not reported, are followed up until they have.
+        let session = run.config.session;
+        let unacked = run
+            .recipients
+            .iter()
+            .filter(|n| !run.acked.contains(n))
+            .copied()
+            .collect();
+        self.followups.insert(
+            session,
+            Followup {
+                key_id: record.key_id(),
+                env: finish,
+                unacked,
+                record: Some((record.clone(), missing)),
+                recipients: run.recipients.clone(),
+                participants: run.participants.clone(),
+                generation: run.config.generation,
+                sent: Instant::now(),
+            },
+        );
+        self.settle(session);
         tracing::info!(key = %record.key_id(), generation = record.generation, "lifecycle run finished");
         let public = record.public.clone();
         if let Some(r) = run.reply.take() {
@@ -546,7 +651,16 @@ impl Lifecycle {
         now: Instant,
         identity: &NodeIdentity,
     ) -> (Vec<GroupPublic>, Vec<Outgoing>) {
-        self.followups.retain(|_, f| f.until > now);
+        let mut resend = Vec::new();
+        for f in self.followups.values_mut() {
+            if !f.unacked.is_empty() && now.duration_since(f.sent) >= RESEND {
+                f.sent = now;
+                resend.push(Outgoing {
+                    to: f.unacked.iter().copied().collect(),
+                    env: f.env.clone(),
+                });
+            }
+        }
         let expired: Vec<SessionId> = self
             .runs
             .iter()
@@ -585,7 +699,47 @@ impl Lifecycle {
                 ),
             );
         }
+        out.extend(resend);
         (done, out)
+    }
+
+    /// `node` accepted a finish or abort of `session`.
+    pub(crate) fn on_ack(&mut self, session: SessionId, node: NodeId) {
+        if let Some(run) = self.runs.get_mut(&session) {
+            if run.committed.is_some() {
+                run.acked.insert(node);
+            }
+            return;
+        }
+        let Some(f) = self.followups.get_mut(&session) else {
+            return;
+        };
+        if f.unacked.remove(&node) {
+            self.settle(session);
+        }
+    }
+
+    /// Stores a follow-up's progress, and forgets it once every recipient
+    /// acknowledged and every member reported.
+    fn settle(&mut self, session: SessionId) {
+        let Some(f) = self.followups.get(&session) else {
+            return;
+        };
+        let done = f.done();
+        if let Some(store) = &self.store {
+            let r = if done {
+                store.remove_lifecycle_run(&f.key_id, &session)
+            } else {
+                store.put_lifecycle_run(&f.stored(session))
+            };
+            if let Err(e) = r {
+                tracing::error!(error = %e, "cannot store a lifecycle follow-up");
+            }
+        }
+        if done {
+            tracing::info!(key = %f.key_id, %session, "lifecycle run settled on every node");
+            self.followups.remove(&session);
+        }
     }
 
     /// What to send `node` now that it (re)connected: the finish proof of every
@@ -595,12 +749,12 @@ impl Lifecycle {
         let live = self
             .runs
             .values()
-            .filter(|r| r.participants.contains(node))
+            .filter(|r| r.recipients.contains(node) && !r.acked.contains(node))
             .filter_map(|r| r.committed.as_ref().map(|(_, env)| env.clone()));
         let followed = self
             .followups
             .values()
-            .filter(|f| f.participants.contains(node))
+            .filter(|f| f.unacked.contains(node))
             .map(|f| f.env.clone());
         live.chain(followed).collect()
     }
