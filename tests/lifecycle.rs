@@ -4,13 +4,10 @@
 //! under the same group key, the members that left delete their shares, and a
 //! refresh moves the key to the next generation.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
-use quorate_coordinator::{
-    api::model::{CreateKeyBody, KeyView, ParticipantsBody},
-    client::{verify_job, Client, RequestBuilder, SignOptions},
-};
-use quorate_protocol::{roster::Roster, Ciphersuite, KeyId, NodeId};
+use quorate_coordinator::api::model::{CreateKeyBody, ParticipantsBody};
+use quorate_protocol::{roster::Roster, Ciphersuite, NodeId};
 
 mod common;
 
@@ -62,34 +59,6 @@ fn approve(net: &Devnet, op: &Path, operator: &str) {
     assert!(ok, "approve as {operator}: {out}");
 }
 
-async fn sign_and_verify(net: &Devnet, api: &Client, view: &KeyView, tag: &str) -> Vec<String> {
-    let attested = net.attested(view);
-    let signed = RequestBuilder::new(KeyId::from_hex(&view.key_id).expect("id"))
-        .messages(vec![tag.as_bytes().to_vec()])
-        .purpose("BTC", 1_000, "bc1qtest", "lifecycle")
-        .expires_in(Duration::from_secs(120))
-        .sign(&net.client_key());
-    let job = api
-        .sign(
-            &view.key_id,
-            &signed,
-            SignOptions::wait(Duration::from_secs(60)),
-        )
-        .await
-        .expect("accepted");
-    let job = api
-        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(90))
-        .await
-        .expect("job");
-    verify_job(&attested, &signed.request, &job)
-        .expect("signature verifies under the attested key");
-    job.result
-        .as_ref()
-        .and_then(|r| r.attempts.last())
-        .map(|a| a.signers.clone())
-        .unwrap_or_default()
-}
-
 fn audit_types(net: &Devnet, node: &str) -> String {
     std::fs::read_to_string(net.data.join(format!("{node}.audit.jsonl"))).expect("audit log")
 }
@@ -111,7 +80,7 @@ async fn reshare_3_of_5_to_4_of_7_with_two_members_replaced_then_refresh() {
         .await
         .expect("create key");
     assert_eq!(key.generation, 0);
-    sign_and_verify(&net, &api, &key, "before").await;
+    net.sign_and_verify(&api, &key, "before").await;
 
     // Propose 4-of-7: node4 and node5 leave, node6..node9 join.
     let op = net.data.join("reshare.op");
@@ -148,7 +117,7 @@ async fn reshare_3_of_5_to_4_of_7_with_two_members_replaced_then_refresh() {
     assert!(out.contains("not_approved"), "{out}");
     let still = api.get_key(&key.key_id).await.expect("key");
     assert_eq!(still.generation, 0, "nothing changed");
-    sign_and_verify(&net, &api, &still, "still old").await;
+    net.sign_and_verify(&api, &still, "still old").await;
 
     // A second operator approves: the reshare runs.
     approve(&net, &op, "operator2");
@@ -167,7 +136,7 @@ async fn reshare_3_of_5_to_4_of_7_with_two_members_replaced_then_refresh() {
         );
     }
     // The new committee alone signs, under the same key.
-    let signers = sign_and_verify(&net, &api, &moved, "after reshare").await;
+    let signers = net.sign_and_verify(&api, &moved, "after reshare").await;
     assert_eq!(signers.len(), 4);
     for leaver in ["node4", "node5"] {
         let id = node_id(&r, leaver).to_string();
@@ -213,7 +182,7 @@ async fn reshare_3_of_5_to_4_of_7_with_two_members_replaced_then_refresh() {
         fresh.public_key_package, moved.public_key_package,
         "new shares"
     );
-    sign_and_verify(&net, &api, &fresh, "after refresh").await;
+    net.sign_and_verify(&api, &fresh, "after refresh").await;
     // The same approved operation cannot run twice (it starts from generation 1).
     let (ok, out) = keys_cli(&net, &["apply", "--op", op.to_str().expect("path")]);
     assert!(!ok && out.contains("generation"), "{out}");

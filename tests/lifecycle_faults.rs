@@ -14,7 +14,7 @@ use std::{
 
 use quorate_coordinator::{
     api::model::{CreateKeyBody, KeyView, ParticipantsBody},
-    client::{verify_job, Client, RequestBuilder, SignOptions},
+    client::Client,
 };
 use quorate_protocol::{
     lifecycle::{ApprovedOperation, Operation, OperationKind},
@@ -177,29 +177,6 @@ async fn wait_consistent(net: &Devnet, api: &Client, key_id: &str, generation: u
     .await
 }
 
-async fn sign_and_verify(net: &Devnet, api: &Client, view: &KeyView, tag: &str) {
-    let attested = net.attested(view);
-    let signed = RequestBuilder::new(KeyId::from_hex(&view.key_id).expect("id"))
-        .messages(vec![tag.as_bytes().to_vec()])
-        .purpose("BTC", 1_000, "bc1qtest", "lifecycle faults")
-        .expires_in(Duration::from_secs(120))
-        .sign(&net.client_key());
-    let job = api
-        .sign(
-            &view.key_id,
-            &signed,
-            SignOptions::wait(Duration::from_secs(60)),
-        )
-        .await
-        .expect("accepted");
-    let job = api
-        .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(90))
-        .await
-        .expect("job");
-    verify_job(&attested, &signed.request, &job)
-        .unwrap_or_else(|e| panic!("{tag}: signature verifies under the attested key: {e}"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_interrupted_at_every_step_leaves_one_consistent_generation() {
     let mut net = Devnet::start();
@@ -219,7 +196,7 @@ async fn refresh_interrupted_at_every_step_leaves_one_consistent_generation() {
         .await
         .expect("create key");
     wait_all_connected(&net).await;
-    sign_and_verify(&net, &api, &key, "before").await;
+    net.sign_and_verify(&api, &key, "before").await;
     let node_args = ["node", "--config", "node2.toml"];
     // (step where node2 exits, whether the run commits: `None` when either is
     // right — at `all-confirmed` node2 may exit before its own confirmation left)
@@ -305,7 +282,7 @@ async fn refresh_interrupted_at_every_step_leaves_one_consistent_generation() {
         }
         let view = wait_consistent(&net, &api, &key.key_id, generation).await;
         assert_eq!(view.verifying_key, key.verifying_key);
-        sign_and_verify(&net, &api, &view, step).await;
+        net.sign_and_verify(&api, &view, step).await;
     }
 
     eprintln!("== coordinator exits at its commit point");
@@ -327,5 +304,6 @@ async fn refresh_interrupted_at_every_step_leaves_one_consistent_generation() {
     );
     net.restart("coordinator", &coordinator_args);
     let view = wait_consistent(&net, &api, &key.key_id, generation + 1).await;
-    sign_and_verify(&net, &api, &view, "after coordinator restart").await;
+    net.sign_and_verify(&api, &view, "after coordinator restart")
+        .await;
 }

@@ -161,6 +161,44 @@ impl Devnet {
             .to_string()
     }
 
+    /// Signs `tag` with `view`'s key through the API (client-signed request,
+    /// waits for the job), verifies every signature under the attested key, and
+    /// returns the signers of the successful attempt.
+    pub async fn sign_and_verify(
+        &self,
+        api: &Client,
+        view: &quorate_coordinator::api::model::KeyView,
+        tag: &str,
+    ) -> Vec<String> {
+        use quorate_coordinator::client::{verify_job, RequestBuilder, SignOptions};
+        let attested = self.attested(view);
+        let signed =
+            RequestBuilder::new(quorate_protocol::KeyId::from_hex(&view.key_id).expect("id"))
+                .messages(vec![tag.as_bytes().to_vec()])
+                .purpose("BTC", 1_000, "bc1qtest", "e2e")
+                .expires_in(Duration::from_secs(120))
+                .sign(&self.client_key());
+        let job = api
+            .sign(
+                &view.key_id,
+                &signed,
+                SignOptions::wait(Duration::from_secs(60)),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: request accepted: {e}"));
+        let job = api
+            .poll_until_done(&job.id, Duration::from_millis(100), Duration::from_secs(90))
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: job finished: {e}"));
+        verify_job(&attested, &signed.request, &job)
+            .unwrap_or_else(|e| panic!("{tag}: signature verifies under the attested key: {e}"));
+        job.result
+            .as_ref()
+            .and_then(|r| r.attempts.last())
+            .map(|a| a.signers.clone())
+            .unwrap_or_default()
+    }
+
     pub fn api(&self) -> Client {
         let token = std::fs::read_to_string(self.data.join("admin.token")).expect("token");
         Client::new(self.url.clone())
