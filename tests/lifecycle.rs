@@ -141,11 +141,20 @@ async fn reshare_3_of_5_to_4_of_7_with_two_members_replaced_then_refresh() {
     for leaver in ["node4", "node5"] {
         let id = node_id(&r, leaver).to_string();
         assert!(!signers.contains(&id), "{leaver} no longer signs");
-        let log = audit_types(&net, leaver);
-        assert!(
-            log.contains("\"key_reshared\"") && log.contains("\"retired\""),
-            "{leaver}: {log}"
-        );
+        // The finish reaches leavers in parallel with the members' reports that
+        // end the API call: wait (bounded) for their record.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let log = audit_types(&net, leaver);
+            if log.contains("\"key_reshared\"") && log.contains("\"retired\"") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waited 60 s for {leaver}'s key_reshared (retired) record: {log}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
     for joiner in ["node6", "node9"] {
         let log = audit_types(&net, joiner);
