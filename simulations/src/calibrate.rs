@@ -42,10 +42,42 @@ duration_s = 1000.0
     )
 }
 
+/// A reshare scenario: `from_t`-of-`from_n` (the first members) to `t`-of-`n`
+/// (every member), every old member dealing.
+fn reshare_scenario(from_n: u16, from_t: u16, n: u16, t: u16) -> Result<Scenario, SimError> {
+    Scenario::from_toml(
+        &format!(
+            r#"
+name = "calibrate"
+seed = 1
+[committee]
+n = {n}
+threshold = {t}
+[network]
+latency = {{ dist = "constant", ms = 1 }}
+[cpu]
+model = "none"
+[workload]
+kind = "reshare"
+rate_per_s = 0.5
+count = 2
+duration_s = 1000.0
+[reshare]
+from_n = {from_n}
+from_threshold = {from_t}
+"#
+        ),
+        "<calibrate>",
+    )
+}
+
 /// Signing sizes `(n, t)` and signings measured at each.
 const SIGNING: [(u16, u16, u32); 4] = [(5, 3, 8), (15, 10, 4), (40, 27, 3), (100, 67, 2)];
 /// DKG sizes `(n, t)`.
 const DKG: [(u16, u16); 3] = [(4, 3), (8, 6), (16, 11)];
+/// Reshare sizes `(from_n, from_t, n, t)`: a committee growing by one member at
+/// about the thresholds of 67-of-100 → 70-of-105 (`k` = n = 7, 11, 16, as for DKG).
+const RESHARE: [(u16, u16, u16, u16); 3] = [(6, 4, 7, 5), (10, 7, 11, 8), (15, 10, 16, 11)];
 
 /// Timing points: op → k → microseconds of each call.
 type Points = BTreeMap<Op, BTreeMap<usize, Vec<f64>>>;
@@ -192,6 +224,12 @@ pub fn measure_table(progress: &mut dyn FnMut(&str)) -> Result<CostTable, SimErr
     for (n, t) in DKG {
         progress(&format!("DKG n = {n}"));
         measure(&scenario(n, t, "dkg", 1, "retry")?, &mut points)?;
+    }
+    for (from_n, from_t, n, t) in RESHARE {
+        progress(&format!(
+            "reshare {from_t}-of-{from_n} to {t}-of-{n} (2 runs)"
+        ));
+        measure(&reshare_scenario(from_n, from_t, n, t)?, &mut points)?;
     }
     let mut table = CostTable::default();
     for op in Op::ALL {

@@ -15,6 +15,7 @@ mod node;
 pub mod plot;
 pub mod random;
 pub mod report;
+pub mod reshare_spec;
 pub mod robust;
 pub mod scenario;
 mod setup;
@@ -35,7 +36,7 @@ pub use report::{
     Summary,
 };
 pub use scenario::Scenario;
-pub use sim::{NettingRound, RunResult};
+pub use sim::{NettingRound, ReshareRecord, RunResult};
 
 /// Knobs of one run that are not part of the scenario.
 #[derive(Debug, Clone, Default)]

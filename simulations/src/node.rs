@@ -47,6 +47,11 @@ pub(crate) enum Work {
         /// Run number.
         run: u64,
     },
+    /// Dealer or new member: start a resharing run.
+    StartReshare {
+        /// Run number.
+        run: u64,
+    },
     /// A delivered netting message.
     Netting {
         /// Sender endpoint (node or party).
@@ -120,6 +125,7 @@ pub(crate) enum Role {
     Signer,
     Aggregator { request: u64 },
     Dkg { run: u64 },
+    Reshare { run: u64 },
 }
 
 /// A live protocol session on a node.

@@ -8,12 +8,12 @@ use serde::Serialize;
 
 use crate::{error::SimError, node::NodeStats};
 
-/// One signing request or DKG run.
+/// One signing request, DKG run or reshare run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionRecord {
     /// Sequence number.
     pub id: u64,
-    /// `sign`, `dkg` or `settle` (a netting round's settlement batch).
+    /// `sign`, `dkg`, `reshare` or `settle` (a netting round's settlement batch).
     pub kind: &'static str,
     /// Committee index.
     pub committee: usize,
@@ -25,9 +25,10 @@ pub struct SessionRecord {
     pub latency_ms: Option<f64>,
     /// Outcome name (`signed`, `aborted`, `timed-out`, `lost`, `unfinished`).
     pub outcome: &'static str,
-    /// Attempts used (1 for DKG).
+    /// Attempts used (1 for DKG and reshare runs).
     pub attempts: u32,
-    /// Signers of the last attempt (all members for DKG), as node labels.
+    /// Signers of the last attempt (all members for DKG, every dealer and new
+    /// member for a reshare), as node labels.
     pub signers: Vec<String>,
     /// Culprits named, as node labels.
     pub culprits: Vec<String>,

@@ -18,6 +18,7 @@ use crate::{
 pub use crate::{
     limits_spec::{LimitCosts, LimitsSpec},
     netting_spec::{NettingCosts, NettingSpec, Positions},
+    reshare_spec::ReshareSpec,
 };
 
 /// A complete simulation description.
@@ -57,6 +58,9 @@ pub struct Scenario {
     /// MPC netting rounds (a workload of their own, alongside `[workload]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netting: Option<NettingSpec>,
+    /// Resharing runs (`[workload] kind = "reshare"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reshare: Option<ReshareSpec>,
     /// Runs the scenario once per value of one parameter.
     #[serde(default)]
     pub sweep: Option<SweepSpec>,
@@ -337,6 +341,9 @@ pub enum WorkloadKind {
     /// No signing or DKG arrivals: only the `[netting]` rounds (and their
     /// settlement signatures).
     Netting,
+    /// Resharing runs (the `[reshare]` table), one every `1 / rate_per_s` seconds,
+    /// each moving the committee's initial key to the new committee.
+    Reshare,
 }
 
 /// What arrives when.
@@ -506,7 +513,7 @@ impl Scenario {
         })
     }
 
-    /// True when the workload signs (and so needs keys before it starts).
+    /// True when the workload signs or reshares (and so needs keys before it starts).
     pub fn needs_keys(&self) -> bool {
         !matches!(self.workload.kind, WorkloadKind::Dkg) || self.netting.is_some()
     }
@@ -707,6 +714,7 @@ impl Scenario {
             }
             None => {}
         }
+        self.validate_reshare()?;
         if let Some(s) = &self.sweep {
             if s.values.is_empty() {
                 return Err(SimError::invalid(
@@ -720,6 +728,41 @@ impl Scenario {
 }
 
 impl Scenario {
+    /// The `[reshare]` table and the workload kind go together; reshare runs model
+    /// no byzantine members and no netting.
+    fn validate_reshare(&self) -> Result<(), SimError> {
+        let kind = self.workload.kind == WorkloadKind::Reshare;
+        match &self.reshare {
+            Some(r) if kind => r.validate(&self.committee)?,
+            Some(_) => {
+                return Err(SimError::invalid(
+                    "reshare",
+                    "the [reshare] table needs [workload] kind = \"reshare\"",
+                ))
+            }
+            None if kind => {
+                return Err(SimError::invalid(
+                    "workload.kind",
+                    "kind = \"reshare\" needs a [reshare] table",
+                ))
+            }
+            None => return Ok(()),
+        }
+        if self.byzantine.is_some() {
+            return Err(SimError::invalid(
+                "byzantine",
+                "byzantine behaviours are not modelled in reshare runs",
+            ));
+        }
+        if self.netting.is_some() {
+            return Err(SimError::invalid(
+                "netting",
+                "netting rounds do not run next to reshare runs",
+            ));
+        }
+        Ok(())
+    }
+
     /// The `[byzantine]` table against the committee.
     fn validate_byzantine(&self, b: &ByzantineSpec) -> Result<(), SimError> {
         if b.count > usize::from(self.committee.n) {

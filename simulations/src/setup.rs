@@ -23,7 +23,8 @@ use crate::{
 /// One committee's public layout and (for signing workloads) its key shares.
 pub(crate) struct CommitteeKeys {
     pub committee: Committee,
-    /// Share of member `i`, in member order.
+    /// Share of member `i`, in member order (for a reshare workload, of the
+    /// first `from_n` members only).
     pub shares: Vec<KeyShare>,
 }
 
@@ -46,10 +47,15 @@ pub(crate) fn build(
         let committee = local::committee_of(ids)?;
         let shares = if scenario.needs_keys() {
             let suite = scenario.committee.suite;
-            let t = scenario.committee.threshold;
+            // A reshare workload's key belongs to the old committee: the first
+            // `from_n` members, at the old threshold.
+            let (holders, t) = match &scenario.reshare {
+                Some(r) => (&ids[..usize::from(r.from_n)], r.from_threshold),
+                None => (ids, scenario.committee.threshold),
+            };
             match scenario.committee.key_setup {
-                KeySetup::Dealer => dealer_shares(ids, suite, t, rng)?,
-                KeySetup::Dkg => local::run_dkg(ids, suite, t, rng)?,
+                KeySetup::Dealer => dealer_shares(holders, suite, t, rng)?,
+                KeySetup::Dkg => local::run_dkg(holders, suite, t, rng)?,
             }
         } else {
             Vec::new()

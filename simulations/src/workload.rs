@@ -23,6 +23,11 @@ pub enum Arrival {
         /// Committee index.
         committee: usize,
     },
+    /// A resharing run in a committee.
+    Reshare {
+        /// Committee index.
+        committee: usize,
+    },
 }
 
 /// All arrivals of a run, in time order.
@@ -38,7 +43,7 @@ pub fn arrivals(
     let period = 1.0 / spec.rate_per_s;
     match spec.kind {
         WorkloadKind::Netting => {}
-        WorkloadKind::FixedRate | WorkloadKind::Dkg => {
+        WorkloadKind::FixedRate | WorkloadKind::Dkg | WorkloadKind::Reshare => {
             let dkg = spec.kind == WorkloadKind::Dkg;
             let mut t = start;
             while t < end && (times.len() as u64) < cap {
@@ -80,7 +85,9 @@ pub fn arrivals(
         .enumerate()
         .map(|(i, (t, dkg))| {
             let committee = i % committees;
-            let a = if dkg {
+            let a = if spec.kind == WorkloadKind::Reshare {
+                Arrival::Reshare { committee }
+            } else if dkg {
                 Arrival::Dkg { committee }
             } else {
                 Arrival::Sign { committee }

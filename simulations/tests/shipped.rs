@@ -48,6 +48,23 @@ fn shipped_scenarios_are_valid_and_expand() {
     let points = sweep::expand(&dkg, dkg.sweep.as_ref().expect("sweep")).expect("expand");
     let sizes: Vec<u16> = points.iter().map(|p| p.scenario.committee.n).collect();
     assert_eq!(sizes, vec![5, 10, 25, 50, 100]);
+    // Resharing 67-of-100 → 70-of-105 next to a DKG of the new committee on the
+    // same network and CPU table.
+    let reshare = shipped("reshare-67of100-to-70of105.toml");
+    let r = reshare.reshare.as_ref().expect("[reshare]");
+    assert_eq!((r.from_threshold, r.from_n), (67, 100));
+    assert_eq!(
+        (reshare.committee.threshold, r.new_n(&reshare.committee)),
+        (70, 105)
+    );
+    assert_eq!(r.dealer_count(), 100);
+    let baseline = shipped("dkg-70of105.toml");
+    assert_eq!(
+        (baseline.committee.threshold, baseline.committee.n),
+        (70, 105)
+    );
+    assert_eq!(baseline.network, reshare.network);
+    assert_eq!(baseline.cpu, reshare.cpu);
 }
 
 #[test]

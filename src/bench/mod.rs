@@ -5,6 +5,7 @@
 //! same run, so each figure comes with its ratio to what the cryptography allows.
 
 mod baseline;
+mod lifecycle;
 mod load;
 mod procstat;
 mod report;
@@ -25,47 +26,19 @@ use self::{
     target::Target,
 };
 
-/// Options of `quorate bench`.
+/// Options of `quorate bench` (the signing load) and its `lifecycle` mode.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct BenchArgs {
-    /// Start a devnet of its own (in a temporary directory, removed afterwards,
-    /// unless --data-dir) and bench it: one command gives the table.
-    #[arg(long, conflicts_with = "devnet_dir")]
-    pub(crate) spawn_devnet: bool,
-    /// With --spawn-devnet: the data directory to use (wiped first, kept after).
-    #[arg(long, requires = "spawn_devnet")]
-    pub(crate) data_dir: Option<PathBuf>,
-    /// Bench a running devnet: URL, admin token, bench client key, roster and
-    /// process ids are read from its data directory.
-    #[arg(long)]
-    pub(crate) devnet_dir: Option<PathBuf>,
-    /// Coordinator API URL (any network; with --client-key and --roster).
-    #[arg(long, env = "QUORATE_URL")]
-    pub(crate) url: Option<String>,
-    /// Admin token (creating the bench key needs it; not needed with --key).
-    #[arg(long, env = "QUORATE_ADMIN_TOKEN", hide_env_values = true)]
-    pub(crate) admin_token: Option<String>,
-    /// File with the client's Ed25519 secret key (hex): a client registered with
-    /// the coordinator and allowed by every node's policy to sign one unit of the
-    /// `BENCH` asset per request (`--asset` to change).
-    #[arg(long)]
-    pub(crate) client_key: Option<PathBuf>,
-    /// Pinned roster (key attestations are checked against it).
-    #[arg(long, env = "QUORATE_ROSTER")]
-    pub(crate) roster: Option<PathBuf>,
-    /// A local process to meter, `NAME=PID` (repeatable; `coordinator` and
-    /// `node1`… are recognised). Devnets are metered without it.
-    #[arg(long = "pid", value_parser = parse_pid)]
-    pub(crate) pids: Vec<(String, u32)>,
+    /// Another measurement instead of the signing load.
+    #[command(subcommand)]
+    pub(crate) mode: Option<BenchMode>,
+    /// Which network, and how to reach it.
+    #[command(flatten)]
+    pub(crate) net: NetArgs,
     /// Ciphersuite of the key created for the bench.
     #[arg(long, default_value = "secp256k1")]
     pub(crate) ciphersuite: Ciphersuite,
-    /// Signer nodes (of the spawned devnet, and of the bench key).
-    #[arg(long, default_value_t = 5)]
-    pub(crate) nodes: usize,
-    /// Signatures need this many nodes.
-    #[arg(long, default_value_t = 3)]
-    pub(crate) threshold: u16,
     /// Sign with this existing key instead of creating one.
     #[arg(long)]
     pub(crate) key: Option<String>,
@@ -97,12 +70,70 @@ pub(crate) struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub(crate) quiet: bool,
+}
+
+/// Measurements other than the signing load.
+#[derive(clap::Subcommand)]
+pub(crate) enum BenchMode {
+    /// Key lifecycle: reshare a key between two committees through the API
+    /// (operator-approved operations), next to a fresh DKG of the new committee,
+    /// alternating, `--runs` times; prints median and min/max seconds.
+    Lifecycle(lifecycle::LifecycleArgs),
+}
+
+/// Which network a bench drives (shared by the signing load and `lifecycle`).
+#[derive(clap::Args)]
+pub(crate) struct NetArgs {
+    /// Start a devnet of its own (in a temporary directory, removed afterwards,
+    /// unless --data-dir) and bench it: one command gives the table.
+    #[arg(long, conflicts_with = "devnet_dir")]
+    pub(crate) spawn_devnet: bool,
+    /// With --spawn-devnet: the data directory to use (wiped first, kept after).
+    #[arg(long, requires = "spawn_devnet")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Bench a running devnet: URL, admin token, bench client key, roster and
+    /// process ids are read from its data directory.
+    #[arg(long)]
+    pub(crate) devnet_dir: Option<PathBuf>,
+    /// Coordinator API URL (any network; with --client-key and --roster).
+    #[arg(long, env = "QUORATE_URL")]
+    pub(crate) url: Option<String>,
+    /// Admin token (creating keys and lifecycle operations need it; the signing
+    /// load does not with --key).
+    #[arg(long, env = "QUORATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) admin_token: Option<String>,
+    /// File with the client's Ed25519 secret key (hex): a client registered with
+    /// the coordinator and allowed by every node's policy to sign one unit of the
+    /// `BENCH` asset per request (`--asset` to change). Not used by `lifecycle`.
+    #[arg(long)]
+    pub(crate) client_key: Option<PathBuf>,
+    /// Pinned roster (key attestations are checked against it).
+    #[arg(long, env = "QUORATE_ROSTER")]
+    pub(crate) roster: Option<PathBuf>,
+    /// A local process to meter, `NAME=PID` (repeatable; `coordinator` and
+    /// `node1`… are recognised). Devnets are metered without it.
+    #[arg(long = "pid", value_parser = parse_pid)]
+    pub(crate) pids: Vec<(String, u32)>,
+    /// Signer nodes (of the spawned devnet, and of the bench key) [default: 5;
+    /// lifecycle: the larger of the two committees].
+    #[arg(long)]
+    pub(crate) nodes: Option<usize>,
+    /// Signatures need this many nodes (the bench key; the spawned devnet).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) threshold: u16,
     /// With --spawn-devnet: coordinator libp2p port (nodes use the next ones).
     #[arg(long, default_value_t = 7700)]
     pub(crate) base_port: u16,
     /// With --spawn-devnet: coordinator HTTP port.
     #[arg(long, default_value_t = 8280)]
     pub(crate) http_port: u16,
+}
+
+impl NetArgs {
+    /// Signer nodes, `--nodes` or `default`.
+    pub(crate) fn nodes_or(&self, default: usize) -> usize {
+        self.nodes.unwrap_or(default)
+    }
 }
 
 fn parse_pid(s: &str) -> Result<(String, u32), String> {
@@ -117,6 +148,9 @@ fn parse_pid(s: &str) -> Result<(String, u32), String> {
 
 /// Runs the bench.
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchMode::Lifecycle(l)) = &args.mode {
+        return lifecycle::run(l);
+    }
     anyhow::ensure!(
         args.concurrency.iter().all(|c| (1..=1024).contains(c)),
         "--concurrency values must be between 1 and 1024"
@@ -149,7 +183,11 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
 }
 
 async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
-    let target = Target::connect(args).await?;
+    let target = Target::connect(&args.net, args.net.nodes_or(5), true).await?;
+    let client = target
+        .client
+        .clone()
+        .context("the signing load needs a client key")?;
     let key = bench_key(args, &target).await?;
     let public = key.public();
     let (suite, t, n) = (public.suite, public.threshold, public.members.len());
@@ -176,7 +214,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
         load::run(
             &target.api,
             &key,
-            &target.client,
+            &client,
             warm,
             &indicatif::ProgressBar::hidden(),
         )
@@ -186,7 +224,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {
     for l in loads {
         let bar = progress(args, &l);
         let before = readings(&target);
-        let outcome = load::run(&target.api, &key, &target.client, l, &bar).await?;
+        let outcome = load::run(&target.api, &key, &client, l, &bar).await?;
         let after = readings(&target);
         bar.finish_and_clear();
         let cpu = cpu_rows(&before, &after, &outcome, &names);
@@ -228,9 +266,9 @@ async fn bench_key(args: &BenchArgs, target: &Target) -> anyhow::Result<Attested
         .api
         .create_key(&CreateKeyBody {
             ciphersuite: args.ciphersuite,
-            threshold: args.threshold,
+            threshold: args.net.threshold,
             participants: ParticipantsBody::Spanning {
-                n: args.nodes.min(signers),
+                n: args.net.nodes_or(5).min(signers),
                 min_segments: 1,
             },
         })

@@ -8,19 +8,22 @@ use ed25519_dalek::SigningKey;
 use quorate_coordinator::client::Client;
 use quorate_protocol::roster::Roster;
 
-use super::BenchArgs;
+use super::NetArgs;
 use crate::devnet::{self, DevnetArgs};
 
 /// Everything a bench run needs from the network.
 pub(crate) struct Target {
     /// API client (with the admin token when there is one: key creation needs it).
     pub(crate) api: Client,
-    /// The client key requests are signed with.
-    pub(crate) client: SigningKey,
+    /// The client key requests are signed with (`None` when the bench signs
+    /// nothing and none was given).
+    pub(crate) client: Option<SigningKey>,
     /// The pinned roster keys are checked against.
     pub(crate) roster: Roster,
     /// `(name, pid)` of the local processes to meter.
     pub(crate) processes: Vec<(String, u32)>,
+    /// The devnet's data directory (operator keys live there), if it is one.
+    pub(crate) devnet_dir: Option<PathBuf>,
     /// A devnet this run started (stopped on drop) and its temporary directory.
     spawned: Option<(devnet::Running, Option<PathBuf>)>,
 }
@@ -78,8 +81,13 @@ fn devnet_url(dir: &Path) -> anyhow::Result<String> {
 }
 
 impl Target {
-    /// Connects as the arguments say (starting a devnet for `--spawn-devnet`).
-    pub(crate) async fn connect(args: &BenchArgs) -> anyhow::Result<Self> {
+    /// Connects as the arguments say (starting a devnet of `nodes` for
+    /// `--spawn-devnet`); `need_client`: the bench signs, so a client key is required.
+    pub(crate) async fn connect(
+        args: &NetArgs,
+        nodes: usize,
+        need_client: bool,
+    ) -> anyhow::Result<Self> {
         if args.spawn_devnet {
             let (dir, remove) = match &args.data_dir {
                 Some(d) => {
@@ -101,15 +109,11 @@ impl Target {
                     (d.clone(), Some(d))
                 }
             };
-            println!(
-                "starting a devnet of {} nodes in {}",
-                args.nodes,
-                dir.display()
-            );
+            println!("starting a devnet of {nodes} nodes in {}", dir.display());
             let net = devnet::start(&DevnetArgs {
-                nodes: args.nodes,
+                nodes,
                 threshold: args.threshold,
-                segments: args.nodes.min(3),
+                segments: nodes.min(3),
                 data_dir: dir,
                 fresh: args.data_dir.is_some(),
                 base_port: args.base_port,
@@ -118,7 +122,7 @@ impl Target {
                 exit: true,
             })
             .await?;
-            let mut me = Self::from_devnet_dir(&net.dir, Some(net.url.clone()))?;
+            let mut me = Self::from_devnet_dir(&net.dir, Some(net.url.clone()), need_client)?;
             me.processes = net.pids();
             me.spawned = Some((net, remove));
             return Ok(me);
@@ -126,15 +130,16 @@ impl Target {
         if let Some(dir) = &args.devnet_dir {
             let dir = std::fs::canonicalize(dir)
                 .with_context(|| format!("no devnet data directory {}", dir.display()))?;
-            return Self::from_devnet_dir(&dir, args.url.clone());
+            return Self::from_devnet_dir(&dir, args.url.clone(), need_client);
         }
         let Some(url) = &args.url else {
             bail!("say which network: --spawn-devnet, --devnet-dir DIR, or --url URL with --client-key and --roster");
         };
-        let key = args
-            .client_key
-            .as_ref()
-            .context("--url needs --client-key (a client registered with the coordinator and in every node's policy)")?;
+        let key = match &args.client_key {
+            Some(k) => Some(read_key(k)?),
+            None if need_client => bail!("--url needs --client-key (a client registered with the coordinator and in every node's policy)"),
+            None => None,
+        };
         let roster = args
             .roster
             .as_ref()
@@ -145,15 +150,16 @@ impl Target {
         }
         Ok(Self {
             api,
-            client: read_key(key)?,
+            client: key,
             roster: Roster::load(roster, None)
                 .with_context(|| format!("roster {}", roster.display()))?,
             processes: args.pids.clone(),
+            devnet_dir: None,
             spawned: None,
         })
     }
 
-    fn from_devnet_dir(dir: &Path, url: Option<String>) -> anyhow::Result<Self> {
+    fn from_devnet_dir(dir: &Path, url: Option<String>, need_client: bool) -> anyhow::Result<Self> {
         let url = match url {
             Some(u) => u,
             None => devnet_url(dir)?,
@@ -161,7 +167,7 @@ impl Target {
         let token = std::fs::read_to_string(dir.join("admin.token"))
             .with_context(|| format!("{}/admin.token", dir.display()))?;
         let key = dir.join("bench-client.key");
-        if !key.exists() {
+        if !key.exists() && need_client {
             bail!(
                 "{} has no bench-client.key: restart that devnet once with this version (`quorate devnet --data-dir {}`) to add the bench client",
                 dir.display(),
@@ -170,9 +176,14 @@ impl Target {
         }
         Ok(Self {
             api: Client::new(url)?.with_admin_token(token.trim().to_string()),
-            client: read_key(&key)?,
+            client: if key.exists() {
+                Some(read_key(&key)?)
+            } else {
+                None
+            },
             roster: Roster::load(&dir.join("roster.toml"), None).context("devnet roster")?,
             processes: devnet_pids(dir),
+            devnet_dir: Some(dir.to_path_buf()),
             spawned: None,
         })
     }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use quorate_protocol::{
     ids::SessionId,
+    lifecycle::ReshareEvent,
     local::{Outcome as PartyOutcome, Party},
     sign::SignerConfig,
     Envelope, Input, Output, Payload, ProtocolError, Round, SignTarget, Signer, TimerId, Timestamp,
@@ -100,6 +101,34 @@ pub(crate) fn classify(
                 match fault {
                     quorate_protocol::Fault::InvalidProofOfKnowledge => ops.push(Op::DkgRound2),
                     quorate_protocol::Fault::InvalidSecretShare => ops.push(Op::DkgFinish),
+                    _ => {}
+                }
+            }
+        }
+        (Role::Reshare { .. }, InputKind::Start) => {
+            // A dealer deals at its start; a new member only sets its deadline.
+            if sends(Round::ReshareCommit) {
+                ops.push(Op::ReshareDeal);
+            }
+        }
+        (Role::Reshare { .. }, InputKind::Message(round)) => {
+            match round {
+                Round::ReshareCommit => ops.push(Op::ReshareCommitRecv),
+                Round::ReshareEcho => ops.push(Op::ReshareEchoRecv),
+                Round::ReshareShare => ops.push(Op::ReshareShareRecv),
+                Round::ReshareConfirm => ops.push(Op::ReshareConfirmRecv),
+                _ => {}
+            }
+            if sends(Round::ReshareEcho) {
+                ops.push(Op::ReshareEcho);
+            }
+            if sends(Round::ReshareConfirm) {
+                ops.push(Op::ReshareFinish);
+            }
+            if let Err(ProtocolError::Aborted { fault, .. }) = result {
+                match fault {
+                    quorate_protocol::Fault::UnboundReshare => ops.push(Op::ReshareEcho),
+                    quorate_protocol::Fault::InvalidSecretShare => ops.push(Op::ReshareFinish),
                     _ => {}
                 }
             }
@@ -201,6 +230,16 @@ impl World {
         outcome: PartyOutcome,
         done: Micros,
     ) {
+        // A resharing participant reports its new share before it finishes: the
+        // session stays open until `Finished`.
+        if let (Role::Reshare { run }, PartyOutcome::Reshare(event)) = (role, &outcome) {
+            let finished = matches!(event, ReshareEvent::Finished { .. });
+            if finished {
+                self.close_session(node, session);
+            }
+            self.reshare_event(run, node, outcome, done);
+            return;
+        }
         self.close_session(node, session);
         match (role, outcome) {
             (Role::Aggregator { request }, _) => self.attempt_succeeded(request, session, done),
@@ -231,6 +270,7 @@ impl World {
             }
             Role::Aggregator { request } => self.attempt_failed(request, session, error, done),
             Role::Dkg { run } => self.dkg_member_failed(run, node, error, done),
+            Role::Reshare { run } => self.reshare_member_failed(run, node, error, done),
             Role::Signer => {}
         }
     }
@@ -311,6 +351,12 @@ impl World {
             }
             Some(Owner::Dkg(id)) => {
                 if let Some(r) = self.runs.get_mut(id) {
+                    r.messages += 1;
+                    r.bytes += size as u64;
+                }
+            }
+            Some(Owner::Reshare(id)) => {
+                if let Some(r) = self.reshares.get_mut(id) {
                     r.messages += 1;
                     r.bytes += size as u64;
                 }
@@ -472,6 +518,28 @@ mod tests {
         assert_eq!(
             classify(Role::Aggregator { request: 1 }, InputKind::Start, &ok),
             vec![Op::AggStart]
+        );
+        // A reshare member that deals nothing starts for free; admitting a
+        // sub-share or a confirmation is its own op.
+        let reshare = Role::Reshare { run: 1 };
+        assert!(classify(reshare, InputKind::Start, &ok).is_empty());
+        assert_eq!(
+            classify(reshare, InputKind::Message(Round::ReshareShare), &ok),
+            vec![Op::ReshareShareRecv]
+        );
+        assert_eq!(
+            classify(reshare, InputKind::Message(Round::ReshareConfirm), &ok),
+            vec![Op::ReshareConfirmRecv]
+        );
+        let bad_share: Result<Vec<Output<PartyOutcome>>, ProtocolError> =
+            Err(ProtocolError::Aborted {
+                culprits: Vec::new(),
+                fault: quorate_protocol::Fault::InvalidSecretShare,
+            });
+        assert_eq!(
+            classify(reshare, InputKind::Message(Round::ReshareEcho), &bad_share),
+            vec![Op::ReshareEchoRecv, Op::ReshareFinish],
+            "a rejected sub-share was opened and checked"
         );
     }
 }

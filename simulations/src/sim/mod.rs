@@ -3,6 +3,7 @@
 mod dkg;
 mod exec;
 pub(crate) mod netting;
+mod reshare;
 mod roast;
 mod share_check;
 mod signing;
@@ -32,6 +33,7 @@ use crate::{
 };
 
 pub use netting::NettingRound;
+pub use reshare::ReshareRecord;
 pub(crate) use roast::PRESIGN_MARGIN_MS;
 pub use summary::RunResult;
 
@@ -100,11 +102,12 @@ enum Event {
     RoastDeadline(u64),
 }
 
-/// Which request or DKG run a session belongs to.
+/// Which request, DKG run or reshare run a session belongs to.
 #[derive(Debug, Clone, Copy)]
 enum Owner {
     Request(u64),
     Dkg(u64),
+    Reshare(u64),
 }
 
 /// A DKG run in one committee.
@@ -151,6 +154,7 @@ pub(crate) struct World {
     adversary: Adversary,
     requests: BTreeMap<u64, Request>,
     runs: BTreeMap<u64, DkgRun>,
+    reshares: BTreeMap<u64, reshare::ReshareRun>,
     owners: BTreeMap<SessionId, Owner>,
     next_id: u64,
     open: usize,
@@ -250,6 +254,7 @@ impl World {
             adversary,
             requests: BTreeMap::new(),
             runs: BTreeMap::new(),
+            reshares: BTreeMap::new(),
             owners: BTreeMap::new(),
             next_id: 0,
             open: 0,
@@ -382,6 +387,7 @@ impl World {
                 match a {
                     Arrival::Sign { committee } => self.new_request(committee),
                     Arrival::Dkg { committee } => self.new_dkg(committee),
+                    Arrival::Reshare { committee } => self.new_reshare(committee),
                 }
             }
             Event::Deliver {
@@ -447,6 +453,7 @@ impl World {
                     self.coordinator_lost();
                 }
                 self.dkg_member_lost(node);
+                self.reshare_member_lost(node);
             }
             Change::Pause => self.nodes[node].pause(self.now),
             Change::Restart => {
@@ -493,6 +500,7 @@ impl World {
             Work::StartAttempt { request } => self.start_attempt(request),
             Work::Presign => self.presign_work(node),
             Work::StartDkg { run } => self.start_dkg(node, run),
+            Work::StartReshare { run } => self.start_reshare(node, run),
             Work::Netting { from, msg } => self.netting_work(node, from, *msg),
             Work::NettingClose { round } => self.coordinator_close(round),
             Work::NettingSettle { round } => self.coordinator_settle(round),
@@ -533,6 +541,7 @@ impl World {
         for id in open {
             self.finish_run(id, Outcome::Unfinished, end);
         }
+        self.finish_open_reshares(end);
         self.netting_unfinished();
     }
 

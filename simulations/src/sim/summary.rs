@@ -14,11 +14,14 @@ use crate::{
 pub struct RunResult {
     /// Aggregates.
     pub summary: Summary,
-    /// One record per signing request or DKG run, in arrival order.
+    /// One record per signing request, DKG run or reshare run, in arrival order.
     pub sessions: Vec<SessionRecord>,
     /// Netting rounds in memory (definitions, inputs, results), for checks
     /// against the plaintext reference; empty without `[netting]`.
     pub netting: Vec<super::NettingRound>,
+    /// Reshare runs in memory (the old key and every new share), for checks
+    /// against the old key; empty without `[reshare]`.
+    pub reshares: Vec<super::ReshareRecord>,
 }
 
 fn ms(t: Micros) -> f64 {
@@ -100,6 +103,10 @@ impl World {
                 roast: None,
             });
         }
+        let (reshare_sessions, reshare_named, reshare_correct) = self.reshare_sessions();
+        sessions.extend(reshare_sessions);
+        named += reshare_named;
+        correct += reshare_correct;
         sessions.sort_by_key(|s| s.id);
         let count = |o: Outcome| sessions.iter().filter(|s| s.outcome == o.name()).count() as u64;
         let latencies: Vec<f64> = sessions.iter().filter_map(|s| s.latency_ms).collect();
@@ -159,6 +166,7 @@ impl World {
             summary,
             sessions,
             netting: netting_rounds,
+            reshares: self.reshare_records(),
         }
     }
 }
