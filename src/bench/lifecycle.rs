@@ -215,20 +215,7 @@ pub(crate) fn run(args: &LifecycleArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = rt.block_on(bench(args))?;
-    let json = serde_json::to_string_pretty(&report)?;
-    match &args.json {
-        Some(p) if p.as_os_str() == "-" => {
-            eprintln!("{}", report.table());
-            println!("{json}");
-        }
-        Some(p) => {
-            std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
-            println!("{}", report.table());
-            println!("JSON report written to {}", p.display());
-        }
-        None => println!("{}", report.table()),
-    }
-    Ok(())
+    super::report::emit(&report.table(), &report, args.json.as_deref())
 }
 
 /// What one operation cost.

@@ -166,20 +166,7 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = rt.block_on(bench(args))?;
-    let json = serde_json::to_string_pretty(&report)?;
-    match &args.json {
-        Some(p) if p.as_os_str() == "-" => {
-            eprintln!("{}", report.table());
-            println!("{json}");
-        }
-        Some(p) => {
-            std::fs::write(p, json + "\n").with_context(|| format!("writing {}", p.display()))?;
-            println!("{}", report.table());
-            println!("JSON report written to {}", p.display());
-        }
-        None => println!("{}", report.table()),
-    }
-    Ok(())
+    report::emit(&report.table(), &report, args.json.as_deref())
 }
 
 async fn bench(args: &BenchArgs) -> anyhow::Result<Report> {

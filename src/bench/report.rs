@@ -1,7 +1,7 @@
 //! The bench's results: one row per load, the in-process baseline, ratios; printed
 //! as a table or written as JSON (`--json`).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
 
 use serde::Serialize;
 
@@ -216,4 +216,28 @@ impl Report {
         }
         out
     }
+}
+
+/// Prints a report: the table on stdout, and the JSON to `json` (`-`: stdout, the
+/// table then goes to stderr).
+pub(crate) fn emit(
+    table: &str,
+    report: &impl Serialize,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = serde_json::to_string_pretty(report)?;
+    match json {
+        Some(p) if p.as_os_str() == "-" => {
+            eprintln!("{table}");
+            println!("{text}");
+        }
+        Some(p) => {
+            std::fs::write(p, text + "\n").with_context(|| format!("writing {}", p.display()))?;
+            println!("{table}");
+            println!("JSON report written to {}", p.display());
+        }
+        None => println!("{table}"),
+    }
+    Ok(())
 }
