@@ -24,12 +24,12 @@ use rand_core::RngCore;
 #[derive(clap::Subcommand)]
 pub(crate) enum LifecycleCmd {
     /// Write an operation for operators to approve (refresh: same committee and
-    /// threshold; reshare: --member … and --threshold).
+    /// threshold; reshare: --member … and --threshold; repair: --member TARGET).
     Propose {
         /// Key id (hex).
         #[arg(long)]
         key: String,
-        /// refresh or reshare.
+        /// refresh, reshare or repair.
         #[arg(long, value_parser = parse_kind)]
         kind: OperationKind,
         /// New committee member: roster name or node id (repeat; reshare only).
@@ -79,7 +79,8 @@ fn parse_kind(s: &str) -> Result<OperationKind, String> {
     match s {
         "refresh" => Ok(OperationKind::Refresh),
         "reshare" => Ok(OperationKind::Reshare),
-        other => Err(format!("{other:?}: expected refresh or reshare")),
+        "repair" => Ok(OperationKind::Repair),
+        other => Err(format!("{other:?}: expected refresh, reshare or repair")),
     }
 }
 
@@ -145,6 +146,9 @@ fn describe(op: &ApprovedOperation, roster: Option<&Roster>) {
             o.segments.join(", ")
         }
     );
+    if let Some(t) = &o.target {
+        println!("target     {}", name(t));
+    }
     println!("expires    {} (unix seconds)", o.expires_at);
     println!("digest     {}", hex::encode(o.digest()));
     println!("approvals  {}", op.approvals.len());
@@ -175,18 +179,25 @@ pub(crate) async fn run(
             let roster_ref = crate::coordinator_cmd::require_roster(roster, "propose")?;
             let attested = client.get_attested_key(&key, &roster_ref).await?;
             let view: &KeyView = attested.view();
+            let current = view
+                .participants
+                .iter()
+                .map(|p| NodeId::from_hex(&p.node))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut target = None;
             let (committee, threshold) = match kind {
                 OperationKind::Refresh => {
                     if !members.is_empty() || threshold.is_some() {
                         bail!("a refresh keeps the committee and threshold: drop --member/--threshold");
                     }
-                    (
-                        view.participants
-                            .iter()
-                            .map(|p| NodeId::from_hex(&p.node))
-                            .collect::<Result<Vec<_>, _>>()?,
-                        view.threshold,
-                    )
+                    (current, view.threshold)
+                }
+                OperationKind::Repair => {
+                    if members.len() != 1 || threshold.is_some() {
+                        bail!("a repair names the one member to repair: --member NAME, no --threshold");
+                    }
+                    target = Some(resolve_member(&members[0], roster)?);
+                    (current, view.threshold)
                 }
                 OperationKind::Reshare => {
                     let threshold = threshold.context("a reshare needs --threshold")?;
@@ -217,6 +228,7 @@ pub(crate) async fn run(
                 segments,
                 expires_at: now_unix() + expires_in,
                 nonce,
+                target,
             };
             operation.validate()?;
             let op = ApprovedOperation {

@@ -55,6 +55,7 @@ fn refresh(net: &Devnet, key: &KeyView, nonce: u8) -> ApprovedOperation {
         segments: Vec::new(),
         expires_at: now + 600,
         nonce: [nonce; 16],
+        target: None,
     };
     let approvals = ["operator1.key", "operator2.key"]
         .iter()

@@ -515,6 +515,7 @@ async fn openapi_document_describes_every_route_and_problem() {
         ("/v1/keys/{id}/signatures", &["post"][..]),
         ("/v1/keys/{id}/refresh", &["post"][..]),
         ("/v1/keys/{id}/reshare", &["post"][..]),
+        ("/v1/keys/{id}/repair", &["post"][..]),
         ("/v1/jobs/{id}", &["get"][..]),
         ("/v1/netting/rounds", &["post"][..]),
         ("/v1/netting/rounds/{id}", &["get"][..]),
@@ -539,7 +540,7 @@ async fn openapi_document_describes_every_route_and_problem() {
             assert!(op["responses"].is_object(), "{m} {path} has responses");
         }
     }
-    assert_eq!(paths.len(), 15, "no undocumented extra paths");
+    assert_eq!(paths.len(), 16, "no undocumented extra paths");
     let schemas = doc["components"]["schemas"].as_object().expect("schemas");
     for s in [
         "Problem",

@@ -315,6 +315,15 @@ pub enum AuditKind {
         #[serde(with = "hex_id")]
         session: SessionId,
     },
+    /// This node's lost share was repaired by helpers and stored (details:
+    /// session, participants).
+    KeyRepaired {
+        /// Key id.
+        #[serde(with = "hex_id")]
+        key_id: KeyId,
+        /// The generation of the repaired share.
+        generation: u64,
+    },
     /// The coordinator aborted a refresh or reshare before it committed: a pending
     /// share was dropped, the old generation stays (details: reason).
     LifecycleAborted {

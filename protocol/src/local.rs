@@ -19,7 +19,7 @@ use crate::{
     identity::NodeIdentity,
     ids::{KeyId, NodeId, SessionId},
     key::{KeyShare, SignatureBytes},
-    lifecycle::{Reshare, ReshareConfig, ReshareEvent},
+    lifecycle::{Repair, RepairEvent, Reshare, ReshareConfig, ReshareEvent},
     machine::{Input, Output, Timestamp},
     sign::{ShareSent, SignTarget, Signer, SignerConfig},
     suite::Ciphersuite,
@@ -38,6 +38,8 @@ pub enum Party {
     Aggregator(Aggregator),
     /// A resharing participant.
     Reshare(Reshare),
+    /// A repair participant.
+    Repair(Repair),
 }
 
 /// What a party finished with.
@@ -51,6 +53,8 @@ pub enum Outcome {
     Signature(SignatureBytes),
     /// A resharing participant's new share or completion.
     Reshare(ReshareEvent),
+    /// A repair participant's result.
+    Repair(RepairEvent),
 }
 
 fn map_outputs<T>(outs: Vec<Output<T>>, f: impl Fn(T) -> Outcome) -> Vec<Output<Outcome>> {
@@ -76,6 +80,7 @@ impl Party {
             Self::Signer(m) => map_outputs(m.handle(now, input, rng)?, Outcome::Share),
             Self::Aggregator(m) => map_outputs(m.handle(now, input, rng)?, Outcome::Signature),
             Self::Reshare(m) => map_outputs(m.handle(now, input, rng)?, Outcome::Reshare),
+            Self::Repair(m) => map_outputs(m.handle(now, input, rng)?, Outcome::Repair),
         })
     }
 }

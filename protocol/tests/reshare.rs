@@ -461,6 +461,7 @@ fn operation(committee: Vec<NodeId>, threshold: u16) -> Operation {
         segments: vec!["eu".into()],
         expires_at: 1_000,
         nonce: [3; 16],
+        target: None,
     }
 }
 

@@ -427,6 +427,49 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                 reason: "deadline".into(),
             },
         ),
+        (
+            "repair_start",
+            Payload::RepairStart {
+                operation: vec![0x30; 5],
+                public: quorate_protocol::GroupPublic {
+                    suite: Ciphersuite::Ed25519,
+                    key_id: KeyId([0x12; 16]),
+                    threshold: 2,
+                    members: committee()
+                        .members()
+                        .iter()
+                        .map(|m| (m.node, m.index))
+                        .collect(),
+                    verifying_key: vec![0x13; 32],
+                    public_key_package: vec![0x14; 8],
+                },
+                helpers: committee(),
+                target: committee().members()[0],
+                timeout_ms: 30_000,
+            },
+        ),
+        (
+            "repair_delta",
+            Payload::RepairDelta {
+                params: [0x31; 32],
+                recipient: NodeId([0x32; 32]),
+                sealed: quorate_protocol::seal::SealedBox {
+                    ephemeral: [0x33; 32],
+                    ciphertext: vec![0x34; 48],
+                },
+            },
+        ),
+        (
+            "repair_sigma",
+            Payload::RepairSigma {
+                params: [0x31; 32],
+                recipient: NodeId([0x35; 32]),
+                sealed: quorate_protocol::seal::SealedBox {
+                    ephemeral: [0x36; 32],
+                    ciphertext: vec![0x37; 48],
+                },
+            },
+        ),
     ]
 }
 
@@ -524,12 +567,15 @@ fn enum_tags_are_stable() {
         Round::ReshareConfirm,
         Round::ReshareFinish,
         Round::ReshareAbort,
+        Round::RepairStart,
+        Round::RepairDelta,
+        Round::RepairSigma,
     ];
     let tags: Vec<u8> = rounds
         .iter()
         .flat_map(|r| postcard::to_allocvec(r).expect("encode"))
         .collect();
-    assert_eq!(tags, (0..28).collect::<Vec<u8>>());
+    assert_eq!(tags, (0..31).collect::<Vec<u8>>());
 }
 
 #[test]

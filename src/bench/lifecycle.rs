@@ -348,6 +348,7 @@ async fn reshare(
         segments: Vec::new(),
         expires_at: now + 3600,
         nonce,
+        target: None,
     };
     operation.validate()?;
     let approved = ApprovedOperation {

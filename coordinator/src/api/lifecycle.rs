@@ -1,4 +1,4 @@
-//! `POST /v1/keys/{id}/refresh` and `POST /v1/keys/{id}/reshare`: operator-approved
+//! `POST /v1/keys/{id}/refresh`, `/reshare` and `/repair`: operator-approved
 //! lifecycle operations. The handler is a pipeline of named checks; the run itself
 //! is the engine's, and every node checks the approvals again against its own
 //! policy (a compromised coordinator cannot move a key to a committee it chose).
@@ -36,6 +36,16 @@ pub(super) async fn refresh<B: Backend>(
     body: Result<JsonBody<LifecycleBody>, Problem>,
 ) -> Result<Response, Problem> {
     run(state, headers, path, body, OperationKind::Refresh).await
+}
+
+/// `POST /v1/keys/{id}/repair`.
+pub(super) async fn repair<B: Backend>(
+    state: State<Arc<ApiState<B>>>,
+    headers: axum::http::HeaderMap,
+    path: Path<String>,
+    body: Result<JsonBody<LifecycleBody>, Problem>,
+) -> Result<Response, Problem> {
+    run(state, headers, path, body, OperationKind::Repair).await
 }
 
 /// `POST /v1/keys/{id}/reshare`.

@@ -172,6 +172,7 @@ pub fn router<B: Backend>(state: Arc<ApiState<B>>) -> Router {
         .route("/v1/keys/{id}/signatures", post(sign::<B>))
         .route("/v1/keys/{id}/refresh", post(lifecycle::refresh::<B>))
         .route("/v1/keys/{id}/reshare", post(lifecycle::reshare::<B>))
+        .route("/v1/keys/{id}/repair", post(lifecycle::repair::<B>))
         .route("/v1/jobs/{id}", get(get_job::<B>))
         .route("/v1/netting/rounds", post(netting::create_round::<B>))
         .route("/v1/netting/rounds/{id}", get(netting::get_round::<B>))
@@ -223,12 +224,13 @@ async fn track<B: Backend>(
 }
 
 /// Route templates of the router: the only `route` label values besides `unmatched`.
-pub(crate) const ROUTES: [&str; 15] = [
+pub(crate) const ROUTES: [&str; 16] = [
     "/v1/keys",
     "/v1/keys/{id}",
     "/v1/keys/{id}/signatures",
     "/v1/keys/{id}/refresh",
     "/v1/keys/{id}/reshare",
+    "/v1/keys/{id}/repair",
     "/v1/jobs/{id}",
     "/v1/netting/rounds",
     "/v1/netting/rounds/{id}",

@@ -66,6 +66,8 @@ pub(crate) struct Task {
     netting: Netting,
     /// Live refresh and reshare runs.
     lifecycle: Lifecycle,
+    /// Live share repairs.
+    repairs: super::lifecycle::repair::Repairs,
     counters: std::sync::Arc<super::Counters>,
 }
 
@@ -151,6 +153,7 @@ impl Task {
             ),
             outbound: BTreeMap::new(),
             lifecycle: Lifecycle::default(),
+            repairs: Default::default(),
             counters,
         })
     }
@@ -175,6 +178,7 @@ impl Task {
         self.signing.shutdown();
         self.netting.shutdown();
         self.lifecycle.shutdown();
+        self.repairs.shutdown();
     }
 
     /// Signers of the roster (`among` only, if given) with what selection needs.
@@ -258,7 +262,15 @@ impl Task {
             }
             Command::Reshare(boxed, reply) => {
                 let (key, op) = *boxed;
-                self.start_reshare(key, op, reply);
+                if self.lifecycle.busy(&key.key_id()) || self.repairs.busy(&key.key_id()) {
+                    let _ = reply.send(Err(CoordinatorError::KeyBusy(key.key_id())));
+                    return;
+                }
+                if op.operation.kind == quorate_protocol::lifecycle::OperationKind::Repair {
+                    self.start_repair(key, op, reply);
+                } else {
+                    self.start_reshare(key, op, reply);
+                }
             }
             Command::AttachStore(store) => {
                 self.lifecycle.attach(store, &self.identity);
@@ -390,10 +402,6 @@ impl Task {
         op: quorate_protocol::lifecycle::ApprovedOperation,
         reply: oneshot::Sender<Result<KeyRecord, CoordinatorError>>,
     ) {
-        if self.lifecycle.busy(&key.key_id()) {
-            let _ = reply.send(Err(CoordinatorError::KeyBusy(key.key_id())));
-            return;
-        }
         let plan =
             match super::lifecycle::plan::plan(&self.roster, &key, &op, unix_ms() / 1000, |n| {
                 self.is_connected(n)
@@ -410,6 +418,33 @@ impl Task {
             key,
             op,
             plan,
+            session,
+            self.dkg_timeout,
+            reply,
+        );
+        self.send_lifecycle(out);
+    }
+
+    /// Checks a repair operation and starts it.
+    fn start_repair(
+        &mut self,
+        key: KeyRecord,
+        op: quorate_protocol::lifecycle::ApprovedOperation,
+        reply: oneshot::Sender<Result<KeyRecord, CoordinatorError>>,
+    ) {
+        let session = random_session();
+        let connected: BTreeSet<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(p, _)| self.connected.contains(p))
+            .map(|(_, n)| *n)
+            .collect();
+        let out = self.repairs.start(
+            &self.identity,
+            &self.roster,
+            key,
+            op,
+            |n| connected.contains(n),
             session,
             self.dkg_timeout,
             reply,
@@ -448,6 +483,7 @@ impl Task {
                 // A node reconnecting starts a new pool: what it offered is void.
                 if let Some(node) = self.nodes.get(&peer_id).copied() {
                     self.signing.presign.forget(&node);
+                    self.repairs.on_disconnect(&node);
                     for out in self.lifecycle.on_disconnect(&node, &self.identity) {
                         self.send_lifecycle(Some(out));
                     }
@@ -502,6 +538,12 @@ impl Task {
                 if let (Some((session, node)), Ack::Rejected { reason, detail }) = (sent, response)
                 {
                     tracing::warn!(%node, %reason, %detail, "node refused");
+                    if self
+                        .repairs
+                        .on_refusal(session, node, format!("{reason}: {detail}"))
+                    {
+                        return;
+                    }
                     if self.lifecycle.owns(&session) {
                         let (_, out) = self.lifecycle.on_refusal(
                             session,
@@ -555,7 +597,9 @@ impl Task {
                 }
                 let sealed_to = match &envelope.payload {
                     Payload::DkgRound2 { recipient, .. }
-                    | Payload::ReshareShare { recipient, .. } => Some(*recipient),
+                    | Payload::ReshareShare { recipient, .. }
+                    | Payload::RepairDelta { recipient, .. }
+                    | Payload::RepairSigma { recipient, .. } => Some(*recipient),
                     _ => None,
                 };
                 if let Err(reason) = relay_check(
@@ -619,6 +663,7 @@ impl Task {
             .get(session)
             .map(|d| d.participants.as_slice())
             .or_else(|| self.lifecycle.participants(session))
+            .or_else(|| self.repairs.participants(session))
     }
 
     /// Refuses to relay an envelope, counting it.
@@ -640,6 +685,12 @@ impl Task {
         } = &env.payload
         {
             let (public, attestation) = (public.clone(), attestation.clone());
+            if self
+                .repairs
+                .on_report(env.session, env.sender, &public, attestation.clone())
+            {
+                return;
+            }
             if self.lifecycle.owns(&env.session) {
                 if let Some(p) =
                     self.lifecycle
@@ -760,6 +811,9 @@ impl Task {
     }
 
     fn on_refusal(&mut self, session: SessionId, node: NodeId, reason: String) {
+        if self.repairs.on_refusal(session, node, reason.clone()) {
+            return;
+        }
         let (owned, out) = self
             .lifecycle
             .on_refusal(session, node, reason.clone(), &self.identity);
@@ -780,6 +834,7 @@ impl Task {
     }
 
     fn on_tick(&mut self) {
+        self.repairs.on_tick(Instant::now());
         let (done, out) = self.lifecycle.on_tick(Instant::now(), &self.identity);
         for p in done {
             self.signing.presign.know(&p);

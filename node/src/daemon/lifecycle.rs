@@ -29,7 +29,7 @@ impl Node {
 
     fn admit_reshare_start(&mut self, env: Envelope) -> Result<Ack, Ack> {
         self.admit_coordinator_session(&env, "start a key lifecycle operation")?;
-        if self.lifecycle.is_running(&env.key) {
+        if self.lifecycle.is_running(&env.key) || self.repairing(&env.key) {
             return Err(reject(
                 "session_exists",
                 format!("a refresh or reshare of key {} is already running", env.key),
@@ -98,7 +98,7 @@ impl Node {
         self.lifecycle.started(env.key, env.session, record);
         let kind = match op.kind {
             OperationKind::Refresh => "refresh",
-            OperationKind::Reshare => "reshare",
+            OperationKind::Reshare | OperationKind::Repair => "reshare",
         };
         self.start_session(
             env.session,

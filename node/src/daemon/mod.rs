@@ -31,6 +31,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 mod lifecycle;
+mod repair;
 
 use crate::{
     audit::{AuditKind, AuditLog},
@@ -186,6 +187,8 @@ struct Node {
     held: Vec<(PeerId, Frame, u32)>,
     /// Key generations, live and unfinished refresh/reshare runs.
     lifecycle: crate::lifecycle::Lifecycle,
+    /// Live repairs: the generation and allowed segments the operation names.
+    repairs: BTreeMap<SessionId, (KeyId, u64, Vec<String>)>,
     /// When the coordinators were last dialled (reconnects after a coordinator
     /// restart, at most every [`COORDINATOR_REDIAL`]).
     coordinator_dial: Instant,
@@ -317,6 +320,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         presign: crate::presign::Pools::new(parts.limits.presign()),
         held: Vec::new(),
         lifecycle,
+        repairs: BTreeMap::new(),
         coordinator_dial: Instant::now(),
     };
     node.record(AuditKind::NodeStarted, json!({ "keys": node.keys.len() }));
@@ -596,6 +600,7 @@ impl Node {
             Payload::ReshareStart { .. } => self.on_reshare_start(env),
             Payload::ReshareFinish { .. } => self.on_reshare_finish(env),
             Payload::ReshareAbort { .. } => self.on_reshare_abort(env),
+            Payload::RepairStart { .. } => self.on_repair_start(env),
             Payload::SignRequest { .. } => self.on_sign_request(env),
             Payload::PresignedSign { .. } => self.on_presigned_sign(env),
             Payload::NettingRound { .. }
@@ -1485,6 +1490,9 @@ impl Node {
         if let Outcome::Reshare(event) = outcome {
             return self.on_reshare_event(id, event);
         }
+        if let Outcome::Repair(event) = outcome {
+            return self.on_repair_event(id, event);
+        }
         let key_id = session.key_id;
         let session_coordinator = session.coordinator;
         match outcome {
@@ -1524,7 +1532,10 @@ impl Node {
                 }
             }
             // Recorded before the share left (see `release`).
-            Outcome::Share(_) | Outcome::Signature(_) | Outcome::Reshare(_) => {}
+            Outcome::Share(_)
+            | Outcome::Signature(_)
+            | Outcome::Reshare(_)
+            | Outcome::Repair(_) => {}
         }
         self.end_session(id, "done", Vec::new());
         true

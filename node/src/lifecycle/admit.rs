@@ -147,6 +147,12 @@ fn check_operation_matches(
     generation: u64,
 ) -> Result<(), Ack> {
     let o = &op.operation;
+    if o.kind == OperationKind::Repair {
+        return Err(reject(
+            "operation_mismatch",
+            "a repair operation does not start a refresh or reshare",
+        ));
+    }
     let mismatch = |what: &str| {
         reject(
             "operation_mismatch",
@@ -273,4 +279,104 @@ fn check_own_share(
         None => {}
     }
     Ok(())
+}
+
+/// A repair start that passed every check.
+pub(crate) struct AdmittedRepair {
+    /// The run's parameters.
+    pub config: quorate_protocol::lifecycle::RepairConfig,
+    /// The approved operation.
+    pub operation: ApprovedOperation,
+    /// Names of the approvers whose signatures counted.
+    pub approved_by: Vec<String>,
+}
+
+/// Runs every check on a `RepairStart`: approvals, the operation against the
+/// start (key, group key, committee and threshold unchanged, the target), helpers
+/// and target against the roster, residency of the target, and this node's part
+/// (a helper holds exactly this generation; the target does not hold the key).
+pub(crate) fn admit_repair(
+    ctx: &Context<'_>,
+    env: &Envelope,
+    session_timeout_ms: u64,
+) -> Result<AdmittedRepair, Ack> {
+    let Payload::RepairStart {
+        operation,
+        public,
+        helpers,
+        target,
+        timeout_ms,
+    } = &env.payload
+    else {
+        return Err(reject("malformed", "not a repair start"));
+    };
+    let op =
+        ApprovedOperation::decode(operation).map_err(|e| reject("malformed", e.to_string()))?;
+    let approved_by = check_approvals(ctx, &op)?;
+    let o = &op.operation;
+    let mismatch = |what: &str| {
+        reject(
+            "operation_mismatch",
+            format!("the start's {what} differs from the approved operation's"),
+        )
+    };
+    if o.kind != OperationKind::Repair {
+        return Err(mismatch("kind"));
+    }
+    if o.key_id != env.key || public.key_id != env.key || public.suite != env.suite {
+        return Err(mismatch("key"));
+    }
+    if o.group_key != public.verifying_key {
+        return Err(mismatch("group key"));
+    }
+    let members: Vec<NodeId> = public.members.keys().copied().collect();
+    if members != o.committee || o.threshold != public.threshold {
+        return Err(mismatch("committee or threshold"));
+    }
+    if o.target != Some(target.node) {
+        return Err(mismatch("target"));
+    }
+    check_committee_in_roster(ctx.roster, helpers)?;
+    let with_target = Committee::new(helpers.members().iter().copied().chain([*target]).collect())
+        .map_err(|e| reject("bad_committee", e.to_string()))?;
+    check_committee_in_roster(ctx.roster, &with_target)?;
+    check_residency(ctx.roster, &with_target, &o.segments)?;
+    if ctx.me == target.node {
+        if ctx.held.is_some() {
+            return Err(reject(
+                "key_present",
+                format!("this node holds key {}: nothing to repair", env.key),
+            ));
+        }
+    } else if helpers.get(&ctx.me).is_some() {
+        match ctx.held {
+            Some(k) if k.share.public == *public && ctx.generation == o.from_generation => {}
+            _ => {
+                return Err(reject(
+                    "generation_mismatch",
+                    "the start's public data is not the generation held here",
+                ))
+            }
+        }
+    } else {
+        return Err(reject(
+            "not_a_participant",
+            "this node neither helps nor is repaired",
+        ));
+    }
+    let config = quorate_protocol::lifecycle::RepairConfig {
+        suite: env.suite,
+        key_id: env.key,
+        session: env.session,
+        public: public.clone(),
+        helpers: helpers.clone(),
+        target: *target,
+        timeout_ms: (*timeout_ms).min(session_timeout_ms.saturating_mul(4)),
+        coordinator: env.sender,
+    };
+    Ok(AdmittedRepair {
+        config,
+        operation: op,
+        approved_by,
+    })
 }

@@ -11,7 +11,9 @@
 
 mod math;
 pub mod operation;
+pub mod repair;
 pub mod reshare;
 
 pub use operation::{ApprovedOperation, Operation, OperationKind, MAX_OPERATION_SIZE};
+pub use repair::{Repair, RepairConfig, RepairEvent};
 pub use reshare::{public_package, share_aad, verify_finish, Reshare, ReshareConfig, ReshareEvent};

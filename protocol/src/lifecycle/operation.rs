@@ -37,6 +37,8 @@ pub enum OperationKind {
     Refresh,
     /// New shares for a new committee and/or threshold.
     Reshare,
+    /// A member that lost its share gets it back from `t` helpers.
+    Repair,
 }
 
 impl OperationKind {
@@ -45,6 +47,7 @@ impl OperationKind {
         match self {
             Self::Refresh => "refresh",
             Self::Reshare => "reshare",
+            Self::Repair => "repair",
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct Operation {
     pub expires_at: u64,
     /// Approver-chosen unique value.
     pub nonce: [u8; 16],
+    /// The member whose share a repair restores (`None` for refresh and reshare).
+    pub target: Option<NodeId>,
 }
 
 impl Operation {
@@ -102,6 +107,16 @@ impl Operation {
             || self.segments.iter().any(|s| s.is_empty() || s.len() > 64)
         {
             return Err(bad("segments: at most 255 names of 1 to 64 bytes".into()));
+        }
+        match (self.kind, self.target) {
+            (OperationKind::Repair, Some(t)) if self.committee.contains(&t) => {}
+            (OperationKind::Repair, _) => {
+                return Err(bad(
+                    "a repair names its target, a member of the committee".into()
+                ))
+            }
+            (_, Some(_)) => return Err(bad("only a repair names a target".into())),
+            (_, None) => {}
         }
         if self.threshold < 2 || usize::from(self.threshold) > self.committee.len() {
             return Err(bad(format!(

@@ -64,6 +64,12 @@ pub enum Round {
     ReshareFinish,
     /// Lifecycle: the coordinator ends a run that did not commit.
     ReshareAbort,
+    /// Repair: a coordinator starts an operator-approved share repair.
+    RepairStart,
+    /// Repair: a helper's delta, sealed to another helper.
+    RepairDelta,
+    /// Repair: a helper's sigma, sealed to the member being repaired.
+    RepairSigma,
 }
 
 /// One row of a DKG echo: what `sender`'s round-1 message hashed to, with the
@@ -337,6 +343,38 @@ pub enum Payload {
         /// Why (at most 256 bytes of UTF-8).
         reason: String,
     },
+    /// Coordinator → helpers and the target: repair the target's share.
+    RepairStart {
+        /// Encoded [`ApprovedOperation`](crate::lifecycle::ApprovedOperation) of
+        /// kind `repair` naming the target.
+        operation: Vec<u8>,
+        /// The key's public data (the generation in force).
+        public: crate::key::GroupPublic,
+        /// The helpers (at least the threshold) with roster indices and sealing keys.
+        helpers: crate::committee::Committee,
+        /// The member whose share is repaired.
+        target: crate::committee::Member,
+        /// Milliseconds until missing participants are named.
+        timeout_ms: u64,
+    },
+    /// Helper → helper: one delta of the sender's weighted share.
+    RepairDelta {
+        /// [`RepairConfig::params_hash`](crate::lifecycle::RepairConfig::params_hash).
+        params: [u8; 32],
+        /// The only node able to open the box.
+        recipient: NodeId,
+        /// The sealed scalar.
+        sealed: SealedBox,
+    },
+    /// Helper → target: the sum of the deltas the helper received.
+    RepairSigma {
+        /// As in `RepairDelta`.
+        params: [u8; 32],
+        /// The target.
+        recipient: NodeId,
+        /// The sealed scalar.
+        sealed: SealedBox,
+    },
 }
 
 impl Round {
@@ -358,6 +396,9 @@ impl Round {
                 | Self::ReshareConfirm
                 | Self::ReshareFinish
                 | Self::ReshareAbort
+                | Self::RepairStart
+                | Self::RepairDelta
+                | Self::RepairSigma
         )
     }
 }
@@ -394,6 +435,9 @@ impl Payload {
             Self::ReshareConfirm { .. } => Round::ReshareConfirm,
             Self::ReshareFinish { .. } => Round::ReshareFinish,
             Self::ReshareAbort { .. } => Round::ReshareAbort,
+            Self::RepairStart { .. } => Round::RepairStart,
+            Self::RepairDelta { .. } => Round::RepairDelta,
+            Self::RepairSigma { .. } => Round::RepairSigma,
         }
     }
 }

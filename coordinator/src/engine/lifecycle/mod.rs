@@ -20,6 +20,7 @@
 //! committed ones are followed up the same way, uncommitted ones are aborted.
 
 pub(crate) mod plan;
+pub(crate) mod repair;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
