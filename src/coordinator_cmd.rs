@@ -136,6 +136,10 @@ enum KeysCmd {
         /// Participants must span at least this many segments.
         #[arg(long, default_value_t = 1)]
         min_segments: usize,
+        /// Data residency: a roster segment the key's shares may live in (repeat;
+        /// none: any).
+        #[arg(long = "segment")]
+        segments: Vec<String>,
         /// Admin bearer token.
         #[arg(long, env = "QUORATE_ADMIN_TOKEN")]
         admin_token: String,
@@ -260,12 +264,14 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
             threshold,
             n,
             min_segments,
+            segments,
             admin_token,
         }) => {
             let body = CreateKeyBody {
                 ciphersuite,
                 threshold,
                 participants: ParticipantsBody::Spanning { n, min_segments },
+                segments,
             };
             let key = client
                 .with_admin_token(admin_token)

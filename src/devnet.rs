@@ -563,6 +563,7 @@ async fn demo(url: &str, admin_token: &str, dir: &Path, args: &DevnetArgs) -> an
                     n: args.nodes,
                     min_segments: args.segments.min(args.nodes),
                 },
+                segments: Vec::new(),
             })
             .await
             .with_context(|| format!("{suite}: key generation"))?;

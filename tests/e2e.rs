@@ -61,6 +61,7 @@ async fn create_key(api: &Client, suite: Ciphersuite) -> quorate_coordinator::ap
             n: 5,
             min_segments: 3,
         },
+        segments: Vec::new(),
     })
     .await
     .expect("create key")

@@ -76,11 +76,42 @@ async fn reshare_3_of_5_to_4_of_7_with_two_members_replaced_then_refresh() {
             participants: ParticipantsBody::Nodes(
                 old.iter().map(|n| node_id(&r, n).to_string()).collect(),
             ),
+            segments: Vec::new(),
         })
         .await
         .expect("create key");
     assert_eq!(key.generation, 0);
     net.sign_and_verify(&api, &key, "before").await;
+
+    // Data residency on DKG: members outside the allowed segments are refused,
+    // members inside them get a key (the devnet puts node1, node4, node7 in
+    // segment-1).
+    let in_one: Vec<String> = ["node1", "node4", "node7"]
+        .iter()
+        .map(|n| node_id(&r, n).to_string())
+        .collect();
+    let mut outside = in_one.clone();
+    outside[2] = node_id(&r, "node2").to_string();
+    let err = api
+        .create_key(&CreateKeyBody {
+            ciphersuite: Ciphersuite::Ed25519,
+            threshold: 2,
+            participants: ParticipantsBody::Nodes(outside),
+            segments: vec!["segment-1".into()],
+        })
+        .await
+        .expect_err("a member outside the segments");
+    assert!(err.to_string().contains("residency"), "{err}");
+    let resident = api
+        .create_key(&CreateKeyBody {
+            ciphersuite: Ciphersuite::Ed25519,
+            threshold: 2,
+            participants: ParticipantsBody::Nodes(in_one),
+            segments: vec!["segment-1".into()],
+        })
+        .await
+        .expect("a key inside segment-1");
+    assert_eq!(resident.participants.len(), 3);
 
     // Propose 4-of-7: node4 and node5 leave, node6..node9 join.
     let op = net.data.join("reshare.op");

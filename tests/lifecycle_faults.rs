@@ -193,6 +193,7 @@ async fn refresh_interrupted_at_every_step_leaves_one_consistent_generation() {
             ciphersuite: Ciphersuite::Ed25519,
             threshold: 3,
             participants: ParticipantsBody::Nodes(members),
+            segments: Vec::new(),
         })
         .await
         .expect("create key");

@@ -130,6 +130,7 @@ async fn a_member_that_lost_its_share_gets_it_back_and_signs_again() {
             ciphersuite: Ciphersuite::Secp256k1,
             threshold: 4,
             participants: ParticipantsBody::Nodes(members),
+            segments: Vec::new(),
         })
         .await
         .expect("create 4-of-5 key");

@@ -27,6 +27,8 @@ pub struct KeySpec {
     pub threshold: u16,
     /// Who holds shares.
     pub participants: Participants,
+    /// Data residency: the roster segments the key's shares may live in (empty: any).
+    pub segments: Vec<String>,
 }
 
 /// A key the network holds, as the coordinator records it (public data only).

@@ -386,6 +386,7 @@ impl Coord {
                     threshold: t,
                     committee: committee.clone(),
                     timeout_ms: 60_000,
+                    segments: Vec::new(),
                 },
             );
             assert_eq!(self.ask(&node, env).await, Ack::Accepted);

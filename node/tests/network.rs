@@ -322,6 +322,7 @@ async fn dkg(engine: &Engine, nodes: &[NodeId], suite: Ciphersuite, t: u16) -> K
             ciphersuite: suite,
             threshold: t,
             participants: Participants::Nodes(nodes.to_vec()),
+            segments: Vec::new(),
         })
         .await
         .inspect(|key| {
@@ -805,6 +806,7 @@ impl Cheater {
                 threshold,
                 committee,
                 timeout_ms,
+                ..
             } => {
                 let dkg = quorate_protocol::Dkg::new(
                     self.identity.clone(),
@@ -964,6 +966,7 @@ async fn key_whose_member_attests_other_data_is_refused_naming_the_member() {
             ciphersuite: Ciphersuite::Ed25519,
             threshold: 2,
             participants: Participants::Nodes(members),
+            segments: Vec::new(),
         })
         .await
         .expect_err("a key with a bad attestation is not kept");
@@ -1250,6 +1253,7 @@ fn dkg_start(
             threshold: t,
             committee,
             timeout_ms: 500,
+            segments: Vec::new(),
         },
     ))
 }

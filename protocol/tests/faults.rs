@@ -1334,6 +1334,7 @@ fn dkg_net_with_starts(
                 threshold: *t,
                 committee: committee.clone(),
                 timeout_ms: 1_000,
+                segments: Vec::new(),
             },
         );
         let config = DkgConfig {

@@ -311,6 +311,7 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                 threshold: 2,
                 committee: committee(),
                 timeout_ms: 30_000,
+                segments: Vec::new(),
             },
         ),
         (

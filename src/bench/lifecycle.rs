@@ -286,6 +286,7 @@ async fn dkg(
         ciphersuite: suite,
         threshold: t,
         participants: ParticipantsBody::Nodes(nodes.iter().map(|n| n.to_string()).collect()),
+        segments: Vec::new(),
     };
     let (view, m) = timed(target, async {
         target

@@ -258,6 +258,7 @@ async fn bench_key(args: &BenchArgs, target: &Target) -> anyhow::Result<Attested
                 n: args.net.nodes_or(5).min(signers),
                 min_segments: 1,
             },
+            segments: Vec::new(),
         })
         .await
         .context("creating the bench key (needs the admin token; or pass --key)")?;

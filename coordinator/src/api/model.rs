@@ -20,6 +20,10 @@ pub struct CreateKeyBody {
     pub threshold: u16,
     /// Who holds shares.
     pub participants: ParticipantsBody,
+    /// Data residency: the roster segments the key's shares may live in (absent or
+    /// empty: any). Every participant must be in one of them; nodes check it too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<String>,
 }
 
 /// Who holds shares of a new key (exactly one member).
@@ -55,10 +59,17 @@ impl CreateKeyBody {
                 min_segments: *min_segments,
             },
         };
+        if self.segments.len() > 255 || self.segments.iter().any(|s| s.is_empty() || s.len() > 64) {
+            return Err((
+                "segments".into(),
+                "at most 255 segment names of 1 to 64 bytes".into(),
+            ));
+        }
         Ok(KeySpec {
             ciphersuite: self.ciphersuite,
             threshold: self.threshold,
             participants,
+            segments: self.segments.clone(),
         })
     }
 
@@ -76,6 +87,7 @@ impl CreateKeyBody {
                     min_segments: *min_segments,
                 },
             },
+            segments: spec.segments.clone(),
         }
     }
 }

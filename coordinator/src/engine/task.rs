@@ -332,7 +332,12 @@ impl Task {
                 nodes.clone()
             }
             Participants::Spanning { n, min_segments } => {
-                let c = self.candidates(None);
+                // Only nodes in the allowed segments are candidates.
+                let c: Vec<Candidate> = self
+                    .candidates(None)
+                    .into_iter()
+                    .filter(|c| spec.segments.is_empty() || spec.segments.contains(&c.segment))
+                    .collect();
                 let Some(chosen) = select::pick(&c, *n) else {
                     return fail(
                         reply,
@@ -352,6 +357,25 @@ impl Task {
             Ok(c) => c,
             Err(e) => return fail(reply, e.to_string()),
         };
+        if !spec.segments.is_empty() {
+            for m in committee.members() {
+                let segment = self
+                    .roster
+                    .by_node(&m.node)
+                    .and_then(|p| p.signer.as_ref())
+                    .map(|s| s.1.clone())
+                    .unwrap_or_default();
+                if !spec.segments.contains(&segment) {
+                    return fail(
+                        reply,
+                        format!(
+                            "residency: participant {} is in segment {segment:?}, outside the allowed segments {:?}",
+                            m.node, spec.segments
+                        ),
+                    );
+                }
+            }
+        }
         if spec.threshold < 2 || usize::from(spec.threshold) > committee.len() {
             return fail(
                 reply,
@@ -374,6 +398,7 @@ impl Task {
                 threshold: spec.threshold,
                 committee,
                 timeout_ms: u64::try_from(self.dkg_timeout.as_millis()).unwrap_or(u64::MAX),
+                segments: spec.segments.clone(),
             },
         );
         for n in &participants {

@@ -127,6 +127,7 @@ impl Server {
                     n: 3,
                     min_segments: 2,
                 },
+                segments: Vec::new(),
             })
             .await
             .expect("create key")

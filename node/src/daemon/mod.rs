@@ -187,6 +187,8 @@ struct Node {
     held: Vec<(PeerId, Frame, u32)>,
     /// Key generations, live and unfinished refresh/reshare runs.
     lifecycle: crate::lifecycle::Lifecycle,
+    /// Allowed segments of live DKGs (kept with the new share).
+    dkg_segments: BTreeMap<SessionId, Vec<String>>,
     /// Live repairs: the generation and allowed segments the operation names.
     repairs: BTreeMap<SessionId, (KeyId, u64, Vec<String>)>,
     /// When the coordinators were last dialled (reconnects after a coordinator
@@ -321,6 +323,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         held: Vec::new(),
         lifecycle,
         repairs: BTreeMap::new(),
+        dkg_segments: BTreeMap::new(),
         coordinator_dial: Instant::now(),
     };
     node.record(AuditKind::NodeStarted, json!({ "keys": node.keys.len() }));
@@ -763,6 +766,7 @@ impl Node {
             threshold,
             committee,
             timeout_ms,
+            segments,
         } = &env.payload
         else {
             return reject("malformed", "not a DKG start");
@@ -773,6 +777,11 @@ impl Node {
         // The coordinator may choose members, not invent them.
         if let Err(ack) =
             crate::lifecycle::admit::check_committee_in_roster(&self.roster, committee)
+        {
+            return ack;
+        }
+        if let Err(ack) =
+            crate::lifecycle::admit::check_residency(&self.roster, committee, segments)
         {
             return ack;
         }
@@ -811,6 +820,7 @@ impl Node {
             }
         }
         tracing::info!(session = %env.session, key = %env.key, suite = %env.suite, t = threshold, n = committee.len(), "DKG started");
+        self.dkg_segments.insert(env.session, segments.clone());
         self.start_session(
             env.session,
             Party::Dkg(dkg),
@@ -1500,7 +1510,7 @@ impl Node {
                 let stored = StoredKey {
                     share,
                     created_at_ms: unix_ms(),
-                    allowed_segments: Vec::new(),
+                    allowed_segments: self.dkg_segments.remove(id).unwrap_or_default(),
                 };
                 match self.keystore.put_key(&stored) {
                     Ok(()) => {
@@ -1592,6 +1602,7 @@ impl Node {
             return;
         };
         self.lifecycle.ended(id);
+        self.dkg_segments.remove(id);
         if outcome != "done" {
             self.record(
                 AuditKind::SessionAborted {

@@ -210,7 +210,11 @@ pub(crate) fn check_committee_in_roster(roster: &Roster, committee: &Committee) 
 
 /// Data residency: with allowed segments set, every member's roster segment is
 /// one of them.
-fn check_residency(roster: &Roster, committee: &Committee, segments: &[String]) -> Result<(), Ack> {
+pub(crate) fn check_residency(
+    roster: &Roster,
+    committee: &Committee,
+    segments: &[String],
+) -> Result<(), Ack> {
     if segments.is_empty() {
         return Ok(());
     }

@@ -158,6 +158,10 @@ pub enum Payload {
         committee: crate::committee::Committee,
         /// Deadline in milliseconds from start.
         timeout_ms: u64,
+        /// Data residency: the roster segments the key's shares may live in (empty:
+        /// any). Each participant refuses a committee member outside them and keeps
+        /// them with its share.
+        segments: Vec<String>,
     },
     /// The public data of the key a DKG produced, as this participant derived it.
     DkgComplete {
