@@ -41,9 +41,13 @@ pub(crate) enum LifecycleCmd {
         /// Allowed roster segments of the key after the operation (repeat; none: any).
         #[arg(long = "segment")]
         segments: Vec<String>,
-        /// Seconds until nodes refuse the operation.
+        /// Seconds until nodes refuse the operation (at most 30 days).
         #[arg(long, default_value_t = 3600)]
         expires_in: u64,
+        /// The generation the operation starts from (default: the key's current
+        /// one); later ones pre-approve a schedule (see `schedule`).
+        #[arg(long)]
+        from_generation: Option<u64>,
         /// Operation file to write.
         #[arg(long)]
         out: PathBuf,
@@ -62,6 +66,25 @@ pub(crate) enum LifecycleCmd {
         /// The operator's secret key file (32 bytes hex, from `quorate client keygen`).
         #[arg(long)]
         approver_key: PathBuf,
+    },
+    /// Apply a pre-approved schedule: every `--interval`, for each key, the one
+    /// operation file in `--dir` that starts from the key's current generation (and
+    /// has not expired) is applied. Operators approve the files in advance, one per
+    /// generation, so the schedule runs one step per interval in order and a file
+    /// cannot be applied out of turn.
+    Schedule {
+        /// Directory of operation files (`*.op`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Seconds between passes.
+        #[arg(long, default_value_t = 86_400)]
+        interval: u64,
+        /// One pass, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Admin bearer token.
+        #[arg(long, env = "QUORATE_ADMIN_TOKEN")]
+        admin_token: String,
     },
     /// Submit an approved operation (POST /v1/keys/{id}/refresh or /reshare) and
     /// wait for the new generation.
@@ -171,6 +194,7 @@ pub(crate) async fn run(
             threshold,
             segments,
             expires_in,
+            from_generation,
             out,
         } => {
             if out.exists() {
@@ -221,7 +245,7 @@ pub(crate) async fn run(
             let operation = Operation {
                 key_id: KeyId::from_hex(&key)?,
                 kind,
-                from_generation: view.generation,
+                from_generation: from_generation.unwrap_or(view.generation),
                 group_key: hex::decode(&view.verifying_key)?,
                 committee,
                 threshold,
@@ -255,6 +279,21 @@ pub(crate) async fn run(
             write_op(&op, &approved)?;
             eprintln!("approved as {}", hex::encode(me));
         }
+        LifecycleCmd::Schedule {
+            dir,
+            interval,
+            once,
+            admin_token,
+        } => {
+            let client = client.with_admin_token(admin_token);
+            loop {
+                schedule_pass(&client, roster, &dir).await?;
+                if once {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(interval)).await;
+            }
+        }
         LifecycleCmd::Apply { op, admin_token } => {
             let approved = read_op(&op)?;
             let view = client
@@ -278,6 +317,56 @@ pub(crate) async fn run(
                 ),
             }
         }
+    }
+    Ok(())
+}
+
+/// One pass of `schedule`: per key, the operation file due now (starting from the
+/// key's current generation, unexpired) is applied; at most one per key.
+async fn schedule_pass(client: &Client, roster: Option<&Roster>, dir: &Path) -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "op"))
+        .collect();
+    files.sort();
+    let mut done: Vec<KeyId> = Vec::new();
+    let now = now_unix();
+    for path in files {
+        let op = match read_op(&path) {
+            Ok(op) => op,
+            Err(e) => {
+                eprintln!("{}: skipped: {e:#}", path.display());
+                continue;
+            }
+        };
+        let o = &op.operation;
+        if done.contains(&o.key_id) || now >= o.expires_at {
+            continue;
+        }
+        let view = client.get_key(&o.key_id.to_string()).await?;
+        if view.generation != o.from_generation {
+            continue;
+        }
+        done.push(o.key_id);
+        match client.lifecycle(&op).await {
+            Ok(view) => {
+                if let Some(r) = roster {
+                    quorate_coordinator::client::verify_key(&view, r)?;
+                }
+                println!(
+                    "{}: {} of key {} applied: generation {}",
+                    path.display(),
+                    o.kind.name(),
+                    view.key_id,
+                    view.generation
+                );
+            }
+            Err(e) => eprintln!("{}: {} failed: {e}", path.display(), o.kind.name()),
+        }
+    }
+    if done.is_empty() {
+        println!("nothing due");
     }
     Ok(())
 }

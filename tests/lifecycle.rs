@@ -223,6 +223,47 @@ async fn reshare_3_of_5_to_4_of_7_with_two_members_replaced_then_refresh() {
         "new shares"
     );
     net.sign_and_verify(&api, &fresh, "after refresh").await;
+    // A pre-approved schedule: refreshes from generations 2 and 3, approved now,
+    // applied one per pass.
+    let plan = net.data.join("schedule");
+    std::fs::create_dir_all(&plan).expect("dir");
+    for g in ["2", "3"] {
+        let file = plan.join(format!("refresh-from-{g}.op"));
+        let (ok, out) = keys_cli(
+            &net,
+            &[
+                "propose",
+                "--key",
+                &key.key_id,
+                "--kind",
+                "refresh",
+                "--from-generation",
+                g,
+                "--out",
+                file.to_str().expect("path"),
+            ],
+        );
+        assert!(ok, "propose scheduled refresh: {out}");
+        approve(&net, &file, "operator1");
+        approve(&net, &file, "operator3");
+    }
+    let dir = plan.to_str().expect("path");
+    for expected in [3, 4] {
+        let (ok, out) = keys_cli(&net, &["schedule", "--dir", dir, "--once"]);
+        assert!(
+            ok && out.contains(&format!("generation {expected}")),
+            "{out}"
+        );
+        assert_eq!(
+            api.get_key(&key.key_id).await.expect("key").generation,
+            expected
+        );
+    }
+    let (ok, out) = keys_cli(&net, &["schedule", "--dir", dir, "--once"]);
+    assert!(ok && out.contains("nothing due"), "{out}");
+    let scheduled = api.get_key(&key.key_id).await.expect("key");
+    net.sign_and_verify(&api, &scheduled, "after the schedule")
+        .await;
     // The same approved operation cannot run twice (it starts from generation 1).
     let (ok, out) = keys_cli(&net, &["apply", "--op", op.to_str().expect("path")]);
     assert!(!ok && out.contains("generation"), "{out}");
