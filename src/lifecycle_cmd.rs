@@ -341,10 +341,17 @@ async fn schedule_pass(client: &Client, roster: Option<&Roster>, dir: &Path) -> 
             }
         };
         let o = &op.operation;
-        if done.contains(&o.key_id) || now >= o.expires_at {
+        // Repairs keep the generation: they are applied by hand, never scheduled.
+        if o.kind == OperationKind::Repair || done.contains(&o.key_id) || now >= o.expires_at {
             continue;
         }
-        let view = client.get_key(&o.key_id.to_string()).await?;
+        let view = match client.get_key(&o.key_id.to_string()).await {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("{}: key {}: {e}", path.display(), o.key_id);
+                continue;
+            }
+        };
         if view.generation != o.from_generation {
             continue;
         }
@@ -352,7 +359,12 @@ async fn schedule_pass(client: &Client, roster: Option<&Roster>, dir: &Path) -> 
         match client.lifecycle(&op).await {
             Ok(view) => {
                 if let Some(r) = roster {
-                    quorate_coordinator::client::verify_key(&view, r)?;
+                    if let Err(e) = quorate_coordinator::client::verify_key(&view, r) {
+                        eprintln!(
+                            "{}: the new generation is NOT attested: {e}",
+                            path.display()
+                        );
+                    }
                 }
                 println!(
                     "{}: {} of key {} applied: generation {}",

@@ -1603,6 +1603,7 @@ impl Node {
         };
         self.lifecycle.ended(id);
         self.dkg_segments.remove(id);
+        self.repairs.remove(id);
         if outcome != "done" {
             self.record(
                 AuditKind::SessionAborted {

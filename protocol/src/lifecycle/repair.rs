@@ -261,6 +261,11 @@ impl<C: Suite> Session<C> {
                         "repair message for another node",
                     ));
                 }
+                // Before admission: a message under other parameters must not make
+                // the sender's right one look like equivocation.
+                if params != self.params {
+                    return Err(ProtocolError::WrongContext("repair parameters differ"));
+                }
                 let helpers = &self.config.helpers;
                 let me = self.me;
                 if self
@@ -269,9 +274,6 @@ impl<C: Suite> Session<C> {
                     == Admit::Duplicate
                 {
                     return Ok(out);
-                }
-                if params != self.params {
-                    return Err(ProtocolError::WrongContext("repair parameters differ"));
                 }
                 match env.payload {
                     Payload::RepairDelta { sealed, .. } if self.share.is_some() || self.helped => {
