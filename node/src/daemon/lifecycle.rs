@@ -28,24 +28,14 @@ impl Node {
     }
 
     fn admit_reshare_start(&mut self, env: Envelope) -> Result<Ack, Ack> {
-        self.admit_coordinator_session(&env, "start a key lifecycle operation")?;
-        if self.lifecycle.is_running(&env.key) || self.repairing(&env.key) {
-            return Err(reject(
-                "session_exists",
-                format!("a refresh or reshare of key {} is already running", env.key),
-            ));
-        }
+        self.admit_lifecycle_session(&env, "start a key lifecycle operation")?;
         self.check_unfinished(&env)?;
         let held = self.keys.get(&env.key);
-        let ctx = Context {
-            me: self.identity.node_id(),
-            roster: &self.roster,
-            approvers: self.policy.policy().lifecycle(),
-            held,
-            generation: self.lifecycle.generation(&env.key),
-            now_unix: unix_ms() / 1000,
-        };
-        let admitted = admit::admit_start(&ctx, &env, self.limits.session_timeout_ms)?;
+        let admitted = admit::admit_start(
+            &self.lifecycle_context(&env),
+            &env,
+            self.limits.session_timeout_ms,
+        )?;
         let config = admitted.config;
         self.check_dkg_spread(config.threshold, &config.committee)?;
         let dealer_share = config
@@ -110,6 +100,31 @@ impl Node {
         );
         crate::lifecycle::crash_point("reshare:started");
         Ok(Ack::Accepted)
+    }
+
+    /// Session admission for any lifecycle run (refresh, reshare, repair): a roster
+    /// coordinator, room for a session, and no other run of the key live here.
+    pub(super) fn admit_lifecycle_session(&self, env: &Envelope, action: &str) -> Result<(), Ack> {
+        self.admit_coordinator_session(env, action)?;
+        if self.lifecycle.is_running(&env.key) || self.repairing(&env.key) {
+            return Err(reject(
+                "session_exists",
+                format!("a lifecycle run of key {} is already running", env.key),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the admission checks need to know about this node and `env`'s key.
+    pub(super) fn lifecycle_context(&self, env: &Envelope) -> Context<'_> {
+        Context {
+            me: self.identity.node_id(),
+            roster: &self.roster,
+            approvers: self.policy.policy().lifecycle(),
+            held: self.keys.get(&env.key),
+            generation: self.lifecycle.generation(&env.key),
+            now_unix: unix_ms() / 1000,
+        }
     }
 
     /// Unfinished runs of the key stay (an abort proves nothing): a new run is

@@ -11,11 +11,7 @@ use quorate_protocol::{
 use serde_json::json;
 
 use super::{reject, unix_ms, Node};
-use crate::{
-    audit::AuditKind,
-    keystore::StoredKey,
-    lifecycle::admit::{self, Context},
-};
+use crate::{audit::AuditKind, keystore::StoredKey, lifecycle::admit};
 
 impl Node {
     /// A coordinator starts an operator-approved repair of one member's share.
@@ -26,24 +22,13 @@ impl Node {
     }
 
     fn admit_repair_start(&mut self, env: Envelope) -> Result<Ack, Ack> {
-        self.admit_coordinator_session(&env, "start a share repair")?;
-        if self.lifecycle.is_running(&env.key) || self.repairing(&env.key) {
-            return Err(reject(
-                "session_exists",
-                format!("a lifecycle run of key {} is already running", env.key),
-            ));
-        }
-        let held = self.keys.get(&env.key);
-        let ctx = Context {
-            me: self.identity.node_id(),
-            roster: &self.roster,
-            approvers: self.policy.policy().lifecycle(),
-            held,
-            generation: self.lifecycle.generation(&env.key),
-            now_unix: unix_ms() / 1000,
-        };
-        let admitted = admit::admit_repair(&ctx, &env, self.limits.session_timeout_ms)?;
-        let share = held.map(|k| k.share.clone());
+        self.admit_lifecycle_session(&env, "start a share repair")?;
+        let admitted = admit::admit_repair(
+            &self.lifecycle_context(&env),
+            &env,
+            self.limits.session_timeout_ms,
+        )?;
+        let share = self.keys.get(&env.key).map(|k| k.share.clone());
         let machine = Repair::new(
             self.identity.clone(),
             admitted.config.clone(),
