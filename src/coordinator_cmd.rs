@@ -89,9 +89,26 @@ enum ClientCmd {
         /// Client secret key file (from `keygen`).
         #[arg(long)]
         client_key: PathBuf,
-        /// Messages to sign, hex (repeat for a batch).
-        #[arg(long = "message", required = true)]
+        /// Messages to sign, hex (repeat for a batch): a raw request, which the
+        /// client's node policy must allow (`allow_raw`).
+        #[arg(
+            long = "message",
+            required_unless_present = "psbt",
+            conflicts_with = "psbt"
+        )]
         messages: Vec<String>,
+        /// Sign a Bitcoin transaction: a PSBT file (BIP174 or BIP370; binary,
+        /// base64 or hex). Prints the signed PSBT (base64) and, when every input
+        /// is signed, the transaction (hex).
+        #[arg(long)]
+        psbt: Option<PathBuf>,
+        /// The PSBT's network: mainnet, testnet, signet or regtest.
+        #[arg(long, requires = "psbt")]
+        network: Option<String>,
+        /// An input of the PSBT to sign (repeat; default: every input spending
+        /// this key's outputs).
+        #[arg(long = "input", requires = "psbt")]
+        inputs: Vec<u32>,
         /// Asset code for policy.
         #[arg(long, default_value = "BTC")]
         asset: String,
@@ -304,6 +321,9 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
             key,
             client_key,
             messages,
+            psbt,
+            network,
+            inputs,
             asset,
             amount,
             destination,
@@ -314,12 +334,25 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
             // Check the key before asking for anything under it.
             let attested = client.get_attested_key(&key, &roster).await?;
             let key_id = KeyId::from_hex(&key)?;
-            let msgs = messages
-                .iter()
-                .map(|m| hex::decode(m).with_context(|| format!("message {m:?} is not hex")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let signed = RequestBuilder::new(key_id)
-                .messages(msgs)
+            let builder = match &psbt {
+                Some(path) => crate::psbt_cmd::request(
+                    RequestBuilder::new(key_id),
+                    path,
+                    network.as_deref(),
+                    inputs,
+                    attested.public(),
+                )?,
+                None => {
+                    let msgs = messages
+                        .iter()
+                        .map(|m| {
+                            hex::decode(m).with_context(|| format!("message {m:?} is not hex"))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?;
+                    RequestBuilder::new(key_id).messages(msgs)
+                }
+            };
+            let signed = builder
                 .purpose(asset, amount, destination, "")
                 .expires_in(Duration::from_secs(300))
                 .sign(&sk);
@@ -336,6 +369,11 @@ async fn client_async(args: ClientArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             verify_job(&attested, &signed.request, &job)?;
+            if psbt.is_some() {
+                crate::psbt_cmd::print(&job)?;
+                eprintln!("every signature and input verified against attested key {key}");
+                return Ok(());
+            }
             println!("{}", serde_json::to_string_pretty(&job)?);
             eprintln!("every signature verified against attested key {key}");
         }

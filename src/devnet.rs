@@ -194,13 +194,14 @@ fn bench_coordinator_client(bench_pub: &str) -> String {
     format!("\n[[clients]]\nname = \"bench-client\"\npublic_key = \"{bench_pub}\"\nrequests_per_minute = 1000000\n")
 }
 
-/// Every node's policy: the devnet client may sign with every key and create
-/// netting rounds, and every node signs netting settlement batches with every key.
-/// The bench client (`quorate bench`) may sign with every key for the `BENCH`
-/// asset only, one unit per request.
+/// Every node's policy: the devnet client may sign raw messages and regtest
+/// transactions (PSBT) with every key and create netting rounds, and every node
+/// signs netting settlement batches with every key. The bench client
+/// (`quorate bench`) may sign raw messages with every key for the `BENCH` asset
+/// only, one unit per request.
 fn policy_text(client_pub: &str, bench_pub: Option<&str>) -> String {
     let mut text = format!(
-        "version = 1\n\n[netting]\nsettlement_keys = [\"*\"]\n\n[clients.devnet-client]\npublic_key = \"{client_pub}\"\nkeys = [\"*\"]\nnetting = true\n\n[clients.devnet-client.limits.BTC]\nper_request = 100_000_000\nper_window = 1_000_000_000\n"
+        "version = 1\n\n[netting]\nsettlement_keys = [\"*\"]\n\n[clients.devnet-client]\npublic_key = \"{client_pub}\"\nkeys = [\"*\"]\nallow_raw = true\nnetting = true\n\n[clients.devnet-client.limits.BTC]\nper_request = 100_000_000\nper_window = 1_000_000_000\n{DEVNET_BITCOIN}"
     );
     if let Some(bench) = bench_pub {
         text.push_str(&bench_policy_client(bench));
@@ -211,8 +212,34 @@ fn policy_text(client_pub: &str, bench_pub: Option<&str>) -> String {
 /// The bench client's policy: every key, one unit of `BENCH` per request.
 fn bench_policy_client(bench_pub: &str) -> String {
     format!(
-        "\n[clients.bench-client]\npublic_key = \"{bench_pub}\"\nkeys = [\"*\"]\n\n[clients.bench-client.limits.BENCH]\nper_request = 1\nper_window = 1_000_000_000_000\n"
+        "\n[clients.bench-client]\npublic_key = \"{bench_pub}\"\nkeys = [\"*\"]\nallow_raw = true\n\n[clients.bench-client.limits.BENCH]\nper_request = 1\nper_window = 1_000_000_000_000\n"
     )
+}
+
+/// The devnet client's `bitcoin_psbt` rules: regtest transactions, default
+/// sighash only, fee at most 0.01 BTC and 1 000 sat/vB.
+const DEVNET_BITCOIN: &str = "\n[clients.devnet-client.bitcoin]\nnetwork = \"regtest\"\nmax_fee = 1_000_000\nmax_fee_rate = 1000\n";
+
+/// A policy from before typed requests: raw requests allowed explicitly
+/// (`allow_raw`, what they were allowed implicitly) and the devnet client's
+/// `[bitcoin]` rules added.
+fn upgrade_for_psbt(policy: &Path) -> anyhow::Result<()> {
+    let mut text =
+        std::fs::read_to_string(policy).with_context(|| format!("reading {}", policy.display()))?;
+    let before = text.clone();
+    if !text.contains("allow_raw") {
+        text = text.replace("keys = [\"*\"]\n", "keys = [\"*\"]\nallow_raw = true\n");
+    }
+    if !text.contains("[clients.devnet-client.bitcoin]") {
+        text.push_str(DEVNET_BITCOIN);
+    }
+    if text != before {
+        std::fs::write(policy, text)?;
+        println!(
+            "policy.toml: allow_raw = true for the devnet clients, regtest PSBTs for devnet-client"
+        );
+    }
+    Ok(())
 }
 
 /// The public key (hex) of the Ed25519 key in a `*.key` file of the data directory.
@@ -248,6 +275,7 @@ fn upgrade_for_netting(dir: &Path) -> anyhow::Result<()> {
         std::fs::write(&policy, text)?;
         println!("coordinator.toml, policy.toml: bench-client added (quorate bench)");
     }
+    upgrade_for_psbt(&policy)?;
     crate::devnet_netting::ensure_material(dir)
 }
 

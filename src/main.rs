@@ -15,6 +15,7 @@ mod netting_cmd;
 mod netting_files;
 mod netting_print;
 mod node_cmd;
+mod psbt_cmd;
 
 use clap::{Parser, Subcommand};
 

@@ -190,7 +190,7 @@ fn segments_in_network_namespaces_sign_through_the_coordinator() {
     let client_pub = hex::encode(client_key.verifying_key().to_bytes());
     std::fs::write(
         d.join("policy.toml"),
-        format!("version = 1\n[clients.c]\npublic_key = \"{client_pub}\"\nkeys = [\"*\"]\n[clients.c.limits.BTC]\nper_request = 1000000\nper_window = 100000000\n"),
+        format!("version = 1\n[clients.c]\npublic_key = \"{client_pub}\"\nkeys = [\"*\"]\nallow_raw = true\n[clients.c.limits.BTC]\nper_request = 1000000\nper_window = 100000000\n"),
     )
     .expect("policy");
     std::fs::write(

@@ -16,7 +16,7 @@ use quorate_protocol::{
     local::{identities, run_dkg, run_signing},
     request::SignedRequest,
     roster::{Roster, RosterError},
-    KeyId, KeyShare, NodeId, NodeIdentity, ProtocolError, SignTarget,
+    KeyId, KeyShare, NodeId, NodeIdentity, ProtocolError,
 };
 use rand_core::OsRng;
 
@@ -336,16 +336,15 @@ impl Backend for LocalBackend {
         let chosen: Shares = shares.into_iter().take(t).collect();
         let signers: Vec<NodeId> = chosen.iter().map(|(id, _)| id.node_id()).collect();
         let coordinator = self.coordinator.clone();
-        let messages = request.request.messages.clone();
-        let tweak = request.request.tweak;
+        let targets = request
+            .request
+            .targets(&key.public)
+            .map_err(|e| CoordinatorError::BadRequest(e.to_string()))?;
         let result = tokio::task::spawn_blocking(move || {
-            let mut signatures = Vec::with_capacity(messages.len());
-            let mut attempts = Vec::with_capacity(messages.len());
-            for message in messages {
-                let target = SignTarget {
-                    message: message.clone(),
-                    tweak,
-                };
+            let mut signatures = Vec::with_capacity(targets.len());
+            let mut attempts = Vec::with_capacity(targets.len());
+            for target in targets {
+                let message = target.message.clone();
                 let signature = run_signing(&coordinator, chosen.clone(), target, &mut OsRng)
                     .map_err(|e| CoordinatorError::BadRequest(format!("signing failed: {e}")))?;
                 attempts.push(Attempt {

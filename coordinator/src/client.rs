@@ -31,7 +31,8 @@ use std::{collections::BTreeMap, time::Duration};
 use ed25519_dalek::SigningKey;
 use quorate_protocol::{
     attestation::verify_attestations,
-    request::{Purpose, SignedRequest, SigningRequest, REQUEST_VERSION},
+    psbt::{BitcoinNetwork, PsbtRequest},
+    request::{Purpose, RequestBody, SignedRequest, SigningRequest, REQUEST_VERSION},
     roster::Roster,
     Ciphersuite, GroupPublic, KeyAttestation, KeyId, NodeId,
 };
@@ -107,6 +108,7 @@ pub struct RequestBuilder {
     key_id: KeyId,
     messages: Vec<Vec<u8>>,
     tweak: Option<[u8; 32]>,
+    psbt: Option<PsbtRequest>,
     purpose: Purpose,
     ttl: Duration,
 }
@@ -118,6 +120,7 @@ impl RequestBuilder {
             key_id,
             messages: Vec::new(),
             tweak: None,
+            psbt: None,
             purpose: Purpose {
                 asset: String::new(),
                 amount: 0,
@@ -137,6 +140,19 @@ impl RequestBuilder {
     /// Adds several messages (a batch shares one policy decision).
     pub fn messages<M: Into<Vec<u8>>>(mut self, messages: impl IntoIterator<Item = M>) -> Self {
         self.messages.extend(messages.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sign a Bitcoin transaction instead of raw messages: the inputs `inputs` of
+    /// `psbt` (BIP174 or BIP370 binary), for `network`. Nodes derive the sighashes
+    /// and apply policy to the parsed transaction; messages and tweak set on this
+    /// builder are not sent.
+    pub fn psbt(mut self, psbt: Vec<u8>, network: BitcoinNetwork, inputs: Vec<u32>) -> Self {
+        self.psbt = Some(PsbtRequest {
+            psbt,
+            network,
+            inputs,
+        });
         self
     }
 
@@ -179,8 +195,13 @@ impl RequestBuilder {
             version: REQUEST_VERSION,
             client,
             key_id: self.key_id,
-            messages: self.messages,
-            tweak: self.tweak,
+            body: match self.psbt {
+                Some(p) => RequestBody::BitcoinPsbt(p),
+                None => RequestBody::Raw {
+                    messages: self.messages,
+                    tweak: self.tweak,
+                },
+            },
             purpose: self.purpose,
             expires_at_ms: now_ms().saturating_add(ttl),
             nonce,
@@ -692,17 +713,21 @@ pub fn verify_job(
         .as_ref()
         .filter(|_| job.status == JobStatus::Succeeded)
         .ok_or_else(|| ClientError::Verify(format!("job {} has not succeeded", job.id)))?;
-    if result.signatures.len() != request.messages.len() {
+    let targets = request
+        .targets(&public)
+        .map_err(|e| ClientError::Verify(e.to_string()))?;
+    if result.signatures.len() != targets.len() {
         return Err(ClientError::Verify(format!(
             "{} signatures for {} messages",
             result.signatures.len(),
-            request.messages.len()
+            targets.len()
         )));
     }
-    let expected_key = public
-        .output_key(request.tweak.as_ref())
-        .map_err(|e| ClientError::Verify(e.to_string()))?;
-    for (i, (sig, message)) in result.signatures.iter().zip(&request.messages).enumerate() {
+    for (i, (sig, target)) in result.signatures.iter().zip(&targets).enumerate() {
+        let (message, tweak) = (&target.message, target.tweak.as_ref());
+        let expected_key = public
+            .output_key(tweak)
+            .map_err(|e| ClientError::Verify(e.to_string()))?;
         if unhex("message", &sig.message)? != *message {
             return Err(ClientError::Verify(format!(
                 "signature {i} is over another message"
@@ -714,8 +739,13 @@ pub fn verify_job(
             )));
         }
         let s = unhex("signature", &sig.signature)?;
-        verify_signature(&public, message, &s, request.tweak.as_ref())
+        verify_signature(&public, message, &s, tweak)
             .map_err(|e| ClientError::Verify(format!("signature {i}: {e}")))?;
+    }
+    if let (RequestBody::BitcoinPsbt(p), Some(tx)) = (&request.body, &result.transaction) {
+        let tx = unhex("transaction", tx)?;
+        quorate_protocol::psbt::verify_finished(p, &tx)
+            .map_err(|e| ClientError::Verify(format!("transaction: {e}")))?;
     }
     Ok(())
 }

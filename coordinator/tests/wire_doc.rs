@@ -5,7 +5,11 @@
 use ed25519_dalek::{Signer as _, SigningKey};
 use quorate_coordinator::{
     client::RequestBuilder,
-    protocol::{request::SignedRequest, KeyId},
+    protocol::{
+        psbt::BitcoinNetwork,
+        request::{RequestBody, SignedRequest},
+        KeyId,
+    },
 };
 use sha2::{Digest, Sha256};
 
@@ -29,29 +33,51 @@ fn bytes(b: &[u8], out: &mut Vec<u8>) {
 #[test]
 fn hand_encoding_from_the_documentation_matches() {
     let client = SigningKey::from_bytes(&[7; 32]);
-    for tweak in [None, Some([3u8; 32])] {
+    let psbt = RequestBuilder::new(KeyId([9; 16]))
+        .psbt(
+            b"psbt\xffnot-parsed-by-encoding".to_vec(),
+            BitcoinNetwork::Regtest,
+            vec![0, 300],
+        )
+        .purpose("BTC", 0, "", "");
+    for (tweak, body) in [(None, None), (Some([3u8; 32]), None), (None, Some(psbt))] {
         let mut b = RequestBuilder::new(KeyId([9; 16]))
             .messages([vec![1u8; 32], b"second".to_vec()])
             .purpose("BTC", 50_000_000, "bc1qexample", "payout 42");
         if let Some(t) = tweak {
             b = b.tweak(t);
         }
-        let signed = b.sign(&client);
+        let signed = body.unwrap_or(b).sign(&client);
         let r = &signed.request;
 
         let mut enc = Vec::new();
         varint(u64::from(r.version), &mut enc);
+        assert_eq!(r.version, 2);
         enc.extend_from_slice(&r.client);
         enc.extend_from_slice(&r.key_id.0);
-        varint(r.messages.len() as u64, &mut enc);
-        for m in &r.messages {
-            bytes(m, &mut enc);
-        }
-        match r.tweak {
-            None => enc.push(0),
-            Some(t) => {
-                enc.push(1);
-                enc.extend_from_slice(&t);
+        match &r.body {
+            RequestBody::Raw { messages, tweak } => {
+                enc.push(0); // body variant: raw
+                varint(messages.len() as u64, &mut enc);
+                for m in messages {
+                    bytes(m, &mut enc);
+                }
+                match tweak {
+                    None => enc.push(0),
+                    Some(t) => {
+                        enc.push(1);
+                        enc.extend_from_slice(t);
+                    }
+                }
+            }
+            RequestBody::BitcoinPsbt(p) => {
+                enc.push(1); // body variant: bitcoin_psbt
+                bytes(&p.psbt, &mut enc);
+                enc.push(3); // network: regtest
+                varint(p.inputs.len() as u64, &mut enc);
+                for i in &p.inputs {
+                    varint(u64::from(*i), &mut enc);
+                }
             }
         }
         bytes(r.purpose.asset.as_bytes(), &mut enc);

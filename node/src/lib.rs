@@ -13,6 +13,7 @@ pub mod netting;
 pub mod policy;
 mod presign;
 pub mod recovery;
+mod request_record;
 pub mod roster;
 pub mod service;
 pub mod transport;

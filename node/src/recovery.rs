@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// Version byte of the snapshot encoding.
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
 const HOUR_MS: u64 = 3_600_000;
 
 /// SHA-256 of a message to sign, as recorded in approvals and the audit log.
@@ -49,8 +49,9 @@ pub fn message_hash(message: &[u8]) -> [u8; 32] {
 pub struct Approval {
     /// SHA-256 of each message of the request.
     pub message_hashes: Vec<[u8; 32]>,
-    /// The request's Taproot tweak.
-    pub tweak: Option<[u8; 32]>,
+    /// The Taproot tweak each message is signed with (parallel to
+    /// `message_hashes`).
+    pub tweaks: Vec<Option<[u8; 32]>>,
     /// The key the request names.
     pub key_id: KeyId,
     /// The request's expiry (Unix ms).
@@ -258,13 +259,30 @@ fn received(details: &Value) -> Option<Received> {
             .iter()
             .map(hex32)
             .collect::<Option<Vec<_>>>()?;
-        let tweak = match details.get("tweak")? {
-            Value::Null => None,
-            t => Some(hex32(t)?),
+        // Per-message tweaks (PSBT inputs) or, in older records, one for all.
+        let tweaks = match details.get("tweaks") {
+            Some(list) => list
+                .as_array()?
+                .iter()
+                .map(|t| match t {
+                    Value::Null => Some(None),
+                    t => hex32(t).map(Some),
+                })
+                .collect::<Option<Vec<_>>>()?,
+            None => {
+                let tweak = match details.get("tweak")? {
+                    Value::Null => None,
+                    t => Some(hex32(t)?),
+                };
+                vec![tweak; message_hashes.len()]
+            }
         };
+        if tweaks.len() != message_hashes.len() {
+            return None;
+        }
         Some(Approval {
             message_hashes,
-            tweak,
+            tweaks,
             key_id: KeyId::from_hex(details.get("key_id")?.as_str()?).ok()?,
             expires_at_ms: details.get("expires_at_ms")?.as_u64()?,
             attempts: BTreeMap::new(),
@@ -349,6 +367,17 @@ pub fn restore_from_log(
     let snapshot = store
         .audit_snapshot()
         .map_err(anchor_err)?
+        .filter(|plain| {
+            // An older layout (version 1: one tweak per approval) is a cache of
+            // the log like any snapshot: replay the log from its start instead.
+            let older = plain.first().is_some_and(|v| *v < SNAPSHOT_VERSION);
+            if older {
+                tracing::warn!(
+                    "policy snapshot of an older version; replaying the whole audit log"
+                );
+            }
+            !older
+        })
         .map(|plain| Snapshot::decode(&plain))
         .transpose()?;
     let (mut state, offset, mut expect) = match snapshot {
@@ -423,7 +452,7 @@ mod tests {
     fn engine() -> PolicyEngine {
         PolicyEngine::new(
             Policy::from_toml(&format!(
-                "version = 1\n[clients.a]\npublic_key = \"{}\"\nkeys = [\"*\"]\n\
+                "version = 1\n[clients.a]\npublic_key = \"{}\"\nkeys = [\"*\"]\nallow_raw = true\n\
                  [clients.a.limits.BTC]\nper_request = 1000000\nper_window = 10000000\n",
                 hex::encode(client())
             ))

@@ -175,7 +175,7 @@ impl Net {
         Policy::from_toml(&format!(
             "version = 1\n{netting}\
              [clients.clearing]\npublic_key = \"{}\"\nkeys = [\"*\"]\nnetting = true\n\
-             [clients.exchange]\npublic_key = \"{}\"\nkeys = [\"*\"]\n\
+             [clients.exchange]\npublic_key = \"{}\"\nkeys = [\"*\"]\nallow_raw = true\n\
              [clients.exchange.limits.BTC]\nper_request = 1\nper_window = 1\n{}",
             hex::encode(self.clearing.verifying_key().to_bytes()),
             hex::encode(self.exchange.verifying_key().to_bytes()),

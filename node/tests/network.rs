@@ -25,7 +25,7 @@ use quorate_node::{
     transport::{self, Behaviour, BehaviourEvent},
 };
 use quorate_protocol::{
-    request::{Purpose, SignedRequest, SigningRequest, REQUEST_VERSION},
+    request::{Purpose, RequestBody, SignedRequest, SigningRequest, REQUEST_VERSION},
     wire::frame::{Ack, Frame},
     Ciphersuite, Envelope, KeyId, NodeId, NodeIdentity, Payload, SessionId,
 };
@@ -43,6 +43,20 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A free port (TCP and UDP) below the kernel's ephemeral range: a port from
 /// `bind(0)` could be taken as some outgoing connection's source port before the
 /// node under test binds it.
+fn raw_messages(r: &SigningRequest) -> &[Vec<u8>] {
+    match &r.body {
+        RequestBody::Raw { messages, .. } => messages,
+        RequestBody::BitcoinPsbt(_) => &[],
+    }
+}
+
+fn set_messages(r: &mut SigningRequest, messages: Vec<Vec<u8>>) {
+    r.body = RequestBody::Raw {
+        messages,
+        tweak: None,
+    };
+}
+
 fn free_port() -> u16 {
     let mut taken = HANDED_OUT.lock().expect("ports");
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -163,7 +177,7 @@ impl Net {
 
     fn policy(&self, per_request: u64) -> Policy {
         Policy::from_toml(&format!(
-            "version = 1\n[clients.exchange]\npublic_key = \"{}\"\nkeys = [\"*\"]\n[clients.exchange.limits.BTC]\nper_request = {per_request}\nper_window = 1_000_000_000\n",
+            "version = 1\n[clients.exchange]\npublic_key = \"{}\"\nkeys = [\"*\"]\nallow_raw = true\n[clients.exchange.limits.BTC]\nper_request = {per_request}\nper_window = 1_000_000_000\n",
             hex::encode(self.client.verifying_key().to_bytes())
         ))
         .expect("policy")
@@ -222,8 +236,10 @@ impl Net {
             version: REQUEST_VERSION,
             client: self.client.verifying_key().to_bytes(),
             key_id: key,
-            messages,
-            tweak: None,
+            body: RequestBody::Raw {
+                messages,
+                tweak: None,
+            },
             purpose: Purpose {
                 asset: "BTC".into(),
                 amount,
@@ -1140,7 +1156,7 @@ async fn oversized_request_fields_are_refused_alone_and_never_silence_a_node() {
                 key.key_id(),
                 SessionId([session; 32]),
                 Payload::SignRequest {
-                    message: signed.request.messages[0].clone(),
+                    message: raw_messages(&signed.request)[0].clone(),
                     request: signed.encode(),
                     tweak: None,
                 },
@@ -1173,7 +1189,7 @@ async fn oversized_request_fields_are_refused_alone_and_never_silence_a_node() {
         ),
         (
             "messages",
-            with(&|r| r.messages = vec![vec![1; 32]; MAX_MESSAGES + 1]),
+            with(&|r| set_messages(r, vec![vec![1; 32]; MAX_MESSAGES + 1])),
         ),
     ];
     for (field, signed) in over {
@@ -1191,7 +1207,7 @@ async fn oversized_request_fields_are_refused_alone_and_never_silence_a_node() {
         with(&|r| r.purpose.destination = "d".repeat(MAX_DESTINATION_LEN)),
         with(&|r| r.purpose.memo = "m".repeat(MAX_MEMO_LEN)),
         with(&|r| r.purpose.asset = "A".repeat(MAX_ASSET_LEN)),
-        with(&|r| r.messages = vec![vec![1; 32]; MAX_MESSAGES]),
+        with(&|r| set_messages(r, vec![vec![1; 32]; MAX_MESSAGES])),
     ];
     for signed in at {
         for ack in ask_all(signed).await {
@@ -1355,7 +1371,7 @@ async fn cached_approval_is_rechecked_after_a_policy_reload_revokes_the_client()
     nodes.next().expect("node 0").stop().await.expect("stop");
     let policy_file = net.dir.path().join("policy0.toml");
     let with_client = format!(
-        "version = 1\n[clients.exchange]\npublic_key = \"{}\"\nkeys = [\"*\"]\n[clients.exchange.limits.BTC]\nper_request = 100\nper_window = 1000\n",
+        "version = 1\n[clients.exchange]\npublic_key = \"{}\"\nkeys = [\"*\"]\nallow_raw = true\n[clients.exchange.limits.BTC]\nper_request = 100\nper_window = 1000\n",
         hex::encode(net.client.verifying_key().to_bytes())
     );
     std::fs::write(&policy_file, &with_client).expect("policy");

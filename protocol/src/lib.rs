@@ -19,6 +19,7 @@ pub mod local;
 pub mod machine;
 pub mod netting;
 pub mod presign;
+pub mod psbt;
 pub mod request;
 pub mod roster;
 #[cfg(feature = "round2-cache")]

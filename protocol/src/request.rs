@@ -7,15 +7,27 @@
 //! policy, and only then creates a [`Signer`](crate::Signer) for exactly the
 //! messages the client signed. A coordinator can therefore delay a request but not
 //! forge or alter one.
+//!
+//! A request's [`RequestBody`] says what is signed: opaque `raw` messages (which a
+//! client's node policy must allow explicitly), or a Bitcoin PSBT whose sighashes
+//! every node derives itself ([`crate::psbt`]), so policy sees the real
+//! transaction. [`SigningRequest::targets`] gives the messages either way.
 
 use ed25519_dalek::{Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{error::ProtocolError, ids::KeyId};
+use crate::{
+    error::ProtocolError,
+    ids::KeyId,
+    key::GroupPublic,
+    psbt::{self, PsbtRequest, TransactionSummary},
+    sign::SignTarget,
+    suite::Ciphersuite,
+};
 
-/// Encoding version of requests.
-pub const REQUEST_VERSION: u16 = 1;
+/// Encoding version of requests: 2 (version 1, without [`RequestBody`], is refused).
+pub const REQUEST_VERSION: u16 = 2;
 /// Largest encoded signed request accepted.
 pub const MAX_REQUEST_SIZE: usize = 64 * 1024;
 /// Most approvals one signed request may carry.
@@ -47,6 +59,46 @@ pub struct Purpose {
     pub memo: String,
 }
 
+/// What a request asks to sign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestBody {
+    /// Opaque messages (postcard variant 0): nodes see only the client's declared
+    /// [`Purpose`], so a client's policy must allow them (`allow_raw`).
+    Raw {
+        /// Messages to sign (a batch shares one policy decision).
+        messages: Vec<Vec<u8>>,
+        /// Optional Taproot merkle root (secp256k1-tr keys only).
+        tweak: Option<[u8; 32]>,
+    },
+    /// A Bitcoin transaction (variant 1): nodes parse the PSBT, derive the BIP341
+    /// sighash of each input to sign, and apply policy to the parsed outputs.
+    BitcoinPsbt(PsbtRequest),
+}
+
+impl RequestBody {
+    /// `raw` or `bitcoin_psbt`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Raw { .. } => "raw",
+            Self::BitcoinPsbt(_) => "bitcoin_psbt",
+        }
+    }
+
+    /// Number of messages signed: raw messages, or inputs to sign.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Raw { messages, .. } => messages.len(),
+            Self::BitcoinPsbt(p) => p.inputs.len(),
+        }
+    }
+
+    /// Whether nothing is asked (refused by `validate`).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A client's statement of what it wants signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SigningRequest {
@@ -56,11 +108,10 @@ pub struct SigningRequest {
     pub client: [u8; 32],
     /// Key to sign with.
     pub key_id: KeyId,
-    /// Messages to sign (a batch shares one policy decision).
-    pub messages: Vec<Vec<u8>>,
-    /// Optional Taproot merkle root (secp256k1-tr keys only).
-    pub tweak: Option<[u8; 32]>,
-    /// What it is for.
+    /// What to sign.
+    pub body: RequestBody,
+    /// What it is for (for a PSBT, the client's declaration, recorded; policy
+    /// reads the parsed transaction instead).
     pub purpose: Purpose,
     /// Unix time in milliseconds after which nodes refuse it.
     pub expires_at_ms: u64,
@@ -164,33 +215,18 @@ impl SigningRequest {
     }
 
     /// Checks shape before anything else looks at a request (client library,
-    /// coordinator and node all call it): version; 1 to [`MAX_MESSAGES`] messages of 1
-    /// to [`MAX_MESSAGE_LEN`] bytes; [`Purpose`] within its bounds; the whole signed
-    /// encoding within [`MAX_REQUEST_SIZE`]. The error names the field and the bound.
+    /// coordinator and node all call it): version; a raw body of 1 to
+    /// [`MAX_MESSAGES`] messages of 1 to [`MAX_MESSAGE_LEN`] bytes, or a PSBT body
+    /// within [`PsbtRequest::validate`]; [`Purpose`] within its bounds; the whole
+    /// signed encoding within [`MAX_REQUEST_SIZE`]. The error names the field and
+    /// the bound. (A PSBT's content is checked by [`Self::targets`].)
     pub fn validate(&self) -> Result<(), ProtocolError> {
         if self.version != REQUEST_VERSION {
             return Err(ProtocolError::UnsupportedVersion(self.version));
         }
-        if self.messages.is_empty() || self.messages.len() > MAX_MESSAGES {
-            return Err(invalid(
-                "messages",
-                format!(
-                    "{} messages; a request carries 1 to {MAX_MESSAGES}",
-                    self.messages.len()
-                ),
-            ));
-        }
-        if let Some(i) = self.messages.iter().position(Vec::is_empty) {
-            return Err(invalid(&format!("messages[{i}]"), "empty message".into()));
-        }
-        if let Some(i) = self.messages.iter().position(|m| m.len() > MAX_MESSAGE_LEN) {
-            return Err(invalid(
-                &format!("messages[{i}]"),
-                format!(
-                    "{} bytes; at most {MAX_MESSAGE_LEN}",
-                    self.messages[i].len()
-                ),
-            ));
+        match &self.body {
+            RequestBody::Raw { messages, .. } => Self::validate_raw(messages)?,
+            RequestBody::BitcoinPsbt(p) => p.validate()?,
         }
         self.purpose.validate()?;
         // Signature (64) and an empty approval list (1) on top of the request.
@@ -202,6 +238,77 @@ impl SigningRequest {
             ));
         }
         Ok(())
+    }
+
+    fn validate_raw(messages: &[Vec<u8>]) -> Result<(), ProtocolError> {
+        if messages.is_empty() || messages.len() > MAX_MESSAGES {
+            return Err(invalid(
+                "body.messages",
+                format!(
+                    "{} messages; a request carries 1 to {MAX_MESSAGES}",
+                    messages.len()
+                ),
+            ));
+        }
+        if let Some(i) = messages.iter().position(Vec::is_empty) {
+            return Err(invalid(
+                &format!("body.messages[{i}]"),
+                "empty message".into(),
+            ));
+        }
+        if let Some(i) = messages.iter().position(|m| m.len() > MAX_MESSAGE_LEN) {
+            return Err(invalid(
+                &format!("body.messages[{i}]"),
+                format!("{} bytes; at most {MAX_MESSAGE_LEN}", messages[i].len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// For a PSBT body, the parsed transaction ([`psbt::analyze`]) under `key`,
+    /// which must be a secp256k1-tr key; `None` for a raw body.
+    pub fn transaction(
+        &self,
+        key: &GroupPublic,
+    ) -> Result<Option<TransactionSummary>, ProtocolError> {
+        let RequestBody::BitcoinPsbt(p) = &self.body else {
+            return Ok(None);
+        };
+        if key.suite != Ciphersuite::Secp256k1Tr {
+            return Err(invalid(
+                "body",
+                format!(
+                    "bitcoin_psbt requests need a secp256k1-tr key; key {} is {}",
+                    key.key_id, key.suite
+                ),
+            ));
+        }
+        psbt::analyze(p, &key.verifying_key).map(Some)
+    }
+
+    /// The messages this request signs with `key`, in order, each with its tweak:
+    /// a raw body's messages (with the request's tweak), or the BIP341 sighash of
+    /// each PSBT input to sign (with that input's script-tree tweak).
+    pub fn targets(&self, key: &GroupPublic) -> Result<Vec<SignTarget>, ProtocolError> {
+        match (&self.body, self.transaction(key)?) {
+            (RequestBody::Raw { messages, tweak }, _) => Ok(messages
+                .iter()
+                .map(|m| SignTarget {
+                    message: m.clone(),
+                    tweak: *tweak,
+                })
+                .collect()),
+            (_, Some(tx)) => Ok(tx
+                .targets()
+                .map(|(m, tweak)| SignTarget {
+                    message: m.to_vec(),
+                    tweak,
+                })
+                .collect()),
+            (_, None) => Err(ProtocolError::InvalidState(
+                "PSBT body without a transaction",
+            )),
+        }
     }
 
     /// Signs as the client.
@@ -300,13 +407,22 @@ mod tests {
     use super::*;
     use rand_chacha::{rand_core::SeedableRng, ChaCha20Rng};
 
+    fn messages(r: &mut SigningRequest) -> &mut Vec<Vec<u8>> {
+        match &mut r.body {
+            RequestBody::Raw { messages, .. } => messages,
+            RequestBody::BitcoinPsbt(_) => unreachable!("raw fixtures"),
+        }
+    }
+
     fn request(client: &SigningKey) -> SigningRequest {
         SigningRequest {
             version: REQUEST_VERSION,
             client: client.verifying_key().to_bytes(),
             key_id: KeyId([1; 16]),
-            messages: vec![vec![7; 32]],
-            tweak: None,
+            body: RequestBody::Raw {
+                messages: vec![vec![7; 32]],
+                tweak: None,
+            },
             purpose: Purpose {
                 asset: "BTC".into(),
                 amount: 50_000_000,
@@ -329,7 +445,7 @@ mod tests {
         for alter in [
             |r: &mut SigningRequest| r.purpose.amount += 1,
             |r: &mut SigningRequest| r.purpose.destination.push('x'),
-            |r: &mut SigningRequest| r.messages[0][0] ^= 1,
+            |r: &mut SigningRequest| messages(r)[0][0] ^= 1,
             |r: &mut SigningRequest| r.expires_at_ms += 1,
         ] {
             let mut bad = signed.clone();
@@ -368,10 +484,10 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let client = SigningKey::generate(&mut rng);
         let mut r = request(&client);
-        r.messages.clear();
+        messages(&mut r).clear();
         assert!(r.sign(&client).verify_client().is_err());
         let mut r = request(&client);
-        r.messages = vec![vec![1; MAX_MESSAGE_LEN + 1]];
+        *messages(&mut r) = vec![vec![1; MAX_MESSAGE_LEN + 1]];
         assert!(r.validate().is_err());
         assert!(matches!(
             SignedRequest::decode(&vec![0; MAX_REQUEST_SIZE + 1]),
@@ -453,9 +569,9 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(5);
         let client = SigningKey::generate(&mut rng);
         let mut r = request(&client);
-        r.messages = vec![vec![1; MAX_MESSAGE_LEN]; 3];
+        *messages(&mut r) = vec![vec![1; MAX_MESSAGE_LEN]; 3];
         assert_eq!(r.validate(), Ok(()));
-        r.messages = vec![vec![1; MAX_MESSAGE_LEN]; 4];
+        *messages(&mut r) = vec![vec![1; MAX_MESSAGE_LEN]; 4];
         match r.validate() {
             Err(ProtocolError::InvalidRequest(m)) => assert!(m.starts_with("request:"), "{m}"),
             other => panic!("{other:?}"),

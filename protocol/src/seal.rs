@@ -60,7 +60,7 @@ pub fn seal(
         ));
     }
     let key = derive_key(&shared, &eph_pub, recipient);
-    let cipher = ChaCha20Poly1305::new(key.as_ref().into());
+    let cipher = ChaCha20Poly1305::new(&chacha20poly1305::Key::from(*key));
     let ciphertext = cipher
         .encrypt(
             &[0u8; 12].into(),
@@ -92,7 +92,7 @@ pub fn open(
     }
     let me = x25519_dalek::PublicKey::from(secret).to_bytes();
     let key = derive_key(&shared, &sealed.ephemeral, &me);
-    let cipher = ChaCha20Poly1305::new(key.as_ref().into());
+    let cipher = ChaCha20Poly1305::new(&chacha20poly1305::Key::from(*key));
     cipher
         .decrypt(
             &[0u8; 12].into(),

@@ -592,6 +592,19 @@ async fn sign<B: Backend>(
             Problem::new(ProblemKind::BadClientSignature, e.to_string()),
         )
     })?;
+    // A PSBT is parsed here too: nodes would refuse what does not parse (each
+    // naming the same field), and the coordinator needs the sighashes to sign.
+    signed.request.targets(&record.public).map_err(|e| {
+        let detail = match e {
+            quorate_protocol::ProtocolError::InvalidRequest(m) => m,
+            other => other.to_string(),
+        };
+        reject(
+            &state,
+            "invalid_transaction",
+            Problem::invalid_transaction(detail),
+        )
+    })?;
     let client_key = signed.request.client;
     let client = state
         .settings
@@ -733,7 +746,7 @@ async fn sign<B: Backend>(
         key_id: key_id.to_string(),
         client: client_hex,
         request_hash: hex::encode(signed.request.hash()),
-        messages: signed.request.messages.len(),
+        messages: signed.request.body.len(),
         status: JobStatus::Pending,
         created_at_ms: now,
         finished_at_ms: None,
@@ -876,6 +889,7 @@ fn spawn_job<B: Backend>(
     state.metrics.pending.inc();
     tokio::spawn(async move {
         let started = Instant::now();
+        let request = signed.request.clone();
         let outcome = state.backend.sign(record, signed).await;
         state
             .metrics
@@ -883,11 +897,22 @@ fn spawn_job<B: Backend>(
             .observe(started.elapsed().as_secs_f64());
         job.finished_at_ms = Some(now_ms());
         let label = match outcome {
-            Ok(result) => {
-                job.status = JobStatus::Succeeded;
-                job.result = Some(JobResult::from(&result));
-                "succeeded".to_owned()
-            }
+            Ok(result) => match JobResult::of(&result, &request) {
+                Ok(r) => {
+                    job.status = JobStatus::Succeeded;
+                    job.result = Some(r);
+                    "succeeded".to_owned()
+                }
+                Err(e) => {
+                    tracing::error!(job = %job.id, error = %e, "signed, but the PSBT could not be finished");
+                    job.status = JobStatus::Failed;
+                    job.problem = Some(Problem::new(
+                        ProblemKind::Internal,
+                        format!("every input was signed but the PSBT could not be finished: {e}"),
+                    ));
+                    "internal".to_owned()
+                }
+            },
             Err(e) => {
                 let problem = Problem::from(&e);
                 let label = problem

@@ -2,7 +2,10 @@
 //!
 //! Binary values (ids, keys, signatures, messages) are lowercase hex strings.
 
-use quorate_protocol::{Ciphersuite, GroupPublic, NodeId};
+use quorate_protocol::{
+    request::{RequestBody, SigningRequest},
+    Ciphersuite, GroupPublic, NodeId,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -332,6 +335,33 @@ pub struct JobResult {
     pub signatures: Vec<SignatureView>,
     /// Every attempt made (ROAST-style retries), with blame.
     pub attempts: Vec<AttemptView>,
+    /// `bitcoin_psbt` requests: the PSBT (same version, hex of its binary
+    /// serialization) with `tap_key_sig` set on every input signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psbt: Option<String>,
+    /// `bitcoin_psbt` requests whose every input is signed here or already final:
+    /// the signed transaction, network serialization (hex), ready to broadcast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<String>,
+}
+
+impl JobResult {
+    /// The result of `request`: its signatures and attempts and, for a PSBT
+    /// request, the signed PSBT and transaction.
+    pub fn of(r: &SignResult, request: &SigningRequest) -> Result<Self, String> {
+        let mut out = Self::from(r);
+        if let RequestBody::BitcoinPsbt(p) = &request.body {
+            let sigs: Vec<Vec<u8>> = r
+                .signatures
+                .iter()
+                .map(|s| s.signature.signature.clone())
+                .collect();
+            let done = quorate_protocol::psbt::finish(p, &sigs).map_err(|e| e.to_string())?;
+            out.psbt = Some(hex::encode(done.psbt));
+            out.transaction = done.transaction.map(hex::encode);
+        }
+        Ok(out)
+    }
 }
 
 impl From<&SignResult> for JobResult {
@@ -347,6 +377,8 @@ impl From<&SignResult> for JobResult {
                 })
                 .collect(),
             attempts: r.attempts.iter().map(AttemptView::from).collect(),
+            psbt: None,
+            transaction: None,
         }
     }
 }

@@ -87,11 +87,15 @@ pub enum ProblemKind {
     LifecycleFailed,
     /// The key is being refreshed or reshared (409); retry when the run ends.
     KeyBusy,
+    /// A `bitcoin_psbt` request whose PSBT does not parse, or one of whose inputs
+    /// to sign this key cannot sign (422); `errors[].field` names the field and
+    /// index (`psbt.input[1].witness_utxo`).
+    InvalidTransaction,
 }
 
 impl ProblemKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [ProblemKind; 32] = [
+    pub const ALL: [ProblemKind; 33] = [
         Self::MalformedInput,
         Self::InvalidKeySpec,
         Self::Unauthorized,
@@ -124,6 +128,7 @@ impl ProblemKind {
         Self::LifecycleRefused,
         Self::LifecycleFailed,
         Self::KeyBusy,
+        Self::InvalidTransaction,
     ];
 
     /// The last path segment of the `type` URI.
@@ -161,6 +166,7 @@ impl ProblemKind {
             Self::LifecycleRefused => "lifecycle-refused",
             Self::LifecycleFailed => "lifecycle-failed",
             Self::KeyBusy => "key-busy",
+            Self::InvalidTransaction => "invalid-transaction",
         }
     }
 
@@ -174,6 +180,7 @@ impl ProblemKind {
             Self::InvalidOperation => StatusCode::BAD_REQUEST,
             Self::LifecycleFailed => StatusCode::BAD_GATEWAY,
             Self::KeyBusy => StatusCode::CONFLICT,
+            Self::InvalidTransaction => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnknownRound => StatusCode::NOT_FOUND,
             Self::RoundConflict | Self::RoundNotSettled | Self::LimitsNotCovered => {
                 StatusCode::CONFLICT
@@ -232,6 +239,7 @@ impl ProblemKind {
             Self::LifecycleRefused => "Nodes refused the lifecycle operation",
             Self::LifecycleFailed => "Lifecycle operation failed",
             Self::KeyBusy => "Key is being refreshed or reshared",
+            Self::InvalidTransaction => "Transaction cannot be signed",
         }
     }
 
@@ -290,6 +298,19 @@ impl Problem {
         let message = message.into();
         let mut p = Self::new(ProblemKind::MalformedInput, format!("{field}: {message}"));
         p.errors.push(FieldError { field, message });
+        p
+    }
+
+    /// An invalid-transaction problem from a PSBT refusal (`field: why`).
+    pub fn invalid_transaction(message: impl Into<String>) -> Self {
+        let message = message.into();
+        let mut p = Self::new(ProblemKind::InvalidTransaction, message.clone());
+        if let Some((field, why)) = message.split_once(": ") {
+            p.errors.push(FieldError {
+                field: field.into(),
+                message: why.into(),
+            });
+        }
         p
     }
 

@@ -1152,23 +1152,13 @@ impl Node {
         }
         self.not_refused_recently(&hash, now_ms)?;
         let r = &signed.request;
+        let effect = self.policy.effect(r, &key.share.public).ok();
+        let targets = crate::request_record::targets(r, effect.as_ref());
         self.record_or_refuse(
             AuditKind::RequestReceived {
                 request_hash: hex::encode(hash),
             },
-            json!({
-                "client": hex::encode(r.client),
-                "key_id": r.key_id.to_string(),
-                "asset": r.purpose.asset,
-                "amount": r.purpose.amount,
-                "destination": r.purpose.destination,
-                "memo": r.purpose.memo,
-                "messages": r.messages.len(),
-                "nonce": hex::encode(r.nonce),
-                "expires_at_ms": r.expires_at_ms,
-                "message_hashes": r.messages.iter().map(|m| hex::encode(message_hash(m))).collect::<Vec<_>>(),
-                "tweak": r.tweak.map(hex::encode),
-            }),
+            crate::request_record::received(r, effect.as_ref(), &targets),
         )?;
         let decision = self
             .policy
@@ -1190,8 +1180,8 @@ impl Node {
         self.approvals.insert(
             hash,
             Approval {
-                message_hashes: r.messages.iter().map(|m| message_hash(m)).collect(),
-                tweak: r.tweak,
+                message_hashes: targets.iter().map(|t| message_hash(&t.message)).collect(),
+                tweaks: targets.iter().map(|t| t.tweak).collect(),
                 key_id: r.key_id,
                 expires_at_ms: r.expires_at_ms,
                 attempts: BTreeMap::new(),
@@ -1259,10 +1249,12 @@ impl Node {
         let Some(approval) = self.approvals.get(&context.request_hash) else {
             return Err(reject("internal", "approval missing"));
         };
-        if !approval.message_hashes.contains(&context.message_hash)
-            || approval.tweak != *tweak
-            || approval.key_id != env.key
-        {
+        let approved = approval
+            .message_hashes
+            .iter()
+            .zip(&approval.tweaks)
+            .any(|(m, t)| *m == context.message_hash && t == tweak);
+        if !approved || approval.key_id != env.key {
             return Err(reject(
                 "request_mismatch",
                 "message or tweak is not part of the client's signed request",

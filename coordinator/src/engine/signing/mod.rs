@@ -60,9 +60,10 @@ struct MessageRun {
 
 struct SignJob {
     key: KeyRecord,
-    request: SignedRequest,
     /// `request.encode()`, forwarded to every signer of every attempt.
     encoded: Vec<u8>,
+    /// What each message run signs ([`SignedRequest`]'s targets under the key).
+    targets: Vec<SignTarget>,
     messages: Vec<MessageRun>,
     retries: Retries,
     /// Every session of this job, so late answers to earlier attempts still count.
@@ -139,18 +140,23 @@ impl Task {
         request: SignedRequest,
         reply: SignReply,
     ) {
+        let targets = match request.request.targets(&key.public) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = reply.send(Err(CoordinatorError::BadRequest(e.to_string())));
+                return;
+            }
+        };
         self.signing.presign.know(&key.public);
         let id = self.signing.next_job;
         self.signing.next_job += 1;
-        let messages = (0..request.request.messages.len())
-            .map(|_| MessageRun::default())
-            .collect();
+        let messages = targets.iter().map(|_| MessageRun::default()).collect();
         self.signing.jobs.insert(
             id,
             SignJob {
                 encoded: request.encode(),
+                targets,
                 key,
-                request,
                 messages,
                 retries: Retries::default(),
                 sessions: Vec::new(),
@@ -303,10 +309,7 @@ impl Task {
         let config = AggregatorConfig {
             session,
             signers: signers.clone(),
-            target: SignTarget {
-                message: job.request.request.messages[m].clone(),
-                tweak: job.request.request.tweak,
-            },
+            target: job.targets[m].clone(),
             request: job.encoded.clone(),
             timeout_ms: u64::try_from(self.signing.timeout.as_millis()).unwrap_or(u64::MAX),
         };
@@ -470,10 +473,10 @@ impl Task {
             let signatures = job
                 .messages
                 .iter()
-                .zip(&job.request.request.messages)
-                .map(|(run, message)| {
+                .zip(&job.targets)
+                .map(|(run, target)| {
                     run.signature.clone().map(|signature| MessageSignature {
-                        message: message.clone(),
+                        message: target.message.clone(),
                         signature,
                     })
                 })

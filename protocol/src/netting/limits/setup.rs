@@ -90,7 +90,7 @@ pub(crate) fn start(
             if mask & (1 << j) == 0 {
                 continue;
             }
-            let cipher = ChaCha20Poly1305::new(bk.as_ref().into());
+            let cipher = ChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(&bk[..]));
             let ct = cipher
                 .encrypt(
                     &nonce(mask).into(),
@@ -170,7 +170,7 @@ pub(crate) fn finish(
         let bk = pending.box_keys[owner]
             .as_ref()
             .ok_or(ProtocolError::InvalidState("no box key"))?;
-        let cipher = ChaCha20Poly1305::new(bk.as_ref().into());
+        let cipher = ChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(&bk[..]));
         let plain = cipher
             .decrypt(
                 &nonce(mask).into(),

@@ -25,6 +25,10 @@ use quorate_protocol::{
 };
 use serde::{Deserialize, Serialize};
 
+pub mod bitcoin;
+
+pub use bitcoin::{BitcoinPolicy, Effect};
+
 /// Policy file format version.
 pub const POLICY_VERSION: u32 = 1;
 /// Default bound on remembered request nonces.
@@ -114,11 +118,27 @@ pub enum Rule {
     /// and so takes no client signing request: a client allowed opaque messages
     /// must not get a settlement key's signature over a settlement-looking hash.
     SettlementKeyReserved,
+    /// A raw (opaque message) request from a client whose policy lacks
+    /// `allow_raw = true`.
+    RawNotAllowed,
+    /// A `bitcoin_psbt` request from a client without a `[bitcoin]` section.
+    PsbtNotAllowed,
+    /// The request's Bitcoin network is not the client's policy network.
+    Network,
+    /// The PSBT does not parse, or an input to sign cannot be signed (no
+    /// `witness_utxo`, not this key, bad amounts); the detail names field and index.
+    Transaction,
+    /// An input's sighash type is not in the client's `sighash_types`.
+    SighashType,
+    /// The transaction's fee exceeds `max_fee`.
+    Fee,
+    /// The transaction's fee rate exceeds `max_fee_rate`.
+    FeeRate,
 }
 
 impl Rule {
     /// Every rule, in evaluation order.
-    pub const ALL: [Rule; 17] = [
+    pub const ALL: [Rule; 24] = [
         Self::UnknownClient,
         Self::Malformed,
         Self::BadClientSignature,
@@ -129,6 +149,13 @@ impl Rule {
         Self::SettlementKeyReserved,
         Self::KeyNotAllowed,
         Self::SuiteNotAllowed,
+        Self::RawNotAllowed,
+        Self::PsbtNotAllowed,
+        Self::Network,
+        Self::Transaction,
+        Self::SighashType,
+        Self::Fee,
+        Self::FeeRate,
         Self::AssetNotAllowed,
         Self::AmountLimit,
         Self::WindowLimit,
@@ -158,6 +185,13 @@ impl Rule {
             Self::Approvals => "approvals",
             Self::TimeWindow => "time_window",
             Self::SettlementKeyReserved => "settlement_key_reserved",
+            Self::RawNotAllowed => "raw_not_allowed",
+            Self::PsbtNotAllowed => "psbt_not_allowed",
+            Self::Network => "network",
+            Self::Transaction => "transaction",
+            Self::SighashType => "sighash_type",
+            Self::Fee => "fee",
+            Self::FeeRate => "fee_rate",
         }
     }
 }
@@ -250,6 +284,9 @@ struct ClientFile {
     #[serde(default)]
     netting: bool,
     netting_parties: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    allow_raw: bool,
+    bitcoin: Option<bitcoin::BitcoinFile>,
 }
 
 #[derive(Deserialize)]
@@ -388,6 +425,11 @@ pub struct ClientPolicy {
     /// (`netting_parties`). `None`: any parties (the client is trusted with the
     /// parties' identities).
     pub netting_parties: Option<BTreeMap<String, [u8; 32]>>,
+    /// May send raw (opaque message) requests (`allow_raw = true`): nodes then
+    /// see only its declared purpose.
+    pub allow_raw: bool,
+    /// May send `bitcoin_psbt` requests under these rules (`[bitcoin]`).
+    pub bitcoin: Option<BitcoinPolicy>,
 }
 
 /// How large a settlement transfer of one asset this node signs.
@@ -773,7 +815,23 @@ impl Policy {
             }
         };
 
+        let bitcoin = c
+            .bitcoin
+            .map(|b| BitcoinPolicy::parse(name, b))
+            .transpose()?;
+        if let Some(b) = bitcoin.as_ref().filter(|b| !limits.contains_key(&b.asset)) {
+            return Err(invalid(
+                n,
+                "bitcoin.asset",
+                format!(
+                    "{:?} has no [clients.{name}.limits.{}] (every transaction would be refused)",
+                    b.asset, b.asset
+                ),
+            ));
+        }
         Ok(ClientPolicy {
+            allow_raw: c.allow_raw,
+            bitcoin,
             name: name.to_owned(),
             public_key,
             keys,
@@ -1043,11 +1101,10 @@ impl PolicyEngine {
                 format!("request nonce {} was already used", hex::encode(r.nonce)),
             );
         }
-        let limit = match Self::static_rules(&self.policy, client, req, key, now_ms) {
-            Ok(limit) => limit,
+        let (limit, p) = match Self::static_rules(&self.policy, client, req, key, now_ms) {
+            Ok(ok) => ok,
             Err(refused) => return refused,
         };
-        let p = &r.purpose;
         let usage_key = (r.client, p.asset.clone());
         let window_start = now_ms.saturating_sub(client.window_ms);
         let used = self
@@ -1159,16 +1216,31 @@ impl PolicyEngine {
         Ok(())
     }
 
+    /// What `req` does for its client under the policy in force ([`Effect`]):
+    /// the declaration of a raw request, or the parsed transaction of a PSBT
+    /// request; the refusal if the client may not send it or it does not parse.
+    pub fn effect(&self, req: &SigningRequest, key: &GroupPublic) -> Result<Effect, Decision> {
+        let Some(client) = self.policy.client_by_key(&req.client) else {
+            return Err(refuse(
+                Rule::UnknownClient,
+                format!("client key {} is not registered", hex::encode(req.client)),
+            ));
+        };
+        bitcoin::effect(client, req, key)
+    }
+
     /// The rules that depend only on the request and the current policy: key match,
-    /// key not reserved for settlements, key and suite allowed, asset and
-    /// per-request limit, destination, hours, approvals. Returns the asset's limits.
+    /// key not reserved for settlements, key and suite allowed, the request's
+    /// [`Effect`] (raw allowed, or the transaction's network, parse, sighash types
+    /// and fees), asset and per-request limit, destinations, hours, approvals.
+    /// Returns the asset's limits and the effect.
     fn static_rules<'a>(
         policy: &Policy,
         client: &'a ClientPolicy,
         req: &SignedRequest,
         key: &GroupPublic,
         now_ms: u64,
-    ) -> Result<&'a AssetLimit, Decision> {
+    ) -> Result<(&'a AssetLimit, Effect), Decision> {
         let r: &SigningRequest = &req.request;
         if key.key_id != r.key_id {
             return Err(refuse(
@@ -1203,7 +1275,7 @@ impl PolicyEngine {
                 format!("client {:?} may not use {}", client.name, key.suite),
             ));
         }
-        let p = &r.purpose;
+        let p = bitcoin::effect(client, r, key)?;
         let Some(limit) = client.limits.get(&p.asset) else {
             return Err(refuse(
                 Rule::AssetNotAllowed,
@@ -1220,10 +1292,10 @@ impl PolicyEngine {
             ));
         }
         if let Some(allowed) = &client.destinations {
-            if !allowed.contains(&p.destination) {
+            if let Some((from, d)) = p.destinations.iter().find(|(_, d)| !allowed.contains(d)) {
                 return Err(refuse(
                     Rule::Destination,
-                    format!("destination {:?} is not on the allowlist", p.destination),
+                    format!("destination {d:?} ({from}) is not on the allowlist"),
                 ));
             }
         }
@@ -1264,7 +1336,7 @@ impl PolicyEngine {
                 ));
             }
         }
-        Ok(limit)
+        Ok((limit, p))
     }
 }
 
@@ -1312,6 +1384,7 @@ destinations = ["bc1qgood", "bc1qalso"]
 max_lifetime_secs = 600
 window_hours = 24
 hours_utc = {{ from = 8, to = 20 }}
+allow_raw = true
 {extra}
 
 [clients.exchange-a.limits.BTC]
@@ -1366,8 +1439,10 @@ carol = "{c}"
                 version: REQUEST_VERSION,
                 client: self.client.verifying_key().to_bytes(),
                 key_id: KEY,
-                messages: vec![vec![1; 32]],
-                tweak: None,
+                body: quorate_protocol::request::RequestBody::Raw {
+                    messages: vec![vec![1; 32]],
+                    tweak: None,
+                },
                 purpose: Purpose {
                     asset: "BTC".into(),
                     amount,
@@ -1470,7 +1545,10 @@ carol = "{c}"
     fn refuses_malformed_request() {
         let mut f = fixture();
         let mut r = f.unsigned(1, T_DAY);
-        r.messages.clear();
+        r.body = quorate_protocol::request::RequestBody::Raw {
+            messages: Vec::new(),
+            tweak: None,
+        };
         let req = f.approve(r);
         assert_refused(&f.eval(&req, T_DAY), Rule::Malformed);
     }
@@ -2049,7 +2127,7 @@ carol = "{c}"
 
     #[test]
     fn readme_example_policy_is_valid() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let start = readme.find("```toml").expect("example in README") + "```toml".len();
         let end = start + readme[start..].find("```").expect("closing fence");
         let policy = Policy::from_toml(&readme[start..end]).expect("README example parses");
