@@ -16,6 +16,7 @@ pub mod recovery;
 pub mod roster;
 pub mod service;
 pub mod transport;
+pub mod window;
 
 pub use audit::{AuditError, AuditKind, AuditLog, VerifyReport};
 pub use backup::BackupError;

@@ -87,11 +87,14 @@ pub enum ProblemKind {
     LifecycleFailed,
     /// The key is being refreshed or reshared (409); retry when the run ends.
     KeyBusy,
+    /// Too few committee members approved the request for the window (403):
+    /// `need`, `approved`, `refused` (node and reason) and `unanswered`.
+    WindowCertificateFailed,
 }
 
 impl ProblemKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [ProblemKind; 32] = [
+    pub const ALL: [ProblemKind; 33] = [
         Self::MalformedInput,
         Self::InvalidKeySpec,
         Self::Unauthorized,
@@ -124,6 +127,7 @@ impl ProblemKind {
         Self::LifecycleRefused,
         Self::LifecycleFailed,
         Self::KeyBusy,
+        Self::WindowCertificateFailed,
     ];
 
     /// The last path segment of the `type` URI.
@@ -161,6 +165,7 @@ impl ProblemKind {
             Self::LifecycleRefused => "lifecycle-refused",
             Self::LifecycleFailed => "lifecycle-failed",
             Self::KeyBusy => "key-busy",
+            Self::WindowCertificateFailed => "window-certificate-failed",
         }
     }
 
@@ -170,7 +175,9 @@ impl ProblemKind {
             Self::MalformedInput | Self::InvalidKeySpec | Self::InvalidRound => {
                 StatusCode::BAD_REQUEST
             }
-            Self::RoundRefused | Self::LifecycleRefused => StatusCode::FORBIDDEN,
+            Self::RoundRefused | Self::LifecycleRefused | Self::WindowCertificateFailed => {
+                StatusCode::FORBIDDEN
+            }
             Self::InvalidOperation => StatusCode::BAD_REQUEST,
             Self::LifecycleFailed => StatusCode::BAD_GATEWAY,
             Self::KeyBusy => StatusCode::CONFLICT,
@@ -232,6 +239,9 @@ impl ProblemKind {
             Self::LifecycleRefused => "Nodes refused the lifecycle operation",
             Self::LifecycleFailed => "Lifecycle operation failed",
             Self::KeyBusy => "Key is being refreshed or reshared",
+            Self::WindowCertificateFailed => {
+                "Too few committee members approved the request for the window"
+            }
         }
     }
 
@@ -421,6 +431,33 @@ impl From<&CoordinatorError> for Problem {
             CoordinatorError::KeyBusy(_) => {
                 Problem::new(ProblemKind::KeyBusy, detail).with("retry_after_ms", json!(5000))
             }
+            CoordinatorError::WindowCertificate {
+                need,
+                approved,
+                refused,
+                unanswered,
+            } => Problem::new(ProblemKind::WindowCertificateFailed, detail)
+                .with("need", json!(need))
+                .with(
+                    "approved",
+                    json!(approved.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                )
+                .with(
+                    "refused",
+                    Value::Array(
+                        refused
+                            .iter()
+                            .map(|(n, r)| json!({"node": n.to_string(), "reason": r}))
+                            .collect(),
+                    ),
+                )
+                .with(
+                    "unanswered",
+                    json!(unanswered
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()),
+                ),
             CoordinatorError::Busy(_) => {
                 Problem::new(ProblemKind::Unavailable, detail).with("retry_after_ms", json!(1000))
             }
