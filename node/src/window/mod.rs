@@ -21,7 +21,7 @@
 //!   approve of the same request re-sends the approval without a new record.
 //! - `SignRequest` / `PresignedSign`: after the policy decision and before the
 //!   attempt is counted or a signer exists, [`required`] names the quorum and the
-//!   certificate must hold it ([`Windows::check`]): refused
+//!   certificate must hold it (`Windows::check`): refused
 //!   `window:certificate_missing`, `window:certificate_short` (have / need) or
 //!   `window:certificate_forged` (naming the node), and nothing is written.
 //!
