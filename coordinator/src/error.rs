@@ -99,6 +99,22 @@ pub enum CoordinatorError {
     /// The key is being refreshed or reshared; retry when the run has ended.
     #[error("key {0} is being refreshed or reshared")]
     KeyBusy(quorate_protocol::KeyId),
+    /// Fewer members of the key's committee approved the request for the window
+    /// than its signers require (`window_quorum` in node policy).
+    #[error("window certificate: {} of {need} approvals needed (refused: {}; no answer: {})",
+        .approved.len(),
+        if .refused.is_empty() { "none".to_owned() } else { .refused.iter().map(|(n, r)| format!("{n}: {r}")).collect::<Vec<_>>().join(", ") },
+        if .unanswered.is_empty() { "none".to_owned() } else { .unanswered.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ") })]
+    WindowCertificate {
+        /// Approvals the signers require.
+        need: u16,
+        /// Members that approved.
+        approved: Vec<NodeId>,
+        /// Members that refused, with their reason (`policy:window_limit`, …).
+        refused: Vec<(NodeId, String)>,
+        /// Members that did not answer in time or could not be reached.
+        unanswered: Vec<NodeId>,
+    },
     /// Configuration is invalid; the message names the field.
     #[error("configuration: {0}")]
     Config(String),

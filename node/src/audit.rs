@@ -265,6 +265,14 @@ pub enum AuditKind {
         /// SHA-256 request hash (hex).
         request_hash: String,
     },
+    /// This node approved a request for the window (its policy allowed it and
+    /// reserved the amount) and signed the approval; `details` carries `key_id`,
+    /// `asset`, `amount`, `required_quorum` and `coordinator`. Committed before the
+    /// approval is sent.
+    WindowApproved {
+        /// SHA-256 request hash (hex).
+        request_hash: String,
+    },
     /// This node contributed a signature share; committed (written, synced and
     /// anchored) before the share is sent. `details` carries `request_hash` and
     /// `message_hash`.

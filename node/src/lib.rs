@@ -17,6 +17,7 @@ mod request_record;
 pub mod roster;
 pub mod service;
 pub mod transport;
+pub mod window;
 
 pub use audit::{AuditError, AuditKind, AuditLog, VerifyReport};
 pub use backup::BackupError;

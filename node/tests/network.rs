@@ -544,6 +544,7 @@ async fn refusals_are_typed_audited_and_counted() {
             request: signed.encode(),
             message: vec![2; 32],
             tweak: None,
+            certificate: Default::default(),
         },
     );
     engine.shutdown().await;
@@ -1159,6 +1160,7 @@ async fn oversized_request_fields_are_refused_alone_and_never_silence_a_node() {
                     message: raw_messages(&signed.request)[0].clone(),
                     request: signed.encode(),
                     tweak: None,
+                    certificate: Default::default(),
                 },
             );
             acks.push(raw.ask(node, Frame::Deliver(env)).await.expect("answer"));
@@ -1396,6 +1398,7 @@ async fn cached_approval_is_rechecked_after_a_policy_reload_revokes_the_client()
                 request: signed.encode(),
                 message,
                 tweak: None,
+                certificate: Default::default(),
             },
         ))
     };
@@ -1636,6 +1639,7 @@ async fn presigned_nonces_are_single_use_even_against_a_coordinator_that_tries()
                 package,
                 epoch,
                 index,
+                certificate: Default::default(),
             },
         )
     };
@@ -1756,5 +1760,633 @@ async fn engine_signs_in_one_round_with_presigned_nonces() {
     engine.shutdown().await;
     for h in nodes {
         h.stop().await.expect("stop");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Window certificates (issue 14): network-wide rolling-window limits.
+
+/// A policy with one BTC limit of `per_window` (also the per-request limit) and,
+/// when given, `window_quorum = <quorum>` (TOML: `3` or `"all"`).
+fn window_policy(net: &Net, per_window: u64, quorum: Option<&str>) -> String {
+    format!(
+        "version = 1\n[clients.exchange]\npublic_key = \"{}\"\nkeys = [\"*\"]\nallow_raw = true\n[clients.exchange.limits.BTC]\nper_request = {per_window}\nper_window = {per_window}\n{}\n",
+        hex::encode(net.client.verifying_key().to_bytes()),
+        quorum.map(|q| format!("window_quorum = {q}")).unwrap_or_default()
+    )
+}
+
+/// Starts node `i` with the policy file `policy{i}.toml` (written from `text` first
+/// when given).
+fn start_with_policy(net: &Net, i: usize, text: Option<&str>) -> NodeHandle {
+    let path = net.dir.path().join(format!("policy{i}.toml"));
+    if let Some(text) = text {
+        std::fs::write(&path, text).expect("policy file");
+    }
+    let limits = LimitsConfig {
+        session_timeout_ms: 10_000,
+        ..LimitsConfig::default()
+    };
+    net.start_with(i, Routing::Direct, Metrics::default(), limits, Some(path))
+}
+
+/// Every node with its own policy, and the real engine (for the DKG, and for the
+/// tests that drive an honest coordinator).
+async fn started_with_policies(net: &Net, policies: &[String]) -> (Vec<NodeHandle>, Engine) {
+    let nodes = policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| start_with_policy(net, i, Some(p)))
+        .collect();
+    let engine = Engine::spawn(EngineConfig {
+        identity: net.coordinator.clone(),
+        roster: quorate_protocol::roster::Roster::from_toml(&net.roster_text).expect("roster"),
+        listen: vec![net.addr(net.coord_port)],
+        session_timeout_ms: 3_000,
+        dkg_timeout_ms: 20_000,
+    })
+    .expect("engine");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (nodes, engine)
+}
+
+/// A scripted coordinator: a raw peer holding a roster coordinator's identity that
+/// drives the real protocol machines itself — any signer subset, any certificate,
+/// as often as it likes — to see what honest nodes let it get signed.
+struct Scripted {
+    raw: RawPeer,
+    identity: Arc<NodeIdentity>,
+    /// Envelopes the nodes delivered to us, not consumed yet.
+    inbox: Vec<Envelope>,
+    next_session: u8,
+}
+
+/// What one scripted signing attempt came to.
+#[derive(Debug)]
+enum Attempted {
+    Signed(quorate_protocol::SignatureBytes),
+    Refused(NodeId, String, String),
+    Failed(String),
+}
+
+impl Scripted {
+    fn new(net: &Net) -> Self {
+        Self {
+            raw: RawPeer::new(net, &net.second_coordinator),
+            identity: net.second_coordinator.clone(),
+            inbox: Vec::new(),
+            next_session: 0,
+        }
+    }
+
+    fn session(&mut self) -> SessionId {
+        self.next_session += 1;
+        let mut s = [0xA5; 32];
+        s[0] = self.next_session;
+        s[1..9].copy_from_slice(&unix_ms().to_be_bytes());
+        SessionId(s)
+    }
+
+    /// One swarm event: inbound frames are answered `Accepted` and kept; returns
+    /// the answer to one of our requests when that is what arrived.
+    async fn step(
+        &mut self,
+        until: tokio::time::Instant,
+    ) -> Option<(request_response::OutboundRequestId, Result<Ack, String>)> {
+        let event = tokio::time::timeout_at(until, self.raw.swarm.select_next_some())
+            .await
+            .ok()?;
+        let ev = match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Dkg(e))
+            | SwarmEvent::Behaviour(BehaviourEvent::Sign(e)) => e,
+            _ => return None,
+        };
+        match ev {
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                let _ = self
+                    .raw
+                    .swarm
+                    .behaviour_mut()
+                    .sign
+                    .send_response(channel, Ack::Accepted);
+                if let Frame::Deliver(env) = request {
+                    if !matches!(env.payload, Payload::PresignOffer { .. }) {
+                        self.inbox.push(env);
+                    }
+                }
+                None
+            }
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        response,
+                        request_id,
+                    },
+                ..
+            } => Some((request_id, Ok(response))),
+            request_response::Event::OutboundFailure {
+                error, request_id, ..
+            } => Some((request_id, Err(error.to_string()))),
+            _ => None,
+        }
+    }
+
+    fn send(&mut self, to: &NodeId, env: Envelope) -> request_response::OutboundRequestId {
+        let peer = self.raw.roster.net(to).expect("in roster").peer_id;
+        transport::send(&mut self.raw.swarm, &peer, Frame::Deliver(env))
+    }
+
+    /// Asks `node` to approve `signed` for the window: its approval, or its refusal
+    /// `(reason, detail)`.
+    async fn approval(
+        &mut self,
+        node: &NodeId,
+        key: &KeyRecord,
+        signed: &SignedRequest,
+    ) -> Result<quorate_protocol::window::WindowApproval, (String, String)> {
+        let session = self.session();
+        let env = Envelope::seal(
+            &self.identity,
+            key.public.suite,
+            key.key_id(),
+            session,
+            Payload::WindowApprove {
+                request: signed.encode(),
+            },
+        );
+        let id = self.send(node, env);
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(i) = self
+                .inbox
+                .iter()
+                .position(|e| e.session == session && e.sender == *node)
+            {
+                let env = self.inbox.remove(i);
+                let Payload::WindowApproved { approval } = env.payload else {
+                    panic!("not an approval: {:?}", env.round);
+                };
+                return Ok(approval);
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "no approval from {node} within 10 s"
+            );
+            if let Some((rid, answer)) = self.step(until).await {
+                if rid == id {
+                    match answer {
+                        Ok(Ack::Accepted) => {}
+                        Ok(Ack::Rejected { reason, detail }) => return Err((reason, detail)),
+                        Err(e) => return Err(("unreachable".into(), e)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// One signing attempt of `signed`'s first message by `signers` with
+    /// `certificate`, run by the real aggregator.
+    async fn sign(
+        &mut self,
+        key: &KeyRecord,
+        signed: &SignedRequest,
+        signers: &[NodeId],
+        certificate: quorate_protocol::window::WindowCertificate,
+    ) -> Attempted {
+        use quorate_protocol::{aggregate::AggregatorConfig, Aggregator, Input, Output, Timestamp};
+        let session = self.session();
+        let mut aggregator = Aggregator::new(
+            self.identity.clone(),
+            &key.public,
+            AggregatorConfig {
+                session,
+                signers: signers.to_vec(),
+                target: quorate_protocol::SignTarget {
+                    message: raw_messages(&signed.request)[0].clone(),
+                    tweak: None,
+                },
+                request: signed.encode(),
+                timeout_ms: 5_000,
+            },
+        )
+        .expect("aggregator")
+        .with_certificate(certificate);
+        let mut sent: std::collections::BTreeMap<request_response::OutboundRequestId, NodeId> =
+            std::collections::BTreeMap::new();
+        let mut outputs = aggregator
+            .handle(Timestamp(0), Input::Start, &mut rand_core::OsRng)
+            .expect("start");
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            for o in std::mem::take(&mut outputs) {
+                match o {
+                    Output::Send { to, msg } => {
+                        let id = self.send(&to, msg);
+                        sent.insert(id, to);
+                    }
+                    Output::Done(sig) => return Attempted::Signed(sig),
+                    Output::SetTimer { .. } => {}
+                }
+            }
+            if let Some(i) = self.inbox.iter().position(|e| e.session == session) {
+                let env = self.inbox.remove(i);
+                match aggregator.handle(Timestamp(0), Input::Message(env), &mut rand_core::OsRng) {
+                    Ok(o) => outputs = o,
+                    Err(e) if e.is_fatal() => return Attempted::Failed(e.to_string()),
+                    Err(_) => {}
+                }
+                continue;
+            }
+            if tokio::time::Instant::now() >= until {
+                return Attempted::Failed("timeout".into());
+            }
+            if let Some((rid, answer)) = self.step(until).await {
+                if let Some(node) = sent.get(&rid).copied() {
+                    match answer {
+                        Ok(Ack::Accepted) => {}
+                        Ok(Ack::Rejected { reason, detail }) => {
+                            return Attempted::Refused(node, reason, detail)
+                        }
+                        Err(e) => return Attempted::Failed(e),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn certificate_of(
+    approvals: &[quorate_protocol::window::WindowApproval],
+) -> quorate_protocol::window::WindowCertificate {
+    quorate_protocol::window::WindowCertificate {
+        approvals: approvals.to_vec(),
+    }
+}
+
+/// Distinct request hashes this node contributed a share to.
+fn requests_contributed(net: &Net, i: usize) -> std::collections::BTreeSet<String> {
+    audit::read_entries(&net.audit_path(i))
+        .expect("audit")
+        .into_iter()
+        .filter(|e| {
+            serde_json::to_string(&e.kind)
+                .expect("json")
+                .contains("share_contributed")
+        })
+        .filter_map(|e| e.details.get("request_hash")?.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// With `window_quorum = "all"` on a 3-of-5 key, a malicious coordinator that also
+/// controls t − 1 = 2 members (nodes 0 and 1, whose policy lets anything through)
+/// retries each request on other signer subsets, reuses approvals across requests
+/// and sends many distinct requests: the network signs no more than one window W
+/// of the honest nodes' policy ((n − t + 1)/(q − t + 1) = 1), counted both in
+/// signatures aggregated and in shares the honest nodes released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_quorum_all_bounds_the_network_to_one_window_against_a_retrying_coordinator() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(5, 31);
+    const W: u64 = 100;
+    const AMOUNT: u64 = 40;
+    let policies: Vec<String> = (0..5)
+        .map(|i| {
+            let per_window = if i < 2 { 1_000_000_000 } else { W };
+            window_policy(&net, per_window, Some("\"all\""))
+        })
+        .collect();
+    let (nodes, engine) = started_with_policies(&net, &policies).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Ed25519, 3).await;
+    engine.shutdown().await;
+    let mut c = Scripted::new(&net);
+    // Each honest node (2, 3, 4) with the two compromised ones.
+    let subsets: [[usize; 3]; 3] = [[0, 1, 2], [0, 1, 3], [0, 1, 4]];
+    let pick = |s: &[usize; 3]| s.iter().map(|i| ids[*i]).collect::<Vec<_>>();
+    let mut signed_requests = 0u64;
+    let mut earlier_approvals = Vec::new();
+    for k in 0..6 {
+        let request = net.request(key.key_id(), vec![vec![7; 32]], AMOUNT);
+        // Today's attack: each request shown to one honest node only, rotating,
+        // so that no honest node sees more than its share of them.
+        let first = &subsets[k % 3];
+        let mut signed = match c
+            .sign(&key, &request, &pick(first), Default::default())
+            .await
+        {
+            Attempted::Signed(_) => true,
+            Attempted::Refused(_, reason, _) => {
+                assert!(
+                    reason == "window:certificate_missing" || reason == "policy:window_limit",
+                    "{reason}"
+                );
+                false
+            }
+            Attempted::Failed(why) => panic!("attempt failed: {why}"),
+        };
+        if !signed {
+            let mut approvals = Vec::new();
+            for n in &ids {
+                if let Ok(a) = c.approval(n, &key, &request).await {
+                    approvals.push(a);
+                }
+            }
+            // Padded with every approval of earlier requests: they must not count.
+            let mut padded = approvals.clone();
+            padded.extend(earlier_approvals.iter().cloned());
+            // And retried on every subset, and once more on the first.
+            for s in subsets.iter().chain([first]) {
+                if let Attempted::Signed(sig) = c
+                    .sign(&key, &request, &pick(s), certificate_of(&padded))
+                    .await
+                {
+                    key.public
+                        .verify(&raw_messages(&request.request)[0], &sig.signature, None)
+                        .expect("signature verifies");
+                    signed = true;
+                }
+            }
+            earlier_approvals.extend(approvals);
+        }
+        signed_requests += u64::from(signed);
+    }
+    assert_eq!(
+        quorate_protocol::window::worst_case_multiple(5, 3, 5),
+        Some((3, 3)),
+        "the documented multiple is 1"
+    );
+    assert!(
+        signed_requests * AMOUNT <= W,
+        "{signed_requests} requests of {AMOUNT} signed against a window of {W}"
+    );
+    assert_eq!(
+        signed_requests,
+        W / AMOUNT,
+        "as much as one window allows was signed"
+    );
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+    for i in 2..5 {
+        let contributed = requests_contributed(&net, i);
+        assert!(
+            contributed.len() as u64 * AMOUNT <= W,
+            "node {i} released shares for {} requests",
+            contributed.len()
+        );
+    }
+}
+
+/// With `window_quorum = t` (2 of a 2-of-3 key) and one member compromised (node 0
+/// lets anything through), a malicious coordinator reaches the documented multiple
+/// (n − t + 1)/(q − t + 1) = 2 windows of the honest nodes, and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_quorum_t_reaches_the_documented_multiple_and_no_more() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 32);
+    const W: u64 = 100;
+    const AMOUNT: u64 = 50;
+    let policies: Vec<String> = (0..3)
+        .map(|i| window_policy(&net, if i == 0 { 1_000_000_000 } else { W }, Some("2")))
+        .collect();
+    let (nodes, engine) = started_with_policies(&net, &policies).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Ed25519, 2).await;
+    engine.shutdown().await;
+    let mut c = Scripted::new(&net);
+    let mut total = 0u64;
+    for _ in 0..7 {
+        let request = net.request(key.key_id(), vec![vec![8; 32]], AMOUNT);
+        let Ok(mine) = c.approval(&ids[0], &key, &request).await else {
+            panic!("the compromised member approves anything");
+        };
+        for h in [1, 2] {
+            let Ok(honest) = c.approval(&ids[h], &key, &request).await else {
+                continue;
+            };
+            let cert = certificate_of(&[mine.clone(), honest]);
+            match c.sign(&key, &request, &[ids[0], ids[h]], cert).await {
+                Attempted::Signed(_) => {
+                    total += AMOUNT;
+                    break;
+                }
+                other => panic!("a certified request was not signed: {other:?}"),
+            }
+        }
+    }
+    let (num, den) = quorate_protocol::window::worst_case_multiple(3, 2, 2).expect("bound");
+    assert_eq!((num, den), (2, 1));
+    assert_eq!(
+        total,
+        W * u64::from(num) / u64::from(den),
+        "the bound is reached exactly"
+    );
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+}
+
+/// Signers refuse a request under `window_quorum` without a certificate, with too
+/// few approvals, with an approval of another request, or with a forged approval
+/// (naming the node), and release nothing; the full certificate signs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signers_refuse_missing_short_and_forged_window_certificates() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 33);
+    let policies: Vec<String> = (0..3)
+        .map(|_| window_policy(&net, 1_000, Some("\"all\"")))
+        .collect();
+    let (nodes, engine) = started_with_policies(&net, &policies).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Secp256k1, 2).await;
+    engine.shutdown().await;
+    let mut c = Scripted::new(&net);
+    let request = net.request(key.key_id(), vec![vec![9; 32]], 10);
+    let other = net.request(key.key_id(), vec![vec![9; 32]], 11);
+    let signers = [ids[0], ids[1]];
+    let refused = |a: Attempted| match a {
+        Attempted::Refused(node, reason, detail) => (node, reason, detail),
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let (_, reason, detail) = refused(c.sign(&key, &request, &signers, Default::default()).await);
+    assert_eq!(reason, "window:certificate_missing");
+    assert!(detail.starts_with("window_quorum=3 have=0; "), "{detail}");
+    let mut approvals = Vec::new();
+    for n in &ids {
+        approvals.push(c.approval(n, &key, &request).await.expect("approved"));
+    }
+    let (_, reason, detail) = refused(
+        c.sign(&key, &request, &signers, certificate_of(&approvals[..2]))
+            .await,
+    );
+    assert_eq!(reason, "window:certificate_short");
+    assert!(detail.starts_with("window_quorum=3 have=2; "), "{detail}");
+    // Node 2's approval of another request does not stand in for this one.
+    let elsewhere = c.approval(&ids[2], &key, &other).await.expect("approved");
+    let (_, reason, _) = refused(
+        c.sign(
+            &key,
+            &request,
+            &signers,
+            certificate_of(&[approvals[0].clone(), approvals[1].clone(), elsewhere]),
+        )
+        .await,
+    );
+    assert_eq!(reason, "window:certificate_short");
+    // Node 2's approval with the amount lowered: forged, and named.
+    let mut forged = approvals[2].clone();
+    forged.statement.amount = 1;
+    let (_, reason, detail) = refused(
+        c.sign(
+            &key,
+            &request,
+            &signers,
+            certificate_of(&[approvals[0].clone(), approvals[1].clone(), forged]),
+        )
+        .await,
+    );
+    assert_eq!(reason, "window:certificate_forged");
+    assert!(detail.contains(&ids[2].to_string()), "{detail}");
+    match c
+        .sign(&key, &request, &signers, certificate_of(&approvals))
+        .await
+    {
+        Attempted::Signed(sig) => key
+            .public
+            .verify(&raw_messages(&request.request)[0], &sig.signature, None)
+            .expect("verifies"),
+        other => panic!("the full certificate signs: {other:?}"),
+    }
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+    for i in 0..2 {
+        let kinds = audit_kinds(&net.audit_path(i)).join("\n");
+        assert_eq!(kinds.matches("share_contributed").count(), 1, "{kinds}");
+        assert_eq!(
+            kinds.matches("sign_attempt").count(),
+            1,
+            "refused certificates use no attempt: {kinds}"
+        );
+    }
+}
+
+/// A reservation made only by a window approval (the node never saw a signing
+/// request for it) survives a restart: the window stays used, and approving the
+/// same request again counts nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_only_reservation_survives_a_restart_and_is_never_counted_twice() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 34);
+    let policies: Vec<String> = (0..3)
+        .map(|_| window_policy(&net, 100, Some("\"all\"")))
+        .collect();
+    let (mut nodes, engine) = started_with_policies(&net, &policies).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Ed25519, 2).await;
+    engine.shutdown().await;
+    let mut c = Scripted::new(&net);
+    let full = net.request(key.key_id(), vec![vec![1; 32]], 100);
+    let first = c.approval(&ids[0], &key, &full).await.expect("approved");
+    nodes.remove(0).stop().await.expect("stop");
+    let restarted = start_with_policy(&net, 0, None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A new connection: the old one went with the node.
+    drop(c);
+    let mut c = Scripted::new(&net);
+    let more = net.request(key.key_id(), vec![vec![2; 32]], 1);
+    let (reason, _) = c
+        .approval(&ids[0], &key, &more)
+        .await
+        .expect_err("the window is full after the restart");
+    assert_eq!(reason, "policy:window_limit");
+    let again = c
+        .approval(&ids[0], &key, &full)
+        .await
+        .expect("the reserved request is still approved");
+    assert_eq!(again, first, "the same approval, not a second reservation");
+    restarted.stop().await.expect("stop");
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+    let entries = audit::read_entries(&net.audit_path(0)).expect("audit");
+    let hash = hex::encode(full.request.hash());
+    let received = entries
+        .iter()
+        .filter(|e| {
+            serde_json::to_string(&e.kind)
+                .expect("json")
+                .contains(&hash)
+        })
+        .filter(|e| {
+            serde_json::to_string(&e.kind)
+                .expect("json")
+                .contains("request_received")
+        })
+        .count();
+    assert_eq!(received, 1, "decided once, re-checked after the restart");
+}
+
+/// The real engine gets a windowed request signed through the lazy path (first
+/// attempt refused for want of a certificate, every member asked, certificate
+/// attached to the retry), and fails the next request with a typed error naming
+/// the member whose window is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_collects_window_approvals_lazily_and_names_who_refused() {
+    let _serial = SERIAL.lock().await;
+    let net = Net::new(3, 35);
+    let policies: Vec<String> = (0..3)
+        .map(|i| window_policy(&net, if i == 2 { 100 } else { 1_000 }, Some("\"all\"")))
+        .collect();
+    let (nodes, engine) = started_with_policies(&net, &policies).await;
+    let ids = node_ids(&net);
+    let key = dkg(&engine, &ids, Ciphersuite::Ed25519, 2).await;
+    let messages = vec![vec![3; 32], vec![4; 32]];
+    let result = engine
+        .sign(key.clone(), net.request(key.key_id(), messages.clone(), 60))
+        .await
+        .expect("signed through the lazy certificate");
+    for s in &result.signatures {
+        key.public
+            .verify(&s.message, &s.signature.signature, None)
+            .expect("verifies");
+    }
+    assert!(
+        result
+            .attempts
+            .iter()
+            .any(|a| a.outcome == "certificate_required"),
+        "{:?}",
+        result.attempts
+    );
+    let err = engine
+        .sign(key.clone(), net.request(key.key_id(), messages, 60))
+        .await
+        .expect_err("node 2's window is full");
+    match err {
+        CoordinatorError::WindowCertificate { need, refused, .. } => {
+            assert_eq!(need, 3);
+            assert!(
+                refused
+                    .iter()
+                    .any(|(n, r)| *n == ids[2] && r == "policy:window_limit"),
+                "{refused:?}"
+            );
+        }
+        other => panic!("expected a window certificate failure, got {other}"),
+    }
+    engine.shutdown().await;
+    for h in nodes {
+        h.stop().await.expect("stop");
+    }
+    for i in 0..3 {
+        let kinds = audit_kinds(&net.audit_path(i)).join("\n");
+        assert!(kinds.contains("window_approved"), "node {i}: {kinds}");
     }
 }

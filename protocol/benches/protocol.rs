@@ -255,6 +255,7 @@ fn bench_signing<C: Suite>(c: &mut Criterion, t: u16, n: u16) {
                         package: pkg,
                         epoch: EPOCH,
                         index,
+                        certificate: Default::default(),
                     },
                 );
                 let s =

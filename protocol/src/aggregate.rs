@@ -27,6 +27,7 @@ use crate::{
     presign::{decode_commitment, PresignRef},
     sign::SignTarget,
     suite::{identifier, Suite},
+    window::WindowCertificate,
     wire::{Envelope, Payload, Round},
 };
 
@@ -109,6 +110,14 @@ impl Aggregator {
         Ok(me)
     }
 
+    /// Attaches a window certificate ([`crate::window`]) to the `SignRequest` or
+    /// `PresignedSign` every signer of this attempt is sent. Call before
+    /// `Input::Start`; without it the attempt carries an empty certificate.
+    pub fn with_certificate(mut self, certificate: WindowCertificate) -> Self {
+        crate::suite::with_inner!(&mut self.inner, s => s.certificate = certificate);
+        self
+    }
+
     /// Feeds one input.
     pub fn handle(
         &mut self,
@@ -154,6 +163,8 @@ struct Session<C: Suite> {
     start: Option<Payload>,
     /// Presigned commitments per signer: the attempt has no commitment round.
     presigned: Option<BTreeMap<NodeId, PresignRef>>,
+    /// Window approvals attached to every `SignRequest` / `PresignedSign`.
+    certificate: WindowCertificate,
 }
 
 impl<C: Suite> Session<C> {
@@ -197,6 +208,7 @@ impl<C: Suite> Session<C> {
             shares: BTreeMap::new(),
             start: None,
             presigned: None,
+            certificate: WindowCertificate::default(),
         })
     }
 
@@ -256,6 +268,7 @@ impl<C: Suite> Session<C> {
                         request: self.config.request.clone(),
                         message: self.config.target.message.clone(),
                         tweak: self.config.target.tweak,
+                        certificate: self.certificate.clone(),
                     });
                     let env = self.envelope(payload);
                     for node in self.ids.keys() {
@@ -335,6 +348,7 @@ impl<C: Suite> Session<C> {
                         package: bytes.clone(),
                         epoch: r.epoch,
                         index: r.index,
+                        certificate: self.certificate.clone(),
                     });
                     out.push(Output::Send {
                         to: *node,

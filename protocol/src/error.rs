@@ -14,6 +14,9 @@
 //!   blaming the node) or one repeating indices it already saw (`PresignOfferStale`,
 //!   nobody blamed: a duplicate delivery looks the same). None of them is fatal: the
 //!   request or offer is refused on its own (invariant 11);
+//! - **window certificates** ([`crate::window`]): `CertificateForged` (an approval
+//!   that does not verify under the member it names) and `CertificateShort` (too few
+//!   valid approvals); neither is fatal, the request is refused on its own;
 //! - **`Attestation`**: a key's attestations are missing, do not verify or disagree
 //!   with its data (a verifier's refusal to trust the key).
 
@@ -253,6 +256,23 @@ pub enum ProtocolError {
         reason: String,
         /// Nodes identified as at fault.
         culprits: Vec<NodeId>,
+    },
+    /// A window certificate holds an approval, naming a committee member, whose
+    /// signature does not verify under that member's key ([`crate::window`]). The
+    /// node is named, not blamed: whoever assembled the certificate altered it.
+    #[error("window approval claiming node {node} does not verify")]
+    CertificateForged {
+        /// The node the forged approval names.
+        node: NodeId,
+    },
+    /// A window certificate holds fewer valid approvals of distinct committee
+    /// members for this request than required ([`crate::window`]).
+    #[error("window certificate holds {have} valid approvals of committee members; {need} needed")]
+    CertificateShort {
+        /// Distinct committee members with a valid approval of this request.
+        have: usize,
+        /// The quorum required.
+        need: usize,
     },
 }
 

@@ -27,6 +27,7 @@ pub mod round2_cache;
 pub mod seal;
 pub mod sign;
 pub mod suite;
+pub mod window;
 pub mod wire;
 
 pub use aggregate::Aggregator;

@@ -22,6 +22,21 @@ fn envelope(payload: Payload) -> Envelope {
     )
 }
 
+fn window_approval() -> quorate_protocol::window::WindowApproval {
+    quorate_protocol::window::WindowStatement {
+        version: quorate_protocol::window::WINDOW_STATEMENT_VERSION,
+        request_hash: [0x23; 32],
+        key_id: KeyId([0x11; 16]),
+        node: identity().node_id(),
+        asset: "BTC".into(),
+        amount: 50_000,
+        required_quorum: 5,
+        expires_at_ms: 1_700_000_000_000,
+    }
+    .sign(&identity())
+    .expect("own statement")
+}
+
 fn committee() -> quorate_protocol::Committee {
     let mut rng = ChaCha20Rng::seed_from_u64(8);
     let ids: Vec<_> = (0..3)
@@ -289,6 +304,9 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                 request: b"req".to_vec(),
                 message: b"msg".to_vec(),
                 tweak: Some([0x77; 32]),
+                certificate: quorate_protocol::window::WindowCertificate {
+                    approvals: vec![window_approval()],
+                },
             },
         ),
         (
@@ -353,6 +371,7 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                 package: vec![0x1b; 4],
                 epoch: [0x17; 16],
                 index: 301,
+                certificate: Default::default(),
             },
         ),
         (
@@ -471,7 +490,36 @@ fn payloads() -> Vec<(&'static str, Payload)> {
                 },
             },
         ),
+        (
+            "window_approve",
+            Payload::WindowApprove {
+                request: b"req".to_vec(),
+            },
+        ),
+        (
+            "window_approved",
+            Payload::WindowApproved {
+                approval: window_approval(),
+            },
+        ),
     ]
+}
+
+/// The bytes a window approval signs, and the certificate encoding on its own.
+#[test]
+fn window_approval_bytes_are_stable() {
+    let approval = window_approval();
+    insta::assert_snapshot!(
+        "window_approval_message",
+        hex_lines(&approval.statement.message())
+    );
+    let certificate = quorate_protocol::window::WindowCertificate {
+        approvals: vec![approval],
+    };
+    insta::assert_snapshot!(
+        "window_certificate",
+        hex_lines(&postcard::to_allocvec(&certificate).expect("encode"))
+    );
 }
 
 #[test]
@@ -571,12 +619,14 @@ fn enum_tags_are_stable() {
         Round::RepairStart,
         Round::RepairDelta,
         Round::RepairSigma,
+        Round::WindowApprove,
+        Round::WindowApproved,
     ];
     let tags: Vec<u8> = rounds
         .iter()
         .flat_map(|r| postcard::to_allocvec(r).expect("encode"))
         .collect();
-    assert_eq!(tags, (0..31).collect::<Vec<u8>>());
+    assert_eq!(tags, (0..33).collect::<Vec<u8>>());
 }
 
 #[test]

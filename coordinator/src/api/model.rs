@@ -132,7 +132,7 @@ pub struct AttestationView {
 }
 
 /// `GET /v1/keys/{id}` and the `POST /v1/keys` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyView {
     /// Key id (16 bytes hex).
     pub key_id: String,
@@ -157,6 +157,11 @@ pub struct KeyView {
     /// older coordinators: 0).
     #[serde(default)]
     pub generation: u64,
+    /// The network-wide rolling-window bound for every window quorum `q` from `t`
+    /// to `n` ([`quorate_protocol::window::bounds`]; absent from older
+    /// coordinators: empty).
+    #[serde(default)]
+    pub window_bounds: Vec<quorate_protocol::window::WindowBound>,
 }
 
 fn native(suite: Ciphersuite, vk: &[u8]) -> PublicKeyView {
@@ -238,6 +243,10 @@ impl KeyView {
             public_key_package: hex::encode(&p.public_key_package),
             created_at_ms: record.created_at_ms,
             generation: record.generation,
+            window_bounds: quorate_protocol::window::bounds(
+                u16::try_from(p.members.len()).unwrap_or(u16::MAX),
+                p.threshold,
+            ),
             attestations: record
                 .attestations
                 .iter()
@@ -251,7 +260,7 @@ impl KeyView {
 }
 
 /// `GET /v1/keys`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KeyList {
     /// Every key, in creation order.
     pub keys: Vec<KeyView>,

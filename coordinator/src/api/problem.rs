@@ -91,11 +91,14 @@ pub enum ProblemKind {
     /// to sign this key cannot sign (422); `errors[].field` names the field and
     /// index (`psbt.input[1].witness_utxo`).
     InvalidTransaction,
+    /// Too few committee members approved the request for the window (403):
+    /// `need`, `approved`, `refused` (node and reason) and `unanswered`.
+    WindowCertificateFailed,
 }
 
 impl ProblemKind {
     /// Every kind, for documentation and tests.
-    pub const ALL: [ProblemKind; 33] = [
+    pub const ALL: [ProblemKind; 34] = [
         Self::MalformedInput,
         Self::InvalidKeySpec,
         Self::Unauthorized,
@@ -129,6 +132,7 @@ impl ProblemKind {
         Self::LifecycleFailed,
         Self::KeyBusy,
         Self::InvalidTransaction,
+        Self::WindowCertificateFailed,
     ];
 
     /// The last path segment of the `type` URI.
@@ -167,6 +171,7 @@ impl ProblemKind {
             Self::LifecycleFailed => "lifecycle-failed",
             Self::KeyBusy => "key-busy",
             Self::InvalidTransaction => "invalid-transaction",
+            Self::WindowCertificateFailed => "window-certificate-failed",
         }
     }
 
@@ -176,7 +181,9 @@ impl ProblemKind {
             Self::MalformedInput | Self::InvalidKeySpec | Self::InvalidRound => {
                 StatusCode::BAD_REQUEST
             }
-            Self::RoundRefused | Self::LifecycleRefused => StatusCode::FORBIDDEN,
+            Self::RoundRefused | Self::LifecycleRefused | Self::WindowCertificateFailed => {
+                StatusCode::FORBIDDEN
+            }
             Self::InvalidOperation => StatusCode::BAD_REQUEST,
             Self::LifecycleFailed => StatusCode::BAD_GATEWAY,
             Self::KeyBusy => StatusCode::CONFLICT,
@@ -240,6 +247,9 @@ impl ProblemKind {
             Self::LifecycleFailed => "Lifecycle operation failed",
             Self::KeyBusy => "Key is being refreshed or reshared",
             Self::InvalidTransaction => "Transaction cannot be signed",
+            Self::WindowCertificateFailed => {
+                "Too few committee members approved the request for the window"
+            }
         }
     }
 
@@ -442,6 +452,33 @@ impl From<&CoordinatorError> for Problem {
             CoordinatorError::KeyBusy(_) => {
                 Problem::new(ProblemKind::KeyBusy, detail).with("retry_after_ms", json!(5000))
             }
+            CoordinatorError::WindowCertificate {
+                need,
+                approved,
+                refused,
+                unanswered,
+            } => Problem::new(ProblemKind::WindowCertificateFailed, detail)
+                .with("need", json!(need))
+                .with(
+                    "approved",
+                    json!(approved.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                )
+                .with(
+                    "refused",
+                    Value::Array(
+                        refused
+                            .iter()
+                            .map(|(n, r)| json!({"node": n.to_string(), "reason": r}))
+                            .collect(),
+                    ),
+                )
+                .with(
+                    "unanswered",
+                    json!(unanswered
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()),
+                ),
             CoordinatorError::Busy(_) => {
                 Problem::new(ProblemKind::Unavailable, detail).with("retry_after_ms", json!(1000))
             }

@@ -579,6 +579,9 @@ impl Task {
                         self.send_lifecycle(out);
                         return;
                     }
+                    if self.window_refusal(session, node, &reason, &detail) {
+                        return;
+                    }
                     self.on_refusal(session, node, reason);
                 }
             }
@@ -762,6 +765,10 @@ impl Task {
                 Ok(filed) => tracing::debug!(%node, %key, filed, "presign offer"),
                 Err(e) => tracing::warn!(%node, %key, error = %e, "presign offer refused"),
             }
+            return;
+        }
+        if matches!(env.payload, Payload::WindowApproved { .. }) {
+            self.on_window_approved(env);
             return;
         }
         if self.signing.owns(&env.session) {

@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, watch};
 
 mod lifecycle;
 mod repair;
+mod window;
 
 use crate::{
     audit::{AuditKind, AuditLog},
@@ -194,6 +195,8 @@ struct Node {
     /// When the coordinators were last dialled (reconnects after a coordinator
     /// restart, at most every [`COORDINATOR_REDIAL`]).
     coordinator_dial: Instant,
+    /// Window certificates verified and window approvals given (memory only).
+    window: crate::window::Windows,
 }
 
 /// How often a node re-dials a roster coordinator it is not connected to.
@@ -325,6 +328,7 @@ pub fn spawn(parts: NodeParts) -> Result<NodeHandle, String> {
         repairs: BTreeMap::new(),
         dkg_segments: BTreeMap::new(),
         coordinator_dial: Instant::now(),
+        window: Default::default(),
     };
     node.record(AuditKind::NodeStarted, json!({ "keys": node.keys.len() }));
     node.commit_audit();
@@ -606,6 +610,7 @@ impl Node {
             Payload::RepairStart { .. } => self.on_repair_start(env),
             Payload::SignRequest { .. } => self.on_sign_request(env),
             Payload::PresignedSign { .. } => self.on_presigned_sign(env),
+            Payload::WindowApprove { .. } => self.on_window_approve(env),
             Payload::NettingRound { .. }
             | Payload::NettingBundle { .. }
             | Payload::NettingClose { .. }
@@ -877,11 +882,12 @@ impl Node {
             request,
             message,
             tweak,
+            certificate,
         } = &env.payload
         else {
             return Err(reject("malformed", "not a sign request"));
         };
-        let (key, context) = self.approve_message(env, request, message, tweak)?;
+        let (key, context) = self.approve_message(env, request, message, tweak, certificate)?;
         let signer = Signer::new(
             self.identity.clone(),
             &key.share,
@@ -935,6 +941,7 @@ impl Node {
             tweak,
             epoch,
             index,
+            certificate,
             ..
         } = &env.payload
         else {
@@ -957,7 +964,7 @@ impl Node {
                 tracing::warn!(coordinator = %env.sender, error = %e, "presigned request refused");
                 reject(reason, e.to_string())
             })?;
-        let (key, context) = self.approve_message(&env, request, message, tweak)?;
+        let (key, context) = self.approve_message(&env, request, message, tweak, certificate)?;
         let signer = Signer::presigned(
             self.identity.clone(),
             &key.share,
@@ -982,15 +989,17 @@ impl Node {
     /// refusing it on its own (invariant 11): session admission, decoding, key, then
     /// — on first sight — the client's authentication *before anything is
     /// written*, its bounded audit record and the policy decision, or — on a retry —
-    /// a re-check against the current policy; then the message and tweak must be
-    /// the client's, the per-message attempt bound holds, and a `sign_attempt`
-    /// record is written (before the signer exists).
+    /// a re-check against the current policy; then the window certificate where the
+    /// policy asks for one (`window`); then the message and tweak must be the
+    /// client's, the per-message attempt bound holds, and a `sign_attempt` record is
+    /// written (before the signer exists).
     fn approve_message(
         &mut self,
         env: &Envelope,
         request: &[u8],
         message: &[u8],
         tweak: &Option<[u8; 32]>,
+        certificate: &quorate_protocol::window::WindowCertificate,
     ) -> Result<(StoredKey, SignContext), Ack> {
         self.admit_coordinator_session(env, "request signatures")?;
         let signed = SignedRequest::decode(request)
@@ -1003,6 +1012,7 @@ impl Node {
         } else {
             self.decide_new_request(&signed, &key, hash, now_ms)?;
         }
+        self.check_window_certificate(&signed, &key, &hash, certificate)?;
         let context = SignContext {
             request_hash: hash,
             message_hash: message_hash(message),
@@ -1720,6 +1730,7 @@ impl Node {
         self.send_presign_offers();
         let now_ms = unix_ms();
         self.approvals.retain(|_, a| a.expires_at_ms > now_ms);
+        self.window.expire(now_ms);
         self.netting.expire(now_ms / 1000);
         if self.finished.len() > 100_000 {
             self.finished.clear();

@@ -108,6 +108,9 @@ pub enum Rule {
     AmountLimit,
     /// The amount would exceed the rolling-window limit.
     WindowLimit,
+    /// The asset's `window_quorum` exceeds the key's committee: no window
+    /// certificate can ever be met.
+    WindowQuorum,
     /// The destination is not on the allowlist.
     Destination,
     /// Not enough valid approvals.
@@ -138,7 +141,7 @@ pub enum Rule {
 
 impl Rule {
     /// Every rule, in evaluation order.
-    pub const ALL: [Rule; 24] = [
+    pub const ALL: [Rule; 25] = [
         Self::UnknownClient,
         Self::Malformed,
         Self::BadClientSignature,
@@ -158,6 +161,7 @@ impl Rule {
         Self::FeeRate,
         Self::AssetNotAllowed,
         Self::AmountLimit,
+        Self::WindowQuorum,
         Self::WindowLimit,
         Self::Destination,
         Self::TimeWindow,
@@ -181,6 +185,7 @@ impl Rule {
             Self::AssetNotAllowed => "asset_not_allowed",
             Self::AmountLimit => "amount_limit",
             Self::WindowLimit => "window_limit",
+            Self::WindowQuorum => "window_quorum",
             Self::Destination => "destination",
             Self::Approvals => "approvals",
             Self::TimeWindow => "time_window",
@@ -301,6 +306,7 @@ struct HoursFile {
 struct LimitFile {
     per_request: u64,
     per_window: u64,
+    window_quorum: Option<crate::window::policy::QuorumFile>,
 }
 
 #[derive(Deserialize)]
@@ -365,6 +371,9 @@ pub struct AssetLimit {
     pub per_request: u64,
     /// Largest total of allowed requests within the rolling window.
     pub per_window: u64,
+    /// Window approvals of the key's committee a request needs before this node
+    /// signs it (`None`: no certificate; see [`crate::window`]).
+    pub window_quorum: Option<crate::window::policy::WindowQuorum>,
 }
 
 /// k-of-m approvals.
@@ -722,11 +731,13 @@ impl Policy {
                     ),
                 ));
             }
+            let window_quorum = crate::window::policy::validate(name, &field, l.window_quorum)?;
             limits.insert(
                 asset,
                 AssetLimit {
                     per_request: l.per_request,
                     per_window: l.per_window,
+                    window_quorum,
                 },
             );
         }
@@ -1291,6 +1302,8 @@ impl PolicyEngine {
                 ),
             ));
         }
+        crate::window::quorum_rule(limit, key)
+            .map_err(|detail| refuse(Rule::WindowQuorum, detail))?;
         if let Some(allowed) = &client.destinations {
             if let Some((from, d)) = p.destinations.iter().find(|(_, d)| !allowed.contains(d)) {
                 return Err(refuse(

@@ -871,6 +871,7 @@ fn with_package(c: &Cluster, env: &Envelope, package: Vec<u8>) -> Envelope {
         package,
         epoch,
         index,
+        certificate: Default::default(),
     };
     Envelope::seal(&c.coordinator, env.suite, env.key, env.session, payload)
 }
@@ -1019,6 +1020,7 @@ fn node_refuses_a_presign_id_reused_in_a_second_session() {
             package,
             epoch,
             index,
+            certificate: Default::default(),
         },
     );
     assert_eq!(
@@ -1134,6 +1136,7 @@ fn signer_refuses_what_it_did_not_approve() {
             package: package.clone(),
             epoch,
             index,
+            certificate: Default::default(),
         },
     );
     assert_eq!(
@@ -1165,6 +1168,7 @@ fn signer_refuses_what_it_did_not_approve() {
             package,
             epoch,
             index,
+            certificate: Default::default(),
         },
     );
     assert_eq!(

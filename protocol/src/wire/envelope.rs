@@ -13,8 +13,9 @@ use crate::{
 
 /// Wire protocol version carried by every envelope.
 /// 2: every DKG payload carries its run's parameter hash; `DkgComplete` carries the
-/// sender's key attestation.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// sender's key attestation. 3: `SignRequest` and `PresignedSign` carry a window
+/// certificate ([`crate::window`]).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest encoded envelope accepted, checked before decoding (invariant 7).
 /// Sized for 100-member committees with room to spare.

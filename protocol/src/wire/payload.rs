@@ -70,6 +70,11 @@ pub enum Round {
     RepairDelta,
     /// Repair: a helper's sigma, sealed to the member being repaired.
     RepairSigma,
+    /// Window limits: a coordinator asks a committee member to approve a request
+    /// for the window (policy passed, amount reserved).
+    WindowApprove,
+    /// Window limits: a member's signed approval, back to the coordinator.
+    WindowApproved,
 }
 
 /// One row of a DKG echo: what `sender`'s round-1 message hashed to, with the
@@ -131,6 +136,10 @@ pub enum Payload {
         message: Vec<u8>,
         /// Optional Taproot merkle root.
         tweak: Option<[u8; 32]>,
+        /// Window approvals of the request ([`crate::window`]); empty when the
+        /// coordinator attaches none (required where the signer's policy sets a
+        /// `window_quorum` for the request's client and asset).
+        certificate: crate::window::WindowCertificate,
     },
     /// A signer's round-1 nonce commitments.
     SignCommit {
@@ -276,6 +285,8 @@ pub enum Payload {
         epoch: [u8; 16],
         /// Index of the recipient's commitment in that epoch.
         index: u64,
+        /// Window approvals of the request, as in `SignRequest`.
+        certificate: crate::window::WindowCertificate,
     },
     /// Coordinator → every participant (dealers and new members): run the
     /// approved operation. Old shares stay in use until the run finishes.
@@ -379,6 +390,18 @@ pub enum Payload {
         /// The sealed scalar.
         sealed: SealedBox,
     },
+    /// Coordinator → one committee member: approve the client's request for the
+    /// window (the member runs its policy on it, which reserves the amount, and
+    /// answers [`Payload::WindowApproved`] in the same session).
+    WindowApprove {
+        /// The client's signed request, forwarded verbatim for the node's own checks.
+        request: Vec<u8>,
+    },
+    /// Member → coordinator: its signed approval of the request.
+    WindowApproved {
+        /// The approval.
+        approval: crate::window::WindowApproval,
+    },
 }
 
 impl Round {
@@ -442,6 +465,8 @@ impl Payload {
             Self::RepairStart { .. } => Round::RepairStart,
             Self::RepairDelta { .. } => Round::RepairDelta,
             Self::RepairSigma { .. } => Round::RepairSigma,
+            Self::WindowApprove { .. } => Round::WindowApprove,
+            Self::WindowApproved { .. } => Round::WindowApproved,
         }
     }
 }

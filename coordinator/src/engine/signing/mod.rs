@@ -12,6 +12,7 @@
 
 pub(crate) mod load;
 pub(crate) mod presign;
+pub(crate) mod window;
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -64,6 +65,8 @@ struct SignJob {
     encoded: Vec<u8>,
     /// What each message run signs ([`SignedRequest`]'s targets under the key).
     targets: Vec<SignTarget>,
+    /// `request.request.hash()`, what window approvals name.
+    request_hash: [u8; 32],
     messages: Vec<MessageRun>,
     retries: Retries,
     /// Every session of this job, so late answers to earlier attempts still count.
@@ -95,6 +98,8 @@ pub(crate) struct Signing {
     waiting: VecDeque<u64>,
     pub(crate) load: load::Load,
     pub(crate) presign: presign::Presign,
+    /// Window certificates of the jobs (`window`).
+    pub(crate) window: window::Windows,
     timeout: Duration,
 }
 
@@ -107,6 +112,7 @@ impl Signing {
             waiting: VecDeque::new(),
             load,
             presign: presign::Presign::new(),
+            window: window::Windows::default(),
             timeout,
         }
     }
@@ -155,6 +161,7 @@ impl Task {
             id,
             SignJob {
                 encoded: request.encode(),
+                request_hash: request.request.hash(),
                 targets,
                 key,
                 messages,
@@ -181,6 +188,10 @@ impl Task {
             };
             if job.messages.iter().all(|m| m.signature.is_some()) {
                 self.finish_job(id, Ok(()));
+                return;
+            }
+            // Messages wait while window approvals are collected.
+            if self.signing.window.collecting(id) {
                 return;
             }
             if job.in_flight() >= MAX_PARALLEL_MESSAGES {
@@ -319,7 +330,7 @@ impl Task {
             None => Aggregator::new(self.identity.clone(), &public, config),
         };
         let mut aggregator = match aggregator {
-            Ok(a) => a,
+            Ok(a) => a.with_certificate(self.signing.window.certificate(id)),
             Err(e) => {
                 self.finish_job(id, Err(CoordinatorError::BadRequest(e.to_string())));
                 return Start::Ended;
@@ -462,6 +473,7 @@ impl Task {
         let Some(mut job) = self.signing.jobs.remove(&id) else {
             return;
         };
+        self.signing.window.forget(id);
         for run in job.messages.iter_mut().filter_map(|m| m.current.take()) {
             self.signing.load.ended(&run.signers);
         }
@@ -499,6 +511,9 @@ impl Task {
             // Its pool is not what the book holds (restart) or it is gone.
             self.signing.presign.forget(&node);
         }
+        if self.window_refusal(session, node, &reason, "") {
+            return;
+        }
         let Some((id, m)) = self.signing.session_job.get(&session).copied() else {
             return;
         };
@@ -527,6 +542,7 @@ impl Task {
     /// Deadlines of running attempts; expired commitments; waiting jobs.
     pub(crate) fn signing_tick(&mut self) {
         self.signing.presign.expire();
+        self.window_tick();
         let now = Instant::now();
         let due: Vec<(u64, usize)> = self
             .signing

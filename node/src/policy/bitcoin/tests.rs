@@ -324,3 +324,26 @@ fn a_bitcoin_section_with_unknown_values_is_refused_at_load() {
         assert!(err.contains(field), "{err}");
     }
 }
+
+#[test]
+fn a_psbt_request_needs_the_window_quorum_of_its_bitcoin_asset_whatever_it_declares() {
+    let mut f = fixture(BITCOIN);
+    let text = f.engine.policy().clone();
+    let mut with_quorum = fixture(&format!("{BITCOIN}\n"));
+    let toml = format!(
+        "version = 1\n[clients.desk]\npublic_key = \"{}\"\nkeys = [\"*\"]\n\
+         [clients.desk.limits.BTC]\nper_request = 100000\nper_window = 150000\nwindow_quorum = \"all\"\n{BITCOIN}\n",
+        hex::encode(f.client.verifying_key().to_bytes())
+    );
+    with_quorum.engine =
+        PolicyEngine::new(crate::policy::Policy::from_toml(&toml).expect("policy"));
+    let p = f.psbt(&[(10_000, script_of(9))]);
+    let mut req = f.psbt_request(&p, BitcoinNetwork::Regtest);
+    // The client declares another asset: the quorum still comes from [bitcoin].
+    req.request.purpose.asset = "NOTHING".into();
+    assert_eq!(crate::window::required(&text, &req.request, 5), None);
+    assert_eq!(
+        crate::window::required(with_quorum.engine.policy(), &req.request, 5),
+        Some(5)
+    );
+}
