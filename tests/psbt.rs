@@ -186,7 +186,10 @@ async fn a_psbt_is_signed_by_the_network_and_the_finished_transaction_verifies()
         .collect();
     let txid = psbt.unsigned_tx.compute_txid().to_string();
     assert!(audit.contains(&txid), "the audit log names txid {txid}");
-    assert!(audit.contains("\"outflow\":70000"), "outflow recorded");
+    assert!(
+        audit.contains("\"outflow\":71000"),
+        "outflow (payment and fee) recorded"
+    );
 
     // Through the CLI, from a base64 file; inputs found by key.
     let file = net.data.join("spend.psbt");

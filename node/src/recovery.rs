@@ -59,6 +59,10 @@ pub struct Approval {
     /// Signing sessions started here, per message hash (each recorded as a
     /// `sign_attempt` audit entry, so the count survives restarts).
     pub attempts: BTreeMap<[u8; 32], u32>,
+    /// A PSBT request's parsed transaction, kept so retries do not parse it again
+    /// (memory only: after a restart it is parsed at the first retry).
+    #[serde(skip)]
+    pub transaction: Option<std::sync::Arc<quorate_protocol::psbt::TransactionSummary>>,
 }
 
 /// Approvals by request hash.
@@ -286,6 +290,7 @@ fn received(details: &Value) -> Option<Received> {
             key_id: KeyId::from_hex(details.get("key_id")?.as_str()?).ok()?,
             expires_at_ms: details.get("expires_at_ms")?.as_u64()?,
             attempts: BTreeMap::new(),
+            transaction: None,
         })
     })();
     Some(Received {

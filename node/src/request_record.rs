@@ -85,6 +85,7 @@ pub(crate) fn received(
                     "vsize": tx.vsize,
                     "input_total": tx.input_total,
                     "outflow": tx.outflow,
+                    "paid_out": tx.paid_out,
                     "sighash_types": tx.inputs.iter().map(|i| i.sighash_name()).collect::<Vec<_>>(),
                     "outputs": tx.outputs.iter().map(|o| json!({
                         "index": o.index,

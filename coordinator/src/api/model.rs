@@ -291,7 +291,7 @@ pub enum JobStatus {
 pub struct RefusalView {
     /// Node id (hex).
     pub node: String,
-    /// Reason, e.g. `policy:max_amount`.
+    /// Reason, e.g. `policy:amount_limit`.
     pub reason: String,
 }
 

@@ -1006,20 +1006,38 @@ impl Node {
             .map_err(|e| reject("malformed_request", e.to_string()))?;
         let key = self.key_for_request(env, &signed)?;
         let hash = signed.request.hash();
-        let now_ms = unix_ms();
-        if self.approvals.contains_key(&hash) {
-            self.recheck_approval(&signed, &key, hash, now_ms)?;
-        } else {
-            self.decide_new_request(&signed, &key, hash, now_ms)?;
-        }
-        self.check_window_certificate(&signed, &key, &hash, certificate)?;
         let context = SignContext {
             request_hash: hash,
             message_hash: message_hash(message),
         };
+        // A retry naming a message the approval does not hold is refused before
+        // any policy work.
+        if self.approvals.contains_key(&hash) {
+            self.check_within_approval(env, &context, tweak)?;
+        }
+        self.admit_client_request(&signed, &key, hash)?;
+        self.check_window_certificate(&signed, &key, &hash, certificate)?;
         self.check_within_approval(env, &context, tweak)?;
         self.count_attempt(env, &key, &context)?;
         Ok((key, context))
+    }
+
+    /// The policy step every session of a client request passes (signing and
+    /// window approval alike): first sight decides and records
+    /// ([`Self::decide_new_request`]), a later session re-checks against the
+    /// policy in force ([`Self::recheck_approval`]).
+    fn admit_client_request(
+        &mut self,
+        signed: &SignedRequest,
+        key: &StoredKey,
+        hash: [u8; 32],
+    ) -> Result<(), Ack> {
+        let now_ms = unix_ms();
+        if self.approvals.contains_key(&hash) {
+            self.recheck_approval(signed, key, hash, now_ms)
+        } else {
+            self.decide_new_request(signed, key, hash, now_ms)
+        }
     }
 
     /// The roster coordinator behind a libp2p peer, if it is one.
@@ -1162,7 +1180,16 @@ impl Node {
         }
         self.not_refused_recently(&hash, now_ms)?;
         let r = &signed.request;
-        let effect = self.policy.effect(r, &key.share.public).ok();
+        // Parsed once; the decision and every later session reuse it.
+        let parsed = r
+            .transaction(&key.share.public)
+            .ok()
+            .flatten()
+            .map(std::sync::Arc::new);
+        let effect = self
+            .policy
+            .effect(r, &key.share.public, parsed.as_deref())
+            .ok();
         let targets = crate::request_record::targets(r, effect.as_ref());
         self.record_or_refuse(
             AuditKind::RequestReceived {
@@ -1170,9 +1197,9 @@ impl Node {
             },
             crate::request_record::received(r, effect.as_ref(), &targets),
         )?;
-        let decision = self
-            .policy
-            .evaluate_authenticated(signed, &key.share.public, now_ms);
+        let decision =
+            self.policy
+                .evaluate_parsed(signed, &key.share.public, now_ms, parsed.as_deref());
         let (allowed, rule, detail) = match &decision {
             Decision::Allow { client } => (true, None, client.clone()),
             Decision::Refuse { rule, detail } => (false, Some(*rule), detail.clone()),
@@ -1195,6 +1222,7 @@ impl Node {
                 key_id: r.key_id,
                 expires_at_ms: r.expires_at_ms,
                 attempts: BTreeMap::new(),
+                transaction: parsed,
             },
         );
         Ok(())
@@ -1212,7 +1240,11 @@ impl Node {
         now_ms: u64,
     ) -> Result<(), Ack> {
         self.not_refused_recently(&hash, now_ms)?;
-        match self.policy.recheck(signed, &key.share.public, now_ms) {
+        let parsed = self.parsed_transaction(signed, key, &hash);
+        match self
+            .policy
+            .recheck_parsed(signed, &key.share.public, now_ms, parsed.as_deref())
+        {
             Decision::Refuse { rule, detail } => {
                 self.record_or_refuse(
                     AuditKind::PolicyDecision {
@@ -1226,6 +1258,26 @@ impl Node {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The approved request's parsed transaction: kept with its approval, or
+    /// parsed (once after a restart) and kept there.
+    fn parsed_transaction(
+        &mut self,
+        signed: &SignedRequest,
+        key: &StoredKey,
+        hash: &[u8; 32],
+    ) -> Option<std::sync::Arc<quorate_protocol::psbt::TransactionSummary>> {
+        let approval = self.approvals.get_mut(hash)?;
+        if approval.transaction.is_none() {
+            approval.transaction = signed
+                .request
+                .transaction(&key.share.public)
+                .ok()
+                .flatten()
+                .map(std::sync::Arc::new);
+        }
+        approval.transaction.clone()
     }
 
     /// A request refused by policy less than a minute ago is refused again from

@@ -9,7 +9,7 @@ use quorate_protocol::{
 };
 use serde_json::json;
 
-use super::{reject, unix_ms, Node};
+use super::{reject, Node};
 use crate::{audit::AuditKind, keystore::StoredKey};
 
 impl Node {
@@ -46,18 +46,14 @@ impl Node {
             .map_err(|e| reject("malformed_request", e.to_string()))?;
         let key = self.key_for_request(env, &signed)?;
         let hash = signed.request.hash();
-        let now_ms = unix_ms();
-        if self.approvals.contains_key(&hash) {
-            self.recheck_approval(&signed, &key, hash, now_ms)?;
-        } else {
-            self.decide_new_request(&signed, &key, hash, now_ms)?;
-        }
+        self.admit_client_request(&signed, &key, hash)?;
         let members = key.share.public.members.len();
         let quorum =
             crate::window::required(self.policy.policy(), &signed.request, members).unwrap_or(0);
         let r = &signed.request;
         // What this node's limits counted (the policy just allowed it).
-        let (asset, amount) = match self.policy.effect(r, &key.share.public) {
+        let parsed = self.parsed_transaction(&signed, &key, &hash);
+        let (asset, amount) = match self.policy.effect(r, &key.share.public, parsed.as_deref()) {
             Ok(e) => (e.asset, e.amount),
             Err(_) => (r.purpose.asset.clone(), r.purpose.amount),
         };

@@ -118,10 +118,14 @@ pub struct Effect {
 /// the client may send, or the parsed transaction of a PSBT request checked
 /// against the client's `[bitcoin]` rules (network, parse, sighash types, fee,
 /// fee rate), in that order.
+/// `parsed` is the request's transaction if the caller already has it (it depends
+/// only on the request and the key, so it can be kept with an approval); without
+/// it the PSBT is parsed here.
 pub(super) fn effect(
     client: &ClientPolicy,
     req: &SigningRequest,
     key: &GroupPublic,
+    parsed: Option<&TransactionSummary>,
 ) -> Result<Effect, Decision> {
     let p = match &req.body {
         RequestBody::Raw { .. } => {
@@ -166,10 +170,13 @@ pub(super) fn effect(
             ),
         ));
     }
-    let tx = match req.transaction(key) {
-        Ok(Some(tx)) => tx,
-        Ok(None) => return Err(refuse(Rule::Transaction, "no transaction")),
-        Err(e) => return Err(refuse(Rule::Transaction, e.to_string())),
+    let tx = match parsed {
+        Some(tx) => tx.clone(),
+        None => match req.transaction(key) {
+            Ok(Some(tx)) => tx,
+            Ok(None) => return Err(refuse(Rule::Transaction, "no transaction")),
+            Err(e) => return Err(refuse(Rule::Transaction, e.to_string())),
+        },
     };
     if let Some(i) = tx
         .inputs

@@ -20,6 +20,7 @@ use ed25519_dalek::VerifyingKey;
 use quorate_protocol::{
     ids::KeyId,
     key::GroupPublic,
+    psbt::TransactionSummary,
     request::{SignedRequest, SigningRequest},
     suite::Ciphersuite,
 };
@@ -239,11 +240,22 @@ impl Decision {
     }
 }
 
+/// Longest refusal detail kept (bytes): details can quote client input (a PSBT
+/// decoder's error names the offending key), and they go to the audit log, the
+/// refused cache and the coordinator.
+pub const MAX_DETAIL_LEN: usize = 1024;
+
 fn refuse(rule: Rule, detail: impl Into<String>) -> Decision {
-    Decision::Refuse {
-        rule,
-        detail: detail.into(),
+    let mut detail = detail.into();
+    if detail.len() > MAX_DETAIL_LEN {
+        let mut end = MAX_DETAIL_LEN;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        detail.truncate(end);
+        detail.push('…');
     }
+    Decision::Refuse { rule, detail }
 }
 
 // ---------------------------------------------------------------------------
@@ -1094,6 +1106,18 @@ impl PolicyEngine {
         key: &GroupPublic,
         now_ms: u64,
     ) -> Decision {
+        self.evaluate_parsed(req, key, now_ms, None)
+    }
+
+    /// [`Self::evaluate_authenticated`] with the request's transaction already
+    /// parsed (`SigningRequest::transaction` under `key`), so it is not parsed again.
+    pub fn evaluate_parsed(
+        &mut self,
+        req: &SignedRequest,
+        key: &GroupPublic,
+        now_ms: u64,
+        parsed: Option<&TransactionSummary>,
+    ) -> Decision {
         self.forget_expired(now_ms);
         let r: &SigningRequest = &req.request;
         let Some(client) = self.policy.client_by_key(&r.client) else {
@@ -1112,7 +1136,7 @@ impl PolicyEngine {
                 format!("request nonce {} was already used", hex::encode(r.nonce)),
             );
         }
-        let (limit, p) = match Self::static_rules(&self.policy, client, req, key, now_ms) {
+        let (limit, p) = match Self::static_rules(&self.policy, client, req, key, now_ms, parsed) {
             Ok(ok) => ok,
             Err(refused) => return refused,
         };
@@ -1181,6 +1205,18 @@ impl PolicyEngine {
     /// lifetime bound and the rolling window, which were applied (and counted) when it
     /// was first allowed.
     pub fn recheck(&self, req: &SignedRequest, key: &GroupPublic, now_ms: u64) -> Decision {
+        self.recheck_parsed(req, key, now_ms, None)
+    }
+
+    /// [`Self::recheck`] with the request's transaction already parsed (kept with
+    /// the approval), so a retry does not parse the PSBT again.
+    pub fn recheck_parsed(
+        &self,
+        req: &SignedRequest,
+        key: &GroupPublic,
+        now_ms: u64,
+        parsed: Option<&TransactionSummary>,
+    ) -> Decision {
         let name = match self.authenticate(req) {
             Ok(name) => name,
             Err(refused) => return refused,
@@ -1192,7 +1228,7 @@ impl PolicyEngine {
         let Some(client) = self.policy.client_by_key(&r.client) else {
             return refuse(Rule::UnknownClient, "client is no longer registered");
         };
-        match Self::static_rules(&self.policy, client, req, key, now_ms) {
+        match Self::static_rules(&self.policy, client, req, key, now_ms, parsed) {
             Ok(_) => Decision::Allow { client: name },
             Err(refused) => refused,
         }
@@ -1230,14 +1266,19 @@ impl PolicyEngine {
     /// What `req` does for its client under the policy in force ([`Effect`]):
     /// the declaration of a raw request, or the parsed transaction of a PSBT
     /// request; the refusal if the client may not send it or it does not parse.
-    pub fn effect(&self, req: &SigningRequest, key: &GroupPublic) -> Result<Effect, Decision> {
+    pub fn effect(
+        &self,
+        req: &SigningRequest,
+        key: &GroupPublic,
+        parsed: Option<&TransactionSummary>,
+    ) -> Result<Effect, Decision> {
         let Some(client) = self.policy.client_by_key(&req.client) else {
             return Err(refuse(
                 Rule::UnknownClient,
                 format!("client key {} is not registered", hex::encode(req.client)),
             ));
         };
-        bitcoin::effect(client, req, key)
+        bitcoin::effect(client, req, key, parsed)
     }
 
     /// The rules that depend only on the request and the current policy: key match,
@@ -1251,6 +1292,7 @@ impl PolicyEngine {
         req: &SignedRequest,
         key: &GroupPublic,
         now_ms: u64,
+        parsed: Option<&TransactionSummary>,
     ) -> Result<(&'a AssetLimit, Effect), Decision> {
         let r: &SigningRequest = &req.request;
         if key.key_id != r.key_id {
@@ -1286,7 +1328,7 @@ impl PolicyEngine {
                 format!("client {:?} may not use {}", client.name, key.suite),
             ));
         }
-        let p = bitcoin::effect(client, r, key)?;
+        let p = bitcoin::effect(client, r, key, parsed)?;
         let Some(limit) = client.limits.get(&p.asset) else {
             return Err(refuse(
                 Rule::AssetNotAllowed,

@@ -82,12 +82,20 @@ pub struct TransactionSummary {
     pub output_total: u64,
     /// `input_total − output_total`.
     pub fee: u64,
-    /// Virtual size of the signed transaction (vbytes), counting a key-path
-    /// witness for each input signed here, the final witness of inputs that carry
-    /// one, and none for the rest (so the fee rate can only be overstated).
+    /// Virtual size of the signed transaction (vbytes), counting only what the
+    /// signatures commit to plus a key-path witness per input signed here: other
+    /// inputs' scriptSigs and witnesses can be replaced after signing and count as
+    /// empty, so this is a lower bound and the fee rate can only be overstated.
     pub vsize: u64,
-    /// Sum of the outputs that are not change: what leaves this key.
+    /// What leaves this key: the inputs signed here minus the change they pay
+    /// back (so the fee they fund counts too). Change counts only when every
+    /// input signed here commits to every output (`default`, `all`,
+    /// `all_anyonecanpay`); with `none` or `single` outputs can be replaced after
+    /// signing, so the inputs' whole value counts.
     pub outflow: u64,
+    /// Sum of the outputs that are not change (what the listed destinations
+    /// receive, as the PSBT shows them).
+    pub paid_out: u64,
 }
 
 impl TransactionSummary {
@@ -181,6 +189,12 @@ pub fn analyze(req: &PsbtRequest, group_key: &[u8]) -> Result<TransactionSummary
         )
     })?;
 
+    if parsed.tx.output.len() > MAX_OUTPUTS {
+        return Err(invalid(
+            "psbt",
+            format!("{} outputs; at most {MAX_OUTPUTS}", parsed.tx.output.len()),
+        ));
+    }
     let own_script = ScriptBuf::new_p2tr_tweaked(TweakedPublicKey::dangerous_assume_tweaked(ours));
     let secp = Secp256k1::verification_only();
     let mut cache = SighashCache::new(&parsed.tx);
@@ -259,29 +273,23 @@ pub fn analyze(req: &PsbtRequest, group_key: &[u8]) -> Result<TransactionSummary
             value: prevout.value.to_sat(),
         });
     }
-    for (i, f) in parsed.inputs.iter().enumerate() {
-        if req.inputs.iter().any(|k| *k as usize == i) {
-            continue;
-        }
-        witness_weight += f
-            .final_script_witness
-            .as_ref()
-            .map_or(1, |w| w.size() as u64);
-        witness_weight += 4 * f.final_script_sig.as_ref().map_or(0, |s| s.len() as u64);
-    }
-    // Segwit marker and flag (2 WU) on top of the unsigned transaction.
-    let weight = parsed.tx.weight().to_wu() + 2 + witness_weight;
+    // Segwit marker and flag (2 WU) and one empty-witness byte per other input on
+    // top of the unsigned transaction (empty scriptSigs): committed bytes only.
+    let others = parsed.tx.input.len().saturating_sub(req.inputs.len()) as u64;
+    let weight = parsed.tx.weight().to_wu() + 2 + witness_weight + others;
     let vsize = weight.div_ceil(4);
+    let spent_here = inputs.iter().fold(0u64, |a, i| a.saturating_add(i.value));
+    let outputs_committed = inputs.iter().all(|i| {
+        matches!(
+            TapSighashType::from_consensus_u8(i.sighash_type),
+            Ok(TapSighashType::Default | TapSighashType::All | TapSighashType::AllPlusAnyoneCanPay)
+        )
+    });
 
-    if parsed.tx.output.len() > MAX_OUTPUTS {
-        return Err(invalid(
-            "psbt",
-            format!("{} outputs; at most {MAX_OUTPUTS}", parsed.tx.output.len()),
-        ));
-    }
     let network = req.network.to_bitcoin();
     let mut outputs = Vec::with_capacity(parsed.tx.output.len());
-    let mut outflow: u64 = 0;
+    let mut paid_out: u64 = 0;
+    let mut change_total: u64 = 0;
     for (i, o) in parsed.tx.output.iter().enumerate() {
         let change = o.script_pubkey == own_script;
         let script = o.script_pubkey.as_bytes();
@@ -293,8 +301,10 @@ pub fn analyze(req: &PsbtRequest, group_key: &[u8]) -> Result<TransactionSummary
                 hex::encode(bitcoin::hashes::sha256::Hash::hash(script).to_byte_array())
             ),
         };
-        if !change {
-            outflow = outflow.saturating_add(o.value.to_sat());
+        if change {
+            change_total = change_total.saturating_add(o.value.to_sat());
+        } else {
+            paid_out = paid_out.saturating_add(o.value.to_sat());
         }
         outputs.push(OutputSummary {
             index: i as u32,
@@ -312,7 +322,12 @@ pub fn analyze(req: &PsbtRequest, group_key: &[u8]) -> Result<TransactionSummary
         output_total,
         fee,
         vsize,
-        outflow,
+        outflow: if outputs_committed {
+            spent_here.saturating_sub(change_total)
+        } else {
+            spent_here
+        },
+        paid_out,
     })
 }
 

@@ -165,7 +165,8 @@ fn psbt_v0_sighashes_are_derived_and_the_finished_transaction_verifies() {
         (s.input_total, s.output_total, s.fee),
         (100_000, 99_000, 1_000)
     );
-    assert_eq!(s.outflow, 70_000, "change is not outflow");
+    assert_eq!(s.paid_out, 70_000, "change is not paid out");
+    assert_eq!(s.outflow, 71_000, "what leaves the key: payment and fee");
     assert!(s.outputs[1].change && !s.outputs[0].change);
     assert!(
         s.outputs[0].destination.starts_with("bcrt1p"),
@@ -208,7 +209,7 @@ fn psbt_v2_is_parsed_and_signed_like_v0() {
     let f = fixture(&[50_000]);
     let req = request(v2_psbt(&f, 49_000, &other_script(9)), vec![0]);
     let s = analyze(&req, &f.group).expect("analysis");
-    assert_eq!((s.psbt_version, s.fee, s.outflow), (2, 1_000, 49_000));
+    assert_eq!((s.psbt_version, s.fee, s.outflow), (2, 1_000, 50_000));
     let done = finish(&req, &sign_all(&f, &s)).expect("finish");
     verifies(&f, &done.transaction.expect("complete"));
     // Still version 2, with the signature as PSBT_IN_TAP_KEY_SIG and nothing lost.
@@ -324,6 +325,29 @@ fn sighash_types_and_networks_change_what_is_signed_and_shown() {
         "{}",
         main.outputs[0].destination
     );
+}
+
+#[test]
+fn uncommitted_outputs_and_foreign_witnesses_cannot_hide_what_leaves_the_key() {
+    let f = fixture(&[10_000, 10_000]);
+    let own = f.prevouts[0].script_pubkey.clone();
+    // Everything but 1 000 sat back to the key goes to the fee: it still leaves.
+    let burn = v0(&f, vec![pay(1_000, own.clone())]);
+    let s = analyze(&request(burn.serialize(), vec![0, 1]), &f.group).expect("analysis");
+    assert_eq!((s.paid_out, s.fee, s.outflow), (0, 19_000, 19_000));
+    // SIGHASH_NONE commits to no output: the change shown cannot be trusted.
+    let mut none = v0(&f, vec![pay(1_000, other_script(7)), pay(18_000, own)]);
+    none.inputs[1].sighash_type = Some(bitcoin::psbt::PsbtSighashType::from_u32(0x02));
+    let s = analyze(&request(none.serialize(), vec![0, 1]), &f.group).expect("analysis");
+    assert_eq!(s.outflow, 20_000, "the inputs' whole value counts");
+    // Input 1 signed elsewhere with a huge scriptSig, which the signature does not
+    // commit to: the size (and so the fee rate) ignores it.
+    let p = v0(&f, vec![pay(19_000, other_script(7))]);
+    let small = analyze(&request(p.serialize(), vec![0]), &f.group).expect("analysis");
+    let mut padded = p.clone();
+    padded.inputs[1].final_script_sig = Some(ScriptBuf::from_bytes(vec![0x51; 10_000]));
+    let big = analyze(&request(padded.serialize(), vec![0]), &f.group).expect("analysis");
+    assert_eq!(small.vsize, big.vsize);
 }
 
 #[test]

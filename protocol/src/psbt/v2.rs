@@ -129,19 +129,19 @@ fn field(map: &Map, ty: u8) -> Option<&[u8]> {
 fn fixed<const N: usize>(v: &[u8], name: &str) -> Result<[u8; N], ProtocolError> {
     v.try_into().map_err(|_| {
         invalid(
-            format!("body.psbt.{name}"),
+            format!("psbt.{name}"),
             format!("{} bytes; {N} expected", v.len()),
         )
     })
 }
 
 fn count(map: &Map, ty: u8, name: &str, remaining: usize) -> Result<usize, ProtocolError> {
-    let v = field(map, ty).ok_or_else(|| invalid(format!("body.psbt.{name}"), "missing"))?;
+    let v = field(map, ty).ok_or_else(|| invalid(format!("psbt.{name}"), "missing"))?;
     let n = Reader { bytes: v, at: 0 }.compact_size()?;
     // Every map is at least its terminator byte.
     if n > remaining {
         return Err(invalid(
-            format!("body.psbt.{name}"),
+            format!("psbt.{name}"),
             format!("{n} maps in {remaining} bytes"),
         ));
     }
@@ -208,7 +208,7 @@ fn lock_time(m: &V2Maps) -> Result<LockTime, ProtocolError> {
     }
     let value = if height_only && time_only {
         return Err(invalid(
-            "body.psbt.input.required_locktime",
+            "psbt.input.required_locktime",
             "inputs require both a height and a time lock; no lock time satisfies them",
         ));
     } else if !heights.is_empty() && !time_only {
@@ -227,7 +227,7 @@ fn lock_time(m: &V2Maps) -> Result<LockTime, ProtocolError> {
 /// The unsigned transaction a version 2 PSBT describes.
 fn transaction(m: &V2Maps) -> Result<Transaction, ProtocolError> {
     let version = field(&m.global, G_TX_VERSION)
-        .ok_or_else(|| invalid("body.psbt.global.tx_version", "missing"))
+        .ok_or_else(|| invalid("psbt.global.tx_version", "missing"))
         .and_then(|v| fixed::<4>(v, "global.tx_version"))?;
     let mut input = Vec::with_capacity(m.inputs.len());
     for (i, map) in m.inputs.iter().enumerate() {

@@ -82,6 +82,12 @@ pub fn verify_key_path_spends(
         };
         let (sig, ty) = match element.len() {
             64 => (&element[..], TapSighashType::Default),
+            65 if element[64] == 0 => {
+                return Err(invalid(
+                    format!("input[{i}].witness"),
+                    "a 65-byte signature with sighash byte 0x00 (consensus requires 64 bytes for SIGHASH_DEFAULT)",
+                ))
+            }
             65 => (
                 &element[..64],
                 TapSighashType::from_consensus_u8(element[64])

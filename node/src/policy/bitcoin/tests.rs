@@ -186,20 +186,30 @@ fn a_drain_labelled_one_sat_is_refused_by_its_real_outflow() {
     assert!(f.eval(&req).is_allow(), "{:?}", f.eval(&req));
     assert_eq!(
         f.engine.window_usage(&req.request.client, "BTC", NOW),
-        90_000
+        91_000,
+        "90 000 paid and the 1 000 sat fee leave the key"
     );
     // Declares 1 sat, pays 150 000 to the allowlisted address: the per-request
     // limit sees 150 000.
     let drain = f.psbt(&[(150_000, script_of(9)), (49_000, own.clone())]);
     let req = f.psbt_request(&drain, BitcoinNetwork::Regtest);
     assert_eq!(req.request.purpose.amount, 1);
-    refused(&f.eval(&req), Rule::AmountLimit, "150000 BTC");
+    refused(&f.eval(&req), Rule::AmountLimit, "151000 BTC");
+    // Everything to the fee, nothing paid out, no fee limit set: still 199 000
+    // leaving the key, refused by the amount limit.
+    let mut no_fee_limits = fixture("[clients.desk.bitcoin]\nnetwork = \"regtest\"");
+    let burn = no_fee_limits.psbt(&[(1_000, own.clone())]);
+    refused(
+        &no_fee_limits.judge(&burn, BitcoinNetwork::Regtest),
+        Rule::AmountLimit,
+        "199000 BTC",
+    );
     // Under the per-request limit but over the window (90 000 used of 150 000).
     let second = f.psbt(&[(70_000, script_of(9)), (129_000, own.clone())]);
     refused(
         &f.judge(&second, BitcoinNetwork::Regtest),
         Rule::WindowLimit,
-        "70000 BTC on top of 90000",
+        "71000 BTC on top of 91000",
     );
     // An output to an address not on the allowlist, named by index.
     let elsewhere = f.psbt(&[
@@ -346,4 +356,38 @@ fn a_psbt_request_needs_the_window_quorum_of_its_bitcoin_asset_whatever_it_decla
         crate::window::required(with_quorum.engine.policy(), &req.request, 5),
         Some(5)
     );
+}
+
+#[test]
+fn a_refusal_quoting_a_huge_psbt_field_is_bounded() {
+    let mut f = fixture(BITCOIN);
+    // A global key of an unknown-to-v0 type with 40 KB of key data: the decoder's
+    // error quotes it.
+    let mut psbt = b"psbt\xff".to_vec();
+    psbt.extend_from_slice(&[0xfd, 0x41, 0x9c, 0x00]);
+    psbt.extend(std::iter::repeat_n(0xab, 40_000));
+    psbt.extend_from_slice(&[0x00, 0x00]);
+    let req = f.request(
+        RequestBody::BitcoinPsbt(PsbtRequest {
+            psbt,
+            network: BitcoinNetwork::Regtest,
+            inputs: vec![0],
+        }),
+        1,
+    );
+    match f.eval(&req) {
+        Decision::Refuse { rule, detail } => {
+            assert_eq!(rule, Rule::Transaction);
+            assert!(
+                detail.len() <= crate::policy::MAX_DETAIL_LEN + 3,
+                "{}",
+                detail.len()
+            );
+            assert!(
+                detail.ends_with('…'),
+                "the decoder quoted the key and it was cut: {detail}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
